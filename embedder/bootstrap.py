@@ -1,0 +1,54 @@
+"""Wiring: settings -> catalog, store, service -> the WSGI app. Runs in each worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from embedder.catalog_file import load_catalog
+from embedder.encoder import BatchLimits
+from embedder.http.app import HttpOptions, create_app
+from embedder.service import Limits, Service
+from embedder.sessions import SessionConfig
+from embedder.settings import Settings
+from embedder.store import ModelStore
+from embedder.workers import WorkerBoard
+
+
+def build_service(settings: Settings) -> Service:
+    catalog = load_catalog(settings.catalog)
+    board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")
+    _, threads = settings.sizing()
+    return Service(
+        catalog,
+        ModelStore(settings.models_root, catalog),
+        session_config=SessionConfig(threads=threads, arena=settings.ort_arena),
+        limits=Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars),
+        batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
+        models=settings.models or None,
+        micro_batching=settings.micro_batch,
+        board=WorkerBoard(Path(board_dir)) if board_dir else None,
+    )
+
+
+def build_app(
+    settings: Settings | None = None, *, master_pid: int | None = None
+) -> falcon.App[Any, Any]:
+    """The app a worker serves; model loading starts in the background at once."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = settings or Settings.from_env()
+    service = build_service(settings)
+    service.start()
+    return create_app(
+        service,
+        HttpOptions(
+            max_body_bytes=settings.max_body_bytes,
+            tcp_expose=settings.tcp_expose,
+            api_key=settings.api_key,
+            master_pid=master_pid,
+        ),
+    )

@@ -1,0 +1,110 @@
+"""Text -> vectors: tokenise, length-sorted sub-batches, run, pool, L2-normalise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from embedder.catalog import ModelSpec
+from embedder.tokens import assemble, graph_inputs, pick_output, plan_batches
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # float32 [n, dims], unit length, in the caller's order
+    tokens: list[int]  # real tokens per input, special tokens included, after truncation
+    truncated: list[bool]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.tokens)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Sub-batch bounds: rows per run and padded tokens per run (bounds activation memory)."""
+
+    max_batch: int = 32
+    max_batch_tokens: int = 8192
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    if how == "cls":
+        return np.asarray(hidden[:, 0, :])
+    weights = mask[:, :, None].astype(hidden.dtype)
+    summed = (hidden * weights).sum(axis=1)
+    return np.asarray(summed / np.maximum(weights.sum(axis=1), 1.0))
+
+
+class Embedder:
+    """One embedding model: a session, its tokenizer and what the catalog says of it.
+
+    Thread-safe: ORT's `run` may be called from several threads at once.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        session: Any,
+        tokenizer: Tokenizer,
+        limits: BatchLimits | None = None,
+    ) -> None:
+        self.spec = spec
+        self.session = session
+        self.tokenizer = tokenizer
+        self.limits = limits or BatchLimits()
+        self.inputs = graph_inputs(session)
+        self.output = pick_output(session, spec.output, rank=3)
+        self.pooling = spec.pooling or "mean"
+        probe = self.session.get_outputs()
+        shape = next(o.shape for o in probe if o.name == self.output)
+        self.dims = int(shape[-1]) if isinstance(shape[-1], int) else (spec.dims or 0)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def instruct(self, texts: Sequence[str]) -> list[str]:
+        """Texts with the model's retrieval-query instruction, if it has one."""
+        prefix = self.spec.query_instruction or ""
+        return [prefix + t for t in texts]
+
+    def embed(self, texts: Sequence[str], *, query: bool = False) -> Embeddings:
+        """Vectors for `texts`; `query` adds the model's retrieval instruction, if it has one."""
+        batch = self.instruct(texts) if query else list(texts)
+        encodings = self.tokenizer.encode_batch(batch)
+        lengths = [len(e.ids) for e in encodings]
+        out = np.empty((len(encodings), self.dims), dtype=np.float32)
+        for rows in plan_batches(
+            lengths,
+            max_batch=self.limits.max_batch,
+            max_batch_tokens=self.limits.max_batch_tokens,
+        ):
+            sub = assemble(encodings, rows, self.inputs)
+            (hidden,) = self.session.run([self.output], sub.feeds)
+            out[sub.rows] = pool(hidden, sub.mask, self.pooling)
+        return Embeddings(
+            vectors=l2_normalize(out),
+            tokens=lengths,
+            truncated=[bool(e.overflowing) for e in encodings],
+        )
+
+
+def to_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-vector INT8: v ~= q * scale, scale = max|v| / 127 (the seed's compact form)."""
+    scales = np.abs(vectors).max(axis=1) / 127.0
+    safe = np.where(scales > 0, scales, 1.0)
+    q = np.clip(np.rint(vectors / safe[:, None]), -127, 127).astype(np.int8)
+    return q, scales.astype(np.float32)
+
+
+def to_fp16(vectors: np.ndarray) -> np.ndarray:
+    return vectors.astype(np.float16)

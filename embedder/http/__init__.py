@@ -1,0 +1,1 @@
+"""The thin web layer: falcon resources over `embedder.service.Service`."""

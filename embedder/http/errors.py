@@ -1,0 +1,48 @@
+"""The one place where domain errors become HTTP statuses and JSON-RPC codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embedder import errors as e
+
+
+@dataclass(frozen=True)
+class Mapping:
+    status: int  # HTTP status on REST
+    type: str  # OpenAI error "type"
+    code: str  # OpenAI error "code"
+    rpc: int  # JSON-RPC error code
+
+
+# JSON-RPC: -32602 invalid params for caller mistakes; application codes (-32000..-32099)
+# for the service's own states.
+RPC_NOT_READY = -32001
+RPC_UNKNOWN_MODEL = -32002
+RPC_MODEL_UNAVAILABLE = -32003
+RPC_TOO_LARGE = -32004
+RPC_OVERLOADED = -32005
+RPC_DOWNLOAD = -32006
+
+TABLE: dict[type[e.EmbedderError], Mapping] = {
+    e.InvalidInput: Mapping(400, "invalid_request_error", "invalid_input", -32602),
+    e.TooLarge: Mapping(413, "invalid_request_error", "too_large", RPC_TOO_LARGE),
+    e.UnknownModel: Mapping(404, "invalid_request_error", "model_not_found", RPC_UNKNOWN_MODEL),
+    e.NotReady: Mapping(503, "service_unavailable", "model_not_ready", RPC_NOT_READY),
+    e.ModelUnavailable: Mapping(503, "server_error", "model_unavailable", RPC_MODEL_UNAVAILABLE),
+    e.DownloadError: Mapping(503, "server_error", "model_download_failed", RPC_DOWNLOAD),
+    e.Overloaded: Mapping(503, "service_unavailable", "overloaded", RPC_OVERLOADED),
+}
+
+INTERNAL = Mapping(500, "server_error", "internal_error", -32603)
+
+
+def mapping_for(exc: BaseException) -> Mapping:
+    for cls in type(exc).__mro__:
+        if cls in TABLE:
+            return TABLE[cls]
+    return INTERNAL
+
+
+def retry_after(exc: BaseException) -> int | None:
+    return getattr(exc, "retry_after", None)

@@ -1,0 +1,30 @@
+"""Recipes that build model files from other files (an FP32 graph from safetensors, an INT8
+graph from an FP32 one). The store runs them once per machine, under its file lock, writing
+to a temporary name that it renames only once the recipe has finished."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Recipe = Callable[[Sequence[Path], Path], None]
+
+
+def _bert_onnx(inputs: Sequence[Path], out: Path) -> None:
+    from embedder.prepare.bert_onnx import build_bert_onnx
+
+    safetensors, config = inputs
+    build_bert_onnx(safetensors, config, out)
+
+
+def _quantize_int8(inputs: Sequence[Path], out: Path) -> None:
+    from embedder.prepare.quantize import quantize_int8
+
+    (src,) = inputs
+    quantize_int8(src, out)
+
+
+RECIPES: dict[str, Recipe] = {
+    "bert-onnx": _bert_onnx,
+    "quantize-int8": _quantize_int8,
+}

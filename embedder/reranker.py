@@ -1,0 +1,129 @@
+"""(query, document) pairs -> relevance scores, sorted best first.
+
+Two scorers: a real cross-encoder (one logit per pair, e.g. bge-reranker-base), and the
+starter catalog's cosine scorer, which is an embedding model's cosine similarity and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from embedder.catalog import ModelSpec
+from embedder.encoder import BatchLimits, Embedder
+from embedder.errors import ModelUnavailable
+from embedder.tokens import assemble, graph_inputs, pick_output, plan_batches
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Ranked:
+    id: str
+    index: int  # position in the caller's list
+    score: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    results: list[Ranked]
+    tokens: int
+
+
+class Reranker(Protocol):
+    spec: ModelSpec
+
+    def rerank(
+        self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
+    ) -> Ranking: ...
+
+
+def rank(docs: Sequence[Doc], scores: np.ndarray, top_k: int | None) -> list[Ranked]:
+    """Best first; ties keep the caller's order."""
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    return [Ranked(id=docs[i].id, index=int(i), score=float(scores[i])) for i in order]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x.astype(np.float64))))
+
+
+class CrossEncoderReranker:
+    """Scores each pair with the model's single logit; sigmoid(logit) unless `raw`.
+
+    Pairs are truncated on the document side only, so the whole query is always seen; a query
+    longer than half the window falls back to cutting the longer side first, so it still
+    leaves the document room.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        session: Any,
+        tokenizer: Tokenizer,
+        tokenizer_longest: Tokenizer,
+        limits: BatchLimits | None = None,
+    ) -> None:
+        self.spec = spec
+        self.session = session
+        self.limits = limits or BatchLimits()
+        self.inputs = graph_inputs(session)
+        self.output = pick_output(session, spec.output, rank=2)
+        self._doc_side = tokenizer
+        self._doc_side.enable_truncation(spec.max_tokens, strategy="only_second")
+        self._longest = tokenizer_longest
+        self._longest.enable_truncation(spec.max_tokens, strategy="longest_first")
+
+    def rerank(
+        self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
+    ) -> Ranking:
+        if not docs:
+            return Ranking(results=[], tokens=0)
+        query_len = len(self._longest.encode(query, add_special_tokens=False).ids)
+        tok = self._doc_side if query_len <= self.spec.max_tokens // 2 else self._longest
+        encodings = tok.encode_batch([(query, d.text) for d in docs])
+        lengths = [len(e.ids) for e in encodings]
+        logits = np.empty(len(docs), dtype=np.float32)
+        for rows in plan_batches(
+            lengths,
+            max_batch=self.limits.max_batch,
+            max_batch_tokens=self.limits.max_batch_tokens,
+        ):
+            sub = assemble(encodings, rows, self.inputs)
+            (out,) = self.session.run([self.output], sub.feeds)
+            out = np.asarray(out)
+            if out.ndim != 2 or out.shape[1] != 1:
+                raise ModelUnavailable(f"{self.spec.id}: expected one logit per pair")
+            logits[sub.rows] = out[:, 0]
+        scores = logits.astype(np.float64) if raw else sigmoid(logits)
+        return Ranking(results=rank(docs, scores, top_k), tokens=sum(lengths))
+
+
+class CosineReranker:
+    """Cosine similarity of embeddings: a stand-in where no cross-encoder is available.
+
+    Scores lie in [-1, 1] and are the same with or without `raw`.
+    """
+
+    def __init__(self, spec: ModelSpec, embedder: Embedder) -> None:
+        self.spec = spec
+        self.embedder = embedder
+
+    def rerank(
+        self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
+    ) -> Ranking:
+        if not docs:
+            return Ranking(results=[], tokens=0)
+        emb = self.embedder.embed([query, *(d.text for d in docs)])
+        scores = (emb.vectors[1:] @ emb.vectors[0]).astype(np.float64)
+        return Ranking(results=rank(docs, scores, top_k), tokens=emb.total_tokens)

@@ -1,0 +1,397 @@
+"""The engine's facade: loads the catalog's models in the background and serves requests.
+
+Knows nothing of HTTP. Every failure it raises is a domain error from `embedder.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from embedder.batcher import Batcher
+from embedder.catalog import Catalog, ModelSpec
+from embedder.encoder import BatchLimits, Embedder, Embeddings
+from embedder.errors import (
+    EmbedderError,
+    InvalidInput,
+    ModelUnavailable,
+    NotReady,
+    TooLarge,
+    UnknownModel,
+)
+from embedder.reranker import CosineReranker, CrossEncoderReranker, Doc, Ranking, Reranker
+from embedder.sessions import SessionConfig, check_ort_version, open_session
+from embedder.store import ModelStore
+from embedder.tokens import load_tokenizer
+from embedder.workers import WorkerBoard, combine
+
+log = logging.getLogger("embedder.service")
+
+State = Literal["pending", "downloading", "loading", "ready", "error"]
+# How far along a state is; across workers a model shows its least advanced state.
+_ORDER = {"error": 0, "pending": 1, "downloading": 2, "loading": 3, "ready": 4}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request bounds; documented in the README with their settings."""
+
+    max_inputs: int = 2048  # what OpenAI allows per embeddings request
+    max_input_chars: int = 100_000  # far beyond any model window; bounds tokenizer work
+    max_docs: int = 1000
+    max_query_chars: int = 20_000
+
+
+@dataclass
+class ModelStatus:
+    state: State = "pending"
+    error: str | None = None
+    load_seconds: float | None = None
+    started: float | None = None
+
+
+class Service:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: ModelStore,
+        *,
+        session_config: SessionConfig | None = None,
+        limits: Limits | None = None,
+        batch_limits: BatchLimits | None = None,
+        models: Sequence[str] | None = None,
+        micro_batching: bool = True,
+        board: WorkerBoard | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.micro_batching = micro_batching
+        self.board = board
+        self.store = store
+        self.session_config = session_config or SessionConfig()
+        self.limits = limits or Limits()
+        self.batch_limits = batch_limits or BatchLimits()
+        wanted = [catalog.get(m) for m in models] if models else list(catalog)
+        # A cosine scorer runs on an embedding model, which must then be served too (first).
+        self.specs: list[ModelSpec] = []
+        for spec in wanted:
+            if spec.embedder and catalog.get(spec.embedder) not in self.specs:
+                self.specs.append(catalog.get(spec.embedder))
+            if spec not in self.specs:
+                self.specs.append(spec)
+        self.status_by_id: dict[str, ModelStatus] = {s.id: ModelStatus() for s in self.specs}
+        self.embedders: dict[str, Embedder] = {}
+        self.batchers: dict[str, Batcher] = {}
+        self.rerankers: dict[str, Reranker] = {}
+        self.started_at = time.time()
+        self._thread: threading.Thread | None = None
+        # Observers (metrics): runs of the micro-batcher, and work done per request.
+        self.on_batch: Callable[[str, int, list[float]], None] | None = None
+        self.on_work: Callable[[str, int, int], None] | None = None
+
+    # --- loading ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load every model in a background thread, so listeners answer `starting` at once."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.ready
+
+    def load_all(self) -> None:
+        self._publish()
+        try:
+            check_ort_version()
+        except EmbedderError as exc:
+            for st in self.status_by_id.values():
+                st.state, st.error = "error", exc.message
+            self._publish()
+            return
+        for spec in self.specs:
+            self._load(spec)
+            self._publish()
+
+    def _publish(self) -> None:
+        if self.board is not None:
+            try:
+                self.board.publish(self.local_health())
+            except OSError as exc:
+                log.warning("cannot publish worker state: %s", exc)
+
+    def _load(self, spec: ModelSpec) -> None:
+        st = self.status_by_id[spec.id]
+        st.started = time.time()
+        try:
+            st.state = "downloading"
+            self._publish()
+            self.store.ensure(spec)
+            st.state = "loading"
+            if spec.kind == "embedding":
+                embedder = self._open_embedder(spec)
+                if self.micro_batching:
+                    self.batchers[spec.id] = Batcher(
+                        embedder.embed,
+                        name=spec.id,
+                        max_texts=max(self.batch_limits.max_batch * 2, 1),
+                        observe=self._batch_observer(spec.id),
+                    )
+                self.embedders[spec.id] = embedder
+            else:
+                self.rerankers[spec.id] = self._open_reranker(spec)
+            st.load_seconds = round(time.time() - st.started, 3)
+            st.state = "ready"
+            log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
+        except EmbedderError as exc:
+            st.state, st.error = "error", exc.message
+            log.error("model %s failed: %s", spec.id, exc.message)
+        except Exception as exc:  # a bug or an unexpected file: report it, keep the others
+            st.state, st.error = "error", f"{type(exc).__name__}: {exc}"
+            log.exception("model %s failed", spec.id)
+
+    def _batch_observer(self, model: str) -> Callable[[int, list[float]], None]:
+        def observe(texts: int, queued: list[float]) -> None:
+            if self.on_batch is not None:
+                self.on_batch(model, texts, queued)
+
+        return observe
+
+    def _did(self, model: str, texts: int, tokens: int) -> None:
+        if self.on_work is not None:
+            self.on_work(model, texts, tokens)
+
+    def _open_embedder(self, spec: ModelSpec) -> Embedder:
+        assert spec.onnx and spec.tokenizer
+        session = open_session(self.store.path(spec, spec.onnx), self.session_config)
+        tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
+        return Embedder(spec, session, tok, self.batch_limits)
+
+    def _open_reranker(self, spec: ModelSpec) -> Reranker:
+        if spec.scorer == "cosine":
+            assert spec.embedder
+            embedder = self.embedders.get(spec.embedder)
+            if embedder is None:
+                raise ModelUnavailable(f"{spec.id} needs {spec.embedder}, which did not load")
+            return CosineReranker(spec, embedder)
+        assert spec.onnx and spec.tokenizer
+        session = open_session(self.store.path(spec, spec.onnx), self.session_config)
+        tok_path = self.store.path(spec, spec.tokenizer)
+        return CrossEncoderReranker(
+            spec,
+            session,
+            load_tokenizer(tok_path, spec.max_tokens),
+            load_tokenizer(tok_path, spec.max_tokens),
+            self.batch_limits,
+        )
+
+    # --- state --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return all(s.state == "ready" for s in self.status_by_id.values())
+
+    def state(self) -> str:
+        """starting | ok | degraded (some models failed, others serve) | error (none serve)."""
+        states = [s.state for s in self.status_by_id.values()]
+        if any(s in ("pending", "downloading", "loading") for s in states):
+            return "starting"
+        if all(s == "ready" for s in states):
+            return "ok"
+        return "degraded" if "ready" in states else "error"
+
+    def local_health(self) -> dict[str, Any]:
+        """This process's view: its own models."""
+        ready = [i for i, s in self.status_by_id.items() if s.state == "ready"]
+        out: dict[str, Any] = {
+            "status": self.state(),
+            "models_ready": ready,
+            "models": {i: s.state for i, s in self.status_by_id.items()},
+        }
+        errors = {i: s.error for i, s in self.status_by_id.items() if s.state == "error"}
+        if errors:
+            out["errors"] = errors
+        return out
+
+    def _worker_states(self) -> dict[int, dict[str, Any]]:
+        """Every live worker's published view, this one's fresh."""
+        workers = self.board.read() if self.board is not None else {}
+        workers[os.getpid()] = {"pid": os.getpid(), **self.local_health()}
+        return workers
+
+    def health(self) -> dict[str, Any]:
+        """The service's view: every live worker's, so any worker answers the same."""
+        if self.board is None:
+            mine = self.local_health()
+            del mine["models"]
+            return mine
+        workers = self._worker_states()
+        mine = workers[os.getpid()]
+        ready = set(mine["models_ready"])
+        errors: dict[str, Any] = {}
+        for w in workers.values():
+            ready &= set(w.get("models_ready", []))
+            errors.update(w.get("errors", {}))
+        out: dict[str, Any] = {
+            "status": combine([w["status"] for w in workers.values()]),
+            "models_ready": [m for m in mine["models_ready"] if m in ready],
+            "workers": {str(pid): w["status"] for pid, w in sorted(workers.items())},
+        }
+        if errors:
+            out["errors"] = errors
+        return out
+
+    def model_status(
+        self, spec: ModelSpec, workers: dict[int, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """One model; its state is the least advanced over the workers (ready only when every
+        worker can serve it)."""
+        st = self.status_by_id.get(spec.id, ModelStatus())
+        state: str = st.state
+        for w in (workers or {}).values():
+            other = w.get("models", {}).get(spec.id, state)
+            if _ORDER.get(other, 0) < _ORDER.get(state, 0):
+                state = other
+        return {
+            **spec.describe(),
+            "state": state,
+            "ready": state == "ready",
+            "error": st.error,
+            "load_seconds": st.load_seconds,
+            "disk_bytes": self.store.disk_size(spec),
+            "batching": asdict(b.stats) if (b := self.batchers.get(spec.id)) else None,
+        }
+
+    def models(self) -> list[dict[str, Any]]:
+        workers = self._worker_states() if self.board is not None else None
+        return [self.model_status(s, workers) for s in self.specs]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.health(),
+            "catalog": self.catalog.name,
+            "models_root": str(self.store.root),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "models": self.models(),
+            "downloads": {s.id: self.store.progress(s) for s in self.specs},
+            "aliases": dict(self.catalog.aliases),
+        }
+
+    # --- requests -----------------------------------------------------------------------
+
+    def resolve(self, model: str | None = None, quality: object = None) -> ModelSpec:
+        """The embedding model for a request: by id/alias, by quality level, else the default."""
+        if quality is not None:
+            if isinstance(quality, bool) or not isinstance(quality, int):
+                raise InvalidInput("quality must be an integer 1-4", param="quality")
+            spec = self.catalog.level(quality)
+        elif model is not None:
+            spec = self.catalog.get(model)
+        else:
+            spec = self.catalog.default_embedding()
+        if spec.kind != "embedding":
+            raise InvalidInput(f"{spec.id} is a reranker, not an embedding model", param="model")
+        return spec
+
+    def _served(self, spec: ModelSpec) -> None:
+        st = self.status_by_id.get(spec.id)
+        if st is None:
+            raise UnknownModel(f"model {spec.id!r} is not loaded by this instance", param="model")
+        if st.state == "error":
+            raise ModelUnavailable(f"model {spec.id} failed to load: {st.error}", param="model")
+        if st.state != "ready":
+            raise NotReady(f"model {spec.id} is {st.state}; retry shortly", param="model")
+
+    def validate_texts(self, texts: object, param: str = "input") -> list[str]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list | tuple):
+            raise InvalidInput(f"{param} must be a string or a list of strings", param=param)
+        if not texts:
+            raise InvalidInput(f"{param} must not be empty", param=param)
+        if len(texts) > self.limits.max_inputs:
+            raise TooLarge(
+                f"{param} has {len(texts)} items; the limit is {self.limits.max_inputs}",
+                param=param,
+            )
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInput(f"{param}[{i}] must be a string", param=param)
+            if not t:
+                raise InvalidInput(f"{param}[{i}] is an empty string", param=param)
+            if len(t) > self.limits.max_input_chars:
+                raise TooLarge(
+                    f"{param}[{i}] has {len(t)} characters; the limit is "
+                    f"{self.limits.max_input_chars}",
+                    param=param,
+                )
+        return list(texts)
+
+    def embed(
+        self,
+        texts: object,
+        *,
+        model: str | None = None,
+        quality: object = None,
+        query: bool = False,
+    ) -> tuple[ModelSpec, Embeddings]:
+        clean = self.validate_texts(texts)
+        spec = self.resolve(model, quality)
+        self._served(spec)
+        embedder = self.embedders[spec.id]
+        batcher = self.batchers.get(spec.id)
+        if batcher is None:
+            out = embedder.embed(clean, query=query)
+        else:
+            out = batcher.embed(embedder.instruct(clean) if query else clean)
+        self._did(spec.id, len(clean), out.total_tokens)
+        return spec, out
+
+    def rerank(
+        self,
+        query: object,
+        docs: Sequence[Doc],
+        *,
+        model: str | None = None,
+        top_k: object = None,
+        raw: bool = False,
+    ) -> tuple[ModelSpec, Ranking]:
+        if not isinstance(query, str) or not query:
+            raise InvalidInput("query must be a non-empty string", param="query")
+        if len(query) > self.limits.max_query_chars:
+            raise TooLarge(
+                f"query has {len(query)} characters; the limit is {self.limits.max_query_chars}",
+                param="query",
+            )
+        if not docs:
+            raise InvalidInput("documents must not be empty", param="documents")
+        if len(docs) > self.limits.max_docs:
+            raise TooLarge(
+                f"{len(docs)} documents; the limit is {self.limits.max_docs}", param="documents"
+            )
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+            raise InvalidInput("top_k must be a positive integer", param="top_k")
+        if top_k is not None and top_k < 1:
+            raise InvalidInput("top_k must be a positive integer", param="top_k")
+        seen: set[str] = set()
+        for i, d in enumerate(docs):
+            if not d.text:
+                raise InvalidInput(f"documents[{i}] has no text", param="documents")
+            if len(d.text) > self.limits.max_input_chars:
+                raise TooLarge(f"documents[{i}] is too long", param="documents")
+            if d.id in seen:
+                raise InvalidInput(f"duplicate document id {d.id!r}", param="documents")
+            seen.add(d.id)
+        spec = self.catalog.get(model) if model else self.catalog.default_reranker()
+        if spec.kind != "rerank":
+            raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
+        self._served(spec)
+        ranking = self.rerankers[spec.id].rerank(query, docs, top_k=top_k, raw=raw)
+        self._did(spec.id, len(docs), ranking.tokens)
+        return spec, ranking

@@ -1,0 +1,106 @@
+"""ONNX Runtime sessions sized to a worker's share of the cores.
+
+Sessions must be created after fork (one made before `fork()` loses its thread pool in the
+child and can hang on teardown), so nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedder.errors import ModelUnavailable
+
+MIN_ORT_VERSION = (1, 25)
+
+# Telemetry files and a thread are started by ORT unless this is set before it loads.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How sessions are built. The arena and memory pattern are off by default: with varying
+    batch shapes the arena keeps its high-water mark for good (the seed's OOM after weeks)."""
+
+    threads: int = 1
+    arena: bool = False
+    memory_pattern: bool = False
+    optimization: str = "all"  # disable | basic | extended | all
+    shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers
+    spinning: bool = True  # intra-op threads spin-wait between parallel sections
+
+
+def _ort() -> Any:
+    import onnxruntime as ort
+
+    return ort
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def ort_info() -> dict[str, Any]:
+    """Version, library path and whether it meets the minimum the engine is tested with."""
+    ort = _ort()
+    version = str(ort.__version__)
+    return {
+        "version": version,
+        "min_version": ".".join(map(str, MIN_ORT_VERSION)),
+        "version_ok": _version_tuple(version) >= MIN_ORT_VERSION,
+        "library_path": str(Path(ort.__file__).parent),
+        "providers": list(ort.get_available_providers()),
+        "device": str(ort.get_device()),
+    }
+
+
+def check_ort_version() -> None:
+    info = ort_info()
+    if not info["version_ok"]:
+        raise ModelUnavailable(
+            f"onnxruntime {info['version']} is too old; {info['min_version']}+ is required"
+        )
+
+
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def session_options(config: SessionConfig) -> Any:
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, config.threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = config.arena
+    opts.enable_mem_pattern = config.memory_pattern
+    opts.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _LEVELS[config.optimization]
+    )
+    opts.log_severity_level = 3
+    if not config.spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if config.shared_weights:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+    return opts
+
+
+def open_session(path: Path, config: SessionConfig) -> Any:
+    """An inference session on the CPU; a missing or corrupt file becomes ModelUnavailable."""
+    ort = _ort()
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(config), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own exception types for bad files
+        raise ModelUnavailable(f"cannot load {path.name}: {exc}".splitlines()[0]) from exc

@@ -1,0 +1,129 @@
+"""Every setting, read once from the environment into one frozen object (logged at start)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedder.errors import InvalidInput
+
+DEFAULT_PORT = 8092
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise InvalidInput(f"{name}={value} is below {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInput(f"{name}={raw!r} is not a boolean (use 1/0)")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
+
+
+def default_socket_root(env: Mapping[str, str]) -> Path:
+    """$PATH_SOCKETS, else ~/hero/var/sockets (the hero layout); the service adds its folder."""
+    raw = env.get("PATH_SOCKETS", "").strip()
+    return Path(raw).expanduser() if raw else Path.home() / "hero" / "var" / "sockets"
+
+
+def default_models_root(env: Mapping[str, str]) -> Path:
+    raw = env.get("EMBEDDER_MODELS_ROOT", "").strip()
+    if raw:
+        return Path(raw).expanduser()
+    cache = env.get("XDG_CACHE_HOME", "").strip()
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return base / "hero_embedder_provider" / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    catalog: str = "bge"
+    models_root: Path = field(default_factory=lambda: default_models_root({}))
+    models: tuple[str, ...] = ()  # empty: every model of the catalog
+    socket_dir: Path = field(
+        default_factory=lambda: default_socket_root({}) / "hero_embedder_provider"
+    )
+    bind: str | None = None  # None: probe mycelium, else 127.0.0.1:8092; "": no TCP
+    tcp_expose: tuple[str, ...] = ()  # extra surfaces on TCP: rpc, admin, metrics
+    api_key: str | None = None
+    workers: int = 0  # 0: derived from cores and threads
+    threads: int = 0  # ORT intra-op threads per worker; 0: derived
+    cores: int = 0  # cores the service may use; 0: all
+    ort_arena: bool = False
+    micro_batch: bool = True  # concurrent requests in a worker share ONNX Runtime runs
+    max_batch: int = 32
+    max_batch_tokens: int = 8192
+    max_inputs: int = 2048
+    max_input_chars: int = 100_000
+    max_body_bytes: int = 16 * 1024 * 1024
+    mycelium_api: str = "http://127.0.0.1:8989"
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        bind = env.get("EMBEDDER_BIND")
+        return cls(
+            catalog=env.get("EMBEDDER_CATALOG", "").strip() or "bge",
+            models_root=default_models_root(env),
+            models=_list(env, "EMBEDDER_MODELS"),
+            socket_dir=default_socket_root(env) / "hero_embedder_provider",
+            bind=None if bind is None else bind.strip(),
+            tcp_expose=_list(env, "EMBEDDER_TCP_EXPOSE"),
+            api_key=env.get("EMBEDDER_API_KEY") or None,
+            workers=_int(env, "EMBEDDER_WORKERS", 0),
+            threads=_int(env, "EMBEDDER_THREADS", 0),
+            cores=_int(env, "EMBEDDER_CORES", 0),
+            ort_arena=_bool(env, "EMBEDDER_ORT_ARENA", False),
+            micro_batch=_bool(env, "EMBEDDER_MICRO_BATCH", True),
+            max_batch=_int(env, "EMBEDDER_MAX_BATCH", 32, 1),
+            max_batch_tokens=_int(env, "EMBEDDER_MAX_BATCH_TOKENS", 8192, 512),
+            max_inputs=_int(env, "EMBEDDER_MAX_INPUTS", 2048, 1),
+            max_input_chars=_int(env, "EMBEDDER_MAX_INPUT_CHARS", 100_000, 1),
+            max_body_bytes=_int(env, "EMBEDDER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
+            mycelium_api=env.get("EMBEDDER_MYCELIUM_API", "").strip() or "http://127.0.0.1:8989",
+            port=_int(env, "EMBEDDER_PORT", DEFAULT_PORT, 1),
+        )
+
+    def sizing(self, cpu_count: int | None = None) -> tuple[int, int]:
+        """(workers, threads per worker) with workers x threads = the cores the service may use.
+
+        Default: one worker per core with one ORT thread each. Measured here, the split barely
+        matters for batched work on 2 cores; separate workers keep single-text requests from
+        queueing behind one another.
+        """
+        cores = self.cores or cpu_count or os.cpu_count() or 1
+        if self.workers and self.threads:
+            return self.workers, self.threads
+        if self.workers:
+            return self.workers, max(1, cores // self.workers)
+        if self.threads:
+            return max(1, cores // self.threads), self.threads
+        return cores, 1
+
+    def public(self) -> dict[str, Any]:
+        """For the start-up log and `status`: everything but the API key."""
+        out = asdict(self)
+        out["api_key"] = "set" if self.api_key else None
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

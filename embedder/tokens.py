@@ -1,0 +1,98 @@
+"""Tokenizer loading and batch assembly shared by the embedder and the reranker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from embedder.errors import ModelUnavailable
+
+
+def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    """A tokenizer that truncates at `max_tokens` and never pads: padding is per sub-batch.
+
+    Some shipped tokenizer.json files carry fixed padding/truncation (all-MiniLM-L6-v2's pads
+    every text to 128); both are overridden here so the catalog's limit is the only one.
+    """
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot load tokenizer {path}: {exc}") from exc
+    tok.no_padding()
+    tok.enable_truncation(max_tokens)
+    return tok
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One padded sub-batch: `rows` are positions in the caller's order."""
+
+    rows: np.ndarray
+    feeds: dict[str, np.ndarray]
+    mask: np.ndarray
+
+
+def plan_batches(
+    lengths: Sequence[int], *, max_batch: int, max_batch_tokens: int
+) -> Iterator[np.ndarray]:
+    """Sort by length and cut into sub-batches so padding stays small.
+
+    Measured on these machines: random order leaves ~27% real tokens in a batch of 32, and
+    sorting is worth ~5x. A sub-batch ends at `max_batch` rows or when its padded size
+    (rows x longest) would pass `max_batch_tokens`, which bounds peak activation memory.
+    """
+    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = lengths[order[start]]  # descending: the first row is the longest
+        rows = max(1, min(max_batch, max_batch_tokens // max(longest, 1)))
+        yield order[start : start + rows]
+        start += rows
+
+
+def assemble(encodings: Sequence[Encoding], rows: np.ndarray, input_names: set[str]) -> Batch:
+    """Pad the chosen encodings to their longest and build the feeds the graph declares."""
+    chosen = [encodings[i] for i in rows]
+    seq = max(len(e.ids) for e in chosen)
+    ids = np.zeros((len(chosen), seq), dtype=np.int64)
+    mask = np.zeros((len(chosen), seq), dtype=np.int64)
+    types = np.zeros((len(chosen), seq), dtype=np.int64)
+    for r, enc in enumerate(chosen):
+        n = len(enc.ids)
+        ids[r, :n] = enc.ids
+        mask[r, :n] = 1
+        types[r, :n] = enc.type_ids
+    available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    feeds = {name: available[name] for name in input_names if name in available}
+    return Batch(rows=rows, feeds=feeds, mask=mask)
+
+
+def graph_inputs(session: Any) -> set[str]:
+    names = {i.name for i in session.get_inputs()}
+    unknown = names - {"input_ids", "attention_mask", "token_type_ids"}
+    if unknown or "input_ids" not in names:
+        raise ModelUnavailable(f"unsupported graph inputs: {sorted(names)}")
+    return names
+
+
+def pick_output(session: Any, wanted: str | None, rank: int) -> str:
+    """The named output, or the first float output of the given rank.
+
+    paraphrase-MiniLM-L3-v2's export has four outputs (two echo the inputs); the token
+    embeddings are the 3-D float one.
+    """
+    outputs = session.get_outputs()
+    if wanted is not None:
+        if wanted not in {o.name for o in outputs}:
+            raise ModelUnavailable(f"graph has no output {wanted!r}")
+        return wanted
+    for o in outputs:
+        if o.type == "tensor(float)" and len(o.shape) == rank:
+            return str(o.name)
+    raise ModelUnavailable(f"graph has no {rank}-D float output")

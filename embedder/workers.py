@@ -1,0 +1,55 @@
+"""A board where each worker posts its model states, so any worker answers for all of them.
+
+gunicorn spreads requests over workers, and each worker loads its own sessions; without this
+`/health` would say "ok" as soon as the answering worker is ready while another still loads.
+Each worker writes `<dir>/<pid>.json` atomically on every state change; readers keep only the
+files of live processes (a killed worker's file is ignored, then removed by the master).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+class WorkerBoard:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        pid = os.getpid()
+        tmp = self.dir / f".{pid}.tmp"
+        tmp.write_text(json.dumps({"pid": pid, **snapshot}))
+        os.replace(tmp, self.dir / f"{pid}.json")
+
+    def read(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for path in self.dir.glob("*.json"):
+            try:
+                pid = int(path.stem)
+                data = json.loads(path.read_text())
+            except (ValueError, OSError):
+                continue
+            if psutil.pid_exists(pid):
+                out[pid] = data
+        return out
+
+    def remove(self, pid: int) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / f"{pid}.json").unlink()
+
+
+def combine(states: list[str]) -> str:
+    """The service's state from its workers': it is ok only when every worker is."""
+    if not states:
+        return "starting"
+    if "starting" in states:
+        return "starting"
+    if all(s == "ok" for s in states):
+        return "ok"
+    return "error" if all(s == "error" for s in states) else "degraded"

