@@ -1,0 +1,312 @@
+"""The `embedder` command: help, exit codes, and each models action on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import random
+import shutil
+import socketserver
+import subprocess
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, ClassVar
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from embedder import cli
+from embedder.catalog import STARTER
+from embedder.service import Service
+from embedder.store import ModelStore
+from tests.fakehub import DEFAULT_COMMIT, FakeHub
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*argv: str) -> int:
+    return cli.main(list(argv))
+
+
+def run_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real entry point in a child, for exit codes as a shell script sees them."""
+    return subprocess.run(
+        [sys.executable, "-m", "embedder.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+# --- help and exit codes --------------------------------------------------------------------
+
+
+COMMANDS = ["", "serve", "status", "bench", "models"]
+COMMANDS += [f"models {action}" for action in ("list", "pull", "verify", "quantize")]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(*command.split(), "--help")
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"usage: embedder {command}".rstrip())
+    assert "exit codes: 0 ok, 1 failure" in out or "exit codes: 0 ok, 1 degraded" in out
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run() == cli.USAGE  # no command: help on stderr
+    assert run("models") == cli.USAGE
+    for argv in (["nope"], ["status", "--bogus"], ["models", "quantize", "only-src"]):
+        with pytest.raises(SystemExit) as exc:
+            run(*argv)
+        assert exc.value.code == cli.USAGE
+    assert run("--catalog", str(tmp_path / "none.toml"), "models", "list") == cli.USAGE
+    assert "unknown catalog" in capsys.readouterr().err
+    assert run("--catalog", "starter", "models", "pull", "no-such-model") == cli.USAGE
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_console_script_and_unreachable_service(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("embedder")
+    assert script.is_file(), "pip install -e . installs the console script"
+    assert subprocess.run([script, "--help"], capture_output=True, timeout=60).returncode == 0
+    done = run_process("status", env={"PATH_SOCKETS": str(tmp_path)})
+    assert done.returncode == cli.UNREACHABLE
+    sock = tmp_path / "hero_embedder_provider" / "rpc.sock"
+    assert str(sock) in done.stderr and "Is the service running" in done.stderr
+
+
+def test_bench_delegates_or_says_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+
+    def without_bench(name: str, package: str | None = None) -> Any:
+        return None if name == "embedder.bench" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_bench)
+    assert run("bench") == cli.FAILURE
+    assert "embedder.bench" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    seen: list[list[str]] = []
+    fake = types.ModuleType("embedder.bench")
+    fake.__spec__ = importlib.machinery.ModuleSpec("embedder.bench", None)
+
+    def bench_main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 0
+
+    fake.main = bench_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "embedder.bench", fake)
+    assert run("bench", "--", "--quick", "-n", "3") == cli.OK
+    assert seen == [["--quick", "-n", "3"]]
+
+
+def test_serve_execs_gunicorn_with_the_project_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda *a: calls.append(a))
+    assert run("--catalog", "starter", "serve", "--workers", "3", "-b", "unix:/x") == cli.FAILURE
+    ((exe, argv, env),) = calls
+    assert exe == sys.executable
+    conf = str(ROOT / "gunicorn.conf.py")
+    assert argv[1:] == ["-m", "gunicorn", "-c", conf, "--workers", "3", "-b", "unix:/x"]
+    assert env["EMBEDDER_CATALOG"] == "starter"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+
+
+# --- status against a stand-in JSON-RPC server ----------------------------------------------
+
+
+class _Canned(BaseHTTPRequestHandler):
+    answer: ClassVar[dict[str, Any]] = {}
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.dumps({"jsonrpc": "2.0", "id": req["id"], **self.answer}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def canned(tmp_path: Path) -> Iterator[Path]:
+    sock = tmp_path / "rpc.sock"
+    server = socketserver.ThreadingUnixStreamServer(str(sock), _Canned)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield sock
+    server.shutdown()
+    server.server_close()
+
+
+def _status(state: str) -> dict[str, Any]:
+    model = {"id": "m", "kind": "embedding", "level": 2, "dims": 384, "max_tokens": 256}
+    model |= {"precision": "int8", "state": "ready", "ready": True, "error": None}
+    model |= {"disk_bytes": 2048, "load_seconds": 0.5}
+    download = {"state": "downloading", "bytes_done": 1024, "bytes_total": 4096}
+    head = {"status": state, "models_ready": ["m"], "catalog": "starter", "models_root": "/m"}
+    return head | {"uptime_s": 3.0, "models": [model], "aliases": {}, "downloads": {"m": download}}
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"result": _status("ok")}, cli.OK),
+        ({"result": _status("starting")}, cli.NOT_READY),
+        ({"result": _status("degraded")}, cli.FAILURE),
+        ({"error": {"code": -32001, "message": "loading"}}, cli.NOT_READY),
+        ({"error": {"code": -32603, "message": "internal error"}}, cli.FAILURE),
+    ],
+)
+def test_status_exit_codes(
+    canned: Path,
+    answer: dict[str, Any],
+    code: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(_Canned, "answer", answer)
+    assert run("status", "--socket", str(canned)) == code
+    if "result" in answer:
+        out = capsys.readouterr().out
+        assert out.startswith(f"{answer['result']['status']}: catalog starter")
+        assert "download m: downloading 1.0 KiB of 4.0 KiB" in out
+        assert run("status", "--socket", str(canned), "--json") == code
+        assert json.loads(capsys.readouterr().out) == answer["result"]
+
+
+# --- models list / verify / quantize on the starter catalog ---------------------------------
+
+
+def test_models_list_json_and_table(
+    starter_service: Service, starter_store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(starter_store.root)
+    assert run("--catalog", "starter", "--models-root", root, "models", "list", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["catalog"] == "starter" and doc["models_root"] == root
+    assert [m["id"] for m in doc["models"]] == [m.id for m in STARTER]
+    assert all(m["present"] and not m["missing"] for m in doc["models"])
+    assert [m["level"] for m in doc["models"]] == [1, 2, 3, 4, None]
+    assert all(m["disk"] > 1_000_000 for m in doc["models"] if m["kind"] == "embedding")
+    assert doc["aliases"]["text-embedding-3-small"] == "all-minilm-l6-v2-int8"
+    assert run("models", "list", "--catalog", "starter", "--models-root", root) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert " ".join(table[0].split()) == "ID LEVEL KIND PRECISION DIMS MAX TOKENS FILES SIZE"
+    assert (
+        " ".join(table[2].split()[:7]) == "all-minilm-l6-v2-int8 2 embedding int8 384 256 present"
+    )
+
+
+def test_models_verify_loads_every_starter_model(
+    starter_service: Service, starter_store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--catalog", "starter", "--models-root", str(starter_store.root), "models", "verify")
+    assert run(*args) == cli.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["ok", f"{m.id}:"] for m in STARTER]
+    assert "384 dims" in lines[0] and "scores" in lines[-1]
+
+
+def test_models_verify_reports_missing_and_broken_files(
+    starter_service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "models"
+    (root / "all-minilm-l6-v2").mkdir(parents=True)
+    (root / "all-minilm-l6-v2" / "model.onnx").write_bytes(b"not an onnx graph")
+    args = ("--catalog", "starter", "--models-root", str(root), "models", "verify")
+    assert run(*args, "all-minilm-l6-v2", "all-minilm-l6-v2-int8") == cli.FAILURE
+    out = capsys.readouterr().out
+    assert "FAIL  all-minilm-l6-v2-int8: model_int8.onnx: missing" in out
+    assert "FAIL  all-minilm-l6-v2: does not load" in out
+    assert not (root / "all-minilm-l6-v2-int8" / "model_int8.onnx").exists(), "verify never builds"
+
+
+def test_models_quantize(starter_store: ModelStore, tmp_path: Path) -> None:
+    spec = STARTER.get("paraphrase-minilm-l3-v2")
+    src, out = starter_store.path(spec, "model.onnx"), tmp_path / "int8.onnx"
+    assert run("models", "quantize", str(src), str(out)) == cli.OK
+    assert out.stat().st_size < src.stat().st_size
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert any("Integer" in op or "QuantizeLinear" in op for op in ops), ops
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert {i.name for i in session.get_inputs()} >= {"input_ids", "attention_mask"}
+    assert run("models", "quantize", str(tmp_path / "none.onnx"), str(out)) == cli.FAILURE
+    assert [p.name for p in tmp_path.iterdir()] == ["int8.onnx"], "no partial file left"
+
+
+# --- models pull against the fake Hub --------------------------------------------------------
+
+REPO = "test-org/cli-tiny"
+ONNX = random.Random(7).randbytes(3 * 1024 * 1024 + 17)
+TOKENIZER = b'{"version": "1.0"}' * 100
+
+
+@pytest.fixture
+def tiny_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, FakeHub]]:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(f"""
+name = "tiny"
+[[models]]
+id = "tiny-embed"
+repo = "{REPO}"
+revision = "{DEFAULT_COMMIT}"
+files = ["config.json"]
+sha256 = {{ "onnx/model.onnx" = "{hashlib.sha256(ONNX).hexdigest()}" }}
+dims = 8
+max_tokens = 16
+[[models]]
+id = "tiny-broken"
+repo = "{REPO}"
+revision = "{DEFAULT_COMMIT}"
+onnx = "onnx/absent.onnx"
+""")
+    with FakeHub(chunk_size=256 * 1024) as hub:
+        hub.add(REPO, "onnx/model.onnx", ONNX)
+        hub.add(REPO, "tokenizer.json", TOKENIZER)
+        hub.add(REPO, "config.json", b"{}", lfs=False)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield toml, hub
+
+
+def test_models_pull_downloads_with_progress(
+    tiny_catalog: tuple[Path, FakeHub], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml, hub = tiny_catalog
+    root = tmp_path / "models"
+    args = ("--catalog", str(toml), "--models-root", str(root), "models")
+    assert run(*args, "pull", "tiny-embed") == cli.OK
+    assert (root / "tiny-embed" / "onnx" / "model.onnx").read_bytes() == ONNX
+    assert (root / "tiny-embed" / "tokenizer.json").read_bytes() == TOKENIZER
+    err = capsys.readouterr().err
+    for name in ("onnx/model.onnx", "tokenizer.json", "config.json"):
+        assert f"tiny-embed/{name}" in err
+    assert "100%" in err and "ok    tiny-embed: 3.0 MiB" in err
+    assert run(*args, "pull", "tiny-embed") == cli.OK  # again: nothing to fetch
+    assert "tiny-embed: already present" in capsys.readouterr().err
+    assert hub.gets[hub.key(REPO, "onnx/model.onnx")] == 1
+    assert run(*args, "pull") == cli.FAILURE  # every model: tiny-broken cannot be fetched
+    assert "FAIL  tiny-broken:" in capsys.readouterr().err
+    assert run(*args, "list", "--json") == cli.OK
+    present = {m["id"]: m["present"] for m in json.loads(capsys.readouterr().out)["models"]}
+    assert present == {"tiny-embed": True, "tiny-broken": False}
+    shutil.rmtree(root)
