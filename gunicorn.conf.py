@@ -31,7 +31,9 @@ control_socket = os.environ.get("EMBEDDER_CONTROL_SOCKET") or str(
 # --- workers: workers x ORT threads = the cores the service may use ----------------------
 workers = _workers
 worker_class = os.environ.get("EMBEDDER_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("EMBEDDER_HTTP_THREADS", "4"))  # HTTP threads per worker
+# HTTP threads per worker: requests waiting on the micro-batcher hold a thread but no core,
+# so more threads mean larger shared runs and a /health that still answers under load.
+threads = int(os.environ.get("EMBEDDER_HTTP_THREADS", "16"))
 # Long enough for the largest request (2048 long texts at the largest level on one core).
 timeout = int(os.environ.get("EMBEDDER_TIMEOUT", "300"))
 graceful_timeout = int(os.environ.get("EMBEDDER_GRACEFUL_TIMEOUT", "30"))

@@ -9,6 +9,7 @@ time; under load, requests arriving during a run form the next batch.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -46,12 +47,15 @@ class Batcher:
         name: str,
         max_texts: int = 64,
         max_queued_texts: int = 4096,
+        max_wait: float = 10.0,
         observe: Callable[[int, list[float]], None] | None = None,
     ) -> None:
         self._run = run
         self._observe = observe
         self.max_texts = max_texts
         self.max_queued_texts = max_queued_texts
+        self.max_wait = max_wait
+        self.rate = 0.0  # texts/s of recent runs (EWMA); 0 until the first run
         self._queue: deque[_Job] = deque()
         self._queued_texts = 0
         self._cv = threading.Condition()
@@ -62,10 +66,7 @@ class Batcher:
     def embed(self, texts: Sequence[str]) -> Embeddings:
         job = _Job(list(texts))
         with self._cv:
-            if self._queued_texts and self._queued_texts + len(job.texts) > self.max_queued_texts:
-                raise Overloaded(
-                    f"{self._queued_texts} texts are already queued for this model; retry shortly"
-                )
+            self._admit(len(job.texts))
             self._queue.append(job)
             self._queued_texts += len(job.texts)
             self._cv.notify()
@@ -74,6 +75,22 @@ class Batcher:
             raise job.error
         assert job.result is not None
         return job.result
+
+    def _admit(self, n: int) -> None:
+        """Refuse work that would wait longer than `max_wait` behind the queue (or overflow it),
+        so overload gives a fast 503 instead of unbounded latency."""
+        queued = self._queued_texts
+        if not queued:
+            return
+        if queued + n > self.max_queued_texts:
+            raise Overloaded(f"{queued} texts are already queued for this model; retry shortly")
+        if self.rate > 0:
+            wait = (queued + n) / self.rate
+            if wait > self.max_wait:
+                raise Overloaded(
+                    f"the queue for this model would take ~{wait:.0f} s; retry shortly",
+                    retry_after=max(1, math.ceil(wait - self.max_wait)),
+                )
 
     @property
     def queued_texts(self) -> int:
@@ -105,6 +122,9 @@ class Batcher:
                     j.error = exc
                     j.done.set()
                 continue
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = len(texts) / elapsed
+            self.rate = rate if self.rate == 0 else 0.7 * self.rate + 0.3 * rate
             self.stats.runs += 1
             self.stats.texts += len(texts)
             self.stats.jobs += len(jobs)

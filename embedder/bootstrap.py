@@ -31,6 +31,7 @@ def build_service(settings: Settings) -> Service:
         batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
         models=settings.models or None,
         micro_batching=settings.micro_batch,
+        max_queue_wait=settings.max_queue_wait,
         board=WorkerBoard(Path(board_dir)) if board_dir else None,
     )
 
@@ -47,6 +48,7 @@ def build_app(
         service,
         HttpOptions(
             max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout,
             tcp_expose=settings.tcp_expose,
             api_key=settings.api_key,
             master_pid=master_pid,

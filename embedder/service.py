@@ -66,10 +66,12 @@ class Service:
         batch_limits: BatchLimits | None = None,
         models: Sequence[str] | None = None,
         micro_batching: bool = True,
+        max_queue_wait: float = 10.0,
         board: WorkerBoard | None = None,
     ) -> None:
         self.catalog = catalog
         self.micro_batching = micro_batching
+        self.max_queue_wait = max_queue_wait
         self.board = board
         self.store = store
         self.session_config = session_config or SessionConfig()
@@ -141,6 +143,7 @@ class Service:
                         embedder.embed,
                         name=spec.id,
                         max_texts=max(self.batch_limits.max_batch * 2, 1),
+                        max_wait=self.max_queue_wait,
                         observe=self._batch_observer(spec.id),
                     )
                 self.embedders[spec.id] = embedder

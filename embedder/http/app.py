@@ -13,7 +13,7 @@ import falcon
 
 from embedder.errors import EmbedderError
 from embedder.http.admin import ADMIN_STATIC, add_admin_routes
-from embedder.http.body import dumps
+from embedder.http.body import BodyLimits, dumps
 from embedder.http.errors import INTERNAL, mapping_for, retry_after
 from embedder.http.listeners import ListenerGuard
 from embedder.http.metrics import MetricsMiddleware, MetricsResource, metrics
@@ -30,6 +30,7 @@ log = logging.getLogger("embedder.http")
 @dataclass(frozen=True)
 class HttpOptions:
     max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout: float = 30.0
     tcp_expose: tuple[str, ...] = ()
     api_key: str | None = None
     master_pid: int | None = None
@@ -102,13 +103,14 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(EmbedderError, _domain_error)
 
-    embeddings = EmbeddingsResource(service, opts.max_body_bytes)
+    limits = BodyLimits(opts.max_body_bytes, opts.body_timeout)
+    embeddings = EmbeddingsResource(service, limits)
     models = ModelsResource(service)
     app.add_route("/v1/embeddings", embeddings)
     app.add_route("/embeddings", embeddings)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    rerank = RerankResource(service, opts.max_body_bytes)
+    rerank = RerankResource(service, limits)
     app.add_route("/v1/rerank", rerank)
     app.add_route("/v2/rerank", rerank)
     app.add_route("/rerank", rerank)
@@ -116,7 +118,7 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     app.add_route("/openapi.json", OpenApiResource())
     app.add_route("/metrics", MetricsResource(service, m))
     dispatcher = Dispatcher(build_methods(service, opts.master_pid))
-    app.add_route("/rpc", RpcResource(dispatcher, opts.max_body_bytes))
+    app.add_route("/rpc", RpcResource(dispatcher, limits))
     add_admin_routes(app, opts.admin_static)
     return app
 

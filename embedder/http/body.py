@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
 import orjson
 
 from embedder.errors import InvalidInput, TooLarge
+from embedder.http.deadline import WATCHDOG
 
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
 _CHUNK = 64 * 1024
 
 
-def read_json(req: falcon.Request, max_bytes: int) -> Any:
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int = 16 * 1024 * 1024
+    timeout: float = 30.0  # seconds for a whole body to arrive
+
+
+def read_json(req: falcon.Request, limits: BodyLimits) -> Any:
     """The parsed body. An announced size over the limit is refused before reading any of it;
     a chunked body is read only up to the limit. `curl -d` sends form-urlencoded by default,
     so that type is accepted when the body is JSON; other media types are refused."""
@@ -24,15 +32,41 @@ def read_json(req: falcon.Request, max_bytes: int) -> Any:
             description=f"send JSON with Content-Type: application/json (got {ctype})",
         )
     length = req.content_length
+    max_bytes = limits.max_bytes
     if length is not None and length > max_bytes:
         raise TooLarge(f"request body is {length} bytes; the limit is {max_bytes}", param=None)
-    raw = _read(req, max_bytes)
+    raw = _read_within(req, max_bytes, limits.timeout)
     if not raw.strip():
         raise InvalidInput("request body is empty; send a JSON object")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"invalid JSON: {exc}") from None
+
+
+def _read_within(req: falcon.Request, max_bytes: int, timeout: float) -> bytes:
+    """Read the body, cutting the connection if it has not all arrived in `timeout` seconds."""
+    sock = req.env.get("gunicorn.socket")
+    if sock is None:
+        return _read(req, max_bytes)
+    token = WATCHDOG.arm(sock, timeout)
+    try:
+        raw = _read(req, max_bytes)
+    except Exception as exc:
+        if not WATCHDOG.disarm(token):
+            raise _timed_out(timeout) from exc
+        raise
+    if not WATCHDOG.disarm(token):
+        raise _timed_out(timeout)
+    return raw
+
+
+def _timed_out(timeout: float) -> falcon.HTTPError:
+    return falcon.HTTPError(
+        falcon.HTTP_408,
+        title="request timeout",
+        description=f"the request body did not arrive within {timeout:g} s",
+    )
 
 
 def _read(req: falcon.Request, max_bytes: int) -> bytes:

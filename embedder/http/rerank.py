@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 
 from embedder.errors import InvalidInput
-from embedder.http.body import dumps, read_json
+from embedder.http.body import BodyLimits, dumps, read_json
 from embedder.reranker import Doc
 from embedder.service import Service
 
@@ -34,12 +34,12 @@ def parse_documents(value: object) -> list[Doc]:
 
 
 class RerankResource:
-    def __init__(self, service: Service, max_body: int) -> None:
+    def __init__(self, service: Service, limits: BodyLimits) -> None:
         self.service = service
-        self.max_body = max_body
+        self.limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, self.max_body)
+        body = read_json(req, self.limits)
         if not isinstance(body, dict):
             raise InvalidInput("request body must be a JSON object")
         docs = parse_documents(body.get("documents"))

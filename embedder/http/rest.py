@@ -11,7 +11,7 @@ import numpy as np
 
 from embedder.encoder import l2_normalize
 from embedder.errors import InvalidInput
-from embedder.http.body import dumps, read_json
+from embedder.http.body import BodyLimits, dumps, read_json
 from embedder.service import Service
 
 _TOKEN_ARRAYS = (
@@ -57,12 +57,12 @@ def encode_float_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
 
 
 class EmbeddingsResource:
-    def __init__(self, service: Service, max_body: int) -> None:
+    def __init__(self, service: Service, limits: BodyLimits) -> None:
         self.service = service
-        self.max_body = max_body
+        self.limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, self.max_body)
+        body = read_json(req, self.limits)
         if not isinstance(body, dict):
             raise InvalidInput("request body must be a JSON object")
         texts = parse_input(body.get("input"))

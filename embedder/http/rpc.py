@@ -10,7 +10,7 @@ from typing import Any
 import falcon
 
 from embedder.errors import EmbedderError, InvalidInput, TooLarge
-from embedder.http.body import dumps, read_json
+from embedder.http.body import BodyLimits, dumps, read_json
 from embedder.http.errors import INTERNAL, mapping_for
 
 log = logging.getLogger("embedder.rpc")
@@ -129,13 +129,13 @@ class Dispatcher:
 
 
 class RpcResource:
-    def __init__(self, dispatcher: Dispatcher, max_body: int) -> None:
+    def __init__(self, dispatcher: Dispatcher, limits: BodyLimits) -> None:
         self.dispatcher = dispatcher
-        self.max_body = max_body
+        self.limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            body = read_json(req, self.max_body)
+            body = read_json(req, self.limits)
         except TooLarge as exc:
             m = mapping_for(exc)
             out: Any = _error(None, m.rpc, exc.message)

@@ -95,3 +95,28 @@ def test_queue_bound_gives_overloaded() -> None:
     gate.set()
     for t in [first, *waiting]:
         t.join(5)
+
+
+def test_expected_wait_over_the_bound_gives_overloaded_with_retry_after() -> None:
+    gate = threading.Event()
+
+    def run(texts: Sequence[str]) -> Embeddings:
+        gate.wait(5)
+        return Embeddings(
+            np.zeros((len(texts), 2), np.float32), [1] * len(texts), [False] * len(texts)
+        )
+
+    b = Batcher(run, name="t", max_texts=4, max_wait=2.0)
+    b.rate = 2.0  # texts/s, as if measured: 8 queued texts would take 4 s
+    first = threading.Thread(target=b.embed, args=(["a"],))
+    first.start()
+    time.sleep(0.1)
+    queued = threading.Thread(target=b.embed, args=(["b"] * 3,))
+    queued.start()
+    time.sleep(0.1)
+    with pytest.raises(Overloaded) as err:
+        b.embed(["c"] * 4)
+    assert err.value.retry_after >= 1
+    gate.set()
+    for t in (first, queued):
+        t.join(5)
