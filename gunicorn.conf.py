@@ -18,8 +18,10 @@ preload_app = False  # ONNX Runtime sessions must be made after fork, in each wo
 proc_name = "hero_embedder_provider"
 
 # --- listeners ---------------------------------------------------------------------------
-# Replaced in on_starting by the unix sockets plus the TCP address (see embedder.listen).
-bind = [f"unix:{_settings.socket_dir / 'rest.sock'}"]
+# Worked out in on_starting (the unix sockets plus the TCP address, see embedder.listen) and
+# kept for the master's life, so a SIGHUP reload finds the same listeners and keeps them.
+_resolved = os.environ.get("EMBEDDER_RESOLVED_BIND")
+bind = _resolved.split(",") if _resolved else [f"unix:{_settings.socket_dir / 'rest.sock'}"]
 umask = 0o117  # applied only while binding: socket files get 0660
 backlog = int(os.environ.get("EMBEDDER_BACKLOG", "256"))
 # gunicorn 25+ opens a control socket at one per-user path: two instances would collide.
@@ -70,6 +72,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         server.log.error("%s", exc)
         raise SystemExit(2) from None
     server.cfg.set("bind", addresses)
+    os.environ["EMBEDDER_RESOLVED_BIND"] = ",".join(addresses)
     _fresh_dir(".metrics", "PROMETHEUS_MULTIPROC_DIR")
     _fresh_dir(".workers", "EMBEDDER_WORKER_BOARD")
     server.log.info("settings: %s", _settings.public())

@@ -39,11 +39,24 @@ def build_service(settings: Settings) -> Service:
 def build_app(
     settings: Settings | None = None, *, master_pid: int | None = None
 ) -> falcon.App[Any, Any]:
-    """The app a worker serves; model loading starts in the background at once."""
+    """The app a worker serves; model loading starts in the background at once.
+
+    At first start every worker accepts at once, so /health can say "starting". A worker that
+    joins a service already serving (a reload, or a replacement for a killed worker) instead
+    loads its models before it accepts anything, so it never answers "not ready" while its
+    siblings could have served the request.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = settings or Settings.from_env()
     service = build_service(settings)
+    joining = service.board is not None and any(
+        pid != os.getpid() and w.get("status") in ("ok", "degraded")
+        for pid, w in service.board.read().items()
+    )
     service.start()
+    if joining:
+        logging.getLogger("embedder").info("joining a serving instance: loading models first")
+        service.wait()
     return create_app(
         service,
         HttpOptions(
@@ -52,5 +65,6 @@ def build_app(
             tcp_expose=settings.tcp_expose,
             api_key=settings.api_key,
             master_pid=master_pid,
+            access_log=settings.access_log_json,
         ),
     )

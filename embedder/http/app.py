@@ -12,6 +12,7 @@ from typing import Any
 import falcon
 
 from embedder.errors import EmbedderError
+from embedder.http.access import RequestLog
 from embedder.http.admin import ADMIN_STATIC, add_admin_routes
 from embedder.http.body import BodyLimits, dumps
 from embedder.http.errors import INTERNAL, mapping_for, retry_after
@@ -34,6 +35,7 @@ class HttpOptions:
     tcp_expose: tuple[str, ...] = ()
     api_key: str | None = None
     master_pid: int | None = None
+    access_log: bool = False  # JSON lines on the embedder.access logger
     admin_static: Path = ADMIN_STATIC
 
 
@@ -93,7 +95,7 @@ class ApiKey:
 def create_app(service: Service, options: HttpOptions | None = None) -> falcon.App[Any, Any]:
     opts = options or HttpOptions()
     m = metrics()
-    middleware: list[Any] = [ListenerGuard(opts.tcp_expose)]
+    middleware: list[Any] = [RequestLog(opts.access_log), ListenerGuard(opts.tcp_expose)]
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
     middleware.append(MetricsMiddleware(service, m))

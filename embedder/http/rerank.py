@@ -55,6 +55,7 @@ class RerankResource:
             body.get("query"), docs, model=model, top_k=top_n, raw=bool(raw)
         )
         req.context.model = spec.id
+        req.context.texts, req.context.tokens = len(docs), ranking.tokens
         results: list[dict[str, Any]] = []
         for r in ranking.results:
             item: dict[str, Any] = {"index": r.index, "relevance_score": r.score}

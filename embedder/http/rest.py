@@ -78,6 +78,7 @@ class EmbeddingsResource:
         dims = parse_dimensions(body.get("dimensions"), spec.dims or 0)
         req.context.model = spec.id
         spec, result = self.service.embed(texts, model=spec.id)
+        req.context.texts, req.context.tokens = len(result.tokens), result.total_tokens
         vectors = result.vectors
         if dims is not None and dims < vectors.shape[1]:
             vectors = l2_normalize(vectors[:, :dims])
