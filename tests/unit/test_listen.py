@@ -1,0 +1,156 @@
+"""Listeners: the mycelium probe against a stand-in node API, and socket claiming."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Generator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from embedder.listen import ListenError, binds, claim_socket, prepare_socket_dir, tcp_bind
+from embedder.settings import Settings
+
+
+def _node(answer: dict[str, Any] | None, delay: float = 0.0) -> Generator[str, None, None]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            if self.path != "/api/v1/admin" or answer is None:
+                self.send_response(404)
+                self.end_headers()
+                return
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def node_v078() -> Iterator[str]:
+    yield from _node({"nodeSubnet": "5a1:2b3::/64", "nodeIp": "5a1:2b3::1", "nodePubkey": "ab"})
+
+
+@pytest.fixture
+def node_old() -> Iterator[str]:
+    yield from _node({"nodeSubnet": "5a1:2b3::/64", "nodePubkey": "ab"})
+
+
+@pytest.fixture
+def node_slow() -> Iterator[str]:
+    yield from _node({"nodeIp": "5a1:2b3::1"}, delay=5.0)
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_mycelium_node_ip_is_used(node_v078: str) -> None:
+    assert tcp_bind(Settings(mycelium_api=node_v078)) == "[5a1:2b3::1]:8092"
+
+
+def test_older_node_falls_back_to_the_tun_address(
+    node_old: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    addr = SimpleNamespace(family=socket.AF_INET6, address="5a1:2b3::7%mycelium")
+    other = SimpleNamespace(family=socket.AF_INET6, address="fe80::1")
+    monkeypatch.setattr(
+        "embedder.listen.psutil.net_if_addrs", lambda: {"eth0": [other], "mycelium": [addr]}
+    )
+    assert tcp_bind(Settings(mycelium_api=node_old)) == "[5a1:2b3::7]:8092"
+
+
+def test_older_node_without_tun_gives_loopback(
+    node_old: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("embedder.listen.psutil.net_if_addrs", lambda: {})
+    assert tcp_bind(Settings(mycelium_api=node_old)) == "127.0.0.1:8092"
+
+
+def test_no_node_gives_loopback_never_all_interfaces() -> None:
+    assert tcp_bind(Settings(mycelium_api=_closed_port())) == "127.0.0.1:8092"
+
+
+def test_a_hanging_node_does_not_hang_the_start(node_slow: str) -> None:
+    t0 = time.monotonic()
+    assert tcp_bind(Settings(mycelium_api=node_slow)) == "127.0.0.1:8092"
+    assert time.monotonic() - t0 < 4.5  # the probe gives up (1 s) long before the node answers
+
+
+def test_overlay_addresses_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = _node({"nodeIp": "2001:db8::1"})  # not in 400::/7
+    url = next(gen)
+    monkeypatch.setattr("embedder.listen.psutil.net_if_addrs", lambda: {})
+    try:
+        assert tcp_bind(Settings(mycelium_api=url)) == "127.0.0.1:8092"
+    finally:
+        gen.close()
+
+
+def test_explicit_bind_wins_and_empty_turns_tcp_off(node_v078: str) -> None:
+    assert tcp_bind(Settings(bind="127.0.0.1:9999", mycelium_api=node_v078)) == "127.0.0.1:9999"
+    assert tcp_bind(Settings(bind="", mycelium_api=node_v078)) is None
+
+
+def test_binds_lists_three_sockets_then_tcp(tmp_path: Path) -> None:
+    out = binds(Settings(socket_dir=tmp_path, bind="127.0.0.1:1234"))
+    assert out == [
+        f"unix:{tmp_path / 'rest.sock'}",
+        f"unix:{tmp_path / 'rpc.sock'}",
+        f"unix:{tmp_path / 'admin.sock'}",
+        "127.0.0.1:1234",
+    ]
+
+
+def test_socket_dir_is_owner_only(tmp_path: Path) -> None:
+    d = tmp_path / "a" / "hero_embedder_provider"
+    prepare_socket_dir(d)
+    assert d.stat().st_mode & 0o777 == 0o700
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ListenError, match="cannot create socket directory"):
+        prepare_socket_dir(blocker / "sub")
+
+
+def test_claim_socket(tmp_path: Path) -> None:
+    path = tmp_path / "rest.sock"
+    claim_socket(path)  # nothing there
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    claim_socket(path)  # stale: left for gunicorn to replace
+    live = socket.socket(socket.AF_UNIX)
+    path.unlink()
+    live.bind(str(path))
+    live.listen(1)
+    try:
+        with pytest.raises(ListenError, match="another instance is serving"):
+            claim_socket(path)
+    finally:
+        live.close()
+    path.unlink()
+    path.write_text("not a socket")
+    with pytest.raises(ListenError, match="not a socket"):
+        claim_socket(path)
