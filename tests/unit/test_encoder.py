@@ -110,3 +110,14 @@ def test_compact_forms_round_trip() -> None:
     half = to_fp16(v)
     assert half.dtype == np.float16
     assert float(np.max(np.abs(half.astype(np.float32) - v))) < 1e-3
+
+
+def test_arena_with_shrinkage_gives_the_same_vectors(paraphrase: Embedder) -> None:
+    spec = paraphrase.spec
+    session = open_session(paraphrase_onnx(), SessionConfig(threads=1, arena=True))
+    assert session.run_options is not None
+    assert session.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == (
+        "cpu:0"
+    )
+    with_arena = Embedder(spec, session, paraphrase.tokenizer).embed(TEXTS).vectors
+    np.testing.assert_allclose(with_arena, paraphrase.embed(TEXTS).vectors, atol=1e-5)
