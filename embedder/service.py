@@ -17,6 +17,7 @@ from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
 from embedder.encoder import BatchLimits, Embedder, Embeddings
 from embedder.errors import (
+    DownloadError,
     EmbedderError,
     InvalidInput,
     ModelUnavailable,
@@ -53,6 +54,7 @@ class ModelStatus:
     error: str | None = None
     load_seconds: float | None = None
     started: float | None = None
+    retry: bool = False  # failed to download: tried again later
 
 
 class Service:
@@ -91,6 +93,8 @@ class Service:
         self.rerankers: dict[str, Reranker] = {}
         self.started_at = time.time()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.retry_first = 30.0
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
@@ -100,8 +104,18 @@ class Service:
     def start(self) -> None:
         """Load every model in a background thread, so listeners answer `starting` at once."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
+            self._thread = threading.Thread(
+                target=self._load_and_retry, name="model-loader", daemon=True
+            )
             self._thread.start()
+
+    @property
+    def _stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ends download retries (the loader thread is a daemon; this is for tests)."""
+        self._stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
@@ -121,6 +135,32 @@ class Service:
             self._load(spec)
             self._publish()
 
+    def _load_and_retry(self) -> None:
+        self.load_all()
+        self._retry_downloads()
+
+    def _retry_downloads(self) -> None:
+        """A Hub that was unreachable may come back: retry failed downloads with backoff
+        (30 s doubling to 15 min), for as long as the worker lives."""
+        delay = self.retry_first
+        while True:
+            pending = [
+                s for s in self.specs if self.status_by_id[s.id].retry and not self._stopping
+            ]
+            if not pending:
+                return
+            for spec in pending:
+                self.status_by_id[
+                    spec.id
+                ].error = f"{self.status_by_id[spec.id].error} (retrying in {delay:.0f} s)"
+            self._publish()
+            if self._stop.wait(delay):
+                return
+            for spec in pending:
+                self._load(spec)
+                self._publish()
+            delay = min(delay * 2, 900.0)
+
     def _publish(self) -> None:
         if self.board is not None:
             try:
@@ -132,7 +172,7 @@ class Service:
         st = self.status_by_id[spec.id]
         st.started = time.time()
         try:
-            st.state = "downloading"
+            st.state, st.retry = "downloading", False
             self._publish()
             self.store.ensure(spec)
             st.state = "loading"
@@ -154,6 +194,7 @@ class Service:
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
         except EmbedderError as exc:
             st.state, st.error = "error", exc.message
+            st.retry = isinstance(exc, DownloadError)
             log.error("model %s failed: %s", spec.id, exc.message)
         except Exception as exc:  # a bug or an unexpected file: report it, keep the others
             st.state, st.error = "error", f"{type(exc).__name__}: {exc}"

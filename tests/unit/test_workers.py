@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from embedder.catalog import STARTER
@@ -48,3 +49,41 @@ def test_service_health_waits_for_every_worker(tmp_path: Path, starter_store: Mo
     assert set(health["workers"]) == {str(os.getpid()), str(other)}
     (model,) = svc.models()
     assert model["state"] == "loading" and model["ready"] is False
+
+
+def test_failed_downloads_are_retried_in_the_background(tmp_path: Path) -> None:
+    """The Hub may come back: a model whose files could not be fetched is tried again."""
+    from embedder.catalog import Catalog, HubFile, ModelFile, ModelSpec
+
+    spec = ModelSpec(
+        id="remote",
+        kind="embedding",
+        description="a model whose Hub is unreachable",
+        source="x/y@0",
+        files=(ModelFile("model.onnx", HubFile("x/y", "0" * 40, "model.onnx")),),
+        max_tokens=8,
+        precision="fp32",
+        onnx="model.onnx",
+        tokenizer="model.onnx",
+    )
+    cat = Catalog(name="t", models=(spec,))
+    svc = Service(cat, ModelStore(tmp_path, cat, offline=True))
+    svc.retry_first = 0.05
+    attempts: list[float] = []
+    original = svc.store.ensure
+
+    def counting(s: ModelSpec) -> None:
+        attempts.append(1)
+        original(s)
+
+    svc.store.ensure = counting  # type: ignore[method-assign, assignment]
+    svc.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(attempts) >= 3
+        health = svc.health()
+        assert health["status"] == "error" and "remote" in health["errors"]
+    finally:
+        svc.stop()
