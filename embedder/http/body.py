@@ -86,3 +86,18 @@ def _read(req: falcon.Request, max_bytes: int) -> bytes:
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def read_object(req: falcon.Request, limits: BodyLimits) -> dict[str, Any]:
+    """The body, which must be a JSON object (REST endpoints take nothing else)."""
+    body = read_json(req, limits)
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return body
+
+
+def model_name(value: object) -> str | None:
+    """The optional `model` parameter every endpoint and method takes."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("model must be a string", param="model")
+    return value

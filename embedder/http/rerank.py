@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 
 from embedder.errors import InvalidInput
-from embedder.http.body import BodyLimits, dumps, read_json
+from embedder.http.body import BodyLimits, dumps, model_name, read_object
 from embedder.reranker import Doc
 from embedder.service import Service
 
@@ -39,14 +39,10 @@ class RerankResource:
         self.limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, self.limits)
-        if not isinstance(body, dict):
-            raise InvalidInput("request body must be a JSON object")
+        body = read_object(req, self.limits)
         docs = parse_documents(body.get("documents"))
         top_n = body.get("top_n", body.get("top_k"))
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise InvalidInput("model must be a string", param="model")
+        model = model_name(body.get("model"))
         return_documents = body.get("return_documents", False)
         if not isinstance(return_documents, bool):
             raise InvalidInput("return_documents must be a boolean", param="return_documents")

@@ -11,7 +11,7 @@ import numpy as np
 
 from embedder.encoder import l2_normalize
 from embedder.errors import InvalidInput
-from embedder.http.body import BodyLimits, dumps, read_json
+from embedder.http.body import BodyLimits, dumps, model_name, read_object
 from embedder.service import Service
 
 _TOKEN_ARRAYS = (
@@ -62,18 +62,14 @@ class EmbeddingsResource:
         self.limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, self.limits)
-        if not isinstance(body, dict):
-            raise InvalidInput("request body must be a JSON object")
+        body = read_object(req, self.limits)
         texts = parse_input(body.get("input"))
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
             raise InvalidInput(
                 "encoding_format must be 'float' or 'base64'", param="encoding_format"
             )
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise InvalidInput("model must be a string", param="model")
+        model = model_name(body.get("model"))
         spec = self.service.resolve(model)
         dims = parse_dimensions(body.get("dimensions"), spec.dims or 0)
         req.context.model = spec.id

@@ -7,6 +7,7 @@ from typing import Any
 from embedder import __version__
 from embedder.encoder import to_fp16, to_int8
 from embedder.errors import InvalidInput
+from embedder.http.body import model_name
 from embedder.http.rpc import Method, Param
 from embedder.reranker import Doc
 from embedder.service import Service
@@ -49,9 +50,9 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
     ) -> dict[str, Any]:
         if format not in ("compact", "float"):
             raise InvalidInput("format must be 'compact' or 'float'", param="format")
-        if model is not None and not isinstance(model, str):
-            raise InvalidInput("model must be a string", param="model")
-        spec, res = service.embed(texts, model=model, quality=quality, query=bool(query))
+        spec, res = service.embed(
+            texts, model=model_name(model), quality=quality, query=bool(query)
+        )
         out: dict[str, Any] = {
             "model": spec.id,
             "quality": spec.level,
@@ -71,10 +72,8 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
     def rerank(
         query: Any, docs: Any, top_k: Any = None, model: Any = None, raw: Any = False
     ) -> dict[str, Any]:
-        if model is not None and not isinstance(model, str):
-            raise InvalidInput("model must be a string", param="model")
         spec, ranking = service.rerank(
-            query, parse_docs(docs), model=model, top_k=top_k, raw=bool(raw)
+            query, parse_docs(docs), model=model_name(model), top_k=top_k, raw=bool(raw)
         )
         return {
             "model": spec.id,
