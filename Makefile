@@ -54,5 +54,23 @@ browser-deps:
 	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
+# Throughput and latency of the engine, the live server and sentence-transformers, in one run
+# (under 10 minutes); prints and writes artifacts/bench/latest.{md,json}. torch first, pinned
+# to the CPU build on this machine's disk (a plain torch requirement pulls a CUDA build).
+.PHONY: bench
+bench: install
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m embedder.bench
+
+# A long soak: a real gunicorn (starter catalog, 2 workers) under mixed load from this machine's
+# unix sockets, RSS per worker sampled over time. Bounded: 50,000 requests or 2 hours. Prints the
+# RSS curve; the JSON report and the PNG plot go to artifacts/soak/. Fails on any failed request
+# or RSS growth over 5% per worker (last quarter vs first, after warm-up).
+.PHONY: soak
+soak: install
+	$(PY) -m pip install --quiet -e '.[soak]' || echo "no matplotlib: the soak runs without its PNG"
+	$(PY) -m embedder.soak --requests 50000 --seconds 7200 --out artifacts/soak
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -49,10 +49,8 @@ def build_app(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = settings or Settings.from_env()
     service = build_service(settings)
-    joining = service.board is not None and any(
-        pid != os.getpid() and w.get("status") in ("ok", "degraded")
-        for pid, w in service.board.read().items()
-    )
+    joining = service.board is not None and service.board.has_served()
+    service.joining = joining
     service.start()
     if joining:
         logging.getLogger("embedder").info("joining a serving instance: loading models first")

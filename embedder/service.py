@@ -75,6 +75,7 @@ class Service:
         self.micro_batching = micro_batching
         self.max_queue_wait = max_queue_wait
         self.board = board
+        self.joining = False  # set for a worker that loads before it accepts (reload, respawn)
         self.store = store
         self.session_config = session_config or SessionConfig()
         self.limits = limits or Limits()
@@ -94,6 +95,7 @@ class Service:
         self.started_at = time.time()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._loaded = threading.Event()
         self.retry_first = 30.0
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
@@ -118,8 +120,9 @@ class Service:
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Until the first load of every model has ended (ready or failed), not the retries."""
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._loaded.wait(timeout)
         return self.ready
 
     def load_all(self) -> None:
@@ -136,7 +139,10 @@ class Service:
             self._publish()
 
     def _load_and_retry(self) -> None:
-        self.load_all()
+        try:
+            self.load_all()
+        finally:
+            self._loaded.set()
         self._retry_downloads()
 
     def _retry_downloads(self) -> None:
@@ -164,7 +170,12 @@ class Service:
     def _publish(self) -> None:
         if self.board is not None:
             try:
-                self.board.publish(self.local_health())
+                health = self.local_health()
+                if self.joining and health["status"] == "starting":
+                    return  # not accepting yet: the siblings answer for the service
+                self.board.publish(health)
+                if health["status"] in ("ok", "degraded"):
+                    self.board.mark_served()
             except OSError as exc:
                 log.warning("cannot publish worker state: %s", exc)
 

@@ -39,6 +39,16 @@ class WorkerBoard:
                 out[pid] = data
         return out
 
+    def mark_served(self) -> None:
+        """Record that this instance has served: workers started from now on are joining it."""
+        (self.dir / "served").touch()
+
+    def has_served(self) -> bool:
+        """True once any worker of this master was ready. The board is wiped at each master
+        start and survives SIGHUP, so this tells a reload or a replacement from a first start
+        even when every old worker has already exited."""
+        return (self.dir / "served").exists()
+
     def remove(self, pid: int) -> None:
         with contextlib.suppress(OSError):
             (self.dir / f"{pid}.json").unlink()

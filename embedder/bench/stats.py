@@ -30,6 +30,7 @@ class Completion:
     latency: float
     texts: int
     tokens: int
+    index: int = -1  # which text, for single-text requests
 
 
 @dataclass(frozen=True)
@@ -40,26 +41,33 @@ class Rates:
     spread: float  # (max - min) / median of the rounds' texts/s: how steady the run was
 
 
-def round_rates(done: Sequence[Completion], start: float, rounds: int) -> Rates:
-    """Throughput over consecutive rounds of equal request counts.
+def window_rates(done: Sequence[Completion], start: float, stop: float, rounds: int) -> Rates:
+    """Throughput in `rounds` equal time windows between `start` and `stop`.
 
-    Completions are sorted by end time and cut into `rounds` groups; a round spans from the
-    end of the previous group (or `start`) to the end of its own last request, so no work is
-    counted twice and no idle gap between rounds is left out.
+    Each request's texts are spread evenly over its lifetime (its latency), and a window counts
+    the part of each request that fell inside it. So a burst of answers (one micro-batched run
+    answers several requests at once) is not credited to the instant it ended, and requests
+    straddling `start` or `stop` count for their share only, as they should.
     """
-    ordered = sorted(done, key=lambda c: c.end)
-    rounds = max(1, min(rounds, len(ordered)))
-    if not ordered:
+    span = stop - start
+    if span <= 0 or not done:
         return Rates(0.0, 0.0, [], 0.0)
-    texts_rates: list[float] = []
-    token_rates: list[float] = []
-    edge = start
-    for i in range(rounds):
-        group = ordered[len(ordered) * i // rounds : len(ordered) * (i + 1) // rounds]
-        span = max(group[-1].end - edge, 1e-9)
-        texts_rates.append(sum(c.texts for c in group) / span)
-        token_rates.append(sum(c.tokens for c in group) / span)
-        edge = group[-1].end
+    width = span / max(1, rounds)
+    texts = [0.0] * max(1, rounds)
+    tokens = [0.0] * max(1, rounds)
+    for c in done:
+        began = c.end - c.latency
+        for i in range(len(texts)):
+            lo, hi = start + i * width, start + (i + 1) * width
+            overlap = min(hi, c.end) - max(lo, began)
+            if overlap > 0:
+                share = overlap / c.latency if c.latency > 0 else 1.0
+                texts[i] += c.texts * share
+                tokens[i] += c.tokens * share
+    return rates_of([t / width for t in texts], [t / width for t in tokens])
+
+
+def rates_of(texts_rates: list[float], token_rates: list[float]) -> Rates:
     mid = median(texts_rates)
     spread = (max(texts_rates) - min(texts_rates)) / mid if mid else 0.0
     return Rates(mid, median(token_rates), texts_rates, spread)

@@ -1,0 +1,128 @@
+"""What machine the numbers come from, and how busy other processes kept it meanwhile."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The vector extensions that matter to ONNX Runtime's kernels."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni")
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                have = set(line.partition(":")[2].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    vm = psutil.virtual_memory()
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": cores(),
+        "memory_gib": round(vm.total / 2**30, 1),
+        "onnxruntime": _version("onnxruntime"),
+        "tokenizers": _version("tokenizers"),
+        "gunicorn": _version("gunicorn"),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its waited-for children (gunicorn's workers are
+    reaped by the master, which this process reaps: they count too)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += float(ru.ru_utime + ru.ru_stime)
+    return total
+
+
+def _busy() -> float:
+    t = psutil.cpu_times()
+    return float(sum(t)) - float(t.idle) - float(getattr(t, "iowait", 0.0))
+
+
+def _rusage(who: int) -> float:
+    ru = resource.getrusage(who)
+    return float(ru.ru_utime + ru.ru_stime)
+
+
+@dataclass
+class Others:
+    """How much of the machine other processes took during one measurement: the machine's busy
+    CPU time less this process's, its reaped children's and `ours` (e.g. the server's)."""
+
+    started: float = field(default_factory=time.monotonic)
+    busy0: float = field(default_factory=_busy)
+    self0: float = field(default_factory=lambda: _rusage(resource.RUSAGE_SELF))
+    children0: float = field(default_factory=lambda: _rusage(resource.RUSAGE_CHILDREN))
+
+    def share(self, ours: float = 0.0) -> float:
+        wall = time.monotonic() - self.started
+        mine = _rusage(resource.RUSAGE_SELF) - self.self0
+        mine += _rusage(resource.RUSAGE_CHILDREN) - self.children0
+        others = max(0.0, _busy() - self.busy0 - mine - ours)
+        return others / (wall * cores()) if wall > 0 else 0.0
+
+
+@dataclass
+class Noise:
+    """CPU that processes other than the benchmark's took while it ran (a shared machine)."""
+
+    started: float = field(default_factory=time.monotonic)
+    busy0: float = field(default_factory=_busy)
+    own0: float = field(default_factory=_own_cpu)
+    load0: tuple[float, float, float] = field(default_factory=os.getloadavg)
+
+    def report(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        others = max(0.0, (_busy() - self.busy0) - (_own_cpu() - self.own0))
+        share = others / (wall * cores()) if wall > 0 else 0.0
+        return {
+            "wall_s": wall,
+            "other_cpu_s": others,
+            "other_share": share,
+            "load_before": list(self.load0),
+            "load_after": list(os.getloadavg()),
+            "disturbed": share > 0.10,
+        }

@@ -1,0 +1,59 @@
+"""The short soak that runs in `make test` (`make soak` is the long one): `python -m
+embedder.soak` starts a real gunicorn (starter catalog, 2 workers) and loads it from its own
+process over the unix sockets for 45 s or 1500 requests, whichever comes first. No request
+may fail, and each worker's idle RSS may not grow more than 5% from the first to the last
+quarter after warm-up."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration import server as srv
+
+pytestmark = pytest.mark.integration
+
+REQUESTS, SECONDS, MAX_GROWTH = 1500, 45, 5.0
+
+
+def test_short_soak(tmp_path: Path, built_root: Path) -> None:
+    out = tmp_path / "soak"
+    args = ["--requests", str(REQUESTS), "--seconds", str(SECONDS), "--out", str(out)]
+    args += ["--models-root", str(built_root), "--max-growth", str(MAX_GROWTH)]
+    run = subprocess.run(
+        [sys.executable, "-m", "embedder.soak", *args],
+        cwd=srv.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 120,  # start-up, the last requests' drain, shutdown
+    )
+    report = json.loads((out / "soak.json").read_text())
+    rss = report["rss"]
+    print(
+        f"\nsoak: {report['requests_done']} requests in {report['duration_s']} s, "
+        f"{report['failed']} failed; idle RSS per worker, first vs last quarter after warm-up: "
+        + ", ".join(
+            f"{pid} {r.get('first_quarter_rss_mib')} -> {r.get('last_quarter_rss_mib')} MiB "
+            f"({r.get('growth_percent')}%)"
+            for pid, r in rss.items()
+        )
+    )
+    print(run.stdout[-2500:])
+    assert report["failed"] == 0, report["errors"]
+    assert report["worker_restarts"] == 0 and report["gunicorn_exit"] == 0
+    # Every level by JSON-RPC and by REST id, and rerank through both, was exercised.
+    assert set(report["by_kind"]) == set(report["rotation"]) and len(report["rotation"]) == 10
+    assert len(rss) == 2 and all("growth_percent" in r for r in rss.values()), rss
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "soak-rss.png").stat().st_size > 0
+    else:
+        assert "no PNG plot" in run.stdout
+    grown = {pid: r["growth_percent"] for pid, r in rss.items() if r["growth_percent"] > MAX_GROWTH}
+    # Flat thanks to embedder.system.tune_malloc (glibc otherwise keeps freed batch buffers).
+    assert not grown, grown
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
