@@ -111,14 +111,10 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    """Worker, before the app loads: return freed memory to the system (flat RSS), and say
-    "starting" at once, so /health is never ok early."""
+    """Worker, before the app loads: say "starting" at once, so /health is never ok early."""
     from pathlib import Path
 
-    from embedder.system import tune_malloc
     from embedder.workers import WorkerBoard
-
-    tune_malloc()
 
     board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")
     if board_dir and not WorkerBoard(Path(board_dir)).has_served():

@@ -29,7 +29,7 @@ class BatchLimits:
     """Sub-batch bounds: rows per run and padded tokens per run (bounds activation memory)."""
 
     max_batch: int = 32
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 2048
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from embedder.errors import (
     TooLarge,
     UnknownModel,
 )
+from embedder.memory import IdleTrim
 from embedder.reranker import CosineReranker, CrossEncoderReranker, Doc, Ranking, Reranker
 from embedder.sessions import SessionConfig, check_ort_version, open_session
 from embedder.store import ModelStore
@@ -100,11 +101,14 @@ class Service:
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
+        # Every run is inside `self.activity`; freed batch memory goes back once idle.
+        self.activity = IdleTrim()
 
     # --- loading ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load every model in a background thread, so listeners answer `starting` at once."""
+        self.activity.start()
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._load_and_retry, name="model-loader", daemon=True
@@ -401,10 +405,11 @@ class Service:
         self._served(spec)
         embedder = self.embedders[spec.id]
         batcher = self.batchers.get(spec.id)
-        if batcher is None:
-            out = embedder.embed(clean, query=query)
-        else:
-            out = batcher.embed(embedder.instruct(clean) if query else clean)
+        with self.activity:
+            if batcher is None:
+                out = embedder.embed(clean, query=query)
+            else:
+                out = batcher.embed(embedder.instruct(clean) if query else clean)
         self._did(spec.id, len(clean), out.total_tokens)
         return spec, out
 
@@ -447,6 +452,7 @@ class Service:
         if spec.kind != "rerank":
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
         self._served(spec)
-        ranking = self.rerankers[spec.id].rerank(query, docs, top_k=top_k, raw=raw)
+        with self.activity:
+            ranking = self.rerankers[spec.id].rerank(query, docs, top_k=top_k, raw=raw)
         self._did(spec.id, len(docs), ranking.tokens)
         return spec, ranking

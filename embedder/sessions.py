@@ -21,11 +21,13 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """How sessions are built. The arena and memory pattern are off by default: with varying
-    batch shapes the arena keeps its high-water mark for good (the seed's OOM after weeks)."""
+    """How sessions are built. The arena is on, and shrunk after every run (`Session`): without
+    the shrink it keeps the high-water mark of the largest batch for good (the seed's OOM after
+    weeks); without the arena, 32-text requests ran 10 % slower here (INT8: 130 vs 146
+    texts/s on one thread). The memory pattern stays off: shapes vary with every batch."""
 
     threads: int = 1
-    arena: bool = False
+    arena: bool = True
     memory_pattern: bool = False
     optimization: str = "all"  # disable | basic | extended | all
     shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers

@@ -70,11 +70,11 @@ class Settings:
     workers: int = 0  # 0: derived from cores and threads
     threads: int = 0  # ORT intra-op threads per worker; 0: derived
     cores: int = 0  # cores the service may use; 0: all
-    ort_arena: bool = False
+    ort_arena: bool = True
     micro_batch: bool = True  # concurrent requests in a worker share ONNX Runtime runs
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
     max_batch: int = 32
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 2048
     max_inputs: int = 2048
     max_input_chars: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
@@ -98,11 +98,11 @@ class Settings:
             workers=_int(env, "EMBEDDER_WORKERS", 0),
             threads=_int(env, "EMBEDDER_THREADS", 0),
             cores=_int(env, "EMBEDDER_CORES", 0),
-            ort_arena=_bool(env, "EMBEDDER_ORT_ARENA", False),
+            ort_arena=_bool(env, "EMBEDDER_ORT_ARENA", True),
             micro_batch=_bool(env, "EMBEDDER_MICRO_BATCH", True),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),
             max_batch=_int(env, "EMBEDDER_MAX_BATCH", 32, 1),
-            max_batch_tokens=_int(env, "EMBEDDER_MAX_BATCH_TOKENS", 8192, 512),
+            max_batch_tokens=_int(env, "EMBEDDER_MAX_BATCH_TOKENS", 2048, 256),
             max_inputs=_int(env, "EMBEDDER_MAX_INPUTS", 2048, 1),
             max_input_chars=_int(env, "EMBEDDER_MAX_INPUT_CHARS", 100_000, 1),
             max_body_bytes=_int(env, "EMBEDDER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),

@@ -4,7 +4,10 @@ The daemon runs for months, and the last serious bug was an OOM after weeks of s
 so this starts the service (starter catalog, offline) on its own sockets and sends bounded,
 self-stopping load from this process over the unix sockets: random batch sizes and corpus
 texts of random lengths, rotating over every loaded level (JSON-RPC `embed` by quality and REST
-by model id) and rerank (both APIs).
+by model id) and rerank (both APIs). A request the service sheds as overloaded (503 +
+Retry-After, JSON-RPC -32005: the queue bound working as designed when two large batches for
+one slow model meet on a busy machine) is sent again after the wait it names, at most 3 times,
+and counted; a request fails if it gets any other answer, or is still shed on its last try.
 
 RSS is read with `mem_info` in two ways. Under load (twice a second) it mostly measures the
 activations of whatever batches run at that instant, swinging by hundreds of MiB. So at regular
@@ -47,6 +50,7 @@ from embedder.settings import default_models_root
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: wsgi.py and gunicorn.conf.py
 MIB = 1024 * 1024
+SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 3 times
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -61,15 +65,15 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int, Any]:
+def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int, Any, str | None]:
     """One request on a fresh connection (a kept-alive one closed by the server while idle would
-    count as a failure that is not the service's)."""
+    count as a failure that is not the service's): status, JSON body, Retry-After."""
     conn = _UnixConnection(sock, timeout)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
         raw = resp.read()
-        return resp.status, (json.loads(raw) if raw else None)
+        return resp.status, (json.loads(raw) if raw else None), resp.getheader("Retry-After")
     finally:
         conn.close()
 
@@ -88,7 +92,7 @@ def rpc(sock: Path, method: str, params: Any = None) -> Any:
     msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
     if params is not None:
         msg["params"] = params
-    status, doc = post(sock, "/rpc", msg)
+    status, doc, _ = post(sock, "/rpc", msg)
     if status != 200 or not isinstance(doc, dict) or "result" not in doc:
         raise RuntimeError(f"{method}: HTTP {status} {str(doc)[:200]}")
     return doc["result"]
@@ -192,8 +196,14 @@ def kinds(models: list[dict[str, Any]]) -> list[Kind]:
     return out
 
 
-def call(service: Service, kind: Kind, texts: list[str], query: str) -> str | None:
-    """Send one request; None if it succeeded, else what went wrong."""
+@dataclass(frozen=True)
+class Outcome:
+    error: str | None = None  # None: the request succeeded
+    retry_after: float | None = None  # set when the service shed it as overloaded
+
+
+def call(service: Service, kind: Kind, texts: list[str], query: str) -> Outcome:
+    """Send one request and check its answer has a row per text."""
     n = len(texts)
     if kind.api == "rpc":
         if kind.op == "embed":
@@ -202,20 +212,29 @@ def call(service: Service, kind: Kind, texts: list[str], query: str) -> str | No
             docs = [{"id": i, "text": t} for i, t in enumerate(texts)]
             params = {"query": query, "docs": docs, "model": kind.target}
         msg = {"jsonrpc": "2.0", "method": kind.op, "params": params, "id": 1}
-        status, doc = post(service.sock("rpc.sock"), "/rpc", msg)
+        status, doc, _ = post(service.sock("rpc.sock"), "/rpc", msg)
         result = doc.get("result") if isinstance(doc, dict) else None
+        err = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(err, dict) and err.get("code") == -32005:
+            return Outcome("overloaded", float((err.get("data") or {}).get("retry_after", 1)))
         got = len(result.get("vectors" if kind.op == "embed" else "results", [])) if result else -1
     elif kind.op == "embed":
         body = {"input": texts, "model": kind.target, "encoding_format": "base64"}
-        status, doc = post(service.sock("rest.sock"), "/v1/embeddings", body)
+        status, doc, after = post(service.sock("rest.sock"), "/v1/embeddings", body)
         got = len(doc.get("data", [])) if status == 200 and isinstance(doc, dict) else -1
     else:
         body = {"query": query, "documents": texts, "model": kind.target}
-        status, doc = post(service.sock("rest.sock"), "/v1/rerank", body)
+        status, doc, after = post(service.sock("rest.sock"), "/v1/rerank", body)
         got = len(doc.get("results", [])) if status == 200 and isinstance(doc, dict) else -1
     if status == 200 and got == n:
-        return None
-    return f"HTTP {status}, {got} of {n} rows: {json.dumps(doc)[:300]}"
+        return Outcome()
+    if (
+        kind.api == "rest"
+        and status == 503
+        and (doc or {}).get("error", {}).get("code") == ("overloaded")
+    ):
+        return Outcome("overloaded", float(after or 1))
+    return Outcome(f"HTTP {status}, {got} of {n} rows: {json.dumps(doc)[:300]}")
 
 
 @dataclass
@@ -227,6 +246,7 @@ class Tally:
     deadline: float
     sent: int = 0
     failed: int = 0
+    shed: int = 0  # overloaded refusals, each retried after its Retry-After
     in_flight: int = 0
     paused: bool = False
     by_kind: Counter[str] = field(default_factory=Counter)
@@ -282,11 +302,19 @@ def client(
         texts = rng.sample(pool, rng.randint(1, batch))
         query = rng.choice(pool)[:200]
         t0 = time.monotonic()
-        try:
-            error = call(service, kind, texts, query)
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        tally.done(kind.label, time.monotonic() - t0, n, error)
+        for attempt in range(SHED_TRIES):
+            try:
+                outcome = call(service, kind, texts, query)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                outcome = Outcome(f"{type(exc).__name__}: {exc}")
+            if outcome.retry_after is None or attempt == SHED_TRIES - 1:
+                break
+            # Shed under overload (two large batches for one slow model on a busy machine):
+            # what the openai client does too, wait as told and send it again.
+            with tally.cv:
+                tally.shed += 1
+            time.sleep(min(outcome.retry_after, 10.0))
+        tally.done(kind.label, time.monotonic() - t0, n, outcome.error)
 
 
 def _sample(service: Service, t0: float, idle: bool, out: list[dict[str, Any]]) -> None:
@@ -503,6 +531,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_limit": args.seconds,
         "requests_done": tally.sent,
         "failed": tally.failed,
+        "shed_and_retried": tally.shed,
         "duration_s": round(duration, 1),
         "requests_per_s": round(tally.sent / duration, 2) if duration else 0.0,
         "workers": args.workers,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from typing import Any
 
@@ -51,25 +49,3 @@ def mem_info(master_pid: int | None = None) -> dict[str, Any]:
         "answered_by": me.pid,
         "system": {"total": vm.total, "available": vm.available, "used": vm.used},
     }
-
-
-def tune_malloc(threshold: int = 128 * 1024) -> bool:
-    """Make glibc give freed batch buffers back to the system.
-
-    By default glibc raises its mmap threshold after large frees, so later activation buffers
-    come from heap arenas that are never returned: measured here, idle worker RSS grew 20-160 %
-    in a 50 s soak. A fixed mmap threshold and trim threshold kept it flat (+0.6-0.9 % over
-    150 s). Returns False where there is no glibc.
-    """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(
-        mallopt(m_mmap_threshold, threshold) == 1 and mallopt(m_trim_threshold, threshold) == 1
-    )

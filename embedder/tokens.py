@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,23 +38,53 @@ class Batch:
     mask: np.ndarray
 
 
+# Cost of one run in token units, fitted on all-MiniLM-L6-v2 FP32 and INT8 at 1 thread
+# (tests of rows 1-32 x length 8-256): a fixed ~7-10 tokens per run, and per padded token
+# 1 + length / 450-800 (attention grows with length). Only the ratios matter for the plan.
+RUN_OVERHEAD_TOKENS = 8.0
+ATTENTION_LENGTH = 512.0
+
+
+def _run_cost(rows: int, length: int) -> float:
+    return RUN_OVERHEAD_TOKENS + rows * length * (1.0 + length / ATTENTION_LENGTH)
+
+
 def plan_batches(
     lengths: Sequence[int], *, max_batch: int, max_batch_tokens: int
 ) -> Iterator[np.ndarray]:
-    """Sort by length and cut into sub-batches so padding stays small.
+    """Sort by length, then cut into the sub-batches that cost least to run.
 
-    Measured on these machines: random order leaves ~27% real tokens in a batch of 32, and
-    sorting is worth ~5x. A sub-batch ends at `max_batch` rows or when its padded size
-    (rows x longest) would pass `max_batch_tokens`, which bounds peak activation memory.
+    Every row of a sub-batch is padded to its longest, so one 256-token text among 31 short
+    ones made a 32-row batch mostly padding (measured: 27% real tokens, 35 texts/s against
+    102-136 with small batches). The cut points come from a dynamic programme over the sorted
+    lengths minimising the modelled run cost (per-run overhead + padded tokens, attention
+    growing with length). A sub-batch also ends at `max_batch` rows or `max_batch_tokens`
+    padded tokens (peak activation memory, and cache: per-token cost rose up to 2x past
+    ~2048 padded tokens here), though a single row may exceed that.
     """
     order = np.argsort(np.asarray(lengths), kind="stable")[::-1]
-    start = 0
+    longest = [max(int(lengths[i]), 1) for i in order]  # descending
     n = len(order)
-    while start < n:
-        longest = lengths[order[start]]  # descending: the first row is the longest
-        rows = max(1, min(max_batch, max_batch_tokens // max(longest, 1)))
-        yield order[start : start + rows]
-        start += rows
+    best = [0.0] + [math.inf] * n  # best[j]: cheapest plan for the j longest rows
+    cut = [0] * (n + 1)
+    for start in range(n):
+        base = best[start]
+        length = longest[start]  # the first row of a sub-batch is its longest
+        cap = max(1, min(max_batch, max_batch_tokens // length))
+        for rows in range(1, min(cap, n - start) + 1):
+            cost = base + _run_cost(rows, length)
+            if cost < best[start + rows]:
+                best[start + rows] = cost
+                cut[start + rows] = start
+    ends = []
+    j = n
+    while j > 0:
+        ends.append(j)
+        j = cut[j]
+    start = 0
+    for end in reversed(ends):
+        yield order[start:end]
+        start = end
 
 
 def assemble(encodings: Sequence[Encoding], rows: np.ndarray, input_names: set[str]) -> Batch:

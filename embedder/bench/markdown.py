@@ -58,6 +58,7 @@ def _engine(r: dict[str, Any]) -> list[str]:
                 lv["key"],
                 lv["model"],
                 lv["precision"].upper(),
+                e.get("layout") or f"1x{e.get('threads', '?')}",
                 _f(e["texts_per_s"]),
                 _f(e.get("tokens_per_s"), 0),
                 _pct(e.get("spread")),
@@ -67,14 +68,16 @@ def _engine(r: dict[str, Any]) -> list[str]:
             ]
         )
     threads = r["machine"]["cores"]
-    head = ["level", "model", "precision", "texts/s", "tokens/s", "spread"]
+    head = ["level", "model", "precision", "layout", "texts/s", "tokens/s", "spread"]
     head += [f"{r['options']['batch']}-text requests, texts/s", f"1 text p50 ms ({threads}t / 1t)"]
     head += ["others' CPU"]
-    out = [f"## The limit: in-process engine ({threads} threads, sorted sub-batches of 32)", ""]
+    out = [f"## The limit: in-process engine on {threads} cores, whole corpus planned at once", ""]
     out += _table(head, rows)
     out.append(
-        "_Request-shaped: the same engine on the texts of each batched request, in order (the "
-        "padding the server must live with). Spread: (max - min) / median of the rounds._"
+        "_Layout: the better of one session with a thread per core (1xN) and one single-thread "
+        "session per core, each in its own thread (Nx1). Request-shaped: the same engine on the "
+        "texts of each batched request, in order (the padding the server must live with). "
+        "Spread: (max - min) / median of the rounds._"
     )
     return [*out, ""]
 
@@ -180,8 +183,9 @@ def _layouts(r: dict[str, Any]) -> list[str]:
     for (level, batch, conc), got in best.items():
         cells = [_f(got.get(n)) for n in names]
         top = max(got, key=lambda n: got[n])
-        lead = got[top] / min(got.values()) if len(got) == len(names) and min(got.values()) else 0
-        rows.append([level, Shape(batch, conc).name, *cells, f"{top} (+{(lead - 1) * 100:.0f}%)"])
+        low = min(got.values())
+        lead = f" (+{(got[top] / low - 1) * 100:.0f}%)" if len(got) == len(names) and low else ""
+        rows.append([level, Shape(batch, conc).name, *cells, top + lead])
     out = ["## Worker layouts compared (texts/s, best transport)", ""]
     return out + _table(["level", "load", *names, "faster"], rows)
 

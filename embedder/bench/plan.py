@@ -97,11 +97,11 @@ FULL = Options(
     out_dir=Path("artifacts/bench"),
     levels=(1, 2, 3, 4),
     bge=True,
-    corpus_size=128,
+    corpus_size=512,
     seed=2024,
     batch=32,
     limit_rounds=3,
-    request_slices=2,
+    request_slices=16,
     idle_texts=32,
     layouts=((2, 1), (1, 2)),
     transports=("tcp", "unix"),
@@ -142,6 +142,12 @@ QUICK = replace(
     peer_seconds=10.0,
     budget_s=120.0,
 )
+
+
+def default_out_dir() -> Path:
+    """artifacts/bench in this repository (an editable install), else in the current directory."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo / "artifacts" / "bench" if (repo / "pyproject.toml").is_file() else FULL.out_dir
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -202,7 +208,7 @@ def parse(argv: Sequence[str]) -> Options:
     return replace(
         opts,
         models_root=root.expanduser(),
-        out_dir=a.out or opts.out_dir,
+        out_dir=a.out or default_out_dir(),
         levels=a.levels or opts.levels,
         layouts=a.layouts or opts.layouts,
         transports=transports or opts.transports,

@@ -76,11 +76,14 @@ def prepare(opts: Options, clock: Clock) -> tuple[list[Level], list[str]]:
     return levels, skipped
 
 
+Started = list[tuple[Catalog, server.Server, dict[str, Any]]]
+
+
 def start_servers(
-    opts: Options, clock: Clock, levels: list[Level], tmp: Path
-) -> list[tuple[Catalog, server.Server, dict[str, Any]]]:
-    """Every (catalog, layout) server at once; returned once all are ready (or failed)."""
-    started: list[tuple[Catalog, server.Server, dict[str, Any]]] = []
+    opts: Options, clock: Clock, levels: list[Level], tmp: Path, started: Started
+) -> None:
+    """Every (catalog, layout) server at once, into `started` (so the caller can stop each one
+    whatever happens); returns once all are ready (or failed)."""
     for catalog in (STARTER, BGE):
         ids = [lv.spec.id for lv in levels if lv.catalog is catalog]
         for workers, threads in opts.layouts if ids else ():
@@ -104,7 +107,6 @@ def start_servers(
             info["scenarios"] = []
         except (RuntimeError, TimeoutError, OSError) as exc:
             info["error"] = str(exc)
-    return started
 
 
 def measure(opts: Options) -> dict[str, Any]:
@@ -120,17 +122,18 @@ def measure(opts: Options) -> dict[str, Any]:
     files = {"corpus": tmp / "corpus.json", "idle": tmp / "idle.json"}
     files["corpus"].write_text(json.dumps(texts), encoding="utf-8")
     files["idle"].write_text(json.dumps(texts[: opts.idle_texts]), encoding="utf-8")
-    servers = start_servers(opts, clock, levels, tmp)
-    result["servers"] = [info for _, _, info in servers]
-    weight = sum(
-        opts.timing(shape).weight
-        for lv in levels
-        for cat, _, info in servers
-        if cat is lv.catalog and "error" not in info
-        for shape, _ in opts.runs(lv.spec.level or 0)
-    )
-    sched = Scheduler(clock, weight)
+    servers: Started = []
     try:
+        start_servers(opts, clock, levels, tmp, servers)
+        result["servers"] = [info for _, _, info in servers]
+        weight = sum(
+            opts.timing(shape).weight
+            for lv in levels
+            for cat, _, info in servers
+            if cat is lv.catalog and "error" not in info
+            for shape, _ in opts.runs(lv.spec.level or 0)
+        )
+        sched = Scheduler(clock, weight)
         for lv in levels:
             clock.say(f"engine (the limit) for {lv.key} {lv.spec.id} on {cores()} threads")
             others = Others()

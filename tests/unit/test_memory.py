@@ -1,0 +1,70 @@
+"""IdleTrim: heap trimmed once per busy spell, only after `idle` seconds without work."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from embedder.memory import IdleTrim
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_trims_once_after_work_and_idle() -> None:
+    calls: list[int] = []
+    clock = _Clock()
+    t = IdleTrim(idle=1.0, trim=lambda: calls.append(1), clock=clock)
+    assert t.due() is None and not t.trim_if_due()  # nothing done yet
+    with t:
+        assert t.due() is None  # busy
+    assert t.due() == pytest.approx(1.0)
+    assert not t.trim_if_due()
+    clock.now += 1.0
+    assert t.trim_if_due() and calls == [1]
+    clock.now += 10
+    assert not t.trim_if_due() and calls == [1]  # nothing new since
+
+
+def test_no_trim_while_a_run_is_in_progress() -> None:
+    calls: list[int] = []
+    clock = _Clock()
+    t = IdleTrim(idle=0.5, trim=lambda: calls.append(1), clock=clock)
+    with t:
+        pass
+    t.__enter__()  # a second request started
+    clock.now += 5
+    assert not t.trim_if_due() and calls == []
+    t.__exit__(None, None, None)
+    clock.now += 0.5
+    assert t.trim_if_due() and calls == [1]
+
+
+def test_work_that_raises_still_counts_as_ended() -> None:
+    clock = _Clock()
+    t = IdleTrim(idle=0.0, trim=lambda: None, clock=clock)
+    with pytest.raises(ValueError), t:
+        raise ValueError("bad input")
+    assert t.trim_if_due()
+
+
+def test_the_thread_trims_after_idle_with_real_malloc_trim() -> None:
+    real = IdleTrim(idle=0.05)
+    if not real.available:
+        pytest.skip("no glibc malloc_trim here")
+    real.start()
+    done = threading.Event()
+    with real:
+        blobs = [bytearray(1 << 20) for _ in range(32)]  # freed below: something to give back
+        del blobs
+    deadline = time.monotonic() + 5
+    while real.trims == 0 and time.monotonic() < deadline:
+        done.wait(0.02)
+    assert real.trims == 1
