@@ -30,7 +30,8 @@ control_socket = os.environ.get("EMBEDDER_CONTROL_SOCKET") or str(
     _settings.socket_dir / "gunicorn.ctl"
 )
 
-# --- workers: workers x ORT threads = the cores the service may use ----------------------
+# --- workers: workers x cores per worker = the cores the service may use -----------------
+# Each worker runs a single-thread ONNX Runtime session per core it owns (embedder.batcher).
 workers = _workers
 worker_class = os.environ.get("EMBEDDER_WORKER_CLASS", "gthread")
 # HTTP threads per worker: requests waiting on the micro-batcher hold a thread but no core,
@@ -77,7 +78,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     _fresh_dir(".workers", "EMBEDDER_WORKER_BOARD")
     server.log.info("settings: %s", _settings.public())
     server.log.info(
-        "workers=%d x ORT threads=%d; listening on %s", _workers, _ort_threads, addresses
+        "workers=%d x cores per worker=%d; listening on %s", _workers, _ort_threads, addresses
     )
 
 
@@ -111,10 +112,14 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    """Worker, before the app loads: say "starting" at once, so /health is never ok early."""
+    """Worker, before the app loads: cap malloc arenas (flat RSS, see embedder.memory), and
+    say "starting" at once, so /health is never ok early."""
     from pathlib import Path
 
+    from embedder.memory import limit_arenas
     from embedder.workers import WorkerBoard
+
+    limit_arenas(int(os.environ.get("EMBEDDER_MALLOC_ARENAS", "2")))
 
     board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")
     if board_dir and not WorkerBoard(Path(board_dir)).has_served():

@@ -32,6 +32,7 @@ def build_service(settings: Settings) -> Service:
         models=settings.models or None,
         micro_batching=settings.micro_batch,
         max_queue_wait=settings.max_queue_wait,
+        idle_trim=settings.idle_trim,
         board=WorkerBoard(Path(board_dir)) if board_dir else None,
     )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from embedder.catalog import ModelSpec
 from embedder.tokens import assemble, graph_inputs, pick_output, plan_batches
@@ -22,6 +22,17 @@ class Embeddings:
     @property
     def total_tokens(self) -> int:
         return sum(self.tokens)
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Texts after the tokenizer: what planning and runs need."""
+
+    encodings: list[Encoding]
+    lengths: list[int]  # tokens per text, special tokens included, after truncation
+
+    def __add__(self, other: Tokenized) -> Tokenized:
+        return Tokenized(self.encodings + other.encodings, self.lengths + other.lengths)
 
 
 @dataclass(frozen=True)
@@ -77,25 +88,40 @@ class Embedder:
         prefix = self.spec.query_instruction or ""
         return [prefix + t for t in texts]
 
-    def embed(self, texts: Sequence[str], *, query: bool = False) -> Embeddings:
-        """Vectors for `texts`; `query` adds the model's retrieval instruction, if it has one."""
+    def tokenize(self, texts: Sequence[str], *, query: bool = False) -> Tokenized:
         batch = self.instruct(texts) if query else list(texts)
         encodings = self.tokenizer.encode_batch(batch)
-        lengths = [len(e.ids) for e in encodings]
-        out = np.empty((len(encodings), self.dims), dtype=np.float32)
-        for rows in plan_batches(
-            lengths,
-            max_batch=self.limits.max_batch,
-            max_batch_tokens=self.limits.max_batch_tokens,
-        ):
-            sub = assemble(encodings, rows, self.inputs)
-            (hidden,) = self.session.run([self.output], sub.feeds)
-            out[sub.rows] = pool(hidden, sub.mask, self.pooling)
-        return Embeddings(
-            vectors=l2_normalize(out),
-            tokens=lengths,
-            truncated=[bool(e.overflowing) for e in encodings],
+        return Tokenized(encodings, [len(e.ids) for e in encodings])
+
+    def plan(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Row groups, one per ONNX Runtime run (see `tokens.plan_batches`)."""
+        limits = self.limits
+        return list(
+            plan_batches(
+                lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens
+            )
         )
+
+    def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        """Pooled, not yet normalised vectors of `rows`, in one run on this embedder's session."""
+        sub = assemble(tok.encodings, rows, self.inputs)
+        (hidden,) = self.session.run([self.output], sub.feeds)
+        return pool(hidden, sub.mask, self.pooling)
+
+    def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings:
+        return Embeddings(
+            vectors=l2_normalize(pooled),
+            tokens=list(tok.lengths),
+            truncated=[bool(e.overflowing) for e in tok.encodings],
+        )
+
+    def embed(self, texts: Sequence[str], *, query: bool = False) -> Embeddings:
+        """Vectors for `texts`; `query` adds the model's retrieval instruction, if it has one."""
+        tok = self.tokenize(texts, query=query)
+        out = np.empty((len(tok.lengths), self.dims), dtype=np.float32)
+        for rows in self.plan(tok.lengths):
+            out[rows] = self.run_rows(tok, rows)
+        return self.finish(tok, out)
 
 
 def to_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

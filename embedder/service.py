@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from embedder.batcher import Batcher
@@ -70,6 +70,7 @@ class Service:
         models: Sequence[str] | None = None,
         micro_batching: bool = True,
         max_queue_wait: float = 10.0,
+        idle_trim: float = 1.0,
         board: WorkerBoard | None = None,
     ) -> None:
         self.catalog = catalog
@@ -102,7 +103,7 @@ class Service:
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
         # Every run is inside `self.activity`; freed batch memory goes back once idle.
-        self.activity = IdleTrim()
+        self.activity = IdleTrim(idle_trim)
 
     # --- loading ------------------------------------------------------------------------
 
@@ -191,17 +192,21 @@ class Service:
             self._publish()
             self.store.ensure(spec)
             st.state = "loading"
-            if spec.kind == "embedding":
-                embedder = self._open_embedder(spec)
-                if self.micro_batching:
-                    self.batchers[spec.id] = Batcher(
-                        embedder.embed,
-                        name=spec.id,
-                        max_texts=max(self.batch_limits.max_batch * 2, 1),
-                        max_wait=self.max_queue_wait,
-                        observe=self._batch_observer(spec.id),
-                    )
+            if spec.kind == "embedding" and self.micro_batching:
+                # A runner per core of this worker, each on a single-thread session.
+                one = replace(self.session_config, threads=1)
+                engines = [self._open_embedder(spec, one) for _ in range(self.runners)]
+                embedder = engines[0]
+                self.batchers[spec.id] = Batcher(
+                    engines,
+                    name=spec.id,
+                    max_texts=max(self.batch_limits.max_batch * 2, 64),
+                    max_wait=self.max_queue_wait,
+                    observe=self._batch_observer(spec.id),
+                )
                 self.embedders[spec.id] = embedder
+            elif spec.kind == "embedding":
+                self.embedders[spec.id] = self._open_embedder(spec, self.session_config)
             else:
                 self.rerankers[spec.id] = self._open_reranker(spec)
             st.load_seconds = round(time.time() - st.started, 3)
@@ -226,9 +231,14 @@ class Service:
         if self.on_work is not None:
             self.on_work(model, texts, tokens)
 
-    def _open_embedder(self, spec: ModelSpec) -> Embedder:
+    @property
+    def runners(self) -> int:
+        """Micro-batch runners per model: one per core of this worker."""
+        return max(1, self.session_config.threads)
+
+    def _open_embedder(self, spec: ModelSpec, config: SessionConfig) -> Embedder:
         assert spec.onnx and spec.tokenizer
-        session = open_session(self.store.path(spec, spec.onnx), self.session_config)
+        session = open_session(self.store.path(spec, spec.onnx), config)
         tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
         return Embedder(spec, session, tok, self.batch_limits)
 

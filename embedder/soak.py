@@ -11,8 +11,9 @@ and counted; a request fails if it gets any other answer, or is still shed on it
 
 RSS is read with `mem_info` in two ways. Under load (twice a second) it mostly measures the
 activations of whatever batches run at that instant, swinging by hundreds of MiB. So at regular
-checkpoints the load is drained and each worker's idle RSS is read: what a worker keeps between
-requests, which is what grows when memory leaks or fragments. The verdict compares each
+checkpoints the load is drained and, once the workers have handed freed memory back (1.5 s),
+each worker's idle RSS is read: what a worker keeps between requests, which is what grows when
+memory leaks or fragments. The verdict compares each
 worker's median idle RSS in the first and last quarter of the run after warm-up (allocators and
 caches settle during warm-up), and counts failed requests.
 
@@ -50,6 +51,7 @@ from embedder.settings import default_models_root
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: wsgi.py and gunicorn.conf.py
 MIB = 1024 * 1024
+IDLE_SETTLE = 1.5  # s after draining before the idle RSS is read (the service trims at 1 s)
 SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 3 times
 
 
@@ -360,6 +362,8 @@ def settler(
         marks = [m for m in marks if m > time.monotonic()]
         tally.drain()
         try:
+            # A worker hands freed memory back EMBEDDER_IDLE_TRIM (1 s) after its last request.
+            stop.wait(IDLE_SETTLE)
             _sample(service, t0, True, out)
         finally:
             tally.resume()
@@ -514,6 +518,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in clients:
             t.join()
         duration = time.monotonic() - t0
+        time.sleep(IDLE_SETTLE)
         _sample(service, t0, True, samples)  # drained: the last idle reading
     finally:
         stop.set()

@@ -68,3 +68,13 @@ def test_the_thread_trims_after_idle_with_real_malloc_trim() -> None:
     while real.trims == 0 and time.monotonic() < deadline:
         done.wait(0.02)
     assert real.trims == 1
+
+
+def test_limit_arenas_takes_effect_where_there_is_glibc() -> None:
+    import platform
+
+    from embedder.memory import limit_arenas
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert limit_arenas(8)  # 8: glibc's own default scale, harmless for the other tests

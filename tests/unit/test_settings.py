@@ -36,7 +36,11 @@ def test_env_names() -> None:
 
 
 def test_sizing_fills_the_cores() -> None:
-    assert Settings().sizing(4) == (4, 1)
+    assert Settings().sizing(2) == (1, 2)
+    assert Settings().sizing(4) == (1, 4)
+    assert Settings().sizing(6) == (2, 3)
+    assert Settings().sizing(16) == (4, 4)
+    assert Settings().sizing(1) == (1, 1)
     assert Settings(threads=2).sizing(4) == (2, 2)
     assert Settings(workers=1).sizing(4) == (1, 4)
 
