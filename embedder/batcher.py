@@ -39,7 +39,7 @@ class Engine(Protocol):
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized: ...
 
-    def plan(self, lengths: Sequence[int]) -> list[np.ndarray]: ...
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]: ...
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray: ...
 
@@ -166,7 +166,9 @@ class Batcher:
         tok = jobs[0].tok
         for j in jobs[1:]:
             tok = tok + j.tok
-        plan = self._engines[0].plan(tok.lengths)
+        # Alone in the queue, the group may use every runner: balance it over them.
+        idle = len(self._engines) if not self._jobs and not self._tasks else 1
+        plan = self._engines[0].plan(tok.lengths, idle)
         out = np.empty((count, self._engines[0].dims), dtype=np.float32)
         group = _Group(jobs, tok, out, pending=len(plan))
         self._tasks.extend((group, rows) for rows in plan)

@@ -10,7 +10,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from embedder.catalog import ModelSpec
-from embedder.tokens import assemble, graph_inputs, pick_output, plan_batches
+from embedder.tokens import assemble, balance, graph_inputs, pick_output, plan_batches
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,14 @@ class Embedder:
         encodings = self.tokenizer.encode_batch(batch)
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
-    def plan(self, lengths: Sequence[int]) -> list[np.ndarray]:
-        """Row groups, one per ONNX Runtime run (see `tokens.plan_batches`)."""
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        """Row groups, one per ONNX Runtime run (see `tokens.plan_batches`), balanced for
+        `parallel` runners (`tokens.balance`)."""
         limits = self.limits
-        return list(
-            plan_batches(
-                lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens
-            )
+        plan = plan_batches(
+            lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens
         )
+        return balance(list(plan), lengths, parallel)
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
         """Pooled, not yet normalised vectors of `rows`, in one run on this embedder's session."""

