@@ -26,7 +26,9 @@ def build_service(settings: Settings) -> Service:
     return Service(
         catalog,
         ModelStore(settings.models_root, catalog),
-        session_config=SessionConfig(threads=threads, arena=settings.ort_arena),
+        session_config=SessionConfig(
+            threads=threads, arena=settings.ort_arena, shared_weights=settings.shared_weights
+        ),
         limits=Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars),
         batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
         models=settings.models or None,

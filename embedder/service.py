@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from embedder.batcher import Batcher
@@ -26,6 +27,7 @@ from embedder.errors import (
     UnknownModel,
 )
 from embedder.memory import IdleTrim
+from embedder.prepare.external import external_copy
 from embedder.reranker import CosineReranker, CrossEncoderReranker, Doc, Ranking, Reranker
 from embedder.sessions import SessionConfig, check_ort_version, open_session
 from embedder.store import ModelStore
@@ -236,9 +238,17 @@ class Service:
         """Micro-batch runners per model: one per core of this worker."""
         return max(1, self.session_config.threads)
 
+    def _graph(self, spec: ModelSpec, name: str, config: SessionConfig) -> Path:
+        """The graph file a session opens: with shared weights, its external-data copy (kept in
+        the model's directory under the models root)."""
+        path = self.store.path(spec, name)
+        if config.shared_weights:
+            path = external_copy(path, self.store.root / spec.id)
+        return path
+
     def _open_embedder(self, spec: ModelSpec, config: SessionConfig) -> Embedder:
         assert spec.onnx and spec.tokenizer
-        session = open_session(self.store.path(spec, spec.onnx), config)
+        session = open_session(self._graph(spec, spec.onnx, config), config)
         tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
         return Embedder(spec, session, tok, self.batch_limits)
 
@@ -250,7 +260,8 @@ class Service:
                 raise ModelUnavailable(f"{spec.id} needs {spec.embedder}, which did not load")
             return CosineReranker(spec, embedder)
         assert spec.onnx and spec.tokenizer
-        session = open_session(self.store.path(spec, spec.onnx), self.session_config)
+        config = self.session_config
+        session = open_session(self._graph(spec, spec.onnx, config), config)
         tok_path = self.store.path(spec, spec.tokenizer)
         return CrossEncoderReranker(
             spec,

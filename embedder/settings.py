@@ -87,6 +87,7 @@ class Settings:
     threads: int = 0  # ORT intra-op threads per worker; 0: derived
     cores: int = 0  # cores the service may use; 0: all
     ort_arena: bool = True
+    shared_weights: bool = False  # one copy of each model's weights for all sessions (slower)
     micro_batch: bool = True  # concurrent requests in a worker share ONNX Runtime runs
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
     idle_trim: float = 1.0  # seconds idle before freed memory goes back to the system; 0: never
@@ -116,6 +117,7 @@ class Settings:
             threads=_int(env, "EMBEDDER_THREADS", 0),
             cores=_int(env, "EMBEDDER_CORES", 0),
             ort_arena=_bool(env, "EMBEDDER_ORT_ARENA", True),
+            shared_weights=_bool(env, "EMBEDDER_SHARED_WEIGHTS", False),
             micro_batch=_bool(env, "EMBEDDER_MICRO_BATCH", True),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),
             idle_trim=_float(env, "EMBEDDER_IDLE_TRIM", 1.0),
