@@ -33,10 +33,7 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,31 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedder import launch
 from embedder.corpus import corpus
 from embedder.settings import default_models_root
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: wsgi.py and gunicorn.conf.py
 MIB = 1024 * 1024
 IDLE_SETTLE = 1.5  # s after draining before the idle RSS is read (the service trims at 1 s)
 SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 3 times
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
-
-
 def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int, Any, str | None]:
     """One request on a fresh connection (a kept-alive one closed by the server while idle would
     count as a failure that is not the service's): status, JSON body, Retry-After."""
-    conn = _UnixConnection(sock, timeout)
+    conn = launch.UnixHTTPConnection(sock, timeout)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
@@ -81,7 +66,7 @@ def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int,
 
 
 def get(sock: Path, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    conn = _UnixConnection(sock, timeout)
+    conn = launch.UnixHTTPConnection(sock, timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -102,67 +87,12 @@ def rpc(sock: Path, method: str, params: Any = None) -> Any:
 
 # --- the service under test ----------------------------------------------------------------
 
-
-@dataclass
-class Service:
-    proc: subprocess.Popen[bytes]
-    sockets: Path
-    log: Path
-
-    def sock(self, name: str) -> Path:
-        return self.sockets / name
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+Service = launch.Gunicorn
 
 
 def start(workdir: Path, models_root: Path, workers: int) -> Service:
     """gunicorn on the starter catalog with its sockets under `workdir`, no TCP, offline."""
-    env = {
-        **os.environ,
-        "PATH_SOCKETS": str(workdir / "sockets"),
-        "EMBEDDER_CATALOG": "starter",
-        "EMBEDDER_MODELS_ROOT": str(models_root),
-        "EMBEDDER_BIND": "",
-        "EMBEDDER_WORKERS": str(workers),
-        "EMBEDDER_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "ORT_DISABLE_TELEMETRY": "1",
-    }
-    env.pop("EMBEDDER_MODELS", None)  # every model of the catalog
-    log = workdir / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Service(proc, workdir / "sockets" / "hero_embedder_provider", log)
-
-
-def wait_ready(service: Service, workers: int, timeout: float = 300.0) -> None:
-    """Until /health is ok on every worker (a fresh models root builds the starter files)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited:\n{service.log.read_text()[-3000:]}")
-        try:
-            status, body = get(service.sock("rest.sock"), "/health")
-            if status == 200 and body["status"] == "ok" and len(body["workers"]) >= workers:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"not ready in {timeout:.0f} s:\n{service.log.read_text()[-3000:]}")
+    return launch.start(workdir, models_root, workers=workers, threads=1, tcp=False)
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -495,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        wait_ready(service, args.workers)
+        service.wait_ready(timeout=300.0)
         rotation = kinds(rpc(service.sock("rpc.sock"), "models.list"))
         pool = corpus(3000, seed=args.seed)
         t0 = time.monotonic()

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -176,3 +177,50 @@ def test_metrics_sum_over_workers(live: srv.Server) -> None:
     assert after - before == 30
     assert len(pids) == 2
     assert live.request("tcp", "GET", "/metrics")[0] == 404
+
+
+def test_default_layout_one_worker_with_a_runner_per_core(
+    tmp_path: Path, built_root: Path, starter_service: Service
+) -> None:
+    """What the service picks by itself on 2 cores: 1 worker, 2 single-thread runners sharing
+    its queue. Concurrent requests of different sizes each get their own rows back."""
+    import threading
+
+    server = srv.start(
+        tmp_path,
+        built_root,
+        workers=1,
+        extra_env={"EMBEDDER_THREADS": "2", "EMBEDDER_MODELS": "all-minilm-l6-v2-int8"},
+    )
+    requests = [
+        [f"request {i}, text {j}: " + "words " * (i + 4 * j) for j in range(1 + i % 6)]
+        for i in range(12)
+    ]
+    got: dict[int, Any] = {}
+
+    def call(i: int) -> None:
+        got[i] = server.json(
+            "tcp",
+            "POST",
+            "/v1/embeddings",
+            {"input": requests[i], "model": "all-minilm-l6-v2-int8", "encoding_format": "float"},
+        )
+
+    try:
+        server.wait_ready()
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        status = server.rpc("status")["result"]
+    finally:
+        assert server.stop() == 0
+    for i, texts in enumerate(requests):
+        status, body = got[i]
+        assert status == 200, body
+        vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+        _, ref = starter_service.embed(texts, model="all-minilm-l6-v2-int8")
+        np.testing.assert_allclose(vectors, ref.vectors, atol=1e-5)
+        assert body["usage"]["prompt_tokens"] == ref.total_tokens
+    print(f"\n1x2 runners, status: {str(status)[:600]}")

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from embedder import launch
 from tests.integration import server as srv
 
 pytestmark = pytest.mark.integration
@@ -39,28 +39,8 @@ def _nginx() -> str:
 
 def start_instance(tmp: Path, models_root: Path) -> srv.Server:
     """Like srv.start, but in its own session, so the whole process group can be SIGKILLed."""
-    port, log = srv.free_port(), tmp / "gunicorn.log"
-    env = {
-        **os.environ,
-        "PATH_SOCKETS": str(tmp / "sockets"),
-        "EMBEDDER_CATALOG": "starter",
-        "EMBEDDER_MODELS": "all-minilm-l6-v2",
-        "EMBEDDER_MODELS_ROOT": str(models_root),
-        "EMBEDDER_BIND": f"127.0.0.1:{port}",
-        "EMBEDDER_WORKERS": "1",
-        "EMBEDDER_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=srv.ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return srv.Server(proc, tmp / "sockets" / "hero_embedder_provider", port, log, env)
+    g = launch.start(tmp, models_root, workers=1, models=["all-minilm-l6-v2"], new_session=True)
+    return srv.Server(g.proc, g.sockets, g.port, g.log, g.workers, g.env)
 
 
 def nginx_config(tmp: Path, ports: list[int], listen: int) -> str:

@@ -129,7 +129,7 @@ def _start_default(tmp: Path, models_root: Path) -> srv.Server:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return srv.Server(proc, tmp / "sockets" / "hero_embedder_provider", DEFAULT_PORT, log, env)
+    return srv.Server(proc, tmp / "sockets" / "hero_embedder_provider", DEFAULT_PORT, log, 1, env)
 
 
 def test_default_tcp_is_loopback_8092(tmp_path: Path, built_root: Path) -> None:
