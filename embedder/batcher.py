@@ -101,7 +101,6 @@ class Batcher:
         self._queued_texts = 0  # texts not yet finished, in jobs or in groups
         self._ew_texts = 0.0  # decayed sums of texts run and runner-seconds spent
         self._ew_seconds = 0.0
-        self._busy = [False] * len(self._engines)  # in use by its runner or by a caller
         self._cv = threading.Condition()
         self.stats = BatcherStats()
         self._threads = [
@@ -129,59 +128,15 @@ class Batcher:
     def embed(self, texts: Sequence[str]) -> Embeddings:
         job = _Job(self._engines[0].tokenize(texts))
         with self._cv:
-            borrowed = self._borrow(job)
-            if borrowed is None:
-                self._admit(job.size)
-                self._jobs.append(job)
-                self._queued_texts += job.size
-                self._cv.notify_all()  # a runner whose engine a caller borrowed cannot take it
-        if borrowed is not None:
-            return self._run_inline(job, *borrowed)
+            self._admit(job.size)
+            self._jobs.append(job)
+            self._queued_texts += job.size
+            self._cv.notify()
         job.done.wait()
         if job.error is not None:
             raise job.error
         assert job.result is not None
         return job.result
-
-    def _borrow(self, job: _Job) -> tuple[int, np.ndarray] | None:
-        """An idle engine and the one run a small request needs, for the caller to run it in
-        its own thread: at idle that skips the hand-over to a runner and back (0.3-0.5 ms of a
-        5.5 ms single text, measured in-process). Only when nothing is queued, so it never
-        overtakes waiting work. Called with the lock held."""
-        if self._jobs or self._tasks or job.size > 4:
-            return None
-        k = next((i for i, busy in enumerate(self._busy) if not busy), None)
-        if k is None:
-            return None
-        plan = self._engines[k].plan(job.tok.lengths)
-        if len(plan) != 1:
-            return None
-        self._busy[k] = True
-        self._queued_texts += job.size
-        return k, plan[0]
-
-    def _run_inline(self, job: _Job, k: int, rows: np.ndarray) -> Embeddings:
-        engine = self._engines[k]
-        started = time.monotonic()
-        try:
-            out = np.empty((job.size, engine.dims), dtype=np.float32)
-            out[rows] = engine.run_rows(job.tok, rows)
-            return engine.finish(job.tok, out)
-        finally:
-            with self._cv:
-                self._busy[k] = False
-                self._queued_texts -= job.size
-                self._account(job.size, time.monotonic() - started)
-                self.stats.jobs += 1
-                self.stats.texts += job.size
-                self._cv.notify_all()  # runner k may have work waiting for its engine
-            if self._observe is not None:
-                self._observe(job.size, [0.0])
-
-    def _account(self, texts: int, seconds: float) -> None:
-        self.stats.runs += 1
-        self._ew_texts = 0.9 * self._ew_texts + texts
-        self._ew_seconds = 0.9 * self._ew_seconds + seconds
 
     def _admit(self, n: int) -> None:
         """Refuse work that would wait longer than `max_wait` behind the queue (or overflow it),
@@ -211,8 +166,8 @@ class Batcher:
         tok = jobs[0].tok
         for j in jobs[1:]:
             tok = tok + j.tok
-        # Alone in the queue, the group may use every idle runner: balance it over them.
-        idle = sum(not b for b in self._busy) if not self._jobs and not self._tasks else 1
+        # Alone in the queue, the group may use every runner: balance it over them.
+        idle = len(self._engines) if not self._jobs and not self._tasks else 1
         plan = self._engines[0].plan(tok.lengths, idle)
         out = np.empty((count, self._engines[0].dims), dtype=np.float32)
         group = _Group(jobs, tok, out, pending=len(plan))
@@ -227,23 +182,19 @@ class Batcher:
         if self._observe is not None:
             self._observe(count, waits)
 
-    def _next(self, k: int) -> tuple[_Group, np.ndarray]:
+    def _next(self) -> tuple[_Group, np.ndarray]:
         with self._cv:
-            while True:
-                if not self._busy[k]:
-                    if self._tasks:
-                        break
-                    if self._jobs:
-                        self._group()
-                        continue
-                self._cv.wait()
-            self._busy[k] = True
+            while not self._tasks:
+                if self._jobs:
+                    self._group()
+                else:
+                    self._cv.wait()
             return self._tasks.popleft()
 
     def _loop(self, k: int) -> None:
         engine = self._engines[k]
         while True:
-            group, rows = self._next(k)
+            group, rows = self._next()
             started = time.monotonic()
             if group.error is None:
                 try:
@@ -252,8 +203,9 @@ class Batcher:
                     group.error = exc
             elapsed = time.monotonic() - started
             with self._cv:
-                self._busy[k] = False
-                self._account(len(rows), elapsed)
+                self.stats.runs += 1
+                self._ew_texts = 0.9 * self._ew_texts + len(rows)
+                self._ew_seconds = 0.9 * self._ew_seconds + elapsed
                 group.pending -= 1
                 if group.pending:
                     continue

@@ -72,28 +72,6 @@ def test_lone_request_runs_alone_and_at_once() -> None:
     assert out.tokens == [3]
 
 
-def test_lone_small_request_runs_in_the_callers_thread_and_queued_work_is_not_overtaken() -> None:
-    gate = threading.Event()
-    eng = FakeEngine(gate=gate)
-    b = Batcher([eng], name="t")
-    gate.set()
-    b.embed(["alone"])
-    assert eng.threads == {threading.current_thread().name}  # no hand-over to a runner
-    gate.clear()
-    first = threading.Thread(target=b.embed, args=(["first"],), name="caller-1")
-    first.start()
-    time.sleep(0.1)  # caller-1 holds the only engine
-    second = threading.Thread(target=b.embed, args=(["second"],), name="caller-2")
-    second.start()
-    time.sleep(0.1)  # queued: nothing idle to borrow
-    gate.set()
-    for t in (first, second):
-        t.join(5)
-    assert eng.runs[-2:] == [["first"], ["second"]]
-    assert "caller-2" not in eng.threads and any(n.startswith("batcher-t") for n in eng.threads)
-    assert b.queued_texts == 0 and b.stats.jobs == 3
-
-
 def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
     eng = FakeEngine(delay=0.05)
     b = Batcher([eng], name="t", max_texts=64)
