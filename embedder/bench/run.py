@@ -228,8 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     result |= report.analyse(result)
     markdown = report.markdown(result)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    (opts.out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    (opts.out_dir / "latest.md").write_text(markdown)
+    # latest.* for the README; a dated copy of each run, so A/B runs can be compared later.
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in ("latest", f"run-{stamp}"):
+        (opts.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (opts.out_dir / f"{name}.md").write_text(markdown)
     print(markdown)
-    print(f"elapsed: {result['elapsed_s']:.0f} s; written to {opts.out_dir}/latest.{{json,md}}")
+    print(
+        f"elapsed: {result['elapsed_s']:.0f} s; written to {opts.out_dir}/latest.{{json,md}} "
+        f"and run-{stamp}.{{json,md}}"
+    )
     return 0
