@@ -60,6 +60,7 @@ class ModelStore:
         self.endpoint = endpoint.rstrip("/")
         env_offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
         self.offline = env_offline if offline is None else offline
+        self._offline_by_env = offline is None and env_offline  # then unsetting it is a way out
         cache = hf_cache or os.environ.get("HF_HUB_CACHE") or hf_constants.HF_HUB_CACHE
         self.hf_cache = Path(cache).expanduser()
 
@@ -268,7 +269,8 @@ class ModelStore:
             f"model {m.id!r} is missing {', '.join(names)}, which belong in {where} and come from "
             f"{sources} on {self.endpoint}: {reason}. To get them, run `embedder models pull "
             f"{m.id}` on a machine with Hub access and copy {where} to the same place here, or "
-            "set HF_ENDPOINT to a reachable mirror, or unset HF_HUB_OFFLINE",
+            "set HF_ENDPOINT to a reachable mirror"
+            + (", or unset HF_HUB_OFFLINE" if self._offline_by_env else ""),
             model=m.id,
             files=names,
             directory=str(where),

@@ -181,7 +181,7 @@ def _assert_how_to(err: DownloadError, store: ModelStore) -> None:
     msg = err.message
     for part in ("onnx/model.onnx", "tokenizer.json", str(store.root / "tiny"), f"{REPO}@{REV}"):
         assert part in msg
-    assert "embedder models pull tiny" in msg and "HF_ENDPOINT" in msg and "HF_HUB_OFFLINE" in msg
+    assert "embedder models pull tiny" in msg and "HF_ENDPOINT" in msg
     assert err.details["files"] == ["onnx/model.onnx", "tokenizer.json", "config.json"]
 
 
@@ -192,6 +192,19 @@ def test_offline_names_files_directory_and_how_to(tmp_path: Path, hub: FakeHub) 
     _assert_how_to(info.value, store)
     assert "HF_HUB_OFFLINE" in info.value.message.split("To get them")[0]
     assert sum(hub.heads.values()) + sum(hub.gets.values()) == 0
+
+
+def test_unsetting_hf_hub_offline_is_offered_only_when_it_is_set(
+    tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DownloadError) as by_env:
+        ModelStore(tmp_path / "a", CATALOG, endpoint=hub.url).ensure(TINY)
+    assert by_env.value.message.endswith("or unset HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(DownloadError) as by_code:
+        ModelStore(tmp_path / "b", CATALOG, endpoint=hub.url, offline=True).ensure(TINY)
+    assert "unset HF_HUB_OFFLINE" not in by_code.value.message
 
 
 def test_offline_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
