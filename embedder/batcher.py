@@ -111,10 +111,6 @@ class Batcher:
             t.start()
 
     @property
-    def runners(self) -> int:
-        return len(self._engines)
-
-    @property
     def rate(self) -> float:
         """texts/s all runners together manage on recent runs; 0 until the first run."""
         if self._ew_seconds <= 0:

@@ -43,10 +43,6 @@ class EngineResult:
     def single_p50(self) -> float:
         return median(list(self.single_ms.values()))
 
-    @property
-    def single_p50_1t(self) -> float:
-        return median(list(self.single_ms_1t.values()))
-
 
 def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> Embedder:
     """An Embedder as a worker builds it (same session options), on `threads` ORT threads."""
