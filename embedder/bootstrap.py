@@ -12,7 +12,8 @@ import falcon
 from embedder.catalog_file import load_catalog
 from embedder.encoder import BatchLimits
 from embedder.http.app import HttpOptions, create_app
-from embedder.service import Limits, Service
+from embedder.limits import Limits
+from embedder.service import Service
 from embedder.sessions import SessionConfig
 from embedder.settings import Settings
 from embedder.store import ModelStore

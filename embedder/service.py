@@ -23,9 +23,9 @@ from embedder.errors import (
     InvalidInput,
     ModelUnavailable,
     NotReady,
-    TooLarge,
     UnknownModel,
 )
+from embedder.limits import Limits
 from embedder.memory import IdleTrim
 from embedder.prepare.external import external_copy
 from embedder.reranker import CosineReranker, CrossEncoderReranker, Doc, Ranking, Reranker
@@ -39,16 +39,6 @@ log = logging.getLogger("embedder.service")
 State = Literal["pending", "downloading", "loading", "ready", "error"]
 # How far along a state is; across workers a model shows its least advanced state.
 _ORDER = {"error": 0, "pending": 1, "downloading": 2, "loading": 3, "ready": 4}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-request bounds; documented in the README with their settings."""
-
-    max_inputs: int = 2048  # what OpenAI allows per embeddings request
-    max_input_chars: int = 100_000  # far beyond any model window; bounds tokenizer work
-    max_docs: int = 1000
-    max_query_chars: int = 20_000
 
 
 @dataclass
@@ -389,29 +379,7 @@ class Service:
             raise NotReady(f"model {spec.id} is {st.state}; retry shortly", param="model")
 
     def validate_texts(self, texts: object, param: str = "input") -> list[str]:
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list | tuple):
-            raise InvalidInput(f"{param} must be a string or a list of strings", param=param)
-        if not texts:
-            raise InvalidInput(f"{param} must not be empty", param=param)
-        if len(texts) > self.limits.max_inputs:
-            raise TooLarge(
-                f"{param} has {len(texts)} items; the limit is {self.limits.max_inputs}",
-                param=param,
-            )
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidInput(f"{param}[{i}] must be a string", param=param)
-            if not t:
-                raise InvalidInput(f"{param}[{i}] is an empty string", param=param)
-            if len(t) > self.limits.max_input_chars:
-                raise TooLarge(
-                    f"{param}[{i}] has {len(t)} characters; the limit is "
-                    f"{self.limits.max_input_chars}",
-                    param=param,
-                )
-        return list(texts)
+        return self.limits.texts(texts, param)
 
     def embed(
         self,
@@ -443,32 +411,7 @@ class Service:
         top_k: object = None,
         raw: bool = False,
     ) -> tuple[ModelSpec, Ranking]:
-        if not isinstance(query, str) or not query:
-            raise InvalidInput("query must be a non-empty string", param="query")
-        if len(query) > self.limits.max_query_chars:
-            raise TooLarge(
-                f"query has {len(query)} characters; the limit is {self.limits.max_query_chars}",
-                param="query",
-            )
-        if not docs:
-            raise InvalidInput("documents must not be empty", param="documents")
-        if len(docs) > self.limits.max_docs:
-            raise TooLarge(
-                f"{len(docs)} documents; the limit is {self.limits.max_docs}", param="documents"
-            )
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
-            raise InvalidInput("top_k must be a positive integer", param="top_k")
-        if top_k is not None and top_k < 1:
-            raise InvalidInput("top_k must be a positive integer", param="top_k")
-        seen: set[str] = set()
-        for i, d in enumerate(docs):
-            if not d.text:
-                raise InvalidInput(f"documents[{i}] has no text", param="documents")
-            if len(d.text) > self.limits.max_input_chars:
-                raise TooLarge(f"documents[{i}] is too long", param="documents")
-            if d.id in seen:
-                raise InvalidInput(f"duplicate document id {d.id!r}", param="documents")
-            seen.add(d.id)
+        query, top_k = self.limits.rerank(query, docs, top_k)
         spec = self.catalog.get(model) if model else self.catalog.default_reranker()
         if spec.kind != "rerank":
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")

@@ -23,8 +23,9 @@ from embedder.http.rerank import parse_documents
 from embedder.http.rest import parse_dimensions, parse_input
 from embedder.http.rpc import Dispatcher
 from embedder.http.rpc_methods import build_methods, parse_docs
+from embedder.limits import Limits
 from embedder.reranker import Doc
-from embedder.service import Limits, Service
+from embedder.service import Service
 from embedder.store import ModelStore
 
 SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

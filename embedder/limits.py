@@ -1,0 +1,73 @@
+"""Per-request bounds and the checks that enforce them (before any model work starts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from embedder.errors import InvalidInput, TooLarge
+from embedder.reranker import Doc
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request bounds; documented in the README with their settings."""
+
+    max_inputs: int = 2048  # what OpenAI allows per embeddings request
+    max_input_chars: int = 100_000  # far beyond any model window; bounds tokenizer work
+    max_docs: int = 1000
+    max_query_chars: int = 20_000
+
+    def texts(self, texts: object, param: str = "input") -> list[str]:
+        """A string or a non-empty list of non-empty strings, within the bounds."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list | tuple):
+            raise InvalidInput(f"{param} must be a string or a list of strings", param=param)
+        if not texts:
+            raise InvalidInput(f"{param} must not be empty", param=param)
+        if len(texts) > self.max_inputs:
+            raise TooLarge(
+                f"{param} has {len(texts)} items; the limit is {self.max_inputs}", param=param
+            )
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInput(f"{param}[{i}] must be a string", param=param)
+            if not t:
+                raise InvalidInput(f"{param}[{i}] is an empty string", param=param)
+            if len(t) > self.max_input_chars:
+                raise TooLarge(
+                    f"{param}[{i}] has {len(t)} characters; the limit is {self.max_input_chars}",
+                    param=param,
+                )
+        return list(texts)
+
+    def rerank(self, query: object, docs: Sequence[Doc], top_k: object) -> tuple[str, int | None]:
+        """The query and top_k, once they and the documents are valid and within bounds."""
+        if not isinstance(query, str) or not query:
+            raise InvalidInput("query must be a non-empty string", param="query")
+        if len(query) > self.max_query_chars:
+            raise TooLarge(
+                f"query has {len(query)} characters; the limit is {self.max_query_chars}",
+                param="query",
+            )
+        if not docs:
+            raise InvalidInput("documents must not be empty", param="documents")
+        if len(docs) > self.max_docs:
+            raise TooLarge(
+                f"{len(docs)} documents; the limit is {self.max_docs}", param="documents"
+            )
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+            raise InvalidInput("top_k must be a positive integer", param="top_k")
+        if top_k is not None and top_k < 1:
+            raise InvalidInput("top_k must be a positive integer", param="top_k")
+        seen: set[str] = set()
+        for i, d in enumerate(docs):
+            if not d.text:
+                raise InvalidInput(f"documents[{i}] has no text", param="documents")
+            if len(d.text) > self.max_input_chars:
+                raise TooLarge(f"documents[{i}] is too long", param="documents")
+            if d.id in seen:
+                raise InvalidInput(f"duplicate document id {d.id!r}", param="documents")
+            seen.add(d.id)
+        return query, top_k
