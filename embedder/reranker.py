@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits, Embedder
+from embedder.encoder import BatchLimits, Embeddings
 from embedder.errors import ModelUnavailable
 from embedder.tokens import assemble, graph_inputs, pick_output, plan_batches
 
@@ -109,13 +109,19 @@ class CrossEncoderReranker:
         return Ranking(results=rank(docs, scores, top_k), tokens=sum(lengths))
 
 
+class TextEmbedder(Protocol):
+    """An Embedder, or the micro-batcher in front of one (then rerank shares its queue)."""
+
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+
 class CosineReranker:
     """Cosine similarity of embeddings: a stand-in where no cross-encoder is available.
 
     Scores lie in [-1, 1] and are the same with or without `raw`.
     """
 
-    def __init__(self, spec: ModelSpec, embedder: Embedder) -> None:
+    def __init__(self, spec: ModelSpec, embedder: TextEmbedder) -> None:
         self.spec = spec
         self.embedder = embedder
 

@@ -248,7 +248,9 @@ class Service:
             embedder = self.embedders.get(spec.embedder)
             if embedder is None:
                 raise ModelUnavailable(f"{spec.id} needs {spec.embedder}, which did not load")
-            return CosineReranker(spec, embedder)
+            # Through the model's micro-batcher, if it has one: rerank and embed requests then
+            # share its runners, its runs and its overload bound.
+            return CosineReranker(spec, self.batchers.get(spec.embedder) or embedder)
         assert spec.onnx and spec.tokenizer
         config = self.session_config
         session = open_session(self._graph(spec, spec.onnx, config), config)

@@ -11,6 +11,7 @@ import pytest
 from embedder.catalog import ModelSpec
 from embedder.encoder import BatchLimits
 from embedder.reranker import CrossEncoderReranker, Doc, sigmoid
+from embedder.service import Service
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import load_tokenizer
 from tests import cross_encoder_graph as ceg
@@ -124,3 +125,15 @@ def test_empty_docs(reranker: CrossEncoderReranker) -> None:
 def test_graph_is_a_real_file(tmp_path: Path) -> None:
     ceg.build(tmp_path / "m.onnx", 100)
     assert (tmp_path / "m.onnx").stat().st_size > 100 * ceg.DIM * 4
+
+
+def test_cosine_rerank_shares_the_embedding_models_micro_batcher(starter_service: Service) -> None:
+    """Rerank then shares the runners, the runs and the overload bound of embed requests."""
+    spec = starter_service.catalog.default_reranker()
+    assert spec.embedder is not None
+    batcher = starter_service.batchers[spec.embedder]
+    before = batcher.stats.jobs
+    docs = [Doc("a", "vectors for retrieval"), Doc("b", "a recipe for bread")]
+    _, ranking = starter_service.rerank("retrieval with embeddings", docs)
+    assert batcher.stats.jobs == before + 1
+    assert ranking.results[0].id == "a"
