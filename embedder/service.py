@@ -10,8 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from embedder.batcher import Batcher
@@ -27,11 +26,10 @@ from embedder.errors import (
 )
 from embedder.limits import Limits
 from embedder.memory import IdleTrim
-from embedder.prepare.external import external_copy
-from embedder.reranker import CosineReranker, CrossEncoderReranker, Doc, Ranking, Reranker
-from embedder.sessions import SessionConfig, check_ort_version, open_session
+from embedder.opening import Opener
+from embedder.reranker import Doc, Ranking, Reranker
+from embedder.sessions import SessionConfig, check_ort_version
 from embedder.store import ModelStore
-from embedder.tokens import load_tokenizer
 from embedder.workers import WorkerBoard, combine
 
 log = logging.getLogger("embedder.service")
@@ -66,14 +64,17 @@ class Service:
         board: WorkerBoard | None = None,
     ) -> None:
         self.catalog = catalog
-        self.micro_batching = micro_batching
-        self.max_queue_wait = max_queue_wait
         self.board = board
         self.joining = False  # set for a worker that loads before it accepts (reload, respawn)
         self.store = store
-        self.session_config = session_config or SessionConfig()
+        self.opener = Opener(
+            store,
+            session_config or SessionConfig(),
+            batch_limits or BatchLimits(),
+            micro_batching=micro_batching,
+            max_queue_wait=max_queue_wait,
+        )
         self.limits = limits or Limits()
-        self.batch_limits = batch_limits or BatchLimits()
         wanted = [catalog.get(m) for m in models] if models else list(catalog)
         # A cosine scorer runs on an embedding model, which must then be served too (first).
         self.specs: list[ModelSpec] = []
@@ -184,23 +185,15 @@ class Service:
             self._publish()
             self.store.ensure(spec)
             st.state = "loading"
-            if spec.kind == "embedding" and self.micro_batching:
-                # A runner per core of this worker, each on a single-thread session.
-                one = replace(self.session_config, threads=1)
-                engines = [self._open_embedder(spec, one) for _ in range(self.runners)]
-                embedder = engines[0]
-                self.batchers[spec.id] = Batcher(
-                    engines,
-                    name=spec.id,
-                    max_texts=max(self.batch_limits.max_batch * 2, 64),
-                    max_wait=self.max_queue_wait,
-                    observe=self._batch_observer(spec.id),
-                )
+            if spec.kind == "embedding":
+                embedder, batcher = self.opener.embedding(spec, self._batch_observer(spec.id))
+                if batcher is not None:
+                    self.batchers[spec.id] = batcher
                 self.embedders[spec.id] = embedder
-            elif spec.kind == "embedding":
-                self.embedders[spec.id] = self._open_embedder(spec, self.session_config)
             else:
-                self.rerankers[spec.id] = self._open_reranker(spec)
+                by = spec.embedder or ""
+                embeds_with = self.batchers.get(by) or self.embedders.get(by)
+                self.rerankers[spec.id] = self.opener.reranker(spec, embeds_with)
             st.load_seconds = round(time.time() - st.started, 3)
             st.state = "ready"
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
@@ -222,46 +215,6 @@ class Service:
     def _did(self, model: str, texts: int, tokens: int) -> None:
         if self.on_work is not None:
             self.on_work(model, texts, tokens)
-
-    @property
-    def runners(self) -> int:
-        """Micro-batch runners per model: one per core of this worker."""
-        return max(1, self.session_config.threads)
-
-    def _graph(self, spec: ModelSpec, name: str, config: SessionConfig) -> Path:
-        """The graph file a session opens: with shared weights, its external-data copy (kept in
-        the model's directory under the models root)."""
-        path = self.store.path(spec, name)
-        if config.shared_weights:
-            path = external_copy(path, self.store.root / spec.id)
-        return path
-
-    def _open_embedder(self, spec: ModelSpec, config: SessionConfig) -> Embedder:
-        assert spec.onnx and spec.tokenizer
-        session = open_session(self._graph(spec, spec.onnx, config), config)
-        tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
-        return Embedder(spec, session, tok, self.batch_limits)
-
-    def _open_reranker(self, spec: ModelSpec) -> Reranker:
-        if spec.scorer == "cosine":
-            assert spec.embedder
-            embedder = self.embedders.get(spec.embedder)
-            if embedder is None:
-                raise ModelUnavailable(f"{spec.id} needs {spec.embedder}, which did not load")
-            # Through the model's micro-batcher, if it has one: rerank and embed requests then
-            # share its runners, its runs and its overload bound.
-            return CosineReranker(spec, self.batchers.get(spec.embedder) or embedder)
-        assert spec.onnx and spec.tokenizer
-        config = self.session_config
-        session = open_session(self._graph(spec, spec.onnx, config), config)
-        tok_path = self.store.path(spec, spec.tokenizer)
-        return CrossEncoderReranker(
-            spec,
-            session,
-            load_tokenizer(tok_path, spec.max_tokens),
-            load_tokenizer(tok_path, spec.max_tokens),
-            self.batch_limits,
-        )
 
     # --- state --------------------------------------------------------------------------
 
