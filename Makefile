@@ -67,10 +67,12 @@ bench: install
 # unix sockets, RSS per worker sampled over time. Bounded: 50,000 requests or 2 hours. Prints the
 # RSS curve; the JSON report and the PNG plot go to artifacts/soak/. Fails on any failed request
 # or RSS growth over 5% per worker (last quarter vs first, after warm-up).
+# SOAK_ARGS picks the layout, e.g. `make soak SOAK_ARGS="--workers 1 --threads 2"`.
+SOAK_ARGS ?=
 .PHONY: soak
 soak: install
 	$(PY) -m pip install --quiet -e '.[soak]' || echo "no matplotlib: the soak runs without its PNG"
-	$(PY) -m embedder.soak --requests 50000 --seconds 7200 --out artifacts/soak
+	$(PY) -m embedder.soak --requests 50000 --seconds 7200 --out artifacts/soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -89,9 +89,9 @@ def rpc(sock: Path, method: str, params: Any = None) -> Any:
 Service = launch.Gunicorn
 
 
-def start(workdir: Path, models_root: Path, workers: int) -> Service:
+def start(workdir: Path, models_root: Path, workers: int, threads: int = 1) -> Service:
     """gunicorn on the starter catalog with its sockets under `workdir`, no TCP, offline."""
-    return launch.start(workdir, models_root, workers=workers, threads=1, tcp=False)
+    return launch.start(workdir, models_root, workers=workers, threads=threads, tcp=False)
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def settler(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    service = start(workdir, Path(args.models_root), args.workers)
+    service = start(workdir, Path(args.models_root), args.workers, args.threads)
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -352,6 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": round(duration, 1),
         "requests_per_s": round(tally.sent / duration, 2) if duration else 0.0,
         "workers": args.workers,
+        "threads": args.threads,
         "clients": args.clients,
         "max_batch": args.max_batch,
         "warmup_fraction": args.warmup,
@@ -406,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         help="models root (the starter files are built there if missing)",
     )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--threads", type=int, default=1, help="cores per worker: micro-batch runners (default 1)"
+    )
     p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     p.add_argument("--max-batch", type=int, default=64, help="batch sizes are 1..this")
     p.add_argument("--warmup", type=float, default=0.25, help="fraction of the run before RSS")
