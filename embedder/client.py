@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
-import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from embedder.settings import Settings
+from embedder.unixhttp import UnixHTTPConnection
 
 
 class ClientError(Exception):
@@ -151,18 +151,6 @@ def _model(r: dict[str, Any]) -> ModelInfo:
     basics = (r["id"], r["kind"], r.get("level"), r.get("dims"), int(r["max_tokens"]))
     state = (r["precision"], r.get("state", ""), bool(r.get("ready")), r.get("error"))
     return ModelInfo(*basics, *state, int(r.get("disk_bytes") or 0), r)
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        self.sock = sock  # set before connecting, so that close() releases it on failure
-        sock.connect(str(self.unix_path))
 
 
 class Client:
@@ -309,7 +297,7 @@ class Client:
         if conn is not None:
             return conn, True
         if self.socket_path is not None:
-            conn = _UnixConnection(self.socket_path, self.timeout)
+            conn = UnixHTTPConnection(self.socket_path, self.timeout)
         else:
             parts = urlsplit(self.url or "")
             if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -23,6 +23,8 @@ from typing import Any
 
 import psutil
 
+from embedder.unixhttp import UnixHTTPConnection
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: wsgi.py and gunicorn.conf.py
 
 
@@ -37,20 +39,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a unix socket."""
-
-    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
 
 
 @dataclass

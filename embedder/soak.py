@@ -46,6 +46,7 @@ from embedder import launch
 from embedder.corpus import corpus
 from embedder.settings import default_models_root
 from embedder.soak_report import curve, plot, rss_growth
+from embedder.unixhttp import UnixHTTPConnection
 
 IDLE_SETTLE = 1.5  # s after draining before the idle RSS is read (the service trims at 1 s)
 SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 3 times
@@ -54,7 +55,7 @@ SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 
 def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int, Any, str | None]:
     """One request on a fresh connection (a kept-alive one closed by the server while idle would
     count as a failure that is not the service's): status, JSON body, Retry-After."""
-    conn = launch.UnixHTTPConnection(sock, timeout)
+    conn = UnixHTTPConnection(sock, timeout)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
@@ -65,7 +66,7 @@ def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int,
 
 
 def get(sock: Path, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    conn = launch.UnixHTTPConnection(sock, timeout)
+    conn = UnixHTTPConnection(sock, timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import http.client
-import socket
+
+from embedder.unixhttp import UnixHTTPConnection
 
 _TOKENS = b'"total_tokens":'
-
-
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over a unix stream socket (the Host header says localhost)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
 
 
 def connect(target: str, timeout: float) -> http.client.HTTPConnection:
     """`tcp:HOST:PORT` (loopback only) or `unix:/path/rest.sock`."""
     kind, _, rest = target.partition(":")
     if kind == "unix":
-        return UnixConnection(rest, timeout)
+        return UnixHTTPConnection(rest, timeout)
     host, _, port = rest.rpartition(":")
     if kind != "tcp" or host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         raise ValueError(f"target must be tcp:<loopback>:<port> or unix:<path>, not {target!r}")

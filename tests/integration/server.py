@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from embedder import launch
+from embedder.unixhttp import UnixHTTPConnection
 
 ROOT = launch.ROOT
 free_port = launch.free_port
-UnixHTTPConnection = launch.UnixHTTPConnection
 
 
 @dataclass
