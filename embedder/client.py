@@ -15,142 +15,52 @@ import itertools
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from embedder.client_types import (
+    _BY_CODE,
+    ClientError,
+    CompactEmbedResult,
+    EmbedResult,
+    Health,
+    HttpError,
+    InvalidParamsError,
+    ModelInfo,
+    NotReadyError,
+    RerankHit,
+    RpcError,
+    ServiceTimeout,
+    ServiceUnreachable,
+    Status,
+    UnknownModelError,
+    _EmbedMeta,
+    _health,
+    _model,
+)
 from embedder.settings import Settings
 from embedder.unixhttp import UnixHTTPConnection
 
-
-class ClientError(Exception):
-    """Base of everything the client raises."""
-
-
-class RpcError(ClientError):
-    """A JSON-RPC error object: `code`, `message` and the server's `data` (type, param, ...)."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"{message} (JSON-RPC {code})")
-        self.code, self.message, self.data = code, message, data
-
-
-class NotReadyError(RpcError):
-    """-32001: the model is still downloading or loading; retry after `data.retry_after` s."""
-
-
-class UnknownModelError(RpcError):
-    """-32002: no model, alias or quality level by that name in the server's catalog."""
-
-
-class InvalidParamsError(RpcError):
-    """-32602: the request's params were refused (empty texts, bad top_k, wrong types)."""
-
-
-class HttpError(ClientError):
-    """The listener answered with an HTTP error and no JSON-RPC body (404 off rpc, 401, ...)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ServiceUnreachable(ClientError, ConnectionError):
-    """Nothing answers at the address: the service is not running, or runs elsewhere."""
-
-
-class ServiceTimeout(ClientError, TimeoutError):
-    """The service accepted the request but did not answer within the client's timeout."""
-
-
-_BY_CODE: dict[int, type[RpcError]] = {
-    -32001: NotReadyError,
-    -32002: UnknownModelError,
-    -32602: InvalidParamsError,
-}
-
-
-@dataclass(frozen=True, eq=False)
-class _EmbedMeta:
-    model: str
-    quality: int | None
-    dims: int
-    tokens: int
-    token_counts: tuple[int, ...]
-
-
-@dataclass(frozen=True, eq=False)
-class EmbedResult(_EmbedMeta):
-    """Float32 vectors, unit length, one row per input text (a read-only array)."""
-
-    vectors: np.ndarray
-
-
-@dataclass(frozen=True)
-class CompactEmbedResult(_EmbedMeta):
-    """The wire's compact form: int8 rows with per-row `scales` (v ≈ q x scale), or fp16-rounded
-    floats (`scales` None). `to_float` decodes it."""
-
-    precision: str  # "int8" | "fp16"
-    vectors: tuple[tuple[float, ...], ...]
-    scales: tuple[float, ...] | None
-
-    def to_float(self) -> np.ndarray:
-        v = np.asarray(self.vectors, dtype=np.float32).reshape(len(self.vectors), self.dims)
-        return v if self.scales is None else v * np.asarray(self.scales, np.float32)[:, None]
-
-
-@dataclass(frozen=True)
-class RerankHit:
-    id: str  # the caller's id (as a string), or the position for plain-text docs
-    index: int  # position in the caller's list
-    score: float
-
-
-@dataclass(frozen=True)
-class Health:
-    status: str  # starting | ok | degraded | error
-    models_ready: tuple[str, ...]
-    errors: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    id: str
-    kind: str
-    level: int | None
-    dims: int | None
-    max_tokens: int
-    precision: str
-    state: str
-    ready: bool
-    error: str | None
-    disk_bytes: int
-    raw: dict[str, Any] = field(repr=False, compare=False)  # every field the server sent
-
-
-@dataclass(frozen=True)
-class Status:
-    health: Health
-    catalog: str
-    models_root: str
-    uptime_s: float
-    models: tuple[ModelInfo, ...]
-    aliases: dict[str, str]
-    raw: dict[str, Any] = field(repr=False, compare=False)  # downloads and anything newer
-
-
-def _health(r: dict[str, Any]) -> Health:
-    return Health(r["status"], tuple(r.get("models_ready", ())), dict(r.get("errors") or {}))
-
-
-def _model(r: dict[str, Any]) -> ModelInfo:
-    basics = (r["id"], r["kind"], r.get("level"), r.get("dims"), int(r["max_tokens"]))
-    state = (r["precision"], r.get("state", ""), bool(r.get("ready")), r.get("error"))
-    return ModelInfo(*basics, *state, int(r.get("disk_bytes") or 0), r)
+__all__ = [
+    "Client",
+    "ClientError",
+    "CompactEmbedResult",
+    "EmbedResult",
+    "Health",
+    "HttpError",
+    "InvalidParamsError",
+    "ModelInfo",
+    "NotReadyError",
+    "RerankHit",
+    "RpcError",
+    "ServiceTimeout",
+    "ServiceUnreachable",
+    "Status",
+    "UnknownModelError",
+]
 
 
 class Client:
