@@ -6,37 +6,36 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from embedder.errors import InvalidInput
 
 DEFAULT_PORT = 8092
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, minimum: N, kind: type[N]) -> N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise InvalidInput(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise InvalidInput(f"{name}={value} is below {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name}={raw!r} is not a number") from None
+        what = "an integer" if kind is int else "a number"
+        raise InvalidInput(f"{name}={raw!r} is not {what}") from None
     if not value >= minimum:  # also refuses nan
         raise InvalidInput(f"{name}={value} is below {minimum}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    return _number(env, name, default, minimum, int)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    return _number(env, name, default, minimum, float)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

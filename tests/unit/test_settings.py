@@ -48,3 +48,11 @@ def test_sizing_fills_the_cores() -> None:
 def test_bad_values_are_named() -> None:
     with pytest.raises(InvalidInput, match="EMBEDDER_WORKERS"):
         Settings.from_env({"EMBEDDER_WORKERS": "many"})
+
+
+def test_idle_trim_takes_seconds_and_refuses_what_is_not_a_number() -> None:
+    assert Settings.from_env({"EMBEDDER_IDLE_TRIM": "0.5"}).idle_trim == 0.5
+    assert Settings.from_env({}).idle_trim == 1.0
+    for bad in ("soon", "nan", "-1"):
+        with pytest.raises(InvalidInput, match="EMBEDDER_IDLE_TRIM"):
+            Settings.from_env({"EMBEDDER_IDLE_TRIM": bad})
