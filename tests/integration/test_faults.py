@@ -168,6 +168,18 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float =
     raise TimeoutError(f"{what}: not within {timeout} s")
 
 
+def settled_health(server: srv.Server) -> dict[str, Any]:
+    """/health once the first load of every model has ended (whatever its outcome)."""
+    server.wait_sockets()
+
+    def settled() -> bool:
+        return bool(server.json("rest.sock", "GET", "/health")[1]["status"] != "starting")
+
+    wait_for("loading done", settled, 60)
+    body: dict[str, Any] = server.json("rest.sock", "GET", "/health")[1]
+    return body
+
+
 def status_workers(server: srv.Server) -> dict[int, str]:
     """pid -> state from the `status` RPC (any worker answers for all)."""
     result = server.rpc("status")["result"]
@@ -403,13 +415,7 @@ def test_corrupt_model_file_degrades_only_that_model(
     onnx.write_bytes(os.urandom(4096))
     server = srv.start(tmp_path, root, workers=1)
     started.append(server)
-    server.wait_sockets()
-    wait_for(
-        "loading done",
-        lambda: server.json("rest.sock", "GET", "/health")[1]["status"] != "starting",
-        60,
-    )
-    health = server.json("rest.sock", "GET", "/health")[1]
+    health = settled_health(server)
     assert health["status"] == "degraded", health
     assert set(health["errors"]) == {CORRUPT}
     assert "model_int8.onnx" in health["errors"][CORRUPT], health["errors"]
@@ -442,13 +448,7 @@ def test_models_root_not_creatable_is_reported(tmp_path: Path, started: list[srv
     root = blocker / "models"
     server = srv.start(tmp_path, root, workers=1)
     started.append(server)
-    server.wait_sockets()
-    wait_for(
-        "loading done",
-        lambda: server.json("rest.sock", "GET", "/health")[1]["status"] != "starting",
-        60,
-    )
-    health = server.json("rest.sock", "GET", "/health")[1]
+    health = settled_health(server)
     print(f"\nmodels root under a file: health {health}")
     assert health["status"] in ("degraded", "error")
     assert health["errors"], health
