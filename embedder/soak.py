@@ -65,16 +65,6 @@ def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int,
         conn.close()
 
 
-def get(sock: Path, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    conn = UnixHTTPConnection(sock, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def rpc(sock: Path, method: str, params: Any = None) -> Any:
     msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
     if params is not None:
