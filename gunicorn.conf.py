@@ -1,15 +1,21 @@
 """gunicorn settings for hero_embedder_provider: `gunicorn -c gunicorn.conf.py`.
 
-Flat settings in sections, each overridable from the environment (names in the README).
+Flat settings in sections, each overridable from the environment (names in the README). Every
+variable is read once, by `embedder.settings.Settings`, which names the variable of a bad value.
 Nothing heavy happens at import: the listeners are worked out in `on_starting`, and models
 load in each worker after fork.
 """
 
 import os
+import sys
 
+from embedder.errors import ConfigError
 from embedder.settings import Settings
 
-_settings = Settings.from_env()
+try:
+    _settings = Settings.from_env()
+except ConfigError as _exc:
+    sys.exit(f"hero_embedder_provider: {_exc.message}")
 _workers, _ort_threads = _settings.sizing()
 
 # --- application -------------------------------------------------------------------------
@@ -23,26 +29,24 @@ proc_name = "hero_embedder_provider"
 _resolved = os.environ.get("EMBEDDER_RESOLVED_BIND")
 bind = _resolved.split(",") if _resolved else [f"unix:{_settings.socket_dir / 'rest.sock'}"]
 umask = 0o117  # applied only while binding: socket files get 0660
-backlog = int(os.environ.get("EMBEDDER_BACKLOG", "256"))
+backlog = _settings.backlog
 # gunicorn 25+ opens a control socket at one per-user path: two instances would collide.
-control_socket_disable = os.environ.get("EMBEDDER_CONTROL_SOCKET", "") == ""
-control_socket = os.environ.get("EMBEDDER_CONTROL_SOCKET") or str(
-    _settings.socket_dir / "gunicorn.ctl"
-)
+control_socket_disable = _settings.control_socket is None
+control_socket = _settings.control_socket or str(_settings.socket_dir / "gunicorn.ctl")
 
 # --- workers: workers x cores per worker = the cores the service may use -----------------
 # Each worker runs a single-thread ONNX Runtime session per core it owns (embedder.batcher).
 workers = _workers
-worker_class = os.environ.get("EMBEDDER_WORKER_CLASS", "gthread")
+worker_class = _settings.worker_class
 # HTTP threads per worker: requests waiting on the micro-batcher hold a thread but no core,
 # so more threads mean larger shared runs and a /health that still answers under load.
-threads = int(os.environ.get("EMBEDDER_HTTP_THREADS", "16"))
+threads = _settings.http_threads
 # Long enough for the largest request (2048 long texts at the largest level on one core).
-timeout = int(os.environ.get("EMBEDDER_TIMEOUT", "300"))
-graceful_timeout = int(os.environ.get("EMBEDDER_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("EMBEDDER_KEEPALIVE", "5"))
-max_requests = int(os.environ.get("EMBEDDER_MAX_REQUESTS", "0"))
-max_requests_jitter = int(os.environ.get("EMBEDDER_MAX_REQUESTS_JITTER", "0"))
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
 
 # --- request limits ----------------------------------------------------------------------
 limit_request_line = 8190
@@ -50,9 +54,9 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 # --- logging -----------------------------------------------------------------------------
-loglevel = os.environ.get("EMBEDDER_LOG_LEVEL", "info")
+loglevel = _settings.log_level
 errorlog = "-"
-accesslog = os.environ.get("EMBEDDER_ACCESS_LOG") or None
+accesslog = _settings.access_log
 
 
 # --- hooks -------------------------------------------------------------------------------
@@ -119,9 +123,9 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     from embedder.memory import limit_arenas
     from embedder.workers import WorkerBoard
 
-    limit_arenas(int(os.environ.get("EMBEDDER_MALLOC_ARENAS", "2")))
+    limit_arenas(_settings.malloc_arenas)
 
-    board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")
+    board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")  # set in on_starting, after _settings
     if board_dir and not WorkerBoard(Path(board_dir)).has_served():
         # First start (a reload or respawn loads before it accepts, and keeps quiet).
         WorkerBoard(Path(board_dir)).publish(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import falcon
@@ -22,7 +20,6 @@ from embedder.workers import WorkerBoard
 
 def build_service(settings: Settings) -> Service:
     catalog = load_catalog(settings.catalog)
-    board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")
     _, threads = settings.sizing()
     return Service(
         catalog,
@@ -36,7 +33,7 @@ def build_service(settings: Settings) -> Service:
         micro_batching=settings.micro_batch,
         max_queue_wait=settings.max_queue_wait,
         idle_trim=settings.idle_trim,
-        board=WorkerBoard(Path(board_dir)) if board_dir else None,
+        board=WorkerBoard(settings.worker_board) if settings.worker_board else None,
     )
 
 
@@ -68,5 +65,6 @@ def build_app(
             api_key=settings.api_key,
             master_pid=master_pid,
             access_log=settings.access_log_json,
+            metrics_multiprocess=settings.metrics_dir is not None,
         ),
     )

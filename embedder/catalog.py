@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from embedder.errors import InvalidInput, UnknownModel
+from embedder.errors import ConfigError, UnknownModel
 
 Kind = Literal["embedding", "rerank"]
 Pooling = Literal["cls", "mean"]
@@ -117,13 +117,13 @@ class Catalog:
     def __post_init__(self) -> None:
         ids = [m.id for m in self.models]
         if len(ids) != len(set(ids)):
-            raise InvalidInput(f"catalog {self.name!r} lists a model id twice")
+            raise ConfigError(f"catalog {self.name!r} lists a model id twice")
         for alias, target in self.aliases.items():
             if target not in ids:
-                raise InvalidInput(f"catalog {self.name!r}: alias {alias!r} -> unknown {target!r}")
+                raise ConfigError(f"catalog {self.name!r}: alias {alias!r} -> unknown {target!r}")
         levels = [m.level for m in self.models if m.level is not None]
         if len(levels) != len(set(levels)):
-            raise InvalidInput(f"catalog {self.name!r} gives a quality level to two models")
+            raise ConfigError(f"catalog {self.name!r} gives a quality level to two models")
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self.models)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder.catalog import BUILTIN, Catalog, HubFile, ModelFile, ModelSpec
-from embedder.errors import InvalidInput
+from embedder.errors import ConfigError
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -39,13 +39,13 @@ def load_catalog(name: str) -> Catalog:
         return BUILTIN[name]
     path = Path(name).expanduser()
     if not path.is_file():
-        raise InvalidInput(
+        raise ConfigError(
             f"unknown catalog {name!r}: use one of {sorted(BUILTIN)} or a path to a .toml file"
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidInput(f"cannot read catalog {path}: {exc}") from exc
+        raise ConfigError(f"cannot read catalog {path}: {exc}") from exc
     return parse_catalog(data, default_name=path.stem)
 
 
@@ -54,7 +54,7 @@ def parse_catalog(data: dict[str, Any], *, default_name: str) -> Catalog:
     base = None
     if base_name is not None:
         if base_name not in BUILTIN:
-            raise InvalidInput(f"extends={base_name!r}: not a built-in catalog")
+            raise ConfigError(f"extends={base_name!r}: not a built-in catalog")
         base = BUILTIN[base_name]
     models = [_model(m) for m in data.get("models", [])]
     aliases = {str(k): str(v) for k, v in dict(data.get("aliases", {})).items()}
@@ -67,15 +67,15 @@ def parse_catalog(data: dict[str, Any], *, default_name: str) -> Catalog:
 def _model(m: dict[str, Any]) -> ModelSpec:
     def need(key: str) -> Any:
         if key not in m:
-            raise InvalidInput(f"catalog model {m.get('id', '?')!r} lacks {key!r}")
+            raise ConfigError(f"catalog model {m.get('id', '?')!r} lacks {key!r}")
         return m[key]
 
     model_id, repo, revision = str(need("id")), str(need("repo")), str(need("revision"))
     if not _COMMIT.match(revision):
-        raise InvalidInput(f"{model_id}: revision must be a 40-hex commit, got {revision!r}")
+        raise ConfigError(f"{model_id}: revision must be a 40-hex commit, got {revision!r}")
     kind = m.get("kind", "embedding")
     if kind not in ("embedding", "rerank"):
-        raise InvalidInput(f"{model_id}: kind must be embedding or rerank")
+        raise ConfigError(f"{model_id}: kind must be embedding or rerank")
     onnx, tokenizer = (
         str(m.get("onnx", "onnx/model.onnx")),
         str(m.get("tokenizer", "tokenizer.json")),
@@ -85,10 +85,10 @@ def _model(m: dict[str, Any]) -> ModelSpec:
     files = tuple(ModelFile(n, HubFile(repo, revision, n, sha.get(n))) for n in names)
     pooling = m.get("pooling", "cls" if kind == "embedding" else None)
     if pooling not in ("cls", "mean", None):
-        raise InvalidInput(f"{model_id}: pooling must be cls or mean")
+        raise ConfigError(f"{model_id}: pooling must be cls or mean")
     precision = m.get("precision", "fp32")
     if precision not in ("fp32", "int8"):
-        raise InvalidInput(f"{model_id}: precision must be fp32 or int8")
+        raise ConfigError(f"{model_id}: precision must be fp32 or int8")
     return ModelSpec(
         id=model_id,
         kind=kind,

@@ -27,7 +27,7 @@ from embedder.cli_models import (
     text_table,
 )
 from embedder.client import Client, ClientError, NotReadyError, ServiceUnreachable
-from embedder.errors import EmbedderError, InvalidInput, UnknownModel
+from embedder.errors import ConfigError, EmbedderError, InvalidInput, UnknownModel
 from embedder.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, NotReadyError | ServiceUnreachable):
             return NOT_READY if isinstance(e, NotReadyError) else UNREACHABLE
         # a bad setting or catalog, an unknown model id: the caller's to fix, like bad arguments
-        return USAGE if isinstance(e, InvalidInput | UnknownModel) else FAILURE
+        return USAGE if isinstance(e, ConfigError | InvalidInput | UnknownModel) else FAILURE
     except KeyboardInterrupt:
         return 130
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ from embedder.client_types import (
     _health,
     _model,
 )
-from embedder.settings import Settings
+from embedder.settings import default_socket_root
 from embedder.unixhttp import UnixHTTPConnection
 
 __all__ = [
@@ -267,4 +268,6 @@ class Client:
 
 
 def _default_socket() -> Path:
-    return Settings.from_env().socket_dir / "rpc.sock"
+    """Only the socket root matters to a client: the server's other settings, valid or not,
+    are none of its business."""
+    return default_socket_root(os.environ) / "hero_embedder_provider" / "rpc.sock"

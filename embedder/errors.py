@@ -19,6 +19,11 @@ class InvalidInput(EmbedderError):
     """The caller sent something the engine cannot process (empty, wrong type, bad option)."""
 
 
+class ConfigError(EmbedderError):
+    """A setting or a catalog is wrong: the service cannot start as configured. Not a request
+    error: it stops a start (or a CLI command) with its message, never becomes a 4xx."""
+
+
 class TooLarge(EmbedderError):
     """The request is over a configured limit (items, characters, bytes)."""
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from embedder.errors import InvalidInput
+from embedder.errors import ConfigError
 
 DEFAULT_PORT = 8092
 
@@ -24,9 +24,9 @@ def _number(env: Mapping[str, str], name: str, default: N, minimum: N, kind: typ
         value = kind(raw)
     except ValueError:
         what = "an integer" if kind is int else "a number"
-        raise InvalidInput(f"{name}={raw!r} is not {what}") from None
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
     if not value >= minimum:  # also refuses nan
-        raise InvalidInput(f"{name}={value} is below {minimum}")
+        raise ConfigError(f"{name}={value} is below {minimum}")
     return value
 
 
@@ -46,7 +46,24 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise InvalidInput(f"{name}={raw!r} is not a boolean (use 1/0)")
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0)")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -99,6 +116,23 @@ class Settings:
     access_log_json: bool = False  # one JSON line per request (ids and sizes, never text)
     mycelium_api: str = "http://127.0.0.1:8989"
     port: int = DEFAULT_PORT
+    malloc_arenas: int = 2  # glibc malloc arenas per worker (fewer: flatter RSS)
+    # gunicorn (gunicorn.conf.py takes these as they are)
+    http_threads: int = 16  # HTTP threads per worker (gthread)
+    worker_class: str = "gthread"
+    timeout: int = 300  # s a worker may be silent before the master restarts it
+    graceful_timeout: int = 30
+    keepalive: int = 5
+    backlog: int = 256
+    max_requests: int = 0  # a worker is replaced after this many requests; 0: never
+    max_requests_jitter: int = 0
+    log_level: str = "info"
+    access_log: str | None = None  # gunicorn's access log: a path or "-" (stderr)
+    control_socket: str | None = None  # gunicorn's control socket; off unless set
+    # Set by the master for its workers, never by hand (gunicorn.conf.py): the worker board
+    # and prometheus_client's multiprocess directory (which that library reads itself).
+    worker_board: Path | None = None
+    metrics_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +163,20 @@ class Settings:
             access_log_json=_bool(env, "EMBEDDER_ACCESS_LOG_JSON", False),
             mycelium_api=env.get("EMBEDDER_MYCELIUM_API", "").strip() or "http://127.0.0.1:8989",
             port=_int(env, "EMBEDDER_PORT", DEFAULT_PORT, 1),
+            malloc_arenas=_int(env, "EMBEDDER_MALLOC_ARENAS", 2, 1),
+            http_threads=_int(env, "EMBEDDER_HTTP_THREADS", 16, 1),
+            worker_class=env.get("EMBEDDER_WORKER_CLASS", "").strip() or "gthread",
+            timeout=_int(env, "EMBEDDER_TIMEOUT", 300, 1),
+            graceful_timeout=_int(env, "EMBEDDER_GRACEFUL_TIMEOUT", 30, 0),
+            keepalive=_int(env, "EMBEDDER_KEEPALIVE", 5, 0),
+            backlog=_int(env, "EMBEDDER_BACKLOG", 256, 1),
+            max_requests=_int(env, "EMBEDDER_MAX_REQUESTS", 0),
+            max_requests_jitter=_int(env, "EMBEDDER_MAX_REQUESTS_JITTER", 0),
+            log_level=_choice(env, "EMBEDDER_LOG_LEVEL", "info", LOG_LEVELS),
+            access_log=env.get("EMBEDDER_ACCESS_LOG", "").strip() or None,
+            control_socket=env.get("EMBEDDER_CONTROL_SOCKET", "").strip() or None,
+            worker_board=_path(env, "EMBEDDER_WORKER_BOARD"),
+            metrics_dir=_path(env, "PROMETHEUS_MULTIPROC_DIR"),
         )
 
     def sizing(self, cpu_count: int | None = None) -> tuple[int, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ class HttpOptions:
     master_pid: int | None = None
     access_log: bool = False  # JSON lines on the embedder.access logger
     admin_static: Path = ADMIN_STATIC
+    metrics_multiprocess: bool = False  # sum over the workers (gunicorn), else this process
 
 
 def _openai_error(
@@ -118,13 +118,8 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     app.add_route("/rerank", rerank)
     app.add_route("/health", HealthResource(service))
     app.add_route("/openapi.json", OpenApiResource())
-    app.add_route("/metrics", MetricsResource(service, m))
+    app.add_route("/metrics", MetricsResource(service, m, opts.metrics_multiprocess))
     dispatcher = Dispatcher(build_methods(service, opts.master_pid))
     app.add_route("/rpc", RpcResource(dispatcher, limits))
     add_admin_routes(app, opts.admin_static)
     return app
-
-
-def master_pid_from_env() -> int | None:
-    raw = os.environ.get("EMBEDDER_MASTER_PID")
-    return int(raw) if raw and raw.isdigit() else None

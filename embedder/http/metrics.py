@@ -38,6 +38,12 @@ class Metrics:
         self.requests = Counter(
             "embedder_requests", "Requests by route, model and status", ["route", "model", "status"]
         )
+        self.in_flight = Gauge(
+            "embedder_requests_in_flight",
+            "Requests being served now (routed, not yet answered), over all workers",
+            ["route"],
+            multiprocess_mode="livesum",
+        )
         self.duration = Histogram(
             "embedder_request_duration_seconds", "Request latency", ["route"], buckets=_LATENCY
         )
@@ -120,9 +126,20 @@ class MetricsMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
 
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: Any
+    ) -> None:
+        route = req.uri_template
+        if route and route != "/metrics":  # a scrape does not count itself
+            self.m.in_flight.labels(route).inc()
+            req.context.in_flight = route
+
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool
     ) -> None:
+        flying = getattr(req.context, "in_flight", None)
+        if flying is not None:
+            self.m.in_flight.labels(flying).dec()
         started = getattr(req.context, "started", None)
         route = req.uri_template or "unmatched"
         if route in ("/metrics", "unmatched") or started is None:
@@ -134,13 +151,14 @@ class MetricsMiddleware:
 
 
 class MetricsResource:
-    def __init__(self, service: Service, m: Metrics) -> None:
+    def __init__(self, service: Service, m: Metrics, multiprocess: bool = False) -> None:
         self.service = service
         self.m = m
+        self.multiprocess = multiprocess
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.m.refresh(self.service)
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if self.multiprocess:
             registry = CollectorRegistry()
             mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             resp.data = generate_latest(registry)

@@ -8,7 +8,7 @@ import pytest
 
 from embedder.catalog import BGE, STARTER, HubFile, PackageFile
 from embedder.catalog_file import load_catalog
-from embedder.errors import InvalidInput, UnknownModel
+from embedder.errors import ConfigError, UnknownModel
 
 
 def test_bge_levels_match_the_seed() -> None:
@@ -101,10 +101,10 @@ level = 5
 def test_user_catalog_refuses_branch_revisions(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[[models]]\nid = "x"\nrepo = "a/b"\nrevision = "main"\n')
-    with pytest.raises(InvalidInput, match="40-hex"):
+    with pytest.raises(ConfigError, match="40-hex"):
         load_catalog(str(path))
 
 
 def test_unknown_catalog_name() -> None:
-    with pytest.raises(InvalidInput, match="bge"):
+    with pytest.raises(ConfigError, match="bge"):
         load_catalog("nonexistent")
