@@ -70,7 +70,7 @@ class Browser:
     def console_errors(self) -> list[dict[str, Any]]:
         return [e for e in self.console() if e.get("level") == "SEVERE"]
 
-    def wait(self, what: Callable[[Any], Any], timeout: float = 15.0, message: str = "") -> Any:
+    def wait(self, what: Callable[[Any], Any], timeout: float = 60.0, message: str = "") -> Any:
         from selenium.webdriver.support.ui import WebDriverWait
 
         return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(what, message)
@@ -126,8 +126,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory, tunnel: Forwarder) -> Iter
         executable_path=str(CHROMEDRIVER), log_output=str(profile.parent / "chromedriver.log")
     )
     driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(30)
+    driver.set_page_load_timeout(120)
+    driver.set_script_timeout(120)
     try:
         yield Browser(driver, tunnel.url)
     finally:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.browser.conftest import Browser
 from tests.integration import server as srv
+from tests.polling import PATIENCE
 
 pytestmark = pytest.mark.browser
 
@@ -181,9 +182,11 @@ def test_benchmark_runs_and_draws_its_charts(dashboard: Browser) -> None:
     t0 = time.monotonic()
     d.find_element(ID, "bench-start").click()
     assert not d.find_element(ID, "bench-stop").get_attribute("disabled")
-    b.wait(lambda d: text(b, "bench-live").startswith("done"), timeout=25, message="never done")
+    b.wait(
+        lambda d: text(b, "bench-live").startswith("done"), timeout=PATIENCE, message="never done"
+    )
     took = time.monotonic() - t0
-    assert 2.9 < took < 10, took
+    assert took > 2.9, f"a 3 s benchmark was done after {took:.1f} s"
     for kpi in ("bench-texts-s", "bench-tokens-s", "bench-req-s", "bench-p50", "bench-p99"):
         assert number(text(b, kpi)) > 0, kpi
     assert number(text(b, "bench-p50")) <= number(text(b, "bench-p99"))

@@ -62,7 +62,7 @@ class Server(launch.Gunicorn):
             msg["params"] = params
         return self.json(via, "POST", "/rpc", msg)[1]
 
-    def wait_sockets(self, timeout: float = 30.0) -> None:
+    def wait_sockets(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from embedder.client import (
 )
 from embedder.service import Service
 from tests.integration import server as srv
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +48,15 @@ def every_worker_ready(live: srv.Server) -> srv.Server:
         {"jsonrpc": "2.0", "method": "mem_info", "id": 2},
     ]
     ok: set[int] = set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def every_worker_ok() -> bool:
         health, mem = live.json("rpc.sock", "POST", "/rpc", batch)[1]
         if health["result"]["status"] == "ok":
             ok.add(mem["result"]["answered_by"])
-        if ok >= {w["pid"] for w in mem["result"]["workers"]}:
-            return live
-        time.sleep(0.05)
-    raise TimeoutError(f"only workers {ok} became ready")
+        return ok >= {w["pid"] for w in mem["result"]["workers"]}
+
+    wait_until("every worker answering ok", every_worker_ok)
+    return live
 
 
 @pytest.fixture

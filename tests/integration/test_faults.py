@@ -24,6 +24,7 @@ short of a row, the test fails.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ import pytest
 
 from embedder.corpus import corpus
 from tests.integration import server as srv
+from tests.polling import PATIENCE, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -155,17 +157,17 @@ class Load:
             return list(self.shots)
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.1) -> float:
-    """Poll `check` until it holds; the time it took."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if check():
-                return time.monotonic() - t0
-        except OSError:
-            pass  # a listener between workers: ask again
-        time.sleep(step)
-    raise TimeoutError(f"{what}: not within {timeout} s")
+def wait_for(what: str, check: Callable[[], bool], timeout: float = PATIENCE) -> float:
+    """Poll `check` until it holds; the time it took. OSError means "not yet": a listener can
+    be between workers."""
+    return wait_until(what, check, timeout, step=0.05, tolerate=(OSError,))
+
+
+def in_flight(server: srv.Server, route: str) -> float:
+    """Requests on `route` the workers are serving now (the server's own gauge)."""
+    text = server.request("rest.sock", "GET", "/metrics")[2].decode()
+    prefix = f'embedder_requests_in_flight{{route="{route}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def settled_health(server: srv.Server) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def settled_health(server: srv.Server) -> dict[str, Any]:
     def settled() -> bool:
         return bool(server.json("rest.sock", "GET", "/health")[1]["status"] != "starting")
 
-    wait_for("loading done", settled, 60)
+    wait_for("loading done", settled)
     body: dict[str, Any] = server.json("rest.sock", "GET", "/health")[1]
     return body
 
@@ -219,15 +221,15 @@ def test_worker_killed_under_load_is_replaced(
     vias = ("rest.sock", "tcp")
     make_embed = embed("paraphrase-minilm-l3-v2", TEXTS[:8])
     with Load(
-        server, lambda i: make_embed(vias[i % 2]), threads=4, per_thread=400, seconds=90
+        server, lambda i: make_embed(vias[i % 2]), threads=4, per_thread=400, seconds=4 * PATIENCE
     ) as load:
-        wait_for("load running", lambda: load.done() >= 12, 30)
+        wait_for("load running", lambda: load.done() >= 12)
         before = status_workers(server)
         assert len(before) == 2 and set(before.values()) == {"ok"}
         victim = max(before)
         in_flight = load.in_flight()
-        t_kill = time.monotonic()
         os.kill(victim, signal.SIGKILL)
+        t_kill = time.monotonic()  # after kill() returns the victim runs no more code
         took = wait_for(
             "a replacement worker ready",
             lambda: (
@@ -235,11 +237,10 @@ def test_worker_killed_under_load_is_replaced(
                 and victim not in w
                 and set(w.values()) == {"ok"}
             ),
-            90,
         )
         t_ready = time.monotonic()
         after_ready = load.done()
-        wait_for("requests after the replacement", lambda: load.done() >= after_ready + 12, 60)
+        wait_for("requests after the replacement", lambda: load.done() >= after_ready + 12)
     shots = load.stop()
     failed = [s for s in shots if not s.ok]
     late = [s for s in shots if s.started >= t_ready]
@@ -248,10 +249,10 @@ def test_worker_killed_under_load_is_replaced(
         f"({sorted({f.error or str(f.status) for f in failed})}), {in_flight} in flight at the "
         f"kill, replacement ready in {took:.1f} s, {len(late)} sent after it, all ok"
     )
-    # Only requests in flight at the kill may fail: sent before it (SIGKILL lands within
-    # microseconds; 0.2 s of slack for a loaded machine), still open when it landed.
+    # Only requests in flight at the kill may fail: sent before kill() returned, and answered
+    # (or cut) after it was sent.
     assert len(failed) <= in_flight, [f.error or f.status for f in failed]
-    assert all(f.started < t_kill + 0.2 and f.ended >= t_kill for f in failed), failed
+    assert all(f.started < t_kill for f in failed), [f for f in failed if f.started >= t_kill]
     assert len(late) >= 12 and all(s.ok for s in late)
     # The replacement found a serving sibling, so it loaded its models before accepting.
     assert server.log.read_text().count(JOINING) == 1
@@ -277,7 +278,6 @@ def test_worker_killed_while_degraded_is_replaced(
     wait_for(
         "both workers degraded",
         lambda: set((w := status_workers(server)).values()) == {"degraded"} and len(w) == 2,
-        60,
     )
     before = status_workers(server)
     victim = max(before)
@@ -285,57 +285,74 @@ def test_worker_killed_while_degraded_is_replaced(
     wait_for(
         "a replacement on the board",
         lambda: len(w := status_workers(server)) == 2 and victim not in w,
-        60,
     )
     (new,) = set(status_workers(server)) - set(before)
     answered: set[int] = set()
-    deadline = time.monotonic() + 6  # a replacement loads these models in ~2 s
-    while new not in answered and time.monotonic() < deadline:
+
+    def new_one_answers() -> bool:
         answered.add(server.rpc("mem_info")["result"]["answered_by"])
-        time.sleep(0.05)
+        return new in answered
+
+    # The replacement loads its models, then accepts: sooner or later it answers too.
+    wait_for("the replacement answering", new_one_answers)
     states = status_workers(server)
     print(f"\ndegraded, worker killed: board {states}; answered by {sorted(answered)}")
     assert states[new] == "degraded", states
-    assert new in answered, "the replacement loads its models, then accepts"
 
 
 def test_sigterm_completes_requests_in_flight(
     tmp_path: Path, built_root: Path, started: list[srv.Server]
 ) -> None:
-    """Several large batched requests are accepted, then the master gets SIGTERM: each still
-    completes with 200, and gunicorn exits 0 within its graceful timeout."""
-    graceful = 30
+    """Several large batched requests are being served when the master gets SIGTERM: each still
+    completes with 200, and gunicorn exits 0 within its graceful timeout.
+
+    Nothing here depends on the machine's speed: the requests are sized from one measured in
+    the test (each lasts several seconds of compute, whatever the CPU), and SIGTERM is sent
+    once the server's own gauge shows all of them being served."""
+    graceful = 120
+    model = "paraphrase-minilm-l3-v2"
     server = srv.start(
         tmp_path,
         built_root,
         workers=2,
         extra_env={
-            "EMBEDDER_MODELS": "paraphrase-minilm-l3-v2",
+            "EMBEDDER_MODELS": model,
             "EMBEDDER_GRACEFUL_TIMEOUT": str(graceful),
+            "EMBEDDER_MAX_INPUTS": "4096",
+            "EMBEDDER_MAX_QUEUE_WAIT": "3600",  # queued behind each other, never refused
         },
     )
     started.append(server)
     server.wait_ready()
-    make_embed = embed("paraphrase-minilm-l3-v2", [LONG] * 64)
+    probe = send(server, *embed(model, [LONG] * 64)("rest.sock"))
+    assert probe.ok, probe
+    # ~4 s of compute per request alone; 4 of them share 2 single-core workers.
+    texts = min(4096, max(64, math.ceil(64 * 4.0 / probe.latency)))
+    make_embed = embed(model, [LONG] * texts)
     vias = ("rest.sock", "rpc.sock", "tcp", "rest.sock")
+    routes = {"/v1/embeddings": 3, "/rpc": 1}
     with Load(
-        server, lambda i: make_embed(vias[i]), threads=len(vias), per_thread=1, seconds=60
+        server, lambda i: make_embed(vias[i]), threads=len(vias), per_thread=1, seconds=PATIENCE
     ) as load:
-        wait_for("every request sent", lambda: load.in_flight() == len(vias), 10, 0.01)
-        time.sleep(1.0)  # each takes seconds of compute: all are now inside a worker
+        wait_for(
+            "every request inside a worker",
+            lambda: all(in_flight(server, r) == n for r, n in routes.items()),
+        )
         t_term = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        code = server.proc.wait(graceful + 15)
+        code = server.proc.wait(graceful + 30)
         exited = time.monotonic() - t_term
     shots = load.stop()
     print(
-        f"\nSIGTERM: {len(shots)} in flight, {sum(s.ok for s in shots)} completed with 200, "
-        f"exit {code} after {exited:.1f} s"
+        f"\nSIGTERM: {len(shots)} requests of {texts} texts (one of 64 took "
+        f"{probe.latency:.2f} s), {sum(s.ok for s in shots)} completed with 200, exit {code} "
+        f"after {exited:.1f} s"
     )
-    assert code == 0 and exited < graceful
+    assert code == 0 and exited < graceful, f"exit code {code} after {exited:.1f} s"
     assert [s.status for s in shots] == [200] * len(vias), [(s.status, s.error) for s in shots]
     assert all(s.ok for s in shots)
-    assert all(s.ended > t_term for s in shots), "every request was still running at SIGTERM"
+    early = [round(t_term - s.ended, 3) for s in shots if s.ended <= t_term]
+    assert not early, f"requests had ended {early} s before SIGTERM"
     for name in SOCKETS:
         assert not server.sock(name).exists(), f"{name} left behind"
 
@@ -367,10 +384,10 @@ def test_sighup_replaces_workers_without_a_failed_request(
         lambda i: make_embed(vias[i % 4]),
         threads=2,
         per_thread=2000,
-        seconds=90,
+        seconds=4 * PATIENCE,
         pause=0.05,
     ) as load:
-        wait_for("load running", lambda: load.done() >= 10, 30)
+        wait_for("load running", lambda: load.done() >= 10)
         old = set(status_workers(server))
         server.proc.send_signal(signal.SIGHUP)
         took = wait_for(
@@ -380,10 +397,9 @@ def test_sighup_replaces_workers_without_a_failed_request(
                 and not set(w) & old
                 and set(w.values()) == {"ok"}
             ),
-            90,
         )
         after = load.done()
-        wait_for("requests after the reload", lambda: load.done() >= after + 20, 60)
+        wait_for("requests after the reload", lambda: load.done() >= after + 20)
     shots = load.stop()
     failed = [s for s in shots if not s.ok]
     worst = max(s.latency for s in shots)
@@ -551,9 +567,12 @@ def test_overload_gives_fast_503_and_health_answers(
     assert all(
         s.code == "overloaded" and s.retry_after and int(s.retry_after) >= 1 for s in rest_503
     )
-    # Refusals are quick; what is admitted waits for at most ~2 runs (running + queued), not
-    # for the whole backlog of 12 clients (~12 runs). Generous factors for a noisy machine.
-    assert statistics.median(fast) < 1.0
-    assert served[-1] < 6 * max(warm.latency, 1.0) + 5
+    # Measured against the warm-up run of the same request on the same machine, not against
+    # the clock: refusals come back quicker than what is served; what is admitted waits for at
+    # most ~2 runs (running + queued), not for the whole backlog of 12 clients (~12 runs);
+    # /health never waits behind the backlog either. Generous factors for a noisy machine.
+    assert statistics.median(fast) < statistics.median(served), "refusals were not quicker"
+    assert served[-1] < 6 * max(warm.latency, 1.0) + 5, f"a request was served after {served[-1]}"
     assert not health_failures, health_failures[:3]
-    assert len(health) >= 20 and max(health) < 5.0
+    assert len(health) >= 5, f"only {len(health)} health probes answered"
+    assert max(health) < 3 * max(warm.latency, 1.0) + 2, f"/health took {max(health):.2f} s"

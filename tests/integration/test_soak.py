@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import server as srv
+from tests.polling import PATIENCE
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def test_short_soak(tmp_path: Path, built_root: Path) -> None:
         cwd=srv.ROOT,
         capture_output=True,
         text=True,
-        timeout=SECONDS + 120,  # start-up, the last requests' drain, shutdown
+        timeout=SECONDS + 4 * PATIENCE,  # a bound for start-up, the last drain and shutdown
     )
     report = json.loads((out / "soak.json").read_text())
     rss = report["rss"]

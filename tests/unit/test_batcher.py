@@ -4,7 +4,6 @@ sub-batches of one request spread over the runners."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ from embedder.errors import Overloaded
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import load_tokenizer, plan_batches
 from tests.models import paraphrase_onnx, tokenizer_json
+from tests.polling import PATIENCE, wait_until
 
 
 class _Enc:
@@ -29,13 +29,22 @@ class _Enc:
 
 
 class FakeEngine:
-    """Vectors [length, checksum of the text]: easy to check rows landed where they belong."""
+    """Vectors [length, checksum of the text]: easy to check rows landed where they belong.
+
+    `gate`: each run waits for it (a test holds the runner busy while it queues more work);
+    `entered` is set once a run has started; `barrier`: runs wait until that many runs are
+    in progress at once, which only happens when the runners really run side by side."""
 
     dims = 2
 
-    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
-        self.delay = delay
+    def __init__(
+        self,
+        gate: threading.Event | None = None,
+        barrier: threading.Barrier | None = None,
+    ) -> None:
         self.gate = gate
+        self.barrier = barrier
+        self.entered = threading.Event()
         self.runs: list[list[str]] = []
         self.threads: set[str] = set()
         self.fail_on = "\x00never"
@@ -53,41 +62,58 @@ class FakeEngine:
             raise ValueError("boom")
         self.runs.append(texts)
         self.threads.add(threading.current_thread().name)
-        if self.gate is not None:
-            self.gate.wait(5)
-        time.sleep(self.delay)
+        self.entered.set()
+        if self.gate is not None and not self.gate.wait(PATIENCE):
+            raise TimeoutError("the test never opened the gate")
+        if self.barrier is not None:
+            self.barrier.wait(PATIENCE)  # broken (and the request fails) if runs never overlap
         return np.array([[float(len(t)), float(sum(map(ord, t)))] for t in texts], np.float32)
 
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings:
         return Embeddings(pooled.copy(), list(tok.lengths), [False] * len(tok.lengths))
 
 
-def test_lone_request_runs_alone_and_at_once() -> None:
+def _in_thread(b: Batcher, texts: list[str]) -> threading.Thread:
+    t = threading.Thread(target=b.embed, args=(texts,), daemon=True)
+    t.start()
+    return t
+
+
+def _queued(b: Batcher, n: int) -> None:
+    wait_until(f"{n} texts queued", lambda: b.queued_texts == n)
+
+
+def test_lone_request_runs_alone() -> None:
     eng = FakeEngine()
     b = Batcher([eng], name="t")
-    t0 = time.monotonic()
     out = b.embed(["abc"])
-    assert time.monotonic() - t0 < 0.5
     assert eng.runs == [["abc"]]
     assert out.tokens == [3]
 
 
 def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
-    eng = FakeEngine(delay=0.05)
+    gate = threading.Event()
+    eng = FakeEngine(gate=gate)
     b = Batcher([eng], name="t", max_texts=64)
     results: dict[int, Embeddings] = {}
 
     def worker(i: int) -> None:
         results[i] = b.embed([f"text-{i}", "x" * (i + 1)])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    first = threading.Thread(target=worker, args=(0,))
+    first.start()
+    assert eng.entered.wait(PATIENCE), "the runner never started the first request"
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(1, 12)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(10)
+    _queued(b, 24)  # 11 requests wait behind the one the runner holds
+    gate.set()
+    for t in [first, *threads]:
+        t.join(PATIENCE)
     assert len(results) == 12
     assert sum(len(r) for r in eng.runs) == 24
-    assert len(eng.runs) < 12, "some requests must have shared a run"
+    # The first request ran alone; the 11 queued ones (22 texts) form one group of 4-text runs.
+    assert len(eng.runs) == 1 + 6, eng.runs
     for i, res in results.items():
         assert res.tokens == [len(f"text-{i}"), i + 1]
         assert res.vectors.shape == (2, 2)
@@ -96,14 +122,12 @@ def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
 
 
 def test_one_request_spreads_over_the_runners() -> None:
-    engines = [FakeEngine(delay=0.1), FakeEngine(delay=0.1)]
+    both = threading.Barrier(2)  # passes only while both runners run at once
+    engines = [FakeEngine(barrier=both), FakeEngine(barrier=both)]
     b = Batcher(engines, name="t")
     texts = [f"{i:02d}" + "y" * i for i in range(16)]  # 4 sub-batches of 4
-    began = time.monotonic()
     out = b.embed(texts)
-    took = time.monotonic() - began
     assert all(e.runs for e in engines), "both runners must have run a sub-batch"
-    assert took < 0.35, f"4 runs of 0.1 s on 2 runners took {took:.2f} s"
     assert out.tokens == [len(t) for t in texts]
     np.testing.assert_array_equal(out.vectors[:, 1], [sum(map(ord, t)) for t in texts])
 
@@ -120,38 +144,35 @@ def test_errors_reach_every_caller_of_the_group_and_the_runners_survive() -> Non
 
 def test_queue_bound_gives_overloaded() -> None:
     gate = threading.Event()
-    b = Batcher([FakeEngine(gate=gate)], name="t", max_texts=4, max_queued_texts=8)
-    first = threading.Thread(target=b.embed, args=(["a"],))
-    first.start()
-    time.sleep(0.1)  # the runner holds "a"; queue the rest
-    waiting = [threading.Thread(target=b.embed, args=(["b"] * 3,)) for _ in range(2)]
-    for t in waiting:
-        t.start()
-    time.sleep(0.1)
+    eng = FakeEngine(gate=gate)
+    b = Batcher([eng], name="t", max_texts=4, max_queued_texts=8)
+    first = _in_thread(b, ["a"])
+    assert eng.entered.wait(PATIENCE)  # the runner holds "a"; queue the rest
+    waiting = [_in_thread(b, ["b"] * 3) for _ in range(2)]
+    _queued(b, 7)
     with pytest.raises(Overloaded):
         b.embed(["c"] * 4)
     gate.set()
     for t in [first, *waiting]:
-        t.join(5)
+        t.join(PATIENCE)
     assert b.queued_texts == 0
 
 
 def test_expected_wait_over_the_bound_gives_overloaded_with_retry_after() -> None:
     gate = threading.Event()
-    b = Batcher([FakeEngine(gate=gate)], name="t", max_texts=4, max_wait=2.0)
+    eng = FakeEngine(gate=gate)
+    b = Batcher([eng], name="t", max_texts=4, max_wait=2.0)
     b._ew_texts, b._ew_seconds = 2.0, 1.0  # as if measured: 2 texts/s, 8 queued take 4 s
-    first = threading.Thread(target=b.embed, args=(["a"],))
-    first.start()
-    time.sleep(0.1)
-    queued = threading.Thread(target=b.embed, args=(["b"] * 3,))
-    queued.start()
-    time.sleep(0.1)
+    first = _in_thread(b, ["a"])
+    assert eng.entered.wait(PATIENCE)
+    queued = _in_thread(b, ["b"] * 3)
+    _queued(b, 4)
     with pytest.raises(Overloaded) as err:
         b.embed(["c"] * 4)
     assert err.value.retry_after >= 1
     gate.set()
     for t in (first, queued):
-        t.join(5)
+        t.join(PATIENCE)
 
 
 def test_pool_of_real_sessions_gives_the_engines_own_vectors() -> None:
@@ -178,7 +199,7 @@ def test_pool_of_real_sessions_gives_the_engines_own_vectors() -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(PATIENCE)
     assert len(got) == len(requests)
     for i, texts in enumerate(requests):
         want = ref.embed(texts)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 from embedder.memory import IdleTrim
+from tests.polling import wait_until
 
 
 class _Clock:
@@ -60,13 +58,10 @@ def test_the_thread_trims_after_idle_with_real_malloc_trim() -> None:
     if not real.available:
         pytest.skip("no glibc malloc_trim here")
     real.start()
-    done = threading.Event()
     with real:
         blobs = [bytearray(1 << 20) for _ in range(32)]  # freed below: something to give back
         del blobs
-    deadline = time.monotonic() + 5
-    while real.trims == 0 and time.monotonic() < deadline:
-        done.wait(0.02)
+    wait_until("the idle trim", lambda: real.trims > 0)
     assert real.trims == 1
 
 

@@ -35,6 +35,7 @@ from embedder.errors import DownloadError, ModelUnavailable, UnknownModel
 from embedder.settings import default_models_root
 from embedder.store import PROGRESS_FILE, STAGING_DIR, ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub, git_blob_sha1
+from tests.polling import PATIENCE
 
 REPO, REV = "test-org/tiny-model", DEFAULT_COMMIT
 # Over huggingface_hub's 10 MiB read chunk, so a cut after 10.5 MiB leaves bytes it can resume
@@ -217,10 +218,8 @@ def test_offline_follows_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
 def test_unreachable_endpoint_names_files_directory_and_how_to(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     store = ModelStore(tmp_path / "models", CATALOG, endpoint=endpoint, offline=False)
-    started = time.monotonic()
     with pytest.raises(DownloadError) as info:
         store.ensure(TINY)
-    assert time.monotonic() - started < 5
     _assert_how_to(info.value, store)
     assert "could not be reached" in info.value.message and endpoint in info.value.message
     assert not (store.root / "tiny/onnx/model.onnx").exists()
@@ -259,7 +258,7 @@ def test_two_processes_download_once(store: ModelStore, hub: FakeHub, tmp_path: 
         for i in range(2)
     ]
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE
         while not all((tmp_path / f"r{i}").exists() for i in range(2)):
             assert time.monotonic() < deadline, "children did not start"
             time.sleep(0.01)
@@ -404,7 +403,7 @@ def test_killed_download_resumes_in_a_new_process(
     args = [sys.executable, "-c", _CHILD, str(store.root), hub.url, f"{tmp_path}/ready", f"{go}"]
     child = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE
         # huggingface_hub writes 10 MiB chunks: wait until the first is on disk, then kill
         while not any(p.stat().st_size >= 10 * MIB for p in _partials(store, "onnx/model.onnx")):
             assert child.poll() is None and time.monotonic() < deadline, "child did not get far"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from embedder.catalog import STARTER
 from embedder.service import Service
 from embedder.store import ModelStore
 from embedder.workers import WorkerBoard, combine
+from tests.polling import wait_until
 
 
 def test_combine() -> None:
@@ -79,10 +79,7 @@ def test_failed_downloads_are_retried_in_the_background(tmp_path: Path) -> None:
     svc.store.ensure = counting  # type: ignore[method-assign, assignment]
     svc.start()
     try:
-        deadline = time.monotonic() + 5
-        while len(attempts) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(attempts) >= 3
+        wait_until("three download attempts", lambda: len(attempts) >= 3)
         health = svc.health()
         assert health["status"] == "error" and "remote" in health["errors"]
     finally:
