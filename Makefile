@@ -30,6 +30,12 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
+# The inner loop: unit and falcon.testing tests without the slow ones, on starter models built
+# once into .cache/test-models and kept between runs (CI's `make test` builds them afresh).
+.PHONY: quick
+quick: install
+	EMBEDDER_TEST_MODELS_ROOT=$(CURDIR)/.cache/test-models $(BIN)/pytest tests/unit tests/http -q -m "not slow" -p no:cacheprovider
+
 test: install system-deps browser-deps lint typecheck
 	$(BIN)/pytest -q
 

@@ -106,9 +106,6 @@ class ModelStore:
         """`spec` and its dependencies as the process ensuring them last wrote (or as on disk)."""
         return summary(spec.id, [e for m in self.catalog.closure(spec) for e in self._entries(m)])
 
-    def progress_all(self) -> dict[str, dict[str, Any]]:
-        return {m.id: self.progress(m) for m in self.catalog}
-
     # --- making files present ------------------------------------------------------------------
 
     def ensure(self, spec: ModelSpec) -> None:

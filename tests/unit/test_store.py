@@ -158,7 +158,7 @@ def test_fresh_download_places_files_and_reports_done(store: ModelStore, hub: Fa
         "tokenizer.json": ("done", len(TOKENIZER), len(TOKENIZER)),
         "config.json": ("done", len(CONFIG), len(CONFIG)),
     }
-    report = store.progress_all()["tiny"]
+    report = store.progress(TINY)
     assert report["state"] == "ready"
     assert report["bytes_done"] == report["bytes_total"] == store.disk_size(TINY)
     store.ensure(TINY)  # present: no network at all
