@@ -48,6 +48,10 @@ max_requests_jitter = int(os.environ.get("EMBEDDER_MAX_REQUESTS_JITTER", "0"))
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+# gunicorn lets a "trusted" peer (loopback or any unix socket client) rewrite SCRIPT_NAME and
+# PATH_INFO through request headers; a mismatching `Script_Name:` then gave "500 Bad Request".
+# No proxy in front of this service sets them, so no client may: such headers are dropped.
+forwarder_headers = ""
 
 # --- logging -----------------------------------------------------------------------------
 loglevel = os.environ.get("EMBEDDER_LOG_LEVEL", "info")
