@@ -62,7 +62,13 @@ accesslog = os.environ.get("EMBEDDER_ACCESS_LOG") or None
 # --- hooks -------------------------------------------------------------------------------
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Master, before binding: claim the socket directory, choose TCP, log the settings."""
-    from embedder.listen import ListenError, binds, claim_socket, prepare_socket_dir
+    from embedder.listen import (
+        ListenError,
+        binds,
+        claim_socket,
+        fresh_state_dir,
+        prepare_socket_dir,
+    )
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
@@ -73,13 +79,18 @@ def on_starting(server):  # type: ignore[no-untyped-def]
                 from pathlib import Path
 
                 claim_socket(Path(address[5:]))
+        # Files the workers share, wiped per start: prometheus_client's multiprocess samples
+        # (so /metrics sums every worker) and the worker board (so any worker answers for all).
+        for name, env in (
+            (".metrics", "PROMETHEUS_MULTIPROC_DIR"),
+            (".workers", "EMBEDDER_WORKER_BOARD"),
+        ):
+            os.environ[env] = str(fresh_state_dir(_settings.socket_dir, name))
     except ListenError as exc:
         server.log.error("%s", exc)
         raise SystemExit(2) from None
     server.cfg.set("bind", addresses)
     os.environ["EMBEDDER_RESOLVED_BIND"] = ",".join(addresses)
-    _fresh_dir(".metrics", "PROMETHEUS_MULTIPROC_DIR")
-    _fresh_dir(".workers", "EMBEDDER_WORKER_BOARD")
     server.log.info("settings: %s", _settings.public())
     server.log.info(
         "workers=%d x cores per worker=%d; listening on %s", _workers, _ort_threads, addresses
@@ -88,17 +99,6 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 def when_ready(server):  # type: ignore[no-untyped-def]
     server.log.info("hero_embedder_provider ready to accept connections")
-
-
-def _fresh_dir(name: str, env: str) -> None:
-    """Files the workers share, wiped per start: prometheus_client's multiprocess samples (so
-    /metrics sums every worker) and the worker board (so any worker answers for all)."""
-    import shutil
-
-    path = _settings.socket_dir / name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700)
-    os.environ[env] = str(path)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
