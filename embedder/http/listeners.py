@@ -70,8 +70,7 @@ def ambiguity(raw_target: str, path: str) -> str | None:
     if "://" in raw.split("?", 1)[0]:
         raw = urlsplit(raw).path or "/"
     raw_path = raw.split("?", 1)[0].split("#", 1)[0]
-    lowered = raw_path.lower()
-    if "%2f" in lowered or "%5c" in lowered:
+    if "%2f" in raw_path.lower():
         return "an encoded slash"
     for candidate in (unquote(raw_path), path):
         if not candidate.startswith("/"):
