@@ -140,6 +140,16 @@ def read_object(req: falcon.Request, limits: BodyLimits) -> dict[str, Any]:
     return body
 
 
+def flag(value: object, name: str) -> bool:
+    """An optional boolean parameter: true, false, or absent/null. Strings such as "false"
+    are refused rather than read as true."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a boolean (true or false)", param=name)
+    return value
+
+
 def model_name(value: object) -> str | None:
     """The optional `model` parameter every endpoint and method takes."""
     if value is not None and not isinstance(value, str):
