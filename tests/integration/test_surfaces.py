@@ -137,18 +137,23 @@ def _connection(server: srv.Server, via: str) -> http.client.HTTPConnection:
     return UnixHTTPConnection(server.sock(via), timeout=120)
 
 
-@pytest.mark.parametrize("via", ["rest.sock", "tcp"])
-def test_http_client_sending_64_mb_reads_the_413(live: srv.Server, via: str) -> None:
+@pytest.mark.parametrize(
+    ("via", "path"),
+    [("rest.sock", "/v1/embeddings"), ("tcp", "/v1/embeddings"), ("rpc.sock", "/rpc")],
+)
+def test_http_client_sending_64_mb_reads_the_413(live: srv.Server, via: str, path: str) -> None:
     """Issue 11: http.client writes the whole body before reading; the service answered 413 at
     once and closed, so the client got BrokenPipe. Now the body is drained (up to
     max(4 x the limit, 64 MiB), within the body deadline) before the 413."""
     body = b" " * (64 * 1024 * 1024)
     conn = _connection(live, via)
     try:
-        conn.request("POST", "/v1/embeddings", body=body, headers={"Content-Type": "text/plain"})
+        conn.request("POST", path, body=body, headers={"Content-Type": "text/plain"})
         resp = conn.getresponse()
         answer = json.loads(resp.read())
-        assert resp.status == 413 and answer["error"]["code"] == "too_large", answer
+        assert resp.status == 413, answer
+        code = answer["error"]["code"]
+        assert code == ("too_large" if path != "/rpc" else -32004), answer
         # The connection stays usable: the body was read to its end.
         conn.request("GET", "/health")
         assert conn.getresponse().status == 200
