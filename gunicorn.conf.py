@@ -52,6 +52,10 @@ max_requests_jitter = _settings.max_requests_jitter
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+# gunicorn lets a "trusted" peer (loopback or any unix socket client) rewrite SCRIPT_NAME and
+# PATH_INFO through request headers; a mismatching `Script_Name:` then gave "500 Bad Request".
+# No proxy in front of this service sets them, so no client may: such headers are dropped.
+forwarder_headers = ""
 
 # --- logging -----------------------------------------------------------------------------
 loglevel = _settings.log_level
@@ -62,7 +66,13 @@ accesslog = _settings.access_log
 # --- hooks -------------------------------------------------------------------------------
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Master, before binding: claim the socket directory, choose TCP, log the settings."""
-    from embedder.listen import ListenError, binds, claim_socket, prepare_socket_dir
+    from embedder.listen import (
+        ListenError,
+        binds,
+        claim_socket,
+        fresh_state_dir,
+        prepare_socket_dir,
+    )
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
@@ -73,13 +83,18 @@ def on_starting(server):  # type: ignore[no-untyped-def]
                 from pathlib import Path
 
                 claim_socket(Path(address[5:]))
+        # Files the workers share, wiped per start: prometheus_client's multiprocess samples
+        # (so /metrics sums every worker) and the worker board (so any worker answers for all).
+        for name, env in (
+            (".metrics", "PROMETHEUS_MULTIPROC_DIR"),
+            (".workers", "EMBEDDER_WORKER_BOARD"),
+        ):
+            os.environ[env] = str(fresh_state_dir(_settings.socket_dir, name))
     except ListenError as exc:
         server.log.error("%s", exc)
         raise SystemExit(2) from None
     server.cfg.set("bind", addresses)
     os.environ["EMBEDDER_RESOLVED_BIND"] = ",".join(addresses)
-    _fresh_dir(".metrics", "PROMETHEUS_MULTIPROC_DIR")
-    _fresh_dir(".workers", "EMBEDDER_WORKER_BOARD")
     server.log.info("settings: %s", _settings.public())
     server.log.info(
         "workers=%d x cores per worker=%d; listening on %s", _workers, _ort_threads, addresses
@@ -88,17 +103,6 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 def when_ready(server):  # type: ignore[no-untyped-def]
     server.log.info("hero_embedder_provider ready to accept connections")
-
-
-def _fresh_dir(name: str, env: str) -> None:
-    """Files the workers share, wiped per start: prometheus_client's multiprocess samples (so
-    /metrics sums every worker) and the worker board (so any worker answers for all)."""
-    import shutil
-
-    path = _settings.socket_dir / name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700)
-    os.environ[env] = str(path)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

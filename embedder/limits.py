@@ -33,8 +33,11 @@ class Limits:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInput(f"{param}[{i}] must be a string", param=param)
-            if not t:
-                raise InvalidInput(f"{param}[{i}] is an empty string", param=param)
+            if not t.strip():
+                what = "an empty string" if not t else "whitespace only"
+                raise InvalidInput(
+                    f"{param}[{i}] is {what}: there is nothing to embed", param=param
+                )
             if len(t) > self.max_input_chars:
                 raise TooLarge(
                     f"{param}[{i}] has {len(t)} characters; the limit is {self.max_input_chars}",
@@ -44,8 +47,10 @@ class Limits:
 
     def rerank(self, query: object, docs: Sequence[Doc], top_k: object) -> tuple[str, int | None]:
         """The query and top_k, once they and the documents are valid and within bounds."""
-        if not isinstance(query, str) or not query:
-            raise InvalidInput("query must be a non-empty string", param="query")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput(
+                "query must be a string with something besides whitespace", param="query"
+            )
         if len(query) > self.max_query_chars:
             raise TooLarge(
                 f"query has {len(query)} characters; the limit is {self.max_query_chars}",
@@ -63,8 +68,10 @@ class Limits:
             raise InvalidInput("top_k must be a positive integer", param="top_k")
         seen: set[str] = set()
         for i, d in enumerate(docs):
-            if not d.text:
-                raise InvalidInput(f"documents[{i}] has no text", param="documents")
+            if not d.text.strip():
+                raise InvalidInput(
+                    f"documents[{i}] has no text (empty or whitespace only)", param="documents"
+                )
             if len(d.text) > self.max_input_chars:
                 raise TooLarge(f"documents[{i}] is too long", param="documents")
             if d.id in seen:

@@ -7,6 +7,8 @@ import ipaddress
 import json
 import logging
 import os
+import pwd
+import re
 import socket
 import stat
 import urllib.request
@@ -27,12 +29,102 @@ class ListenError(Exception):
 
 
 def prepare_socket_dir(path: Path) -> None:
-    """Create the socket directory owner-only (0700): the sockets' own 0660 is a second fence."""
+    """Create the socket directory owner-only (0700): the sockets' own 0660 is a second fence.
+
+    An existing one must be a real directory owned by the service's user: a directory another
+    user made could have its sockets swapped by them, and a planted symlink would send our
+    chmod and clean-up elsewhere."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ListenError(f"cannot create socket directory {path}: {exc.strerror}") from exc
+    _make_dir(path, "socket directory")
+    fd = _owned_dir(path, "socket directory")
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+# What the service writes in its state folders: prometheus_client's multiprocess samples
+# (counter_<pid>.db, gauge_livesum_<pid>.db, ...) and the worker board (<pid>.json, its
+# .<pid>.tmp, `served`). Nothing else there is ours to delete.
+_OURS = re.compile(r"^(?:[a-z_]+_\d+\.db|\d+\.json|\.\d+\.tmp|served)$")
+
+
+def fresh_state_dir(socket_dir: Path, name: str) -> Path:
+    """`socket_dir/name` as an owner-only folder for the workers' shared files, wiped of the
+    previous run's files. Both folders are opened without following symlinks (the state
+    folder relative to the socket directory's descriptor); only files the service writes are
+    removed; a folder that is a symlink or another user's is refused."""
+    path = socket_dir / name
+    parent = _owned_dir(socket_dir, "socket directory")
+    try:
+        _make_dir(path, "state folder", parent)
+        fd = _owned_dir(path, "state folder", parent)
+    finally:
+        os.close(parent)
+    try:
+        os.fchmod(fd, 0o700)
+        with os.scandir(fd) as entries:
+            stale = [
+                e.name for e in entries if _OURS.match(e.name) and e.is_file(follow_symlinks=False)
+            ]
+        for entry in stale:
+            os.unlink(entry, dir_fd=fd)
+    except OSError as exc:
+        raise ListenError(f"cannot clear state folder {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    return path
+
+
+def _make_dir(path: Path, what: str, parent: int | None = None) -> None:
+    """mkdir 0700; with `parent`, relative to that directory descriptor."""
+    try:
+        if parent is None:
+            os.mkdir(path, 0o700)
+        else:
+            os.mkdir(path.name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ListenError(f"cannot create {what} {path}: {exc.strerror}") from exc
+
+
+def _owned_dir(path: Path, what: str, parent: int | None = None) -> int:
+    """A descriptor on `path` (with `parent`: its last component, relative to that directory
+    descriptor), refusing a symlink (O_NOFOLLOW), a non-directory, or a directory not owned by
+    this process's user."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags) if parent is None else os.open(path.name, flags, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+            raise ListenError(
+                f"{what} {path} is a symbolic link (to {os.readlink(path)}); the service does not "
+                "follow links there: remove it, or set PATH_SOCKETS elsewhere"
+            ) from exc
+        if exc.errno == errno.ENOTDIR:
+            raise ListenError(f"{what} {path} exists and is not a directory; remove it") from exc
+        raise ListenError(f"cannot open {what} {path}: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    me = os.geteuid()
+    if st.st_uid != me:
+        os.close(fd)
+        raise ListenError(
+            f"{what} {path} is owned by {_user(st.st_uid)}, not by the service's user "
+            f"{_user(me)}: its owner could replace the sockets in it. Remove it, or set "
+            "PATH_SOCKETS to a directory of your own"
+        )
+    return fd
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def claim_socket(path: Path) -> None:

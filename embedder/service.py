@@ -311,11 +311,17 @@ class Service:
     # --- requests -----------------------------------------------------------------------
 
     def resolve(self, model: str | None = None, quality: object = None) -> ModelSpec:
-        """The embedding model for a request: by id/alias, by quality level, else the default."""
+        """The embedding model for a request: by id/alias, by quality level, else the default.
+        Both `model` and `quality` may be given only when they name the same model."""
         if quality is not None:
             if isinstance(quality, bool) or not isinstance(quality, int):
                 raise InvalidInput("quality must be an integer 1-4", param="quality")
             spec = self.catalog.level(quality)
+            if model is not None and self.catalog.get(model).id != spec.id:
+                raise InvalidInput(
+                    f"quality {quality} is {spec.id} but model is {model!r}: send one of them",
+                    param="quality",
+                )
         elif model is not None:
             spec = self.catalog.get(model)
         else:

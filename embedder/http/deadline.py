@@ -2,8 +2,9 @@
 
 A client sending its body a byte a second would hold one of the worker's HTTP threads for as
 long as it likes: a per-recv timeout never fires, since each byte arrives in time. Instead the
-whole body gets a deadline; when it passes, the socket is shut down, the blocked read returns,
-and the thread is free again.
+whole body gets a deadline; when it passes, the socket's read side is shut down, the blocked
+read returns (end of file), and the thread answers 408 on the still-open write side and is free
+again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     def arm(self, sock: Any, seconds: float) -> int:
-        """Shut `sock` down in `seconds` unless `disarm` is called first."""
+        """Shut `sock`'s read side in `seconds` unless `disarm` is called first."""
         token = next(self._ids)
         with self._cv:
             if self._thread is None:
@@ -60,7 +61,7 @@ class Watchdog:
                     continue
                 self._live.discard(token)
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RD)
 
 
 WATCHDOG = Watchdog()

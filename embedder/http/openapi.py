@@ -209,7 +209,11 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                     ],
-                    "responses": {"200": {"description": "ok", **_json("Model")}, **_errors(404)},
+                    # 400: an id that would need an encoded slash or is a dot segment
+                    "responses": {
+                        "200": {"description": "ok", **_json("Model")},
+                        **_errors(400, 404),
+                    },
                 }
             },
             "/health": {

@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 
 from embedder.errors import InvalidInput
-from embedder.http.body import BodyLimits, dumps, model_name, read_object
+from embedder.http.body import BodyLimits, dumps, flag, model_name, read_object
 from embedder.reranker import Doc
 from embedder.service import Service
 
@@ -43,12 +43,10 @@ class RerankResource:
         docs = parse_documents(body.get("documents"))
         top_n = body.get("top_n", body.get("top_k"))
         model = model_name(body.get("model"))
-        return_documents = body.get("return_documents", False)
-        if not isinstance(return_documents, bool):
-            raise InvalidInput("return_documents must be a boolean", param="return_documents")
-        raw = body.get("raw_scores", False)
+        return_documents = flag(body.get("return_documents"), "return_documents")
+        raw = flag(body.get("raw_scores"), "raw_scores")
         spec, ranking = self.service.rerank(
-            body.get("query"), docs, model=model, top_k=top_n, raw=bool(raw)
+            body.get("query"), docs, model=model, top_k=top_n, raw=raw
         )
         req.context.model = spec.id
         req.context.texts, req.context.tokens = len(docs), ranking.tokens

@@ -64,8 +64,10 @@ class EmbeddingsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_object(req, self.limits)
         texts = parse_input(body.get("input"))
-        fmt = body.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
+        fmt = body.get("encoding_format")
+        if fmt is None:  # absent or null: OpenAI's default
+            fmt = "float"
+        if not isinstance(fmt, str) or fmt not in ("float", "base64"):
             raise InvalidInput(
                 "encoding_format must be 'float' or 'base64'", param="encoding_format"
             )

@@ -7,7 +7,7 @@ from typing import Any
 from embedder import __version__
 from embedder.encoder import to_fp16, to_int8
 from embedder.errors import InvalidInput
-from embedder.http.body import model_name
+from embedder.http.body import flag, model_name
 from embedder.http.rpc import Method, Param
 from embedder.reranker import Doc
 from embedder.service import Service
@@ -51,7 +51,7 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
         if format not in ("compact", "float"):
             raise InvalidInput("format must be 'compact' or 'float'", param="format")
         spec, res = service.embed(
-            texts, model=model_name(model), quality=quality, query=bool(query)
+            texts, model=model_name(model), quality=quality, query=flag(query, "query")
         )
         out: dict[str, Any] = {
             "model": spec.id,
@@ -73,7 +73,7 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
         query: Any, docs: Any, top_k: Any = None, model: Any = None, raw: Any = False
     ) -> dict[str, Any]:
         spec, ranking = service.rerank(
-            query, parse_docs(docs), model=model_name(model), top_k=top_k, raw=bool(raw)
+            query, parse_docs(docs), model=model_name(model), top_k=top_k, raw=flag(raw, "raw")
         )
         return {
             "model": spec.id,
@@ -99,7 +99,12 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
             "Embed texts; compact vectors (int8 + scale for INT8 levels, fp16 otherwise).",
             (
                 Param("texts", _TEXTS, True, "texts to embed"),
-                Param("quality", {"type": "integer", "minimum": 1, "maximum": 4}),
+                Param(
+                    "quality",
+                    {"type": "integer", "minimum": 1, "maximum": 4},
+                    False,
+                    "quality level; with model, both must name the same model",
+                ),
                 Param("model", {"type": "string"}, False, "model id or alias"),
                 Param("query", {"type": "boolean"}, False, "add the query instruction"),
                 Param("format", {"enum": ["compact", "float"]}),

@@ -78,3 +78,86 @@ def test_api_key_on_tcp_only(starter_service: Service, listeners) -> None:
         extras=on(listeners, "tcp"),
     )
     assert bad.status_code == 401
+
+
+# Issue 15 item 1: spellings of a path that the router reads as another surface's route.
+# Each pair: the request target as sent, the canonical route it would reach.
+AMBIGUOUS = [
+    "//rpc",
+    "///rpc",
+    "/%2Frpc",
+    "/%2frpc",
+    "/./rpc",
+    "/x/../rpc",
+    "/v1/%2E%2E/rpc",
+    "//metrics",
+    "//static/index.html",
+    "/static//index.html",
+    "//",
+    "/%2F",
+    "/rpc//",
+    "/v1//embeddings",
+    "//health",
+]
+
+
+@pytest.mark.parametrize("target", AMBIGUOUS)
+@pytest.mark.parametrize("listener", ["tcp", "admin.sock"])
+def test_ambiguous_paths_are_refused_on_every_listener(
+    client, listeners, listener: str, target: str
+) -> None:
+    r = client.simulate_request(
+        "POST", target, body=RPC, headers=JSON, extras=on(listeners, listener)
+    )
+    assert r.status_code == 400, (target, r.status_code, r.text[:200])
+    assert r.json["error"]["code"] == "ambiguous_path"
+
+
+def test_surface_comes_from_the_matched_route(client, listeners) -> None:
+    """What the router matched decides the surface, whatever the raw path says: a request
+    reaching /rpc with a RAW_URI that reads as REST (as a SCRIPT_NAME rewrite would) is
+    still refused on TCP, and the legitimate spellings of a route keep working."""
+    tcp = on(listeners, "tcp")
+    rewritten = client.simulate_post(
+        "/rpc", body=RPC, headers=JSON, extras={**tcp, "RAW_URI": "/v1/embeddings"}
+    )
+    assert rewritten.status_code == 404 and "EMBEDDER_TCP_EXPOSE=rpc" in rewritten.text
+    for path in ("/rpc", "/rpc/", "/rpc?x=1"):
+        r = client.simulate_post(path, body=RPC, headers=JSON, extras=tcp)
+        assert r.status_code == 404 and "not_served_here" in r.text, (path, r.status_code)
+        ok = client.simulate_post(path, body=RPC, headers=JSON, extras=on(listeners, "rpc.sock"))
+        assert ok.status_code == 200, (path, ok.status_code)
+    for path in ("/metrics", "/static/index.html", "/"):
+        assert client.simulate_get(path, extras=tcp).status_code == 404, path
+    assert client.simulate_get("/RPC", extras=tcp).status_code == 404  # routes are case-exact
+    assert client.simulate_get("/health/", extras=tcp).status_code == 200
+
+
+def test_route_decides_even_past_the_path_check(client, listeners, monkeypatch) -> None:
+    """The second fence alone: with the ambiguity check switched off, `//rpc` (which the router
+    matches to /rpc) is still refused on TCP, because the matched route decides."""
+    import embedder.http.listeners as guard
+
+    monkeypatch.setattr(guard, "ambiguity", lambda raw, path: None)
+    tcp = on(listeners, "tcp")
+    r = client.simulate_post("//rpc", body=RPC, headers=JSON, extras=tcp)
+    assert r.status_code == 404 and "EMBEDDER_TCP_EXPOSE=rpc" in r.text, r.text
+    assert client.simulate_get("//metrics", extras=tcp).status_code == 404
+
+
+def _templates(nodes: list[Any]) -> set[str]:
+    out: set[str] = set()
+    for node in nodes:
+        if node.resource is not None:
+            out.add(node.uri_template)
+        out |= _templates(node.children)
+    return out
+
+
+def test_every_route_has_a_surface(client) -> None:
+    """A route missing from ROUTE_SURFACES is served nowhere: adding one means naming its
+    surface."""
+    from embedder.http.listeners import ROUTE_SURFACES
+
+    routes = _templates(client.app._router._roots)
+    assert routes == set(ROUTE_SURFACES), routes ^ set(ROUTE_SURFACES)

@@ -81,6 +81,9 @@ def test_default_model_and_all_documents(client) -> None:
         {"query": QUERY, "documents": DOCS, "top_n": 0},
         {"query": QUERY, "documents": DOCS, "top_n": -2},
         {"query": QUERY, "documents": DOCS, "return_documents": "yes"},
+        {"query": QUERY, "documents": DOCS, "raw_scores": "false"},
+        {"query": " ", "documents": DOCS},
+        {"query": QUERY, "documents": ["fine", "\n"]},
         {"query": QUERY, "documents": DOCS, "model": "all-minilm-l6-v2"},
     ],
 )

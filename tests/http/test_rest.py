@@ -90,6 +90,16 @@ def test_token_arrays_are_refused_with_a_hint(client) -> None:
         {"input": ["ok", 3]},
         {"input": [["nested"]]},
         {"input": "x", "encoding_format": "int4"},
+        # Issue 15 item 7: falsy values were read as the default "float".
+        {"input": "x", "encoding_format": ""},
+        {"input": "x", "encoding_format": 0},
+        {"input": "x", "encoding_format": []},
+        {"input": "x", "encoding_format": {}},
+        {"input": "x", "encoding_format": False},
+        # Whitespace-only gave 200 (the same vector for all), "" gave 400: one rule now.
+        {"input": "   "},
+        {"input": ["ok", " \n\t"]},
+        {"input": "\u3000"},
         {"input": "x", "model": 7},
     ],
 )
@@ -107,6 +117,16 @@ def test_malformed_bodies_are_400(client, raw: bytes) -> None:
     r = post(client, raw)
     assert r.status_code == 400, r.text
     error_of(r)
+
+
+def test_whitespace_only_input_says_so(client) -> None:
+    r = post(client, {"input": ["fine", "  "]})
+    assert r.status_code == 400
+    assert error_of(r)["message"] == "input[1] is whitespace only: there is nothing to embed"
+
+
+def test_encoding_format_null_is_the_default(client) -> None:
+    assert post(client, {"input": "x", "encoding_format": None}).status_code == 200
 
 
 def test_duplicate_keys_take_the_last(client) -> None:
@@ -134,7 +154,7 @@ def test_too_many_inputs_is_413(client, starter_service: Service) -> None:
     assert r.status_code == 413
 
 
-def test_body_over_the_limit_is_413_before_reading(client) -> None:
+def test_body_over_the_limit_is_413(client) -> None:
     big = orjson.dumps({"input": "x" * (2 * 1024 * 1024)})
     r = post(client, big)
     assert r.status_code == 413

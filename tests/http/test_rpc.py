@@ -145,6 +145,17 @@ def test_method_not_found(client) -> None:
         ("rerank", {"query": "q", "docs": [{"id": 1, "text": "a"}], "top_k": -1}),
         ("rerank", {"query": "", "docs": []}),
         ("rerank", {"query": "q", "docs": []}),
+        # Issue 15 item 7: "false" was truthy; booleans only now.
+        ("embed", {"texts": ["a"], "query": "false"}),
+        ("embed", {"texts": ["a"], "query": 1}),
+        ("embed", {"texts": ["a"], "query": []}),
+        ("rerank", {"query": "q", "docs": [{"id": 1, "text": "a"}], "raw": "false"}),
+        # quality silently overrode model; naming two different models is refused.
+        ("embed", {"texts": ["a"], "quality": 1, "model": "all-minilm-l6-v2"}),
+        ("embed", {"texts": ["a"], "quality": 4, "model": "text-embedding-3-small"}),
+        ("embed", {"texts": [" "]}),
+        ("rerank", {"query": "  ", "docs": [{"id": 1, "text": "a"}]}),
+        ("rerank", {"query": "q", "docs": [{"id": 1, "text": "\t"}]}),
     ],
 )
 def test_invalid_params(client, method: str, params: Any) -> None:
@@ -156,6 +167,18 @@ def test_unknown_level_is_the_app_code(client, quality: int) -> None:
     body = call(client, "embed", {"texts": ["a"], "quality": quality})
     assert _code(body) == RPC_UNKNOWN_MODEL
     assert body["error"]["data"]["param"] == "quality"
+
+
+def test_quality_and_model_may_agree(client) -> None:
+    """Both may be sent when they name the same model (an alias counts)."""
+    for model in ("all-minilm-l6-v2", "text-embedding-3-large"):
+        body = call(client, "embed", {"texts": ["a"], "quality": 4, "model": model})
+        assert body["result"]["model"] == "all-minilm-l6-v2", body
+    mixed = call(client, "embed", {"texts": ["a"], "quality": 1, "model": "all-minilm-l6-v2"})
+    assert mixed["error"]["data"]["param"] == "quality"
+    assert "send one of them" in mixed["error"]["message"]
+    ok = call(client, "embed", {"texts": ["a"], "query": False})
+    assert "result" in ok
 
 
 def test_unknown_model(client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Generator, Iterator
@@ -13,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from embedder.listen import ListenError, binds, claim_socket, prepare_socket_dir, tcp_bind
+from embedder.listen import (
+    ListenError,
+    binds,
+    claim_socket,
+    fresh_state_dir,
+    prepare_socket_dir,
+    tcp_bind,
+)
 from embedder.settings import Settings
 from tests.polling import PATIENCE
 
@@ -163,3 +171,74 @@ def test_claim_socket(tmp_path: Path) -> None:
     path.write_text("not a socket")
     with pytest.raises(ListenError, match="not a socket"):
         claim_socket(path)
+
+
+# Issue 15 item 6: the socket directory and its state folders are the service's own.
+NOBODY = 65534
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+
+@as_root
+def test_a_socket_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "hero_embedder_provider"
+    d.mkdir()
+    d.chmod(0o777)
+    os.chown(d, NOBODY, NOBODY)
+    with pytest.raises(ListenError, match=r"owned by .*uid 65534.*PATH_SOCKETS"):
+        prepare_socket_dir(d)
+    st = d.stat()
+    assert st.st_uid == NOBODY and st.st_mode & 0o777 == 0o777  # left as found
+
+
+def test_a_symlinked_socket_dir_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    (victim / ".metrics").mkdir(parents=True)
+    (victim / ".metrics" / "counter_1.db").write_text("theirs")
+    victim.chmod(0o755)
+    link = tmp_path / "sockets" / "hero_embedder_provider"
+    link.parent.mkdir()
+    link.symlink_to(victim)
+    with pytest.raises(ListenError, match="symbolic link"):
+        prepare_socket_dir(link)
+    with pytest.raises(ListenError, match="symbolic link"):
+        fresh_state_dir(link, ".metrics")  # even if called alone: the link is not followed
+    assert victim.stat().st_mode & 0o777 == 0o755
+    assert (victim / ".metrics" / "counter_1.db").read_text() == "theirs"
+
+
+@as_root
+def test_a_foreign_state_folder_is_refused_and_its_files_survive(tmp_path: Path) -> None:
+    prepare_socket_dir(tmp_path)
+    foreign = tmp_path / ".metrics"
+    foreign.mkdir()
+    (foreign / "counter_1.db").write_text("theirs")
+    os.chown(foreign, NOBODY, NOBODY)
+    with pytest.raises(ListenError, match="owned by"):
+        fresh_state_dir(tmp_path, ".metrics")
+    assert (foreign / "counter_1.db").read_text() == "theirs"
+
+
+def test_state_folders_lose_only_the_service_files(tmp_path: Path) -> None:
+    ours = [
+        "counter_12.db",
+        "gauge_livesum_12.db",
+        "histogram_3.db",
+        "12.json",
+        ".12.tmp",
+        "served",
+    ]
+    d = fresh_state_dir(tmp_path, ".metrics")
+    for name in ours:
+        (d / name).write_text("stale")
+    (d / "notes.txt").write_text("keep")
+    (d / "sub").mkdir()
+    (d / "99.json").symlink_to(tmp_path / "elsewhere.json")
+    (tmp_path / "elsewhere.json").write_text("keep")
+    assert fresh_state_dir(tmp_path, ".metrics") == d
+    assert sorted(p.name for p in d.iterdir()) == ["99.json", "notes.txt", "sub"]
+    assert (tmp_path / "elsewhere.json").read_text() == "keep"
+    assert d.stat().st_mode & 0o777 == 0o700
+    link = tmp_path / ".workers"
+    link.symlink_to(d)
+    with pytest.raises(ListenError, match="symbolic link"):
+        fresh_state_dir(tmp_path, ".workers")
