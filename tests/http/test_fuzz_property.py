@@ -9,12 +9,15 @@ from typing import Any
 
 import falcon.testing
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embedder.catalog import STARTER
 from tests.unit.test_parsers_property import BODY as RPC_BODY
 from tests.unit.test_parsers_property import JSON, TEXTS, weighted
+
+pytestmark = pytest.mark.slow  # the inner loop (make quick) leaves these to make test
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON_HEADERS = {"Content-Type": "application/json"}

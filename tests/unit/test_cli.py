@@ -215,6 +215,7 @@ def test_models_list_json_and_table(
     )
 
 
+@pytest.mark.slow
 def test_models_verify_loads_every_starter_model(
     starter_service: Service, starter_store: ModelStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -239,6 +240,7 @@ def test_models_verify_reports_missing_and_broken_files(
     assert not (root / "all-minilm-l6-v2-int8" / "model_int8.onnx").exists(), "verify never builds"
 
 
+@pytest.mark.slow
 def test_models_quantize(starter_store: ModelStore, tmp_path: Path) -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     src, out = starter_store.path(spec, "model.onnx"), tmp_path / "int8.onnx"

