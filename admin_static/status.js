@@ -85,11 +85,18 @@ function render(hl, st, mem, ort) {
   setText("status-updated", `updated ${new Date().toLocaleTimeString()} · answered by worker ${mem.answered_by}`);
 
   const errors = hl.errors ? Object.entries(hl.errors) : [];
+  // A cause shared by several models (a Hub that cannot be reached) is said once, first.
+  const causes = hl.failures ? Object.entries(hl.failures) : [];
+  const retry = hl.retry_in !== undefined ? [`Failed downloads are retried in ${fmtDuration(hl.retry_in)}.`] : [];
   const box = $("health-errors");
   if (errors.length) {
     showError(box, {
       title: hl.status === "error" ? "No model could be loaded" : "Some models failed to load",
-      message: errors.map(([id, msg]) => `${id}: ${msg}`).join("\n"),
+      message: [
+        ...causes.map(([key, msg]) => `failures.${key}: ${msg}`),
+        ...retry,
+        ...errors.map(([id, msg]) => `${id}: ${msg}`),
+      ].join("\n"),
     });
     box.classList.toggle("warn", hl.status === "degraded");
   } else showError(box, null);

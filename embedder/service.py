@@ -42,10 +42,12 @@ _ORDER = {"error": 0, "pending": 1, "downloading": 2, "loading": 3, "ready": 4}
 @dataclass
 class ModelStatus:
     state: State = "pending"
-    error: str | None = None
+    error: str | None = None  # this model's part of the story
+    cause: str | None = None  # why, and what to do: shared by the models that failed alike
     load_seconds: float | None = None
     started: float | None = None
     retry: bool = False  # failed to download: tried again later
+    retry_at: float | None = None  # time.time() of the next try
 
 
 class Service:
@@ -92,6 +94,7 @@ class Service:
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self.retry_first = 30.0
+        self._said: set[str] = set()  # causes logged in this round of loading
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
@@ -124,6 +127,7 @@ class Service:
         return self.ready
 
     def load_all(self) -> None:
+        self._said.clear()
         self._publish()
         try:
             check_ort_version()
@@ -153,13 +157,13 @@ class Service:
             ]
             if not pending:
                 return
+            log.warning("retrying %d failed downloads in %.0f s", len(pending), delay)
             for spec in pending:
-                self.status_by_id[
-                    spec.id
-                ].error = f"{self.status_by_id[spec.id].error} (retrying in {delay:.0f} s)"
+                self.status_by_id[spec.id].retry_at = time.time() + delay
             self._publish()
             if self._stop.wait(delay):
                 return
+            self._said.clear()
             for spec in pending:
                 self._load(spec)
                 self._publish()
@@ -181,7 +185,7 @@ class Service:
         st = self.status_by_id[spec.id]
         st.started = time.time()
         try:
-            st.state, st.retry = "downloading", False
+            st.state, st.retry, st.retry_at = "downloading", False, None
             self._publish()
             self.store.ensure(spec)
             st.state = "loading"
@@ -195,15 +199,26 @@ class Service:
                 embeds_with = self.batchers.get(by) or self.embedders.get(by)
                 self.rerankers[spec.id] = self.opener.reranker(spec, embeds_with)
             st.load_seconds = round(time.time() - st.started, 3)
-            st.state = "ready"
+            st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
         except EmbedderError as exc:
-            st.state, st.error = "error", exc.message
+            st.cause = exc.details.get("cause")
+            st.state, st.error = "error", exc.details.get("summary") if st.cause else exc.message
             st.retry = isinstance(exc, DownloadError)
-            log.error("model %s failed: %s", spec.id, exc.message)
+            self._log_failure(spec.id, st)
         except Exception as exc:  # a bug or an unexpected file: report it, keep the others
-            st.state, st.error = "error", f"{type(exc).__name__}: {exc}"
+            st.state, st.error, st.cause = "error", f"{type(exc).__name__}: {exc}", None
             log.exception("model %s failed", spec.id)
+
+    def _log_failure(self, model: str, st: ModelStatus) -> None:
+        """Each model's own part, and a cause shared by several models once per round."""
+        if st.cause is None:
+            log.error("model %s failed: %s", model, st.error)
+        elif st.cause in self._said:
+            log.error("model %s failed: %s (same cause as above)", model, st.error)
+        else:
+            self._said.add(st.cause)
+            log.error("model %s failed: %s: %s", model, st.error, st.cause)
 
     def _batch_observer(self, model: str) -> Callable[[int, list[float]], None]:
         def observe(texts: int, queued: list[float]) -> None:
@@ -234,15 +249,41 @@ class Service:
     def local_health(self) -> dict[str, Any]:
         """This process's view: its own models."""
         ready = [i for i, s in self.status_by_id.items() if s.state == "ready"]
+        status = self.state()
         out: dict[str, Any] = {
-            "status": self.state(),
-            "models_ready": ready,
+            "status": status,
+            "models_ready": status == "ok",
+            "models_loaded": ready,
             "models": {i: s.state for i, s in self.status_by_id.items()},
         }
-        errors = {i: s.error for i, s in self.status_by_id.items() if s.state == "error"}
+        failures = self._failures()
+        errors = {
+            i: self._error_text(s, failures)
+            for i, s in self.status_by_id.items()
+            if s.state == "error"
+        }
         if errors:
             out["errors"] = errors
+        if failures:
+            out["failures"] = {key: cause for cause, key in failures.items()}
+        retry_at = [s.retry_at for s in self.status_by_id.values() if s.retry and s.retry_at]
+        if retry_at:
+            out["retry_in"] = max(0, round(min(retry_at) - time.time()))
         return out
+
+    def _failures(self) -> dict[str, str]:
+        """Cause text -> its key in `failures` (download, download-2, ...), in model order."""
+        out: dict[str, str] = {}
+        for s in self.status_by_id.values():
+            if s.state == "error" and s.cause and s.cause not in out:
+                out[s.cause] = "download" if not out else f"download-{len(out) + 1}"
+        return out
+
+    @staticmethod
+    def _error_text(st: ModelStatus, failures: dict[str, str]) -> str | None:
+        if st.error is None or st.cause is None:
+            return st.error
+        return f"{st.error} (why, and what to do: failures.{failures[st.cause]})"
 
     def _worker_states(self) -> dict[int, dict[str, Any]]:
         """Every live worker's published view, this one's fresh."""
@@ -258,18 +299,26 @@ class Service:
             return mine
         workers = self._worker_states()
         mine = workers[os.getpid()]
-        ready = set(mine["models_ready"])
+        ready = set(mine["models_loaded"])
         errors: dict[str, Any] = {}
+        failures: dict[str, Any] = {}
         for w in workers.values():
-            ready &= set(w.get("models_ready", []))
+            ready &= set(w.get("models_loaded", []))
             errors.update(w.get("errors", {}))
+            failures.update(w.get("failures", {}))
+        status = combine([w["status"] for w in workers.values()])
         out: dict[str, Any] = {
-            "status": combine([w["status"] for w in workers.values()]),
-            "models_ready": [m for m in mine["models_ready"] if m in ready],
+            "status": status,
+            "models_ready": status == "ok",
+            "models_loaded": [m for m in mine["models_loaded"] if m in ready],
             "workers": {str(pid): w["status"] for pid, w in sorted(workers.items())},
         }
         if errors:
             out["errors"] = errors
+        if failures:
+            out["failures"] = failures
+        if "retry_in" in mine:
+            out["retry_in"] = mine["retry_in"]
         return out
 
     def model_status(
@@ -287,7 +336,7 @@ class Service:
             **spec.describe(),
             "state": state,
             "ready": state == "ready",
-            "error": st.error,
+            "error": self._error_text(st, self._failures()),
             "load_seconds": st.load_seconds,
             "disk_bytes": self.store.disk_size(spec),
             "batching": asdict(b.stats) if (b := self.batchers.get(spec.id)) else None,
@@ -313,8 +362,10 @@ class Service:
     def resolve(self, model: str | None = None, quality: object = None) -> ModelSpec:
         """The embedding model for a request: by id/alias, by quality level, else the default."""
         if quality is not None:
-            if isinstance(quality, bool) or not isinstance(quality, int):
-                raise InvalidInput("quality must be an integer 1-4", param="quality")
+            if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 4:
+                raise InvalidInput(
+                    f"quality must be an integer 1-4, got {quality!r}", param="quality"
+                )
             spec = self.catalog.level(quality)
         elif model is not None:
             spec = self.catalog.get(model)
@@ -329,7 +380,12 @@ class Service:
         if st is None:
             raise UnknownModel(f"model {spec.id!r} is not loaded by this instance", param="model")
         if st.state == "error":
-            raise ModelUnavailable(f"model {spec.id} failed to load: {st.error}", param="model")
+            why = f"{st.error}: {st.cause}" if st.cause else st.error
+            after = max(1, round(st.retry_at - time.time())) if st.retry and st.retry_at else None
+            again = f"; the download is retried in {after} s" if after else ""
+            raise ModelUnavailable(
+                f"model {spec.id} failed to load: {why}{again}", param="model", retry_after=after
+            )
         if st.state != "ready":
             raise NotReady(f"model {spec.id} is {st.state}; retry shortly", param="model")
 
