@@ -78,7 +78,7 @@ class RestCalls:
         return self._read_levels().get(model)
 
     def _read_levels(self) -> dict[str, int | None]:
-        """Model id (aliases last, so a level names its model) -> quality level."""
+        """Model id or alias -> quality level (aliases first, so a level maps to the id)."""
         if self._levels is None:
             data = self.get("/v1/models")["data"]
             data.sort(key=lambda m: "alias_of" in m, reverse=True)
