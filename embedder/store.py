@@ -297,10 +297,12 @@ class ModelStore:
         hub = [(f.name, o) for f in self._missing_own(m) if isinstance(o := f.origin, HubFile)]
         names, where = [name for name, _ in hub], self.root / m.id
         sources = ", ".join(sorted({f"{o.repo}@{o.revision}" for _, o in hub}))
-        summary = (
+        full = (
             f"model {m.id!r} is missing {', '.join(names)}, which belong in {where} and come "
             f"from {sources} on {self.endpoint}"
         )
+        short = ", ".join(sorted({f"{o.repo}@{o.revision[:12]}" for _, o in hub}))
+        summary = f"model {m.id!r} is missing {', '.join(names)} (from {short}) in {where}"
         way_out = ", or unset HF_HUB_OFFLINE" if self._offline_by_env else ""
         if self.catalog.name != "starter":
             way_out += (
@@ -309,14 +311,14 @@ class ModelStore:
             )
         mirror = f"to the same place here, or set HF_ENDPOINT to a reachable mirror{way_out}"
         return DownloadError(
-            f"{summary}: {reason}. To get them, run `embedder models pull {m.id}` on a machine "
+            f"{full}: {reason}. To get them, run `embedder models pull {m.id}` on a machine "
             f"with Hub access and copy {where} {mirror}",
             model=m.id,
             files=names,
             directory=str(where),
             summary=summary,
-            cause=f"{reason}. To get the files, run `embedder models pull` on a machine with Hub "
-            f"access and copy {self.root} {mirror}",
+            cause=f"{reason} (Hub: {self.endpoint}). To get the files, run `embedder models "
+            f"pull` on a machine with Hub access and copy {self.root} {mirror}",
         )
 
     def _entries(self, m: ModelSpec) -> list[dict[str, Any]]:
