@@ -283,7 +283,7 @@ class Service:
     def _error_text(st: ModelStatus, failures: dict[str, str]) -> str | None:
         if st.error is None or st.cause is None:
             return st.error
-        return f"{st.error} (why, and what to do: failures.{failures[st.cause]})"
+        return f"{st.error} (why, and what to do: /health failures.{failures[st.cause]})"
 
     def _worker_states(self) -> dict[int, dict[str, Any]]:
         """Every live worker's published view, this one's fresh."""
