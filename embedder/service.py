@@ -10,8 +10,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
@@ -26,6 +26,14 @@ from embedder.errors import (
 )
 from embedder.limits import Limits
 from embedder.memory import IdleTrim
+from embedder.model_state import (
+    ORDER,
+    FailureLog,
+    ModelStatus,
+    error_text,
+    keyed_causes,
+    report,
+)
 from embedder.opening import Opener
 from embedder.reranker import Doc, Ranking, Reranker
 from embedder.sessions import SessionConfig, check_ort_version
@@ -33,21 +41,6 @@ from embedder.store import ModelStore
 from embedder.workers import WorkerBoard, combine
 
 log = logging.getLogger("embedder.service")
-
-State = Literal["pending", "downloading", "loading", "ready", "error"]
-# How far along a state is; across workers a model shows its least advanced state.
-_ORDER = {"error": 0, "pending": 1, "downloading": 2, "loading": 3, "ready": 4}
-
-
-@dataclass
-class ModelStatus:
-    state: State = "pending"
-    error: str | None = None  # this model's part of the story
-    cause: str | None = None  # why, and what to do: shared by the models that failed alike
-    load_seconds: float | None = None
-    started: float | None = None
-    retry: bool = False  # failed to download: tried again later
-    retry_at: float | None = None  # time.time() of the next try
 
 
 class Service:
@@ -94,7 +87,7 @@ class Service:
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self.retry_first = 30.0
-        self._said: set[str] = set()  # causes logged in this round of loading
+        self.failure_log = FailureLog()
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
@@ -127,7 +120,7 @@ class Service:
         return self.ready
 
     def load_all(self) -> None:
-        self._said.clear()
+        self.failure_log.new_round()
         self._publish()
         try:
             check_ort_version()
@@ -163,7 +156,7 @@ class Service:
             self._publish()
             if self._stop.wait(delay):
                 return
-            self._said.clear()
+            self.failure_log.new_round()
             for spec in pending:
                 self._load(spec)
                 self._publish()
@@ -202,23 +195,11 @@ class Service:
             st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
         except EmbedderError as exc:
-            st.cause = exc.details.get("cause")
-            st.state, st.error = "error", exc.details.get("summary") if st.cause else exc.message
-            st.retry = isinstance(exc, DownloadError)
-            self._log_failure(spec.id, st)
+            st.failed(exc, retry=isinstance(exc, DownloadError))
+            self.failure_log.log(spec.id, st)
         except Exception as exc:  # a bug or an unexpected file: report it, keep the others
             st.state, st.error, st.cause = "error", f"{type(exc).__name__}: {exc}", None
             log.exception("model %s failed", spec.id)
-
-    def _log_failure(self, model: str, st: ModelStatus) -> None:
-        """Each model's own part, and a cause shared by several models once per round."""
-        if st.cause is None:
-            log.error("model %s failed: %s", model, st.error)
-        elif st.cause in self._said:
-            log.error("model %s failed: %s (same cause as above)", model, st.error)
-        else:
-            self._said.add(st.cause)
-            log.error("model %s failed: %s: %s", model, st.error, st.cause)
 
     def _batch_observer(self, model: str) -> Callable[[int, list[float]], None]:
         def observe(texts: int, queued: list[float]) -> None:
@@ -256,34 +237,7 @@ class Service:
             "models_loaded": ready,
             "models": {i: s.state for i, s in self.status_by_id.items()},
         }
-        failures = self._failures()
-        errors = {
-            i: self._error_text(s, failures)
-            for i, s in self.status_by_id.items()
-            if s.state == "error"
-        }
-        if errors:
-            out["errors"] = errors
-        if failures:
-            out["failures"] = {key: cause for cause, key in failures.items()}
-        retry_at = [s.retry_at for s in self.status_by_id.values() if s.retry and s.retry_at]
-        if retry_at:
-            out["retry_in"] = max(0, round(min(retry_at) - time.time()))
-        return out
-
-    def _failures(self) -> dict[str, str]:
-        """Cause text -> its key in `failures` (download, download-2, ...), in model order."""
-        out: dict[str, str] = {}
-        for s in self.status_by_id.values():
-            if s.state == "error" and s.cause and s.cause not in out:
-                out[s.cause] = "download" if not out else f"download-{len(out) + 1}"
-        return out
-
-    @staticmethod
-    def _error_text(st: ModelStatus, failures: dict[str, str]) -> str | None:
-        if st.error is None or st.cause is None:
-            return st.error
-        return f"{st.error} (why, and what to do: /health failures.{failures[st.cause]})"
+        return {**out, **report(self.status_by_id)}
 
     def _worker_states(self) -> dict[int, dict[str, Any]]:
         """Every live worker's published view, this one's fresh."""
@@ -330,13 +284,13 @@ class Service:
         state: str = st.state
         for w in (workers or {}).values():
             other = w.get("models", {}).get(spec.id, state)
-            if _ORDER.get(other, 0) < _ORDER.get(state, 0):
+            if ORDER.get(other, 0) < ORDER.get(state, 0):
                 state = other
         return {
             **spec.describe(),
             "state": state,
             "ready": state == "ready",
-            "error": self._error_text(st, self._failures()),
+            "error": error_text(st, keyed_causes(self.status_by_id.values())),
             "load_seconds": st.load_seconds,
             "disk_bytes": self.store.disk_size(spec),
             "batching": asdict(b.stats) if (b := self.batchers.get(spec.id)) else None,
@@ -381,7 +335,7 @@ class Service:
             raise UnknownModel(f"model {spec.id!r} is not loaded by this instance", param="model")
         if st.state == "error":
             why = f"{st.error}: {st.cause}" if st.cause else st.error
-            after = max(1, round(st.retry_at - time.time())) if st.retry and st.retry_at else None
+            after = st.retry_after()
             again = f"; the download is retried in {after} s" if after else ""
             raise ModelUnavailable(
                 f"model {spec.id} failed to load: {why}{again}", param="model", retry_after=after
