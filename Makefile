@@ -47,18 +47,23 @@ run: install
 run-bge: install
 	EMBEDDER_CATALOG=bge $(BIN)/gunicorn -c gunicorn.conf.py
 
-# Debian tools the integration tests drive (curl, nginx); installed only when missing.
+# Debian tools the integration tests drive (curl, nginx); installed only when missing, and
+# said so first (apt-get needs root; install them yourself to skip this).
 system-deps:
-	@command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
-	@(command -v nginx >/dev/null || test -x /usr/sbin/nginx) || \
-		(apt-get update -qq && apt-get install -y -qq nginx)
+	@command -v curl >/dev/null || ( \
+		echo "make: installing Debian package curl with apt-get (tests/integration drives the service with curl)"; \
+		apt-get update -qq && apt-get install -y -qq curl)
+	@(command -v nginx >/dev/null || test -x /usr/sbin/nginx) || ( \
+		echo "make: installing Debian package nginx with apt-get (tests/integration/test_nginx.py puts it in front of two instances)"; \
+		apt-get update -qq && apt-get install -y -qq nginx)
 
 # Debian Chromium and its driver for the browser tests (tests/browser); only when missing.
 # A test tool's own browser download cannot work on these machines.
 .PHONY: browser-deps
 browser-deps:
-	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
-		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || ( \
+		echo "make: installing Debian packages chromium chromium-driver with apt-get (tests/browser drives the dashboard in headless Chromium)"; \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 # Throughput and latency of the engine, the live server and sentence-transformers, in one run
 # (under 10 minutes); prints and writes artifacts/bench/latest.{md,json}. torch first, pinned

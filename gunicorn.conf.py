@@ -133,5 +133,5 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     if board_dir and not WorkerBoard(Path(board_dir)).has_served():
         # First start (a reload or respawn loads before it accepts, and keeps quiet).
         WorkerBoard(Path(board_dir)).publish(
-            {"status": "starting", "models_ready": [], "models": {}}
+            {"status": "starting", "models_ready": False, "models_loaded": [], "models": {}}
         )

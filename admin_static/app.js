@@ -1,4 +1,4 @@
-// Entry point: wires the panels and fills the model pickers from `models.list`.
+// Entry point: wires the panels and fills the model pickers from `models.describe`.
 
 import { initBench } from "./bench.js";
 import { h } from "./dom.js";
@@ -37,12 +37,12 @@ function fillRerankers(select, models) {
     select.replaceChildren(h("option", { value: "" }, "(no reranker in this catalog)"));
     return;
   }
-  select.replaceChildren(...rerankers.map((m) => h("option", { value: m.id }, `${m.id} (${m.scorer || "?"})`)));
+  select.replaceChildren(...rerankers.map((m) => h("option", { value: m.id, dataset: { scorer: m.scorer || "" } }, `${m.id} (${m.scorer || "?"})`)));
 }
 
 async function loadModels(attempt = 0) {
   try {
-    const models = await call("models.list");
+    const models = await call("models.describe");
     fill(document.getElementById("embed-model"), models);
     fill(document.getElementById("bench-model"), models);
     fillRerankers(document.getElementById("rerank-model"), models);

@@ -90,12 +90,13 @@ function render(texts, r, ms) {
   $("embed-meta").replaceChildren(
     metaItem("Model", r.model),
     metaItem("Level", r.quality ? `Q${r.quality}` : "—"),
-    metaItem("Dims", String(r.dims)),
+    metaItem("Dims", String(r.dimensions)),
     metaItem("Precision", r.precision),
+    metaItem("Wire", r.encoding),
     metaItem("Tokens", fmtInt(r.tokens)),
     metaItem("Latency", fmtMs(ms)),
   );
-  const rows = r.vectors.map((v, i) =>
+  const rows = r.embeddings.map((v, i) =>
     h(
       "tr",
       {},
@@ -114,7 +115,7 @@ function render(texts, r, ms) {
     ),
   );
   $("embed-vectors").tBodies[0].replaceChildren(...rows);
-  last = { texts, vectors: r.vectors };
+  last = { texts, vectors: r.embeddings };
   drawHeat();
   $("embed-result").hidden = false;
 }

@@ -1,6 +1,6 @@
 // The rerank playground: a query and documents, ranked best first with their scores as bars.
 
-import { $, busy, fmtInt, fmtMs, h, showError } from "./dom.js";
+import { $, busy, fmtMs, h, showError } from "./dom.js";
 import { inputError, lines } from "./embed.js";
 import { call } from "./rpc.js";
 
@@ -38,7 +38,9 @@ async function run() {
       const result = await call("rerank", params);
       const ms = performance.now() - t0;
       showError(box, null);
-      render(texts, result, ms, Boolean(params.raw));
+      const picked = $("rerank-model").selectedOptions[0];
+      const scorer = picked ? picked.dataset.scorer : "";
+      render(texts, result, { ms, raw: Boolean(params.raw), model: model || "(default)", scorer });
     } catch (err) {
       $("rerank-result").hidden = true;
       showError(box, err);
@@ -50,22 +52,23 @@ function metaItem(label, value) {
   return h("div", {}, h("dt", {}, label), h("dd", {}, value));
 }
 
-function render(texts, r, ms, raw) {
+// `ranked` is the seed's result: an array of {id, score, index}, best first.
+function render(texts, ranked, { ms, raw, model, scorer }) {
   $("rerank-meta").replaceChildren(
-    metaItem("Model", r.model),
-    metaItem("Scorer", r.scorer || "—"),
-    metaItem("Tokens", fmtInt(r.tokens)),
+    metaItem("Model", model),
+    metaItem("Scorer", scorer || "—"),
     metaItem("Latency", fmtMs(ms)),
   );
   const note = $("rerank-note");
-  note.hidden = r.scorer !== "cosine";
-  note.textContent =
-    "Scores are cosine similarities of an embedding model's vectors: this reranker is not a cross-encoder.";
-  const scores = r.results.map((x) => x.score);
+  note.hidden = scorer !== "cosine";
+  note.textContent = raw
+    ? "Raw scores are cosine similarities of an embedding model's vectors, in [-1, 1]: this reranker is not a cross-encoder."
+    : "Scores are cosine similarities of an embedding model's vectors mapped to [0, 1] as (cos + 1) / 2: this reranker is not a cross-encoder.";
+  const scores = ranked.map((x) => x.score);
   // Bars over [0, 1] for probabilities and cosines; raw logits (or negatives) widen the scale.
   const lo = raw ? Math.min(...scores) : Math.min(0, ...scores);
   const hi = raw ? Math.max(...scores) : Math.max(1, ...scores);
-  const items = r.results.map((x, rank) => {
+  const items = ranked.map((x, rank) => {
     const fill = h("div", { class: "fill" });
     const pct = hi > lo ? ((x.score - lo) / (hi - lo)) * 100 : 100;
     fill.style.width = `${Math.max(1.5, Math.min(100, pct)).toFixed(1)}%`; // CSSOM: allowed by the CSP

@@ -78,18 +78,25 @@ async function unreachable(err) {
 function render(hl, st, mem, ort) {
   setBadge(hl.status);
   const models = st.models || [];
-  setText("kpi-ready", `${(hl.models_ready || []).length} / ${models.length}`);
+  setText("kpi-ready", `${(hl.models_loaded || []).length} / ${models.length}`);
   setText("kpi-uptime", fmtDuration(st.uptime_s));
   setText("kpi-ort", ort.version);
   setText("top-sub", `admin · catalog ${st.catalog}`);
   setText("status-updated", `updated ${new Date().toLocaleTimeString()} · answered by worker ${mem.answered_by}`);
 
   const errors = hl.errors ? Object.entries(hl.errors) : [];
+  // A cause shared by several models (a Hub that cannot be reached) is said once, first.
+  const causes = hl.failures ? Object.entries(hl.failures) : [];
+  const retry = hl.retry_in !== undefined ? [`Failed downloads are retried in ${fmtDuration(hl.retry_in)}.`] : [];
   const box = $("health-errors");
   if (errors.length) {
     showError(box, {
       title: hl.status === "error" ? "No model could be loaded" : "Some models failed to load",
-      message: errors.map(([id, msg]) => `${id}: ${msg}`).join("\n"),
+      message: [
+        ...causes.map(([key, msg]) => `failures.${key}: ${msg}`),
+        ...retry,
+        ...errors.map(([id, msg]) => `${id}: ${msg}`),
+      ].join("\n"),
     });
     box.classList.toggle("warn", hl.status === "degraded");
   } else showError(box, null);

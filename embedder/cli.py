@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the service (gunicorn with the project's gunicorn.conf.py).",
         f"Other arguments go to gunicorn (after `--` if they clash with these). {EXIT_CODES}",
     )
-    models = add(sub, "models", "Model files of the active catalog.")
+    models = add(
+        sub,
+        "models",
+        "Model files of a catalog: EMBEDDER_CATALOG's, else bge (`make run` serves starter: "
+        "add --catalog starter).",
+    )
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
     listing = add(msub, "list", "Every model: level, precision, dims, files present, size.")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -124,6 +129,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str], env: dict[str, str]) -
         return quantize(args.src, args.out)
     if args.command == "models" and args.models_command:
         settings, catalog, store = _context(env)
+        print(_which_catalog(catalog.name, args, env), file=sys.stderr)
         if args.models_command == "list":
             return models_list(settings, catalog, store, as_json=args.json)
         ids = args.ids or list(settings.models) or [m.id for m in catalog]
@@ -131,6 +137,19 @@ def _dispatch(args: argparse.Namespace, extra: list[str], env: dict[str, str]) -
         return (models_pull if args.models_command == "pull" else models_verify)(store, specs)
     args.parser.print_help(sys.stderr)
     return USAGE
+
+
+def _which_catalog(name: str, args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """Says which catalog a command reads and how to read another: `make run` serves
+    `starter` while the default is `bge`, so a bare `embedder models list` lists other models
+    than the running service's."""
+    if getattr(args, "catalog", None):
+        source = "from --catalog"
+    elif env.get("EMBEDDER_CATALOG"):
+        source = "from EMBEDDER_CATALOG"
+    else:
+        source = "the default"
+    return f"catalog {name} ({source}; another: --catalog bge|starter|FILE)"
 
 
 def _context(env: Mapping[str, str]) -> tuple[Settings, Catalog, ModelStore]:
@@ -183,11 +202,11 @@ def status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(text_table(keys, rows))
         for model, d in st.raw.get("downloads", {}).items():
             if d.get("state") not in ("ready", None):
-                done, total = (
-                    human_size(d.get("bytes_done", 0)),
-                    human_size(d.get("bytes_total", 0)),
-                )
-                print(f"download {model}: {d['state']} {done} of {total}")
+                total = d.get("bytes_total") or 0  # 0: sizes not known yet (nothing fetched)
+                done = f" {human_size(d.get('bytes_done'))} of {human_size(total)}"
+                print(f"download {model}: {d['state']}{done if total else ''}")
+        for key, cause in (st.raw.get("failures") or {}).items():
+            print(f"failures.{key}: {cause}")
     return {"ok": OK, "starting": NOT_READY}.get(st.health.status, FAILURE)
 
 

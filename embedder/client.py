@@ -1,11 +1,14 @@
-"""A Python client for the JSON-RPC API, on the standard library (plus numpy for vectors).
+"""A Python client for the service, on the standard library (plus numpy for vectors).
 
-It talks to `rpc.sock` by default (any socket that serves /rpc will do, admin.sock too), or to a
-TCP URL when the server sets EMBEDDER_TCP_EXPOSE=rpc. One HTTP/1.1 connection per thread is
-kept alive; a connection the server closed while idle is reopened once, which is safe because
-every method is read-only. Errors come back typed: `RpcError` and its subclasses for JSON-RPC
-errors, `HttpError` for a listener that refuses the request, `ServiceUnreachable` and
-`ServiceTimeout` for transport failures.
+It talks JSON-RPC to `rpc.sock` by default (any socket that serves /rpc will do, admin.sock
+too). Given a TCP URL it uses what TCP serves by default: `embed`, `rerank` and `health` go
+over the OpenAI-style REST API; the other methods (and `embed_compact`, `embed(query=True)`)
+need JSON-RPC there, which the server offers on TCP only with EMBEDDER_TCP_EXPOSE=rpc. One
+HTTP/1.1 connection per thread is kept alive; a connection the server closed while idle is
+reopened once, which is safe because every method is read-only. Errors come back typed:
+`RpcError` and its subclasses for JSON-RPC errors (REST errors map onto the same classes),
+`HttpError` for a listener that refuses the request, `ServiceUnreachable` and `ServiceTimeout`
+for transport failures.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from embedder.client_rest import RestCalls
 from embedder.client_types import (
     _BY_CODE,
     ClientError,
@@ -83,6 +87,7 @@ class Client:
         self.address = url or str(self.socket_path)
         self._local = threading.local()
         self._ids = itertools.count(1)
+        self._rest = RestCalls(self)
 
     # --- methods ------------------------------------------------------------------------
 
@@ -95,8 +100,10 @@ class Client:
         query: bool = False,
     ) -> EmbedResult:
         """`query` adds the model's retrieval instruction (BGE), if it has one."""
+        if self.url is not None and not query:
+            return self._rest.embed(_texts(texts), quality, model)
         r, meta = self._embed(texts, quality, model, query, "float")
-        vectors = np.asarray(r["vectors"], dtype=np.float32).reshape(len(texts), meta.dims)
+        vectors = np.asarray(r["embeddings"], dtype=np.float32).reshape(len(texts), meta.dims)
         vectors.setflags(write=False)
         return EmbedResult(**vars(meta), vectors=vectors)
 
@@ -110,10 +117,10 @@ class Client:
     ) -> CompactEmbedResult:
         """A quarter (int8) or half (fp16) of the float payload; decode with `to_float`."""
         r, meta = self._embed(texts, quality, model, query, "compact")
-        scales = tuple(r["scales"]) if r.get("scales") is not None else None
-        vectors = tuple(tuple(v) for v in r["vectors"])
+        scales = tuple(r["scale"]) if r.get("scale") is not None else None
+        vectors = tuple(tuple(v) for v in r["embeddings"])
         return CompactEmbedResult(
-            **vars(meta), precision=r["precision"], vectors=vectors, scales=scales
+            **vars(meta), precision=r["encoding"], vectors=vectors, scales=scales
         )
 
     def rerank(
@@ -130,12 +137,16 @@ class Client:
             {"id": i, "text": d} if isinstance(d, str) else {"id": d[0], "text": d[1]}
             for i, d in enumerate(docs)
         ]
+        if self.url is not None:
+            return self._rest.rerank(query, wire, top_k, model, raw)
         params: dict[str, Any] = {"query": query, "docs": wire, "raw": raw}
         params.update({k: v for k, v in (("top_k", top_k), ("model", model)) if v is not None})
         r = self.call("rerank", params)
-        return [RerankHit(str(h["id"]), int(h["index"]), float(h["score"])) for h in r["results"]]
+        return [RerankHit(str(h["id"]), int(h["index"]), float(h["score"])) for h in r]
 
     def health(self) -> Health:
+        if self.url is not None:
+            return _health(self._rest.get("/health"))
         return _health(self.call("health"))
 
     def status(self) -> Status:
@@ -146,7 +157,12 @@ class Client:
         return Status(_health(r), r["catalog"], r["models_root"], uptime, models, aliases, r)
 
     def models(self) -> list[ModelInfo]:
-        return [_model(m) for m in self.call("models.list")]
+        """Every model of the instance, with its state (`models.describe`)."""
+        return [_model(m) for m in self.call("models.describe")]
+
+    def model_ids(self) -> list[str]:
+        """The ids of the models ready to serve (`models.list`)."""
+        return [str(m) for m in self.call("models.list")]
 
     def mem_info(self) -> dict[str, Any]:
         """RSS of the master and each worker, system RAM, model bytes on disk."""
@@ -164,13 +180,11 @@ class Client:
     def _embed(
         self, texts: Sequence[str], quality: int | None, model: str | None, query: bool, fmt: str
     ) -> tuple[dict[str, Any], _EmbedMeta]:
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string")
-        params: dict[str, Any] = {"texts": list(texts), "query": query, "format": fmt}
+        params: dict[str, Any] = {"texts": _texts(texts), "query": query, "format": fmt}
         params.update({k: v for k, v in (("quality", quality), ("model", model)) if v is not None})
         r = self.call("embed", params)
         counts = tuple(r["token_counts"])
-        return r, _EmbedMeta(r["model"], r["quality"], r["dims"], r["tokens"], counts)
+        return r, _EmbedMeta(r["model"], r["quality"], r["dimensions"], r["tokens"], counts)
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """One JSON-RPC request; the `result`, or a typed error."""
@@ -220,14 +234,18 @@ class Client:
         return conn, False
 
     def _post(self, data: bytes) -> tuple[int, bytes]:
-        headers = {"Content-Type": "application/json"}
+        return self.send("POST", "/rpc", data)
+
+    def send(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+        """One HTTP request on this thread's connection: (status, body)."""
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        path = (urlsplit(self.url).path.rstrip("/") if self.url else "") + "/rpc"
+        path = (urlsplit(self.url).path.rstrip("/") if self.url else "") + path
         for attempt in (1, 2):
             conn, reused = self._connection()
             try:
-                conn.request("POST", path, body=data, headers=headers)
+                conn.request(method, path, body=data, headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
                 if resp.will_close:
@@ -265,6 +283,12 @@ class Client:
         if status == 404 and self.url and "EMBEDDER_TCP_EXPOSE" not in detail:
             hint = " (JSON-RPC is served on TCP only when the server sets EMBEDDER_TCP_EXPOSE=rpc)"
         return f"HTTP {status} from {self.address}: {detail}{hint}"
+
+
+def _texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    return list(texts)
 
 
 def _default_socket() -> Path:

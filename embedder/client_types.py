@@ -61,7 +61,7 @@ class _EmbedMeta:
     quality: int | None
     dims: int
     tokens: int
-    token_counts: tuple[int, ...]
+    token_counts: tuple[int, ...]  # per text; empty over REST (TCP), which gives only the sum
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,8 +73,8 @@ class EmbedResult(_EmbedMeta):
 
 @dataclass(frozen=True)
 class CompactEmbedResult(_EmbedMeta):
-    """The wire's compact form: int8 rows with per-row `scales` (v ≈ q x scale), or fp16-rounded
-    floats (`scales` None). `to_float` decodes it."""
+    """The wire's compact form: int8 rows with per-row `scales` (the seed's `scale`:
+    v ≈ q x scale), or fp16-rounded floats (`scales` None). `to_float` decodes it."""
 
     precision: str  # "int8" | "fp16"
     vectors: tuple[tuple[float, ...], ...]
@@ -95,7 +95,8 @@ class RerankHit:
 @dataclass(frozen=True)
 class Health:
     status: str  # starting | ok | degraded | error
-    models_ready: tuple[str, ...]
+    models_ready: bool  # every model of the instance is ready
+    models_loaded: tuple[str, ...] = ()  # the models that are ready
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,7 +127,8 @@ class Status:
 
 
 def _health(r: dict[str, Any]) -> Health:
-    return Health(r["status"], tuple(r.get("models_ready", ())), dict(r.get("errors") or {}))
+    loaded = tuple(r.get("models_loaded", ()))
+    return Health(r["status"], bool(r["models_ready"]), loaded, dict(r.get("errors") or {}))
 
 
 def _model(r: dict[str, Any]) -> ModelInfo:

@@ -41,7 +41,12 @@ class NotReady(EmbedderError):
 
 
 class ModelUnavailable(EmbedderError):
-    """The model failed to download, prepare or load; it will not become ready by waiting."""
+    """The model failed to download, prepare or load. Waiting mends it only when a download is
+    retried: then `retry_after` says in how many seconds."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class DownloadError(EmbedderError):

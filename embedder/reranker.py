@@ -118,7 +118,8 @@ class TextEmbedder(Protocol):
 class CosineReranker:
     """Cosine similarity of embeddings: a stand-in where no cross-encoder is available.
 
-    Scores lie in [-1, 1] and are the same with or without `raw`.
+    Scores are mapped into [0, 1] as (cos + 1) / 2, the range Cohere-style clients expect of
+    a relevance score; `raw` gives the cosine itself, in [-1, 1]. Both rank alike.
     """
 
     def __init__(self, spec: ModelSpec, embedder: TextEmbedder) -> None:
@@ -131,5 +132,6 @@ class CosineReranker:
         if not docs:
             return Ranking(results=[], tokens=0)
         emb = self.embedder.embed([query, *(d.text for d in docs)])
-        scores = (emb.vectors[1:] @ emb.vectors[0]).astype(np.float64)
+        cosines = (emb.vectors[1:] @ emb.vectors[0]).astype(np.float64)
+        scores = cosines if raw else np.clip((cosines + 1.0) / 2.0, 0.0, 1.0)
         return Ranking(results=rank(docs, scores, top_k), tokens=emb.total_tokens)

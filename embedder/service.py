@@ -10,8 +10,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
@@ -26,6 +26,14 @@ from embedder.errors import (
 )
 from embedder.limits import Limits
 from embedder.memory import IdleTrim
+from embedder.model_state import (
+    ORDER,
+    FailureLog,
+    ModelStatus,
+    error_text,
+    keyed_causes,
+    report,
+)
 from embedder.opening import Opener
 from embedder.reranker import Doc, Ranking, Reranker
 from embedder.sessions import SessionConfig, check_ort_version
@@ -33,19 +41,6 @@ from embedder.store import ModelStore
 from embedder.workers import WorkerBoard, combine
 
 log = logging.getLogger("embedder.service")
-
-State = Literal["pending", "downloading", "loading", "ready", "error"]
-# How far along a state is; across workers a model shows its least advanced state.
-_ORDER = {"error": 0, "pending": 1, "downloading": 2, "loading": 3, "ready": 4}
-
-
-@dataclass
-class ModelStatus:
-    state: State = "pending"
-    error: str | None = None
-    load_seconds: float | None = None
-    started: float | None = None
-    retry: bool = False  # failed to download: tried again later
 
 
 class Service:
@@ -92,6 +87,7 @@ class Service:
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self.retry_first = 30.0
+        self.failure_log = FailureLog()
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
@@ -124,6 +120,7 @@ class Service:
         return self.ready
 
     def load_all(self) -> None:
+        self.failure_log.new_round()
         self._publish()
         try:
             check_ort_version()
@@ -153,13 +150,13 @@ class Service:
             ]
             if not pending:
                 return
+            log.warning("retrying %d failed downloads in %.0f s", len(pending), delay)
             for spec in pending:
-                self.status_by_id[
-                    spec.id
-                ].error = f"{self.status_by_id[spec.id].error} (retrying in {delay:.0f} s)"
+                self.status_by_id[spec.id].retry_at = time.time() + delay
             self._publish()
             if self._stop.wait(delay):
                 return
+            self.failure_log.new_round()
             for spec in pending:
                 self._load(spec)
                 self._publish()
@@ -181,7 +178,7 @@ class Service:
         st = self.status_by_id[spec.id]
         st.started = time.time()
         try:
-            st.state, st.retry = "downloading", False
+            st.state, st.retry, st.retry_at = "downloading", False, None
             self._publish()
             self.store.ensure(spec)
             st.state = "loading"
@@ -195,14 +192,13 @@ class Service:
                 embeds_with = self.batchers.get(by) or self.embedders.get(by)
                 self.rerankers[spec.id] = self.opener.reranker(spec, embeds_with)
             st.load_seconds = round(time.time() - st.started, 3)
-            st.state = "ready"
+            st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
         except EmbedderError as exc:
-            st.state, st.error = "error", exc.message
-            st.retry = isinstance(exc, DownloadError)
-            log.error("model %s failed: %s", spec.id, exc.message)
+            st.failed(exc, retry=isinstance(exc, DownloadError))
+            self.failure_log.log(spec.id, st)
         except Exception as exc:  # a bug or an unexpected file: report it, keep the others
-            st.state, st.error = "error", f"{type(exc).__name__}: {exc}"
+            st.state, st.error, st.cause = "error", f"{type(exc).__name__}: {exc}", None
             log.exception("model %s failed", spec.id)
 
     def _batch_observer(self, model: str) -> Callable[[int, list[float]], None]:
@@ -234,15 +230,14 @@ class Service:
     def local_health(self) -> dict[str, Any]:
         """This process's view: its own models."""
         ready = [i for i, s in self.status_by_id.items() if s.state == "ready"]
+        status = self.state()
         out: dict[str, Any] = {
-            "status": self.state(),
-            "models_ready": ready,
+            "status": status,
+            "models_ready": status == "ok",
+            "models_loaded": ready,
             "models": {i: s.state for i, s in self.status_by_id.items()},
         }
-        errors = {i: s.error for i, s in self.status_by_id.items() if s.state == "error"}
-        if errors:
-            out["errors"] = errors
-        return out
+        return {**out, **report(self.status_by_id)}
 
     def _worker_states(self) -> dict[int, dict[str, Any]]:
         """Every live worker's published view, this one's fresh."""
@@ -258,18 +253,26 @@ class Service:
             return mine
         workers = self._worker_states()
         mine = workers[os.getpid()]
-        ready = set(mine["models_ready"])
+        ready = set(mine["models_loaded"])
         errors: dict[str, Any] = {}
+        failures: dict[str, Any] = {}
         for w in workers.values():
-            ready &= set(w.get("models_ready", []))
+            ready &= set(w.get("models_loaded", []))
             errors.update(w.get("errors", {}))
+            failures.update(w.get("failures", {}))
+        status = combine([w["status"] for w in workers.values()])
         out: dict[str, Any] = {
-            "status": combine([w["status"] for w in workers.values()]),
-            "models_ready": [m for m in mine["models_ready"] if m in ready],
+            "status": status,
+            "models_ready": status == "ok",
+            "models_loaded": [m for m in mine["models_loaded"] if m in ready],
             "workers": {str(pid): w["status"] for pid, w in sorted(workers.items())},
         }
         if errors:
             out["errors"] = errors
+        if failures:
+            out["failures"] = failures
+        if "retry_in" in mine:
+            out["retry_in"] = mine["retry_in"]
         return out
 
     def model_status(
@@ -281,13 +284,13 @@ class Service:
         state: str = st.state
         for w in (workers or {}).values():
             other = w.get("models", {}).get(spec.id, state)
-            if _ORDER.get(other, 0) < _ORDER.get(state, 0):
+            if ORDER.get(other, 0) < ORDER.get(state, 0):
                 state = other
         return {
             **spec.describe(),
             "state": state,
             "ready": state == "ready",
-            "error": st.error,
+            "error": error_text(st, keyed_causes(self.status_by_id.values())),
             "load_seconds": st.load_seconds,
             "disk_bytes": self.store.disk_size(spec),
             "batching": asdict(b.stats) if (b := self.batchers.get(spec.id)) else None,
@@ -314,8 +317,10 @@ class Service:
         """The embedding model for a request: by id/alias, by quality level, else the default.
         Both `model` and `quality` may be given only when they name the same model."""
         if quality is not None:
-            if isinstance(quality, bool) or not isinstance(quality, int):
-                raise InvalidInput("quality must be an integer 1-4", param="quality")
+            if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 4:
+                raise InvalidInput(
+                    f"quality must be an integer 1-4, got {quality!r}", param="quality"
+                )
             spec = self.catalog.level(quality)
             if model is not None and self.catalog.get(model).id != spec.id:
                 raise InvalidInput(
@@ -335,7 +340,12 @@ class Service:
         if st is None:
             raise UnknownModel(f"model {spec.id!r} is not loaded by this instance", param="model")
         if st.state == "error":
-            raise ModelUnavailable(f"model {spec.id} failed to load: {st.error}", param="model")
+            why = f"{st.error}: {st.cause}" if st.cause else st.error
+            after = st.retry_after()
+            again = f"; the download is retried in {after} s" if after else ""
+            raise ModelUnavailable(
+                f"model {spec.id} failed to load: {why}{again}", param="model", retry_after=after
+            )
         if st.state != "ready":
             raise NotReady(f"model {spec.id} is {st.state}; retry shortly", param="model")
 

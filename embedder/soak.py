@@ -139,7 +139,8 @@ def call(service: Service, kind: Kind, texts: list[str], query: str) -> Outcome:
         err = doc.get("error") if isinstance(doc, dict) else None
         if isinstance(err, dict) and err.get("code") == -32005:
             return Outcome("overloaded", float((err.get("data") or {}).get("retry_after", 1)))
-        got = len(result.get("vectors" if kind.op == "embed" else "results", [])) if result else -1
+        rows = result.get("embeddings") if isinstance(result, dict) else result
+        got = len(rows) if isinstance(rows, list) else -1
     elif kind.op == "embed":
         body = {"input": texts, "model": kind.target, "encoding_format": "base64"}
         status, doc, after = post(service.sock("rest.sock"), "/v1/embeddings", body)
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threads: list[threading.Thread] = []
     try:
         service.wait_ready(timeout=300.0)
-        rotation = kinds(rpc(service.sock("rpc.sock"), "models.list"))
+        rotation = kinds(rpc(service.sock("rpc.sock"), "models.describe"))
         pool = corpus(3000, seed=args.seed)
         t0 = time.monotonic()
         tally = Tally(planned=args.requests, deadline=t0 + args.seconds)

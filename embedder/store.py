@@ -112,7 +112,35 @@ class ModelStore:
         """Download or build whatever `spec` needs; many processes may call this at once."""
         for m in self.catalog.closure(spec):  # dependencies first
             if self._missing_own(m):
-                self._ensure_model(m)
+                try:
+                    self._ensure_model(m)
+                except EmbedderError as e:
+                    if m.id == spec.id:
+                        raise
+                    # Say why another model's files are in the way of this one.
+                    why = f"{spec.id} {self._needs(spec, m)}"
+                    details = {
+                        **e.details,
+                        "summary": f"{why}: {e.details.get('summary', e.message)}",
+                    }
+                    raise type(e)(f"{why}: {e.message}", param=e.param, **details) from e
+
+    def _needs(self, spec: ModelSpec, dep: ModelSpec) -> str:
+        for f in spec.files:
+            o = f.origin
+            if isinstance(o, SharedFile) and o.model == dep.id:
+                return f"shares {dep.id}'s {o.name}"
+            if not isinstance(o, BuiltFile):
+                continue
+            for ref in o.inputs:
+                if ref.model == dep.id and o.recipe.startswith("quantize"):
+                    graph = f"{dep.precision.upper()} graph ({ref.name})"
+                    return f"is quantized to INT8 here from {dep.id}'s {graph}"
+                if ref.model == dep.id:
+                    return f"is built here from {dep.id}'s {ref.name}"
+        if spec.embedder == dep.id:
+            return f"scores with {dep.id}'s embeddings"
+        return f"needs {dep.id}"
 
     def _ensure_model(self, m: ModelSpec) -> None:
         for f in self._missing_own(m):  # fail before waiting on the lock when waiting cannot help
@@ -166,7 +194,8 @@ class ModelStore:
                 raise DownloadError(f"model {m.id!r}: {o.model}/{o.name} is missing", model=m.id)
         except EmbedderError as e:
             if prog.entries.get(f.name, {}).get("state") != "error":
-                prog.update(f.name, state="error", error=e.message)
+                # The file's own part: the cause is the model's (status, health `failures`).
+                prog.update(f.name, state="error", error=e.details.get("summary", e.message))
             raise
 
     def _download(self, m: ModelSpec, f: ModelFile, o: HubFile, prog: Progress) -> None:
@@ -259,18 +288,34 @@ class ModelStore:
         return f"{OFFLINE}, and the Hugging Face cache at {self.hf_cache} does not have them"
 
     def _fetch_error(self, m: ModelSpec, reason: str) -> DownloadError:
+        """The whole story for whoever asked for `m` (`message`), told apart as the model's own
+        part (`summary`) and the part every model that failed alike shares (`cause`), so a
+        service with many such models can say the shared part once."""
         hub = [(f.name, o) for f in self._missing_own(m) if isinstance(o := f.origin, HubFile)]
         names, where = [name for name, _ in hub], self.root / m.id
         sources = ", ".join(sorted({f"{o.repo}@{o.revision}" for _, o in hub}))
+        full = (
+            f"model {m.id!r} is missing {', '.join(names)}, which belong in {where} and come "
+            f"from {sources} on {self.endpoint}"
+        )
+        short = ", ".join(sorted({f"{o.repo}@{o.revision[:12]}" for _, o in hub}))
+        summary = f"model {m.id!r} is missing {', '.join(names)} (from {short}) in {where}"
+        way_out = ", or unset HF_HUB_OFFLINE" if self._offline_by_env else ""
+        if self.catalog.name != "starter":
+            way_out += (
+                ". Without the Hub, the offline starter catalog serves at once: `make run`, "
+                "or EMBEDDER_CATALOG=starter"
+            )
+        mirror = f"to the same place here, or set HF_ENDPOINT to a reachable mirror{way_out}"
         return DownloadError(
-            f"model {m.id!r} is missing {', '.join(names)}, which belong in {where} and come from "
-            f"{sources} on {self.endpoint}: {reason}. To get them, run `embedder models pull "
-            f"{m.id}` on a machine with Hub access and copy {where} to the same place here, or "
-            "set HF_ENDPOINT to a reachable mirror"
-            + (", or unset HF_HUB_OFFLINE" if self._offline_by_env else ""),
+            f"{full}: {reason}. To get them, run `embedder models pull {m.id}` on a machine "
+            f"with Hub access and copy {where} {mirror}",
             model=m.id,
             files=names,
             directory=str(where),
+            summary=summary,
+            cause=f"{reason} (Hub: {self.endpoint}). To get the files, run `embedder models "
+            f"pull` on a machine with Hub access and copy {self.root} {mirror}",
         )
 
     def _entries(self, m: ModelSpec) -> list[dict[str, Any]]:

@@ -231,4 +231,6 @@ def why(e: Exception, o: HubFile) -> str:
         return f"the server has no {o.path} in {o.repo}@{o.revision}"
     if isinstance(e, hf_errors.RevisionNotFoundError | hf_errors.RepositoryNotFoundError):
         return f"the server has no {o.repo}@{o.revision}"
-    return f"the Hub could not be reached ({type(e).__name__}: {e})".replace("\n", " ")
+    # Without the file's URL, so every file that failed alike gives the same words.
+    said = re.sub(r" with url: \S+", "", str(e)).replace("\n", " ")
+    return f"the Hub could not be reached ({type(e).__name__}: {said})"

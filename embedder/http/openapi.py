@@ -9,6 +9,7 @@ import falcon
 
 from embedder import __version__
 from embedder.http.body import dumps
+from embedder.http.rpc_schemas import HEALTH
 
 _ERROR = {
     "type": "object",
@@ -149,15 +150,7 @@ _RERANK_RESP = {
     },
 }
 
-_HEALTH = {
-    "type": "object",
-    "required": ["status", "models_ready"],
-    "properties": {
-        "status": {"enum": ["starting", "ok", "degraded", "error"]},
-        "models_ready": {"type": "array", "items": {"type": "string"}},
-        "errors": {"type": "object"},
-    },
-}
+_HEALTH = HEALTH  # the same body as JSON-RPC `health`
 
 
 def _json(schema: str) -> dict[str, Any]:

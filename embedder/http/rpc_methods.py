@@ -7,6 +7,7 @@ from typing import Any
 from embedder import __version__
 from embedder.encoder import to_fp16, to_int8
 from embedder.errors import InvalidInput
+from embedder.http import rpc_schemas as S
 from embedder.http.body import flag, model_name
 from embedder.http.rpc import Method, Param
 from embedder.reranker import Doc
@@ -53,34 +54,29 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
         spec, res = service.embed(
             texts, model=model_name(model), quality=quality, query=flag(query, "query")
         )
-        out: dict[str, Any] = {
-            "model": spec.id,
-            "quality": spec.level,
-            "dims": int(res.vectors.shape[1]),
-            "tokens": res.total_tokens,
-            "token_counts": res.tokens,
-        }
+        out: dict[str, Any] = {"model": spec.id, "quality": spec.level}
         if format == "float":
-            out.update(precision="fp32", vectors=list(res.vectors))
+            # A person reads the model's precision; a program reads the encoding.
+            precision = "int8" if spec.precision == "int8" else "fp32"
+            out.update(precision=precision, encoding="float32", embeddings=list(res.vectors))
         elif spec.precision == "int8":
             q, scales = to_int8(res.vectors)
-            out.update(precision="int8", vectors=q.tolist(), scales=scales)
+            out.update(precision="int8", encoding="int8", embeddings=q.tolist(), scale=scales)
         else:
-            out.update(precision="fp16", vectors=to_fp16(res.vectors).astype("f4").tolist())
+            vectors = to_fp16(res.vectors).astype("f4").tolist()
+            out.update(precision="fp16", encoding="fp16", embeddings=vectors)
+        out.update(
+            dimensions=int(res.vectors.shape[1]), tokens=res.total_tokens, token_counts=res.tokens
+        )
         return out
 
     def rerank(
         query: Any, docs: Any, top_k: Any = None, model: Any = None, raw: Any = False
-    ) -> dict[str, Any]:
-        spec, ranking = service.rerank(
+    ) -> list[dict[str, Any]]:
+        _, ranking = service.rerank(
             query, parse_docs(docs), model=model_name(model), top_k=top_k, raw=flag(raw, "raw")
         )
-        return {
-            "model": spec.id,
-            "scorer": spec.scorer,
-            "results": [{"id": r.id, "index": r.index, "score": r.score} for r in ranking.results],
-            "tokens": ranking.tokens,
-        }
+        return [{"id": r.id, "score": r.score, "index": r.index} for r in ranking.results]
 
     def memory() -> dict[str, Any]:
         info = mem_info(master_pid)
@@ -88,11 +84,42 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
         return info
 
     methods = [
-        Method("health", service.health, "Service state and the models that are ready."),
-        Method("status", service.status, "Per-model load state, downloads, catalog, root."),
-        Method("models.list", service.models, "Every model with its level, dims and state."),
-        Method("mem_info", memory, "RSS of the master and every worker; system RAM; disk."),
-        Method("ort_info", ort_info, "ONNX Runtime version, library path, providers."),
+        Method(
+            "health",
+            service.health,
+            "Service state; models_ready: every model is ready.",
+            result=S.HEALTH,
+        ),
+        Method(
+            "status",
+            service.status,
+            "Per-model load state, downloads, catalog, root.",
+            result=S.STATUS,
+        ),
+        Method(
+            "models.list",
+            lambda: service.health()["models_loaded"],
+            "Ids of the models ready to serve.",
+            result=S.MODEL_IDS,
+        ),
+        Method(
+            "models.describe",
+            service.models,
+            "Every model of the instance: level, dims, precision, state, error.",
+            result=S.MODELS,
+        ),
+        Method(
+            "mem_info",
+            memory,
+            "RSS of the master and every worker; system RAM; disk.",
+            result=S.MEM_INFO,
+        ),
+        Method(
+            "ort_info",
+            ort_info,
+            "ONNX Runtime version, library path, providers.",
+            result=S.ORT_INFO,
+        ),
         Method(
             "embed",
             embed,
@@ -107,8 +134,14 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
                 ),
                 Param("model", {"type": "string"}, False, "model id or alias"),
                 Param("query", {"type": "boolean"}, False, "add the query instruction"),
-                Param("format", {"enum": ["compact", "float"]}),
+                Param(
+                    "format",
+                    {"enum": ["compact", "float"]},
+                    False,
+                    "compact (int8 + scale or fp16, the default) or float32",
+                ),
             ),
+            S.EMBED,
         ),
         Method(
             "rerank",
@@ -119,15 +152,16 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
                 Param("docs", _DOCS, True),
                 Param("top_k", {"type": "integer", "minimum": 1}),
                 Param("model", {"type": "string"}),
-                Param("raw", {"type": "boolean"}, False, "raw logits instead of sigmoid"),
+                Param("raw", {"type": "boolean"}, False, "unmapped scores (logits, cosines)"),
             ),
+            S.RERANK,
         ),
     ]
 
     def discover() -> dict[str, Any]:
         return openrpc(methods)
 
-    methods.append(Method("rpc.discover", discover, "This OpenRPC document."))
+    methods.append(Method("rpc.discover", discover, "This OpenRPC document.", result=S.DISCOVER))
     return methods
 
 

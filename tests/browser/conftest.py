@@ -148,7 +148,7 @@ def dashboard(browser: Browser) -> Iterator[Browser]:
         lambda d: (
             d.execute_script("return document.getElementById('embed-model').options.length") > 0
         ),
-        message="models.list never filled the pickers",
+        message="models.describe never filled the pickers",
     )
     yield browser
     errors = browser.console_errors()

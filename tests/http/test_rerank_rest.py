@@ -13,6 +13,9 @@ DOCS = [
     "The Commonwealth of the Northern Mariana Islands is a group of islands in the Pacific.",
 ]
 QUERY = "What is the capital of France?"
+# all-MiniLM-L6-v2 gives "a kitten playing with yarn" a negative cosine with the first two
+# (-0.10, -0.08 when this was written).
+OPPOSITES = ["SELECT * FROM users WHERE id = 1;", "東京は日本の首都です", "Bananas are yellow."]
 
 
 def post(client: falcon.testing.TestClient, path: str, body: object) -> falcon.testing.Result:
@@ -103,3 +106,16 @@ def test_unknown_rerank_model_is_404(client) -> None:
 def test_empty_documents_are_refused(client) -> None:
     r = post(client, "/v1/rerank", {"query": QUERY, "documents": []})
     assert r.status_code == 400 and r.json["error"]["param"] == "documents"
+
+
+def test_cosine_scores_are_mapped_into_0_1(client) -> None:
+    """Cohere-style clients expect relevance in [0, 1]: (cos + 1) / 2; raw_scores: the cosine."""
+    body = {"query": "a kitten playing with yarn", "documents": OPPOSITES}
+    mapped = post(client, "/v1/rerank", body).json["results"]
+    raw = post(client, "/v1/rerank", {**body, "raw_scores": True}).json["results"]
+    assert [x["index"] for x in mapped] == [x["index"] for x in raw]
+    cosines = [x["relevance_score"] for x in raw]
+    assert min(cosines) < 0, f"no negative cosine among {cosines}: the test shows nothing"
+    for m, r in zip(mapped, raw, strict=True):
+        assert 0 <= m["relevance_score"] <= 1
+        assert abs(m["relevance_score"] - (r["relevance_score"] + 1) / 2) < 1e-6

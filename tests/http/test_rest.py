@@ -134,6 +134,17 @@ def test_duplicate_keys_take_the_last(client) -> None:
     assert r.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "ctype", [None, "text/plain", "application/x-www-form-urlencoded", "application/ld+json"]
+)
+def test_json_sent_as_another_text_type_is_accepted(client, ctype: str | None) -> None:
+    """The seed's curl examples send no content type (curl -d says form-urlencoded): the body
+    is what counts, and the README says so."""
+    headers = {"Content-Type": ctype} if ctype else {}
+    r = client.simulate_post("/v1/embeddings", body=b'{"input": "x"}', headers=headers)
+    assert r.status_code == 200, r.text
+
+
 def test_wrong_content_type_is_415(client) -> None:
     r = client.simulate_post(
         "/v1/embeddings", body=b"input=x", headers={"Content-Type": "multipart/form-data"}

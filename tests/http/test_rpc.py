@@ -33,7 +33,8 @@ def call(client: falcon.testing.TestClient, method: str, params: Any = None, id:
 
 def test_health_and_status(client) -> None:
     h = call(client, "health")["result"]
-    assert h["status"] == "ok" and "all-minilm-l6-v2" in h["models_ready"]
+    assert h["status"] == "ok" and h["models_ready"] is True
+    assert "all-minilm-l6-v2" in h["models_loaded"]
     s = call(client, "status")["result"]
     assert s["catalog"] == "starter" and s["models_root"]
     assert all(m["state"] == "ready" for m in s["models"])
@@ -41,8 +42,12 @@ def test_health_and_status(client) -> None:
 
 
 def test_models_mem_ort(client) -> None:
-    models = call(client, "models.list")["result"]
-    assert {m["id"] for m in models} >= {"all-minilm-l6-v2", "minilm-cosine-rerank"}
+    ids = call(client, "models.list")["result"]
+    assert set(ids) >= {"all-minilm-l6-v2", "minilm-cosine-rerank"}
+    assert all(isinstance(i, str) for i in ids)
+    models = call(client, "models.describe")["result"]
+    assert {m["id"] for m in models} == set(ids)
+    assert all(m["state"] == "ready" for m in models)
     mem = call(client, "mem_info")["result"]
     assert mem["workers"][0]["rss"] > 0 and mem["system"]["total"] > 0
     assert mem["models_disk"]["all-minilm-l6-v2"] > 0
@@ -53,7 +58,8 @@ def test_models_mem_ort(client) -> None:
 def test_embed_compact_int8_dequantises_close(client, starter_service: Service) -> None:
     res = call(client, "embed", {"texts": ["hello", "world"], "quality": 2})["result"]
     assert res["precision"] == "int8" and res["model"] == "all-minilm-l6-v2-int8"
-    q = np.array(res["vectors"], dtype=np.float32) * np.array(res["scales"])[:, None]
+    assert res["encoding"] == "int8" and res["quality"] == 2 and res["dimensions"] == 384
+    q = np.array(res["embeddings"], dtype=np.float32) * np.array(res["scale"])[:, None]
     _, ref = starter_service.embed(["hello", "world"], quality=2)
     cos = np.sum(q * ref.vectors, axis=1) / np.linalg.norm(q, axis=1)
     assert float(cos.min()) > 0.999
@@ -62,8 +68,16 @@ def test_embed_compact_int8_dequantises_close(client, starter_service: Service) 
 
 def test_embed_positional_fp16(client) -> None:
     res = call(client, "embed", [["hello"], 4])["result"]
-    assert res["precision"] == "fp16" and res["dims"] == 384
-    assert len(res["vectors"][0]) == 384
+    assert res["precision"] == "fp16" and res["dimensions"] == 384
+    assert len(res["embeddings"][0]) == 384 and "scale" not in res
+
+
+def test_embed_float_keeps_the_models_precision(client) -> None:
+    """format float: the wire is float32 (`encoding`), the model stays INT8 (`precision`)."""
+    res = call(client, "embed", {"texts": ["hello"], "quality": 2, "format": "float"})["result"]
+    assert (res["precision"], res["encoding"]) == ("int8", "float32") and "scale" not in res
+    res = call(client, "embed", {"texts": ["hello"], "quality": 4, "format": "float"})["result"]
+    assert (res["precision"], res["encoding"]) == ("fp32", "float32")
 
 
 def test_rerank(client) -> None:
@@ -73,9 +87,12 @@ def test_rerank(client) -> None:
         {"id": 3, "text": "The stock market fell today."},
     ]
     res = call(client, "rerank", {"query": "What is the capital of France?", "docs": docs})
-    assert res["result"]["results"][0]["id"] == "paris"
-    assert res["result"]["scorer"] == "cosine"
-    top = call(client, "rerank", ["capital of France", docs, 1])["result"]["results"]
+    ranked = res["result"]
+    assert isinstance(ranked, list) and ranked[0]["id"] == "paris"
+    assert sorted(r["id"] for r in ranked) == ["3", "paris", "pasta"]  # ids are strings
+    scores = [r["score"] for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    top = call(client, "rerank", ["capital of France", docs, 1])["result"]
     assert len(top) == 1
 
 
@@ -86,6 +103,7 @@ def test_discover_lists_every_method(client) -> None:
         "health",
         "status",
         "models.list",
+        "models.describe",
         "mem_info",
         "ort_info",
         "embed",
@@ -138,6 +156,10 @@ def test_method_not_found(client) -> None:
         ("embed", {"texts": []}),
         ("embed", {"texts": ["a"], "quality": "2"}),
         ("embed", {"texts": ["a"], "quality": 2.5}),
+        ("embed", {"texts": ["a"], "quality": 0}),
+        ("embed", {"texts": ["a"], "quality": 5}),
+        ("embed", {"texts": ["a"], "quality": 9}),
+        ("embed", {"texts": ["a"], "quality": True}),
         ("rerank", {"query": "q", "docs": [{"text": "no id"}]}),
         ("rerank", {"query": "q", "docs": [{"id": 1}]}),
         ("rerank", {"query": "q", "docs": [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}]}),
@@ -162,13 +184,6 @@ def test_invalid_params(client, method: str, params: Any) -> None:
     assert _code(call(client, method, params)) == -32602
 
 
-@pytest.mark.parametrize("quality", [0, 5])
-def test_unknown_level_is_the_app_code(client, quality: int) -> None:
-    body = call(client, "embed", {"texts": ["a"], "quality": quality})
-    assert _code(body) == RPC_UNKNOWN_MODEL
-    assert body["error"]["data"]["param"] == "quality"
-
-
 def test_quality_and_model_may_agree(client) -> None:
     """Both may be sent when they name the same model (an alias counts)."""
     for model in ("all-minilm-l6-v2", "text-embedding-3-large"):
@@ -190,7 +205,7 @@ def test_unknown_model(client) -> None:
 def test_top_k_above_docs_returns_all(client) -> None:
     docs = [{"id": i, "text": f"doc {i}"} for i in range(3)]
     res = call(client, "rerank", {"query": "q", "docs": docs, "top_k": 10})["result"]
-    assert len(res["results"]) == 3
+    assert len(res) == 3
 
 
 def test_not_ready(starter_store: ModelStore) -> None:

@@ -103,8 +103,9 @@ def test_typed_errors(client: Client) -> None:
         client.embed(["x"], model="no-such-model")
     assert unknown.value.code == -32002 and "no-such-model" in unknown.value.message
     assert unknown.value.data["type"] == "UnknownModel"
-    with pytest.raises(UnknownModelError):
+    with pytest.raises(InvalidParamsError) as level:
         client.embed(["x"], quality=9)
+    assert level.value.data["param"] == "quality"
     with pytest.raises(InvalidParamsError) as bad:
         client.embed([])
     assert bad.value.code == -32602 and bad.value.data["param"] == "input"
@@ -123,6 +124,7 @@ def test_other_methods(client: Client) -> None:
     assert [m.id for m in status.models] == [m.id for m in STARTER]
     models = client.models()
     assert all(m.ready for m in models) and models[1].precision == "int8"
+    assert client.model_ids() == [m.id for m in STARTER]
     assert len(client.mem_info()["workers"]) == 2
     assert client.ort_info()["version_ok"] is True
     names = {m["name"] for m in client.discover()["methods"]}
@@ -156,8 +158,34 @@ def test_unreachable_and_refusing_listeners(every_worker_ready: srv.Server, tmp_
         Client(missing).health()
     assert isinstance(exc.value, ConnectionError)
     with pytest.raises(HttpError, match="EMBEDDER_TCP_EXPOSE") as tcp:
-        Client(url=f"http://127.0.0.1:{live.port}").health()
+        Client(url=f"http://127.0.0.1:{live.port}").status()  # JSON-RPC is not on TCP
     assert tcp.value.status == 404
+
+
+def test_tcp_url_embeds_and_reranks_over_rest(
+    every_worker_ready: srv.Server, starter_service: Service
+) -> None:
+    """The README's `Client(url="http://127.0.0.1:8092")` with default settings: TCP serves
+    REST, so embed, rerank and health go there; the answers equal the unix socket's."""
+    with Client(url=f"http://127.0.0.1:{every_worker_ready.port}") as tcp:
+        assert tcp.health().status == "ok" and tcp.health().models_ready is True
+        _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+        got = tcp.embed(TEXTS, model="all-minilm-l6-v2")
+        np.testing.assert_array_equal(got.vectors, ref.vectors)
+        assert got.dims == 384 and got.quality == 4 and got.tokens == ref.total_tokens
+        by_level = tcp.embed(TEXTS, quality=2)
+        assert by_level.model == "all-minilm-l6-v2-int8" and by_level.quality == 2
+        hits = tcp.rerank("What is the capital of France?", DOCS)
+        with Client(every_worker_ready.sock("rpc.sock")) as unix:
+            assert hits == unix.rerank("What is the capital of France?", DOCS)
+        assert hits[0].id == "paris" and 0 <= hits[-1].score <= hits[0].score <= 1
+        with pytest.raises(UnknownModelError) as unknown:
+            tcp.embed(["x"], model="no-such-model")
+        assert unknown.value.data["code"] == "model_not_found"
+        with pytest.raises(InvalidParamsError):
+            tcp.embed(["x"], quality=9)
+        with pytest.raises(InvalidParamsError):
+            tcp.embed([])
 
 
 def test_status_command_against_the_live_server(every_worker_ready: srv.Server) -> None:

@@ -161,8 +161,16 @@ def _status(state: str) -> dict[str, Any]:
     model |= {"precision": "int8", "state": "ready", "ready": True, "error": None}
     model |= {"disk_bytes": 2048, "load_seconds": 0.5}
     download = {"state": "downloading", "bytes_done": 1024, "bytes_total": 4096}
-    head = {"status": state, "models_ready": ["m"], "catalog": "starter", "models_root": "/m"}
-    return head | {"uptime_s": 3.0, "models": [model], "aliases": {}, "downloads": {"m": download}}
+    failed = {"state": "error", "bytes_done": 0, "bytes_total": 0}  # nothing could be fetched
+    head = {"status": state, "models_ready": state == "ok", "models_loaded": ["m"]}
+    head |= {"catalog": "starter", "models_root": "/m"}
+    downloads = {"m": download, "n": failed}
+    failures = {"download": "the Hub could not be reached"}
+    return (
+        head
+        | {"uptime_s": 3.0, "models": [model], "aliases": {}, "downloads": downloads}
+        | {"failures": failures}
+    )
 
 
 @pytest.mark.parametrize(
@@ -188,6 +196,8 @@ def test_status_exit_codes(
         out = capsys.readouterr().out
         assert out.startswith(f"{answer['result']['status']}: catalog starter")
         assert "download m: downloading 1.0 KiB of 4.0 KiB" in out
+        assert "download n: error\n" in out and "0 B of 0 B" not in out
+        assert "failures.download: the Hub could not be reached" in out
         assert run("status", "--socket", str(canned), "--json") == code
         assert json.loads(capsys.readouterr().out) == answer["result"]
 
@@ -208,7 +218,9 @@ def test_models_list_json_and_table(
     assert all(m["disk"] > 1_000_000 for m in doc["models"] if m["kind"] == "embedding")
     assert doc["aliases"]["text-embedding-3-small"] == "all-minilm-l6-v2-int8"
     assert run("models", "list", "--catalog", "starter", "--models-root", root) == 0
-    table = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    assert "catalog starter (from --catalog; another: --catalog bge|starter|FILE)" in err
+    table = out.splitlines()
     assert " ".join(table[0].split()) == "ID LEVEL KIND PRECISION DIMS MAX TOKENS FILES SIZE"
     assert (
         " ".join(table[2].split()[:7]) == "all-minilm-l6-v2-int8 2 embedding int8 384 256 present"
@@ -312,3 +324,17 @@ def test_models_pull_downloads_with_progress(
     present = {m["id"]: m["present"] for m in json.loads(capsys.readouterr().out)["models"]}
     assert present == {"tiny-embed": True, "tiny-broken": False}
     shutil.rmtree(root)
+
+
+def test_models_commands_say_which_catalog_they_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make run` serves starter, the CLI defaults to bge: a bare `models list` says so."""
+    monkeypatch.delenv("EMBEDDER_CATALOG", raising=False)
+    assert run("--models-root", str(tmp_path), "models", "list", "--json") == cli.OK
+    out, err = capsys.readouterr()
+    assert json.loads(out)["catalog"] == "bge"
+    assert "catalog bge (the default; another: --catalog bge|starter|FILE)" in err
+    monkeypatch.setenv("EMBEDDER_CATALOG", "starter")
+    assert run("--models-root", str(tmp_path), "models", "list") == cli.OK
+    assert "catalog starter (from EMBEDDER_CATALOG" in capsys.readouterr().err

@@ -152,6 +152,7 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "health": (),
     "status": (),
     "models.list": (),
+    "models.describe": (),
     "mem_info": (),
     "ort_info": (),
     "rpc.discover": (),

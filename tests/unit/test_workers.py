@@ -23,7 +23,7 @@ def test_combine() -> None:
 
 def test_dead_workers_are_ignored(tmp_path: Path) -> None:
     board = WorkerBoard(tmp_path)
-    board.publish({"status": "ok", "models_ready": []})
+    board.publish({"status": "ok", "models_ready": True, "models_loaded": []})
     (tmp_path / "999999999.json").write_text(json.dumps({"status": "starting"}))
     assert list(board.read()) == [os.getpid()]
 
@@ -38,14 +38,15 @@ def test_service_health_waits_for_every_worker(tmp_path: Path, starter_store: Mo
         json.dumps(
             {
                 "status": "starting",
-                "models_ready": [],
+                "models_ready": False,
+                "models_loaded": [],
                 "models": {"paraphrase-minilm-l3-v2": "loading"},
             }
         )
     )
     health = svc.health()
     assert health["status"] == "starting"
-    assert health["models_ready"] == []
+    assert health["models_ready"] is False and health["models_loaded"] == []
     assert set(health["workers"]) == {str(os.getpid()), str(other)}
     (model,) = svc.models()
     assert model["state"] == "loading" and model["ready"] is False
