@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -13,10 +13,19 @@ import pytest
 from embedder.batcher import Batcher
 from embedder.catalog import STARTER
 from embedder.encoder import Embedder, Embeddings, Tokenized
-from embedder.errors import Overloaded
+from embedder.errors import Overloaded, TimedOut
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import load_tokenizer, plan_batches
+from embedder.tokens import _run_cost, load_tokenizer, plan_batches, text_cost
 from tests.models import paraphrase_onnx, tokenizer_json
+
+
+def wait_until(check: Callable[[], bool], what: str, bound: float = 10.0) -> None:
+    """Poll observable state with a generous bound (never a sleep to synchronise)."""
+    deadline = time.monotonic() + bound
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.002)
 
 
 class _Enc:
@@ -28,23 +37,49 @@ class _Enc:
         self.overflowing: list[object] = []
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 class FakeEngine:
-    """Vectors [length, checksum of the text]: easy to check rows landed where they belong."""
+    """Vectors [length, checksum of the text]: easy to check rows landed where they belong.
+
+    `gate` holds a run until set (`started` says a run is waiting on it); `clock` is advanced
+    by the cost model's run time at `speed` cost units per fake second."""
 
     dims = 2
 
-    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
-        self.delay = delay
+    def __init__(
+        self,
+        gate: threading.Event | None = None,
+        barrier: threading.Barrier | None = None,
+        clock: FakeClock | None = None,
+        speed: float = 1000.0,
+    ) -> None:
         self.gate = gate
+        self.barrier = barrier
+        self.clock = clock
+        self.speed = speed
+        self.started = threading.Event()
         self.runs: list[list[str]] = []
+        self.ended: dict[str, float] = {}  # text -> fake time its run ended
         self.threads: set[str] = set()
         self.fail_on = "\x00never"
+        self.tokenized = 0
+        self.plan_error: BaseException | None = None
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        self.tokenized += len(texts)
         encs = [_Enc(t) for t in texts]
         return Tokenized(encs, [len(t) for t in texts])  # type: ignore[arg-type]
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        if self.plan_error is not None:
+            raise self.plan_error
         return list(plan_batches(lengths, max_batch=4, max_batch_tokens=4096))
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
@@ -53,42 +88,62 @@ class FakeEngine:
             raise ValueError("boom")
         self.runs.append(texts)
         self.threads.add(threading.current_thread().name)
+        self.started.set()
         if self.gate is not None:
-            self.gate.wait(5)
-        time.sleep(self.delay)
+            assert self.gate.wait(10), "the test never opened the gate"
+        if self.barrier is not None:
+            barrier, self.barrier = self.barrier, None
+            barrier.wait(10)  # both runners must be running at once
+        if self.clock is not None:
+            longest = max(len(t) for t in texts)
+            self.clock.t += _run_cost(len(texts), longest) / self.speed
+            self.ended.update((t, self.clock.t) for t in texts)
         return np.array([[float(len(t)), float(sum(map(ord, t)))] for t in texts], np.float32)
 
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings:
         return Embeddings(pooled.copy(), list(tok.lengths), [False] * len(tok.lengths))
 
 
-def test_lone_request_runs_alone_and_at_once() -> None:
+def _call(b: Batcher, texts: list[str], out: dict[int, object], key: int) -> threading.Thread:
+    """b.embed(texts) in a thread; its result or error lands in out[key]."""
+
+    def body() -> None:
+        try:
+            out[key] = b.embed(texts)
+        except Exception as exc:
+            out[key] = exc
+
+    t = threading.Thread(target=body)
+    t.start()
+    return t
+
+
+def test_lone_request_runs_alone() -> None:
     eng = FakeEngine()
     b = Batcher([eng], name="t")
-    t0 = time.monotonic()
     out = b.embed(["abc"])
-    assert time.monotonic() - t0 < 0.5
     assert eng.runs == [["abc"]]
     assert out.tokens == [3]
 
 
 def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
-    eng = FakeEngine(delay=0.05)
+    gate = threading.Event()
+    eng = FakeEngine(gate=gate)
     b = Batcher([eng], name="t", max_texts=64)
-    results: dict[int, Embeddings] = {}
-
-    def worker(i: int) -> None:
-        results[i] = b.embed([f"text-{i}", "x" * (i + 1)])
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
+    results: dict[int, object] = {}
+    threads = [_call(b, ["first", "y"], results, 100)]
+    wait_until(eng.started.is_set, "the first run")
+    threads += [_call(b, [f"text-{i}", "x" * (i + 1)], results, i) for i in range(12)]
+    wait_until(lambda: b.queued_texts == 26, "every request queued behind the first")
+    gate.set()
     for t in threads:
         t.join(10)
-    assert len(results) == 12
-    assert sum(len(r) for r in eng.runs) == 24
-    assert len(eng.runs) < 12, "some requests must have shared a run"
-    for i, res in results.items():
+    assert len(results) == 13
+    assert sum(len(r) for r in eng.runs) == 26
+    assert len(eng.runs) < 12, "the queued requests must have shared runs"
+    for i in range(12):
+        res = results[i]
+        assert isinstance(res, Embeddings)
         assert res.tokens == [len(f"text-{i}"), i + 1]
         assert res.vectors.shape == (2, 2)
         assert res.vectors[0, 1] == sum(map(ord, f"text-{i}"))
@@ -96,14 +151,13 @@ def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
 
 
 def test_one_request_spreads_over_the_runners() -> None:
-    engines = [FakeEngine(delay=0.1), FakeEngine(delay=0.1)]
+    barrier = threading.Barrier(2)
+    engines = [FakeEngine(barrier=barrier), FakeEngine(barrier=barrier)]
     b = Batcher(engines, name="t")
     texts = [f"{i:02d}" + "y" * i for i in range(16)]  # 4 sub-batches of 4
-    began = time.monotonic()
     out = b.embed(texts)
-    took = time.monotonic() - began
+    assert not barrier.broken, "the two runners never ran sub-batches at the same time"
     assert all(e.runs for e in engines), "both runners must have run a sub-batch"
-    assert took < 0.35, f"4 runs of 0.1 s on 2 runners took {took:.2f} s"
     assert out.tokens == [len(t) for t in texts]
     np.testing.assert_array_equal(out.vectors[:, 1], [sum(map(ord, t)) for t in texts])
 
@@ -118,40 +172,117 @@ def test_errors_reach_every_caller_of_the_group_and_the_runners_survive() -> Non
     assert b.queued_texts == 0
 
 
-def test_queue_bound_gives_overloaded() -> None:
+@pytest.mark.parametrize("where", ["plan", "observer"])
+def test_a_failure_while_grouping_reaches_the_callers_and_the_runner_survives(where: str) -> None:
+    """Planning and the metrics observer run in the runner thread on jobs already taken off
+    the queue: their callers must get the error (not wait forever), the queue count must fall
+    (not 503 for good), and the runner must serve the next request."""
+    eng = FakeEngine()
+    calls = {"observed": 0}
+
+    def observe(texts: int, waits: list[float]) -> None:
+        calls["observed"] += 1
+        if where == "observer" and calls["observed"] == 1:
+            raise RuntimeError("metrics broke")
+
+    if where == "plan":
+        eng.plan_error = RuntimeError("planner broke")
+    b = Batcher([eng], name="t", observe=observe)
+    results: dict[int, object] = {}
+    _call(b, ["a", "b"], results, 0).join(10)
+    assert isinstance(results.get(0), RuntimeError), results
+    assert b.queued_texts == 0
+    eng.plan_error = None
+    assert b.embed(["again"]).tokens == [5]
+
+
+def test_a_caller_waits_within_its_bound_and_leaves_the_queue() -> None:
     gate = threading.Event()
-    b = Batcher([FakeEngine(gate=gate)], name="t", max_texts=4, max_queued_texts=8)
-    first = threading.Thread(target=b.embed, args=(["a"],))
-    first.start()
-    time.sleep(0.1)  # the runner holds "a"; queue the rest
-    waiting = [threading.Thread(target=b.embed, args=(["b"] * 3,)) for _ in range(2)]
-    for t in waiting:
-        t.start()
-    time.sleep(0.1)
+    eng = FakeEngine(gate=gate)
+    b = Batcher([eng], name="t", max_request_wait=0.2)
+    results: dict[int, object] = {}
+    first = _call(b, ["held"], results, 0)
+    wait_until(eng.started.is_set, "the first run")
+    with pytest.raises(TimedOut, match="within"):
+        b.embed(["queued", "behind"])
+    assert b.queued_texts == 1, "the abandoned job must not count against admission"
+    first.join(10)  # the running one gives up too; its run finishes unseen
+    assert isinstance(results[0], TimedOut)
+    gate.set()
+    wait_until(lambda: b.queued_texts == 0, "the held run to end")
+    assert eng.runs == [["held"]], "the abandoned queued job must not run"
+
+
+def test_queue_bound_gives_overloaded_before_tokenising() -> None:
+    gate = threading.Event()
+    eng = FakeEngine(gate=gate)
+    b = Batcher([eng], name="t", max_texts=4, max_queued_texts=8)
+    results: dict[int, object] = {}
+    threads = [_call(b, ["a"], results, 0)]
+    wait_until(eng.started.is_set, "the first run")
+    threads += [_call(b, ["b"] * 3, results, i) for i in (1, 2)]
+    wait_until(lambda: b.queued_texts == 7, "two requests queued")
+    tokenized = eng.tokenized
     with pytest.raises(Overloaded):
         b.embed(["c"] * 4)
+    assert eng.tokenized == tokenized, "a refused request must not be tokenised"
     gate.set()
-    for t in [first, *waiting]:
-        t.join(5)
+    for t in threads:
+        t.join(10)
     assert b.queued_texts == 0
 
 
 def test_expected_wait_over_the_bound_gives_overloaded_with_retry_after() -> None:
     gate = threading.Event()
-    b = Batcher([FakeEngine(gate=gate)], name="t", max_texts=4, max_wait=2.0)
-    b._ew_texts, b._ew_seconds = 2.0, 1.0  # as if measured: 2 texts/s, 8 queued take 4 s
-    first = threading.Thread(target=b.embed, args=(["a"],))
-    first.start()
-    time.sleep(0.1)
-    queued = threading.Thread(target=b.embed, args=(["b"] * 3,))
-    queued.start()
-    time.sleep(0.1)
+    eng = FakeEngine(gate=gate)
+    b = Batcher([eng], name="t", max_texts=4, max_wait=2.0)
+    b._ew_cost, b._ew_seconds = 2 * text_cost(1), 1.0  # as if measured: 2 short texts/s
+    results: dict[int, object] = {}
+    threads = [_call(b, ["a"], results, 0)]
+    wait_until(eng.started.is_set, "the first run")
+    threads.append(_call(b, ["b"] * 3, results, 1))
+    wait_until(lambda: b.queued_texts == 4, "the second request queued")
     with pytest.raises(Overloaded) as err:
         b.embed(["c"] * 4)
     assert err.value.retry_after >= 1
     gate.set()
-    for t in (first, queued):
-        t.join(5)
+    for t in threads:
+        t.join(10)
+
+
+def test_admitted_requests_finish_within_the_queue_bound_whatever_their_length() -> None:
+    """The rate is learned on short texts, then long ones arrive (what overload looked like:
+    12.9 s waits under a 10 s bound). Admission must estimate by cost, not by text count:
+    every admitted request finishes within max_wait of fake time, and some are refused."""
+    clock = FakeClock()
+    gate = threading.Event()
+    eng = FakeEngine(clock=clock, speed=1000.0)
+    b = Batcher([eng], name="t", max_texts=8, max_wait=10.0, clock=clock)
+    for i in range(20):
+        b.embed([f"s{i:02d}"] * 4)  # learns the rate on 4-token texts
+    eng.gate, eng.started = gate, threading.Event()
+    results: dict[int, object] = {}
+    threads = [_call(b, ["hold"], results, 0)]
+    wait_until(eng.started.is_set, "the held run")
+    t0 = clock.t
+    for i in range(1, 60):
+        before = b.queued_texts
+        threads.append(_call(b, [f"{i:03d}" + "L" * 400] * 2, results, i))
+        wait_until(
+            lambda i=i, before=before: b.queued_texts > before or i in results,  # type: ignore[misc]
+            "the request queued or refused",
+        )
+    gate.set()
+    for t in threads:
+        t.join(10)
+    admitted = [i for i in range(1, 60) if isinstance(results[i], Embeddings)]
+    refused = [i for i in range(1, 60) if isinstance(results[i], Overloaded)]
+    assert len(admitted) + len(refused) == 59
+    assert refused, "the long requests must overload the queue"
+    assert len(admitted) >= 2
+    for i in admitted:
+        waited = eng.ended[f"{i:03d}" + "L" * 400] - t0
+        assert waited <= 10.0, f"request {i} was admitted but finished after {waited:.1f} s"
 
 
 def test_pool_of_real_sessions_gives_the_engines_own_vectors() -> None:
