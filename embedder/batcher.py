@@ -56,6 +56,28 @@ class TextEngine(Engine, Protocol):
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings: ...
 
 
+class RowRunner(Protocol):
+    """A `Batcher`, or `Inline` when micro-batching is off: what a model's callers run through."""
+
+    def run(
+        self, count: int, tokenize: Callable[[], Tokenized]
+    ) -> tuple[Tokenized, np.ndarray]: ...
+
+
+class Inline:
+    """Runs a request's sub-batches one after another in the caller's thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, count: int, tokenize: Callable[[], Tokenized]) -> tuple[Tokenized, np.ndarray]:
+        tok = tokenize()
+        out = np.empty((len(tok.lengths), self.engine.dims), dtype=np.float32)
+        for rows in self.engine.plan(tok.lengths):
+            out[rows] = self.engine.run_rows(tok, rows)
+        return tok, out
+
+
 @dataclass(eq=False)
 class _Job:
     tok: Tokenized
