@@ -3,63 +3,96 @@ runs of one request spread over the worker's cores.
 
 A pre-fork worker serving one request at a time runs batch size 1, which leaves most of a
 core's throughput unused on short texts. Here each model has one runner thread per core of
-the worker, each with its own single-thread session (ORT releases the GIL while it runs).
-Requests are tokenised in their own HTTP thread and queued. A free runner takes everything
-queued so far (up to `max_texts`) as one group, plans its sub-batches by length (one long
-text never pads short ones), and the runners share the sub-batches. There is no waiting
-window: a lone request at idle starts at once, so idle latency is the compute time; under
-load, requests arriving during a run form the next group.
+the worker (ORT releases the GIL while it runs). Requests are tokenised in their own HTTP
+thread and queued. A free runner takes everything queued so far (up to `max_texts`) as one
+group, plans its sub-batches by length (one long text never pads short ones), and the runners
+share the sub-batches. There is no waiting window: a lone request at idle starts at once, so
+idle latency is the compute time; under load, requests arriving during a run form the next
+group. The same pool serves embedding models and cross-encoders: the batcher only moves rows.
 
 Measured here (INT8 all-MiniLM-L6-v2, 2 cores, in-process): one session with two threads ran
-request-sized batches at 121 texts/s and two single-thread sessions at 274, since small
+request-sized batches at 121 texts/s and two single-thread runners at 274, since small
 sub-batches do not split well over threads; and one worker with a runner per core balances
 the load itself, where kept-alive connections pinned to 2 workers split 3:1.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from embedder.encoder import Embeddings, Tokenized
-from embedder.errors import Overloaded
+from embedder.errors import Overloaded, TimedOut
+from embedder.tokens import text_cost
+
+log = logging.getLogger("embedder.batcher")
 
 
 class Engine(Protocol):
-    """What a runner needs of an embedder (see `embedder.encoder.Embedder`)."""
+    """What a runner needs: the planner and one run over chosen rows (an `Embedder`, or a
+    cross-encoder's `PairScorer`). Called from several runner threads at once."""
 
     dims: int
-
-    def tokenize(self, texts: Sequence[str]) -> Tokenized: ...
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]: ...
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray: ...
 
+
+@runtime_checkable
+class TextEngine(Engine, Protocol):
+    """An engine that also turns texts into rows and rows into embeddings (`Embedder`)."""
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized: ...
+
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings: ...
 
 
-@dataclass
+class RowRunner(Protocol):
+    """A `Batcher`, or `Inline` when micro-batching is off: what a model's callers run through."""
+
+    def run(
+        self, count: int, tokenize: Callable[[], Tokenized]
+    ) -> tuple[Tokenized, np.ndarray]: ...
+
+
+class Inline:
+    """Runs a request's sub-batches one after another in the caller's thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, count: int, tokenize: Callable[[], Tokenized]) -> tuple[Tokenized, np.ndarray]:
+        tok = tokenize()
+        out = np.empty((len(tok.lengths), self.engine.dims), dtype=np.float32)
+        for rows in self.engine.plan(tok.lengths):
+            out[rows] = self.engine.run_rows(tok, rows)
+        return tok, out
+
+
+@dataclass(eq=False)
 class _Job:
     tok: Tokenized
+    cost: float  # in `text_cost` units
+    queued_at: float
     done: threading.Event = field(default_factory=threading.Event)
-    result: Embeddings | None = None
+    rows: np.ndarray | None = None  # this job's rows of its group's output
     error: BaseException | None = None
-    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def size(self) -> int:
         return len(self.tok.lengths)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Group:
     """Jobs that share runs: their texts are planned together."""
 
@@ -79,6 +112,10 @@ class BatcherStats:
 
 
 class Batcher:
+    """`max_wait` bounds the work a request may find ahead of it (estimated from the rate of
+    recent runs, in cost units, its own work included); `max_request_wait` bounds how long a
+    caller waits in any case (a stuck run must not hold HTTP threads for good)."""
+
     def __init__(
         self,
         engines: Sequence[Engine],
@@ -87,19 +124,25 @@ class Batcher:
         max_texts: int = 64,
         max_queued_texts: int = 4096,
         max_wait: float = 10.0,
+        max_request_wait: float = 60.0,
         observe: Callable[[int, list[float]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not engines:
             raise ValueError("a batcher needs at least one engine")
+        self.name = name
         self._engines = list(engines)
         self._observe = observe
+        self._clock = clock
         self.max_texts = max_texts
         self.max_queued_texts = max_queued_texts
         self.max_wait = max_wait
+        self.max_request_wait = max_request_wait
         self._jobs: deque[_Job] = deque()
         self._tasks: deque[tuple[_Group, np.ndarray]] = deque()
         self._queued_texts = 0  # texts not yet finished, in jobs or in groups
-        self._ew_texts = 0.0  # decayed sums of texts run and runner-seconds spent
+        self._queued_cost = 0.0  # their cost
+        self._ew_cost = 0.0  # decayed sums of cost run and runner-seconds spent
         self._ew_seconds = 0.0
         self._cv = threading.Condition()
         self.stats = BatcherStats()
@@ -112,31 +155,66 @@ class Batcher:
 
     @property
     def rate(self) -> float:
-        """texts/s all runners together manage on recent runs; 0 until the first run."""
+        """Cost units/s all runners together manage on recent runs; 0 until the first run."""
         if self._ew_seconds <= 0:
             return 0.0
-        return self._ew_texts / self._ew_seconds * len(self._engines)
+        return self._ew_cost / self._ew_seconds * len(self._engines)
 
     @property
     def queued_texts(self) -> int:
         return self._queued_texts
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
-        job = _Job(self._engines[0].tokenize(texts))
+        """Embeddings of `texts` (the engine must be a `TextEngine`)."""
+        engine = self._engines[0]
+        if not isinstance(engine, TextEngine):
+            raise TypeError(f"{type(engine).__name__} does not embed texts")
+        tok, pooled = self.run(len(texts), lambda: engine.tokenize(texts))
+        return engine.finish(tok, pooled)
+
+    def run(self, count: int, tokenize: Callable[[], Tokenized]) -> tuple[Tokenized, np.ndarray]:
+        """Admit `count` rows on the queue's length (cheap), then tokenise in the caller's
+        thread, admit on the estimated cost, queue, and wait (bounded) for the rows' output."""
         with self._cv:
-            self._admit(job.size)
+            self._admit(count, 0.0)
+        tok = tokenize()
+        job = _Job(tok, sum(text_cost(n) for n in tok.lengths), self._clock())
+        with self._cv:
+            self._admit(job.size, job.cost)
             self._jobs.append(job)
             self._queued_texts += job.size
+            self._queued_cost += job.cost
             self._cv.notify()
-        job.done.wait()
+        if not job.done.wait(self.max_request_wait):
+            self._abandon(job)
         if job.error is not None:
             raise job.error
-        assert job.result is not None
-        return job.result
+        assert job.rows is not None
+        return tok, job.rows
 
-    def _admit(self, n: int) -> None:
-        """Refuse work that would wait longer than `max_wait` behind the queue (or overflow it),
-        so overload gives a fast 503 instead of unbounded latency."""
+    def _abandon(self, job: _Job) -> None:
+        """The caller stops waiting: a job still queued leaves the queue (its texts no longer
+        count against admission); one already running finishes unseen."""
+        with self._cv:
+            if job.done.is_set():
+                return
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                pass
+            else:
+                self._queued_texts -= job.size
+                self._queued_cost -= job.cost
+        raise TimedOut(
+            f"model {self.name} did not finish this request within {self.max_request_wait:.0f} s"
+            "; retry shortly",
+            retry_after=max(1, math.ceil(self.max_wait)),
+        )
+
+    def _admit(self, n: int, cost: float) -> None:
+        """Refuse work that would wait longer than `max_wait` (its own run included) or
+        overflow the queue, so overload gives a fast 503 instead of unbounded latency. An idle
+        model takes any request: a large one alone could never run otherwise."""
         queued = self._queued_texts
         if not queued:
             return
@@ -144,7 +222,7 @@ class Batcher:
             raise Overloaded(f"{queued} texts are already queued for this model; retry shortly")
         rate = self.rate
         if rate > 0:
-            wait = (queued + n) / rate
+            wait = (self._queued_cost + cost) / rate
             if wait > self.max_wait:
                 raise Overloaded(
                     f"the queue for this model would take ~{wait:.0f} s; retry shortly",
@@ -153,30 +231,57 @@ class Batcher:
 
     def _group(self) -> None:
         """Queued jobs, oldest first, up to max_texts (a larger job alone) become one group,
-        its sub-batches the next tasks. Called with the lock held."""
+        its sub-batches the next tasks. Called with the lock held; whatever fails here fails
+        the taken jobs (their callers get the error), never the runner."""
         jobs = [self._jobs.popleft()]
         count = jobs[0].size
         while self._jobs and count + self._jobs[0].size <= self.max_texts:
             jobs.append(self._jobs.popleft())
             count += jobs[-1].size
-        tok = jobs[0].tok
-        for j in jobs[1:]:
-            tok = tok + j.tok
-        # Alone in the queue, the group may use every runner: balance it over them.
-        idle = len(self._engines) if not self._jobs and not self._tasks else 1
-        plan = self._engines[0].plan(tok.lengths, idle)
-        out = np.empty((count, self._engines[0].dims), dtype=np.float32)
+        try:
+            tok = jobs[0].tok
+            for j in jobs[1:]:
+                tok = tok + j.tok
+            # Alone in the queue, the group may use every runner: balance it over them.
+            idle = len(self._engines) if not self._jobs and not self._tasks else 1
+            plan = self._engines[0].plan(tok.lengths, idle)
+            if not plan:
+                raise ValueError(f"the planner gave no sub-batches for {count} rows")
+            out = np.empty((count, self._engines[0].dims), dtype=np.float32)
+            now = self._clock()
+            waits = [now - j.queued_at for j in jobs]
+            if self._observe is not None:
+                self._observe(count, waits)
+        except BaseException as exc:
+            log.exception("batcher %s: planning a group failed", self.name)
+            self._finish(jobs, exc)
+            return
         group = _Group(jobs, tok, out, pending=len(plan))
         self._tasks.extend((group, rows) for rows in plan)
-        now = time.monotonic()
-        waits = [now - j.queued_at for j in jobs]
         self.stats.jobs += len(jobs)
         self.stats.texts += count
         self.stats.queue_seconds += sum(waits)
         if len(plan) > 1:
             self._cv.notify_all()  # idle runners can take the other sub-batches
-        if self._observe is not None:
-            self._observe(count, waits)
+
+    def _finish(
+        self, jobs: list[_Job], error: BaseException | None, out: np.ndarray | None = None
+    ) -> None:
+        """Hand every job its rows (or the error) and take its work off the queue's count.
+        Called with the lock held."""
+        start = 0
+        for j in jobs:
+            end = start + j.size
+            if error is None and out is not None:
+                j.rows = out[start:end]
+            else:
+                j.error = error
+            start = end
+            self._queued_texts -= j.size
+            self._queued_cost -= j.cost
+            j.done.set()
+        if not self._jobs and not self._tasks:
+            self._queued_cost = 0.0  # no float drift while idle
 
     def _next(self) -> tuple[_Group, np.ndarray]:
         with self._cv:
@@ -190,42 +295,24 @@ class Batcher:
     def _loop(self, k: int) -> None:
         engine = self._engines[k]
         while True:
-            group, rows = self._next()
-            started = time.monotonic()
-            if group.error is None:
-                try:
-                    group.out[rows] = engine.run_rows(group.tok, rows)
-                except BaseException as exc:  # delivered to every caller of the group
-                    group.error = exc
-            elapsed = time.monotonic() - started
-            with self._cv:
-                self.stats.runs += 1
-                self._ew_texts = 0.9 * self._ew_texts + len(rows)
-                self._ew_seconds = 0.9 * self._ew_seconds + elapsed
-                group.pending -= 1
-                if group.pending:
-                    continue
-                self._queued_texts -= len(group.tok.lengths)
-            self._deliver(engine, group)
+            try:
+                self._step(engine)
+            except BaseException:  # a runner never dies; the jobs' errors went to their callers
+                log.exception("batcher %s runner %d: unexpected error", self.name, k)
 
-    @staticmethod
-    def _deliver(engine: Engine, group: _Group) -> None:
-        done: Embeddings | None = None
+    def _step(self, engine: Engine) -> None:
+        group, rows = self._next()
+        started = self._clock()
         if group.error is None:
             try:
-                done = engine.finish(group.tok, group.out)
-            except BaseException as exc:
+                group.out[rows] = engine.run_rows(group.tok, rows)
+            except BaseException as exc:  # delivered to every caller of the group
                 group.error = exc
-        start = 0
-        for j in group.jobs:
-            end = start + j.size
-            if done is None:
-                j.error = group.error
-            else:
-                j.result = Embeddings(
-                    vectors=np.ascontiguousarray(done.vectors[start:end]),
-                    tokens=done.tokens[start:end],
-                    truncated=done.truncated[start:end],
-                )
-            start = end
-            j.done.set()
+        elapsed = self._clock() - started
+        with self._cv:
+            self.stats.runs += 1
+            self._ew_cost = 0.9 * self._ew_cost + sum(text_cost(group.tok.lengths[r]) for r in rows)
+            self._ew_seconds = 0.9 * self._ew_seconds + elapsed
+            group.pending -= 1
+            if not group.pending:
+                self._finish(group.jobs, group.error, group.out)

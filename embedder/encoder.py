@@ -80,9 +80,6 @@ class Embedder:
         shape = next(o.shape for o in probe if o.name == self.output)
         self.dims = int(shape[-1]) if isinstance(shape[-1], int) else (spec.dims or 0)
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
-
     def instruct(self, texts: Sequence[str]) -> list[str]:
         """Texts with the model's retrieval-query instruction, if it has one."""
         prefix = self.spec.query_instruction or ""

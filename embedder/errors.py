@@ -59,3 +59,8 @@ class Overloaded(EmbedderError):
     def __init__(self, message: str, *, retry_after: int = 1, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class TimedOut(Overloaded):
+    """The model did not finish an admitted request within the caller's bound (a stuck or far
+    slower run than admission estimated); answered like overload, so the caller retries."""

@@ -13,10 +13,11 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
+from embedder.batcher import Inline, RowRunner
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits, Embeddings
+from embedder.encoder import BatchLimits, Embeddings, Tokenized
 from embedder.errors import ModelUnavailable
-from embedder.tokens import assemble, graph_inputs, pick_output, plan_batches
+from embedder.tokens import assemble, balance, graph_inputs, pick_output, plan_batches
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,16 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-x.astype(np.float64))))
 
 
-class CrossEncoderReranker:
-    """Scores each pair with the model's single logit; sigmoid(logit) unless `raw`.
+class PairScorer:
+    """A cross-encoder as a batcher engine: (query, document) pairs in, one logit per row out.
 
     Pairs are truncated on the document side only, so the whole query is always seen; a query
     longer than half the window falls back to cutting the longer side first, so it still
-    leaves the document room.
+    leaves the document room. The tokenizer's post-processor places the special tokens (BERT's
+    [CLS] q [SEP] d [SEP], RoBERTa's <s> q </s></s> d </s>) and truncation counts them.
     """
+
+    dims = 1
 
     def __init__(
         self,
@@ -84,29 +88,50 @@ class CrossEncoderReranker:
         self._longest = tokenizer_longest
         self._longest.enable_truncation(spec.max_tokens, strategy="longest_first")
 
+    def tokenize(self, query: str, docs: Sequence[Doc]) -> Tokenized:
+        query_len = len(self._longest.encode(query, add_special_tokens=False).ids)
+        tok = self._doc_side if query_len <= self.spec.max_tokens // 2 else self._longest
+        encodings = tok.encode_batch([(query, d.text) for d in docs])
+        return Tokenized(encodings, [len(e.ids) for e in encodings])
+
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        """Sorted by length, cut where padding costs least, balanced over idle runners: the
+        embedder's planner (`tokens.plan_batches`, `tokens.balance`)."""
+        plan = plan_batches(
+            lengths,
+            max_batch=self.limits.max_batch,
+            max_batch_tokens=self.limits.max_batch_tokens,
+        )
+        return balance(list(plan), lengths, parallel)
+
+    def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        sub = assemble(tok.encodings, rows, self.inputs)
+        (out,) = self.session.run([self.output], sub.feeds)
+        out = np.asarray(out)
+        if out.ndim != 2 or out.shape[1] != 1:
+            raise ModelUnavailable(f"{self.spec.id}: expected one logit per pair")
+        return out
+
+
+class CrossEncoderReranker:
+    """Scores each pair with the model's single logit; sigmoid(logit) unless `raw`. The pairs
+    run through `runner`: the model's micro-batcher (concurrent requests share runs and the
+    overload bound), or inline."""
+
+    def __init__(self, scorer: PairScorer, runner: RowRunner | None = None) -> None:
+        self.spec = scorer.spec
+        self.scorer = scorer
+        self.runner: RowRunner = runner or Inline(scorer)
+
     def rerank(
         self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
     ) -> Ranking:
         if not docs:
             return Ranking(results=[], tokens=0)
-        query_len = len(self._longest.encode(query, add_special_tokens=False).ids)
-        tok = self._doc_side if query_len <= self.spec.max_tokens // 2 else self._longest
-        encodings = tok.encode_batch([(query, d.text) for d in docs])
-        lengths = [len(e.ids) for e in encodings]
-        logits = np.empty(len(docs), dtype=np.float32)
-        for rows in plan_batches(
-            lengths,
-            max_batch=self.limits.max_batch,
-            max_batch_tokens=self.limits.max_batch_tokens,
-        ):
-            sub = assemble(encodings, rows, self.inputs)
-            (out,) = self.session.run([self.output], sub.feeds)
-            out = np.asarray(out)
-            if out.ndim != 2 or out.shape[1] != 1:
-                raise ModelUnavailable(f"{self.spec.id}: expected one logit per pair")
-            logits[sub.rows] = out[:, 0]
+        tok, out = self.runner.run(len(docs), lambda: self.scorer.tokenize(query, docs))
+        logits = out[:, 0]
         scores = logits.astype(np.float64) if raw else sigmoid(logits)
-        return Ranking(results=rank(docs, scores, top_k), tokens=sum(lengths))
+        return Ranking(results=rank(docs, scores, top_k), tokens=sum(tok.lengths))
 
 
 class TextEmbedder(Protocol):

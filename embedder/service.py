@@ -35,7 +35,7 @@ from embedder.model_state import (
     report,
 )
 from embedder.opening import Opener
-from embedder.reranker import Doc, Ranking, Reranker
+from embedder.reranker import CrossEncoderReranker, Doc, Ranking, Reranker
 from embedder.sessions import SessionConfig, check_ort_version
 from embedder.store import ModelStore
 from embedder.workers import WorkerBoard, combine
@@ -190,7 +190,12 @@ class Service:
             else:
                 by = spec.embedder or ""
                 embeds_with = self.batchers.get(by) or self.embedders.get(by)
-                self.rerankers[spec.id] = self.opener.reranker(spec, embeds_with)
+                reranker = self.opener.reranker(spec, embeds_with, self._batch_observer(spec.id))
+                if isinstance(reranker, CrossEncoderReranker) and isinstance(
+                    reranker.runner, Batcher
+                ):
+                    self.batchers[spec.id] = reranker.runner  # its stats in status
+                self.rerankers[spec.id] = reranker
             st.load_seconds = round(time.time() - st.started, 3)
             st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)

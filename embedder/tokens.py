@@ -49,6 +49,13 @@ def _run_cost(rows: int, length: int) -> float:
     return RUN_OVERHEAD_TOKENS + rows * length * (1.0 + length / ATTENTION_LENGTH)
 
 
+def text_cost(length: int) -> float:
+    """One text's share of run time in the cost model's token units (its run overhead is
+    folded into the measured rate): what admission estimates queued work by, since a
+    512-token text costs ~150x a 6-token one where counting texts calls them equal."""
+    return 1.0 + length * (1.0 + length / ATTENTION_LENGTH)
+
+
 def plan_batches(
     lengths: Sequence[int], *, max_batch: int, max_batch_tokens: int
 ) -> Iterator[np.ndarray]:

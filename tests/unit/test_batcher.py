@@ -12,9 +12,9 @@ import pytest
 from embedder.batcher import Batcher
 from embedder.catalog import STARTER
 from embedder.encoder import Embedder, Embeddings, Tokenized
-from embedder.errors import Overloaded
+from embedder.errors import Overloaded, TimedOut
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import load_tokenizer, plan_batches
+from embedder.tokens import _run_cost, load_tokenizer, plan_batches, text_cost
 from tests.models import paraphrase_onnx, tokenizer_json
 from tests.polling import PATIENCE, wait_until
 
@@ -28,12 +28,19 @@ class _Enc:
         self.overflowing: list[object] = []
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 class FakeEngine:
     """Vectors [length, checksum of the text]: easy to check rows landed where they belong.
 
-    `gate`: each run waits for it (a test holds the runner busy while it queues more work);
-    `entered` is set once a run has started; `barrier`: runs wait until that many runs are
-    in progress at once, which only happens when the runners really run side by side."""
+    `gate` holds a run until set (`started` says a run is waiting on it); `clock` is advanced
+    by the cost model's run time at `speed` cost units per fake second."""
 
     dims = 2
 
@@ -41,19 +48,29 @@ class FakeEngine:
         self,
         gate: threading.Event | None = None,
         barrier: threading.Barrier | None = None,
+        clock: FakeClock | None = None,
+        speed: float = 1000.0,
     ) -> None:
         self.gate = gate
         self.barrier = barrier
-        self.entered = threading.Event()
+        self.clock = clock
+        self.speed = speed
+        self.started = threading.Event()
         self.runs: list[list[str]] = []
+        self.ended: dict[str, float] = {}  # text -> fake time its run ended
         self.threads: set[str] = set()
         self.fail_on = "\x00never"
+        self.tokenized = 0
+        self.plan_error: BaseException | None = None
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        self.tokenized += len(texts)
         encs = [_Enc(t) for t in texts]
         return Tokenized(encs, [len(t) for t in texts])  # type: ignore[arg-type]
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        if self.plan_error is not None:
+            raise self.plan_error
         return list(plan_batches(lengths, max_batch=4, max_batch_tokens=4096))
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
@@ -62,25 +79,34 @@ class FakeEngine:
             raise ValueError("boom")
         self.runs.append(texts)
         self.threads.add(threading.current_thread().name)
-        self.entered.set()
-        if self.gate is not None and not self.gate.wait(PATIENCE):
-            raise TimeoutError("the test never opened the gate")
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(PATIENCE), "the test never opened the gate"
         if self.barrier is not None:
-            self.barrier.wait(PATIENCE)  # broken (and the request fails) if runs never overlap
+            barrier, self.barrier = self.barrier, None
+            barrier.wait(PATIENCE)  # both runners must be running at once
+        if self.clock is not None:
+            longest = max(len(t) for t in texts)
+            self.clock.t += _run_cost(len(texts), longest) / self.speed
+            self.ended.update((t, self.clock.t) for t in texts)
         return np.array([[float(len(t)), float(sum(map(ord, t)))] for t in texts], np.float32)
 
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings:
         return Embeddings(pooled.copy(), list(tok.lengths), [False] * len(tok.lengths))
 
 
-def _in_thread(b: Batcher, texts: list[str]) -> threading.Thread:
-    t = threading.Thread(target=b.embed, args=(texts,), daemon=True)
+def _call(b: Batcher, texts: list[str], out: dict[int, object], key: int) -> threading.Thread:
+    """b.embed(texts) in a thread; its result or error lands in out[key]."""
+
+    def body() -> None:
+        try:
+            out[key] = b.embed(texts)
+        except Exception as exc:
+            out[key] = exc
+
+    t = threading.Thread(target=body)
     t.start()
     return t
-
-
-def _queued(b: Batcher, n: int) -> None:
-    wait_until(f"{n} texts queued", lambda: b.queued_texts == n)
 
 
 def test_lone_request_runs_alone() -> None:
@@ -95,26 +121,20 @@ def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
     gate = threading.Event()
     eng = FakeEngine(gate=gate)
     b = Batcher([eng], name="t", max_texts=64)
-    results: dict[int, Embeddings] = {}
-
-    def worker(i: int) -> None:
-        results[i] = b.embed([f"text-{i}", "x" * (i + 1)])
-
-    first = threading.Thread(target=worker, args=(0,))
-    first.start()
-    assert eng.entered.wait(PATIENCE), "the runner never started the first request"
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(1, 12)]
-    for t in threads:
-        t.start()
-    _queued(b, 24)  # 11 requests wait behind the one the runner holds
+    results: dict[int, object] = {}
+    threads = [_call(b, ["first", "y"], results, 100)]
+    wait_until("the first run", eng.started.is_set)
+    threads += [_call(b, [f"text-{i}", "x" * (i + 1)], results, i) for i in range(12)]
+    wait_until("every request queued behind the first", lambda: b.queued_texts == 26)
     gate.set()
-    for t in [first, *threads]:
+    for t in threads:
         t.join(PATIENCE)
-    assert len(results) == 12
-    assert sum(len(r) for r in eng.runs) == 24
-    # The first request ran alone; the 11 queued ones (22 texts) form one group of 4-text runs.
-    assert len(eng.runs) == 1 + 6, eng.runs
-    for i, res in results.items():
+    assert len(results) == 13
+    assert sum(len(r) for r in eng.runs) == 26
+    assert len(eng.runs) < 12, "the queued requests must have shared runs"
+    for i in range(12):
+        res = results[i]
+        assert isinstance(res, Embeddings)
         assert res.tokens == [len(f"text-{i}"), i + 1]
         assert res.vectors.shape == (2, 2)
         assert res.vectors[0, 1] == sum(map(ord, f"text-{i}"))
@@ -122,11 +142,12 @@ def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
 
 
 def test_one_request_spreads_over_the_runners() -> None:
-    both = threading.Barrier(2)  # passes only while both runners run at once
-    engines = [FakeEngine(barrier=both), FakeEngine(barrier=both)]
+    barrier = threading.Barrier(2)
+    engines = [FakeEngine(barrier=barrier), FakeEngine(barrier=barrier)]
     b = Batcher(engines, name="t")
     texts = [f"{i:02d}" + "y" * i for i in range(16)]  # 4 sub-batches of 4
     out = b.embed(texts)
+    assert not barrier.broken, "the two runners never ran sub-batches at the same time"
     assert all(e.runs for e in engines), "both runners must have run a sub-batch"
     assert out.tokens == [len(t) for t in texts]
     np.testing.assert_array_equal(out.vectors[:, 1], [sum(map(ord, t)) for t in texts])
@@ -142,18 +163,62 @@ def test_errors_reach_every_caller_of_the_group_and_the_runners_survive() -> Non
     assert b.queued_texts == 0
 
 
-def test_queue_bound_gives_overloaded() -> None:
+@pytest.mark.parametrize("where", ["plan", "observer"])
+def test_a_failure_while_grouping_reaches_the_callers_and_the_runner_survives(where: str) -> None:
+    """Planning and the metrics observer run in the runner thread on jobs already taken off
+    the queue: their callers must get the error (not wait forever), the queue count must fall
+    (not 503 for good), and the runner must serve the next request."""
+    eng = FakeEngine()
+    calls = {"observed": 0}
+
+    def observe(texts: int, waits: list[float]) -> None:
+        calls["observed"] += 1
+        if where == "observer" and calls["observed"] == 1:
+            raise RuntimeError("metrics broke")
+
+    if where == "plan":
+        eng.plan_error = RuntimeError("planner broke")
+    b = Batcher([eng], name="t", observe=observe)
+    results: dict[int, object] = {}
+    _call(b, ["a", "b"], results, 0).join(PATIENCE)
+    assert isinstance(results.get(0), RuntimeError), results
+    assert b.queued_texts == 0
+    eng.plan_error = None
+    assert b.embed(["again"]).tokens == [5]
+
+
+def test_a_caller_waits_within_its_bound_and_leaves_the_queue() -> None:
+    gate = threading.Event()
+    eng = FakeEngine(gate=gate)
+    b = Batcher([eng], name="t", max_request_wait=0.2)
+    results: dict[int, object] = {}
+    first = _call(b, ["held"], results, 0)
+    wait_until("the first run", eng.started.is_set)
+    with pytest.raises(TimedOut, match="within"):
+        b.embed(["queued", "behind"])
+    assert b.queued_texts == 1, "the abandoned job must not count against admission"
+    first.join(PATIENCE)  # the running one gives up too; its run finishes unseen
+    assert isinstance(results[0], TimedOut)
+    gate.set()
+    wait_until("the held run to end", lambda: b.queued_texts == 0)
+    assert eng.runs == [["held"]], "the abandoned queued job must not run"
+
+
+def test_queue_bound_gives_overloaded_before_tokenising() -> None:
     gate = threading.Event()
     eng = FakeEngine(gate=gate)
     b = Batcher([eng], name="t", max_texts=4, max_queued_texts=8)
-    first = _in_thread(b, ["a"])
-    assert eng.entered.wait(PATIENCE)  # the runner holds "a"; queue the rest
-    waiting = [_in_thread(b, ["b"] * 3) for _ in range(2)]
-    _queued(b, 7)
+    results: dict[int, object] = {}
+    threads = [_call(b, ["a"], results, 0)]
+    wait_until("the first run", eng.started.is_set)
+    threads += [_call(b, ["b"] * 3, results, i) for i in (1, 2)]
+    wait_until("two requests queued", lambda: b.queued_texts == 7)
+    tokenized = eng.tokenized
     with pytest.raises(Overloaded):
         b.embed(["c"] * 4)
+    assert eng.tokenized == tokenized, "a refused request must not be tokenised"
     gate.set()
-    for t in [first, *waiting]:
+    for t in threads:
         t.join(PATIENCE)
     assert b.queued_texts == 0
 
@@ -162,17 +227,53 @@ def test_expected_wait_over_the_bound_gives_overloaded_with_retry_after() -> Non
     gate = threading.Event()
     eng = FakeEngine(gate=gate)
     b = Batcher([eng], name="t", max_texts=4, max_wait=2.0)
-    b._ew_texts, b._ew_seconds = 2.0, 1.0  # as if measured: 2 texts/s, 8 queued take 4 s
-    first = _in_thread(b, ["a"])
-    assert eng.entered.wait(PATIENCE)
-    queued = _in_thread(b, ["b"] * 3)
-    _queued(b, 4)
+    b._ew_cost, b._ew_seconds = 2 * text_cost(1), 1.0  # as if measured: 2 short texts/s
+    results: dict[int, object] = {}
+    threads = [_call(b, ["a"], results, 0)]
+    wait_until("the first run", eng.started.is_set)
+    threads.append(_call(b, ["b"] * 3, results, 1))
+    wait_until("the second request queued", lambda: b.queued_texts == 4)
     with pytest.raises(Overloaded) as err:
         b.embed(["c"] * 4)
     assert err.value.retry_after >= 1
     gate.set()
-    for t in (first, queued):
+    for t in threads:
         t.join(PATIENCE)
+
+
+def test_admitted_requests_finish_within_the_queue_bound_whatever_their_length() -> None:
+    """The rate is learned on short texts, then long ones arrive (what overload looked like:
+    12.9 s waits under a 10 s bound). Admission must estimate by cost, not by text count:
+    every admitted request finishes within max_wait of fake time, and some are refused."""
+    clock = FakeClock()
+    gate = threading.Event()
+    eng = FakeEngine(clock=clock, speed=1000.0)
+    b = Batcher([eng], name="t", max_texts=8, max_wait=10.0, clock=clock)
+    for i in range(20):
+        b.embed([f"s{i:02d}"] * 4)  # learns the rate on 4-token texts
+    eng.gate, eng.started = gate, threading.Event()
+    results: dict[int, object] = {}
+    threads = [_call(b, ["hold"], results, 0)]
+    wait_until("the held run", eng.started.is_set)
+    t0 = clock.t
+    for i in range(1, 60):
+        before = b.queued_texts
+        threads.append(_call(b, [f"{i:03d}" + "L" * 400] * 2, results, i))
+        wait_until(
+            "the request queued or refused",
+            lambda i=i, before=before: b.queued_texts > before or i in results,  # type: ignore[misc]
+        )
+    gate.set()
+    for t in threads:
+        t.join(PATIENCE)
+    admitted = [i for i in range(1, 60) if isinstance(results[i], Embeddings)]
+    refused = [i for i in range(1, 60) if isinstance(results[i], Overloaded)]
+    assert len(admitted) + len(refused) == 59
+    assert refused, "the long requests must overload the queue"
+    assert len(admitted) >= 2
+    for i in admitted:
+        waited = eng.ended[f"{i:03d}" + "L" * 400] - t0
+        assert waited <= 10.0, f"request {i} was admitted but finished after {waited:.1f} s"
 
 
 def test_pool_of_real_sessions_gives_the_engines_own_vectors() -> None:

@@ -3,14 +3,20 @@ starter cosine scorer."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from embedder.batcher import Batcher
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits
-from embedder.reranker import CrossEncoderReranker, Doc, sigmoid
+from embedder.encoder import BatchLimits, Tokenized
+from embedder.errors import Overloaded
+from embedder.reranker import CrossEncoderReranker, Doc, PairScorer, Ranking, sigmoid
 from embedder.service import Service
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import load_tokenizer
@@ -36,14 +42,26 @@ def reranker(tmp_path_factory: pytest.TempPathFactory) -> CrossEncoderReranker:
     tok = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
     path = tmp_path_factory.mktemp("ce") / "model.onnx"
     ceg.build(path, tok.get_vocab_size())
-    session = open_session(path, SessionConfig(threads=1))
     return CrossEncoderReranker(
-        SPEC,
-        session,
-        load_tokenizer(tokenizer_json(), SPEC.max_tokens),
-        load_tokenizer(tokenizer_json(), SPEC.max_tokens),
-        BatchLimits(max_batch=3, max_batch_tokens=4096),
+        _scorer(path, SPEC, BatchLimits(max_batch=3, max_batch_tokens=4096))
     )
+
+
+def _scorer(path: Path, spec: ModelSpec, limits: BatchLimits) -> PairScorer:
+    return PairScorer(
+        spec,
+        open_session(path, SessionConfig(threads=1)),
+        load_tokenizer(tokenizer_json(), spec.max_tokens),
+        load_tokenizer(tokenizer_json(), spec.max_tokens),
+        limits,
+    )
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ce512") / "model.onnx"
+    ceg.build(path, load_tokenizer(tokenizer_json(), 512).get_vocab_size())
+    return path
 
 
 DOCS = [
@@ -55,9 +73,11 @@ DOCS = [
 ]
 
 
-def _expected(query: str, docs: list[Doc], truncation: str = "only_second") -> np.ndarray:
-    tok = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
-    tok.enable_truncation(SPEC.max_tokens, strategy=truncation)
+def _expected(
+    query: str, docs: list[Doc], truncation: str = "only_second", max_tokens: int = SPEC.max_tokens
+) -> np.ndarray:
+    tok = load_tokenizer(tokenizer_json(), max_tokens)
+    tok.enable_truncation(max_tokens, strategy=truncation)
     table, proj = ceg.weights(tok.get_vocab_size())
     return np.array([ceg.expected_logit(tok.encode(query, d.text).ids, table, proj) for d in docs])
 
@@ -137,3 +157,103 @@ def test_cosine_rerank_shares_the_embedding_models_micro_batcher(starter_service
     _, ranking = starter_service.rerank("retrieval with embeddings", docs)
     assert batcher.stats.jobs == before + 1
     assert ranking.results[0].id == "a"
+
+
+class Gated:
+    """A scorer whose first run waits for the test (so requests queue behind it)."""
+
+    dims = 1
+
+    def __init__(self, scorer: PairScorer) -> None:
+        self.scorer = scorer
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.runs: list[int] = []
+
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        return self.scorer.plan(lengths, parallel)
+
+    def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        self.runs.append(len(rows))
+        self.started.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return self.scorer.run_rows(tok, rows)
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.002)
+
+
+def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
+    """Pairs of concurrent requests queue in the model's micro-batcher and are planned and run
+    together; every request still gets its own scores."""
+    spec = replace(SPEC, max_tokens=512)
+    scorer = _scorer(graph, spec, BatchLimits())
+    gated = Gated(scorer)
+    batcher = Batcher([gated, gated], name="ce")
+    reranker = CrossEncoderReranker(scorer, batcher)
+    queries = [f"question number {i} about africa" for i in range(8)]
+    got: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        got[i] = reranker.rerank(queries[i], DOCS, raw=True)
+
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    _until(gated.started.is_set, "the first run")
+    threads += [threading.Thread(target=call, args=(i,)) for i in range(1, 8)]
+    for t in threads[1:]:
+        t.start()
+    _until(lambda: batcher.queued_texts == 8 * len(DOCS), "every request queued")
+    gated.gate.set()
+    for t in threads:
+        t.join(10)
+    assert sum(gated.runs) == 8 * len(DOCS)
+    assert max(gated.runs) > len(DOCS), "a run must hold pairs of several requests"
+    for i in range(8):
+        ranking = got[i]
+        assert isinstance(ranking, Ranking)
+        want = _expected(queries[i], DOCS, max_tokens=512)
+        for r in ranking.results:
+            assert r.score == pytest.approx(want[r.index], abs=1e-5)
+
+
+def test_rerank_overload_gives_overloaded(graph: Path) -> None:
+    scorer = _scorer(graph, replace(SPEC, max_tokens=512), BatchLimits())
+    gated = Gated(scorer)
+    batcher = Batcher([gated], name="ce", max_queued_texts=len(DOCS) + 2)
+    reranker = CrossEncoderReranker(scorer, batcher)
+    first = threading.Thread(target=reranker.rerank, args=("q", DOCS))
+    first.start()
+    _until(gated.started.is_set, "the first run")
+    with pytest.raises(Overloaded):
+        reranker.rerank("q", DOCS)
+    gated.gate.set()
+    first.join(10)
+    assert batcher.queued_texts == 0
+
+
+def test_truncation_at_512_tokens_keeps_the_query_and_fits_the_window(graph: Path) -> None:
+    """A 512-token window: a long document is cut to fit with the query whole; a query over
+    half the window is cut too, longest side first, and both still fit."""
+    spec = replace(SPEC, max_tokens=512)
+    reranker = CrossEncoderReranker(_scorer(graph, spec, BatchLimits()))
+    long_doc = [Doc("long", "bananas are yellow and sweet " * 200)]
+    short_q = "what colour are bananas"
+    tok = reranker.scorer.tokenize(short_q, long_doc)
+    assert tok.lengths == [512]
+    q_ids = load_tokenizer(tokenizer_json(), 512).encode(short_q, add_special_tokens=False).ids
+    assert tok.encodings[0].ids[1 : 1 + len(q_ids)] == q_ids
+    long_q = "a very long question about fruit " * 120
+    tok = reranker.scorer.tokenize(long_q, long_doc)
+    assert tok.lengths == [512]
+    assert tok.encodings[0].type_ids.count(1) >= 200, "the document keeps room"
+    for query in (short_q, long_q):
+        ranking = reranker.rerank(query, long_doc, raw=True)
+        strategy = "only_second" if query == short_q else "longest_first"
+        want = _expected(query, long_doc, strategy, max_tokens=512)
+        assert ranking.results[0].score == pytest.approx(want[0], abs=1e-5)
+        assert ranking.tokens == 512

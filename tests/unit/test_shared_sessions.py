@@ -1,0 +1,78 @@
+"""One copy of each model per worker: the runners of a model share one session, so a worker's
+memory does not grow with its cores. RSS is a memory fact, not a speed fact: asserted with a
+margin, each layout in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from embedder.catalog import STARTER
+from embedder.encoder import BatchLimits
+from embedder.opening import Opener
+from embedder.sessions import SessionConfig
+from embedder.store import ModelStore
+
+PROBE = """
+import json, os, sys
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+from pathlib import Path
+import onnxruntime, psutil
+from embedder.catalog import STARTER
+from embedder.encoder import BatchLimits
+from embedder.opening import Opener
+from embedder.sessions import SessionConfig
+from embedder.store import ModelStore
+root, model, runners, shared = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+rss = lambda: psutil.Process().memory_info().rss
+store = ModelStore(Path(root), STARTER, offline=True)
+opener = Opener(store, SessionConfig(threads=runners), BatchLimits(), shared_session=shared)
+base = rss()
+_, batcher = opener.embedding(STARTER.get(model))
+batcher.embed(["a short text", "and another one, a little longer than the first"] * 8)
+sessions = len({id(e.session) for e in batcher._engines})
+print(json.dumps({"model_bytes": rss() - base, "sessions": sessions}))
+"""
+
+
+def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> dict[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(store.root), model, str(runners), "1" if shared else "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("model", ["all-minilm-l6-v2", "all-minilm-l6-v2-int8"])
+def test_model_memory_does_not_grow_with_runners(starter_store: ModelStore, model: str) -> None:
+    starter_store.ensure(STARTER.get(model))
+    one = _model_memory(starter_store, model, 1, shared=True)
+    many = _model_memory(starter_store, model, 16, shared=True)
+    assert one["sessions"] == many["sessions"] == 1
+    assert many["model_bytes"] <= 1.10 * one["model_bytes"], (one, many)
+
+
+def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> None:
+    """The probe can see the difference: 4 private sessions hold clearly more than one."""
+    model = "all-minilm-l6-v2"
+    starter_store.ensure(STARTER.get(model))
+    shared = _model_memory(starter_store, model, 4, shared=True)
+    private = _model_memory(starter_store, model, 4, shared=False)
+    assert private["sessions"] == 4
+    assert private["model_bytes"] >= 1.5 * shared["model_bytes"], (shared, private)
+
+
+def test_runners_share_the_first_embedder(starter_store: ModelStore) -> None:
+    spec = STARTER.get("paraphrase-minilm-l3-v2")
+    starter_store.ensure(spec)
+    opener = Opener(starter_store, SessionConfig(threads=3), BatchLimits())
+    embedder, batcher = opener.embedding(spec)
+    assert batcher is not None
+    assert batcher._engines == [embedder] * 3
+    assert embedder.session.inner.get_session_options().intra_op_num_threads == 1
