@@ -461,4 +461,57 @@ STARTER = Catalog(
     },
 )
 
-BUILTIN: dict[str, Catalog] = {"bge": BGE, "starter": STARTER}
+
+# --- the shapes set: BGE's levels on stand-ins with RANDOM weights (performance, memory) ----
+
+_SHAPE_NOTE = (
+    "RANDOM WEIGHTS, vectors/scores mean nothing: shape-true stand-in for {model} "
+    "(built here, seeded), fed the starter WordPiece tokenizer"
+)
+
+
+def _shape_of(bge: ModelSpec, arch: str, model: str) -> ModelSpec:
+    """The BGE level `bge` on its stand-in: same level, dims, window, pooling and precision;
+    an FP32 graph built by the `shape-{arch}` recipe, INT8 by the project's recipe from it."""
+    sid = f"{bge.id}-shape"
+    if bge.precision == "int8":
+        fp32 = {"bge-small": "bge-small-q2-shape", "bge-base": "bge-base-q4-shape"}[arch]
+        graph = ModelFile(
+            "model_int8.onnx", BuiltFile("quantize-int8", (SharedFile(fp32, "model.onnx"),))
+        )
+    else:
+        graph = ModelFile("model.onnx", BuiltFile(f"shape-{arch}", ()))
+    return ModelSpec(
+        id=sid,
+        kind=bge.kind,
+        description=f"{_SHAPE_NOTE.format(model=model)}; {bge.precision.upper()}",
+        source=f"random weights, shape of {model}",
+        files=(graph, ModelFile("tokenizer.json", _gt("tokenizer.json"))),
+        max_tokens=bge.max_tokens,
+        precision=bge.precision,
+        onnx=graph.name,
+        tokenizer="tokenizer.json",
+        pooling=bge.pooling,
+        dims=bge.dims,
+        level=bge.level,
+        output="logits" if bge.kind == "rerank" else "last_hidden_state",
+        scorer=bge.scorer,
+        query_instruction=bge.query_instruction,
+    )
+
+
+_SHAPE_ARCH = {
+    "bge-small-q1": ("bge-small", "bge-small-en-v1.5"),
+    "bge-small-q2": ("bge-small", "bge-small-en-v1.5"),
+    "bge-base-q3": ("bge-base", "bge-base-en-v1.5"),
+    "bge-base-q4": ("bge-base", "bge-base-en-v1.5"),
+    "bge-reranker-base": ("bge-reranker-base", "bge-reranker-base (XLM-RoBERTa)"),
+}
+
+SHAPES = Catalog(
+    name="shapes",
+    models=tuple(_shape_of(BGE.get(i), *arch) for i, arch in _SHAPE_ARCH.items()),
+    aliases={alias: f"{target}-shape" for alias, target in BGE.aliases.items()},
+)
+
+BUILTIN: dict[str, Catalog] = {"bge": BGE, "starter": STARTER, "shapes": SHAPES}

@@ -24,7 +24,21 @@ def _quantize_int8(inputs: Sequence[Path], out: Path) -> None:
     quantize_int8(src, out)
 
 
+def _shape(name: str) -> Recipe:
+    """A BGE-shaped graph with seeded random weights (`embedder.prepare.shapes`); no inputs."""
+
+    def build(inputs: Sequence[Path], out: Path) -> None:
+        from embedder.prepare.shapes import build_shape
+
+        build_shape(name, out)
+
+    return build
+
+
 RECIPES: dict[str, Recipe] = {
     "bert-onnx": _bert_onnx,
     "quantize-int8": _quantize_int8,
+    "shape-bge-small": _shape("bge-small"),
+    "shape-bge-base": _shape("bge-base"),
+    "shape-bge-reranker-base": _shape("bge-reranker-base"),
 }

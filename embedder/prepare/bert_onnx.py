@@ -36,6 +36,9 @@ class BertConfig:
     layer_norm_eps: float
     max_positions: int
     type_vocab_size: int
+    # RoBERTa/XLM-R: position ids count real tokens from padding_idx + 1 (pads sit at
+    # padding_idx), where BERT numbers every slot from 0.
+    padding_idx: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> BertConfig:
@@ -118,41 +121,19 @@ def _embeddings(g: _Graph, w: dict[str, F32], cfg: BertConfig) -> str:
         "embeddings/word/Gather",
     )
     summed = word
-    if cfg.type_vocab_size > 0 and "embeddings.token_type_embeddings.weight" in w:
+    tt_table = "embeddings.token_type_embeddings.weight"
+    if cfg.type_vocab_size == 1 and tt_table in w:
+        # One token type (XLM-R): its row is added to every position; no token_type_ids input.
+        row = g.const(tt_table, w[tt_table])
+        summed = g.op("Add", [word, row], "embeddings/Add_token_type")
+    elif cfg.type_vocab_size > 0 and tt_table in w:
         tt = g.op(
             "Gather",
-            [
-                g.const(
-                    "embeddings.token_type_embeddings.weight",
-                    w["embeddings.token_type_embeddings.weight"],
-                ),
-                "token_type_ids",
-            ],
+            [g.const(tt_table, w[tt_table]), "token_type_ids"],
             "embeddings/token_type/Gather",
         )
         summed = g.op("Add", [word, tt], "embeddings/Add_token_type")
-    # position_ids = arange(max_positions)[None, :seq_len], as a torch export slices its buffer.
-    shape = g.op("Shape", ["input_ids"], "embeddings/Shape")
-    seq = g.op(
-        "Gather", [shape, g.const("const_one_scalar", np.array(1, np.int64))], "embeddings/SeqLen"
-    )
-    seq_1d = g.op(
-        "Unsqueeze", [seq, g.const("const_axes_0", np.array([0], np.int64))], "embeddings/Unsq"
-    )
-    positions = g.const(
-        "embeddings.position_ids", np.arange(cfg.max_positions, dtype=np.int64)[None, :]
-    )
-    pos_ids = g.op(
-        "Slice",
-        [
-            positions,
-            g.const("const_zero_1d", np.array([0], np.int64)),
-            seq_1d,
-            g.const("const_one_1d", np.array([1], np.int64)),
-            g.const("const_one_1d_step", np.array([1], np.int64)),
-        ],
-        "embeddings/position/Slice",
-    )
+    pos_ids = _position_ids(g, cfg)
     pos = g.op(
         "Gather",
         [
@@ -165,6 +146,38 @@ def _embeddings(g: _Graph, w: dict[str, F32], cfg: BertConfig) -> str:
     )
     summed = g.op("Add", [summed, pos], "embeddings/Add_position")
     return _layer_norm(g, summed, w, "embeddings.LayerNorm", cfg.layer_norm_eps, "embeddings/LN")
+
+
+def _position_ids(g: _Graph, cfg: BertConfig) -> str:
+    """BERT: arange(seq); RoBERTa: cumsum(mask) * mask + padding_idx (pads at padding_idx)."""
+    if cfg.padding_idx is not None:
+        axis = g.const("const_axis_1_scalar", np.array(1, np.int64))
+        count = g.op("CumSum", ["attention_mask", axis], "embeddings/position/CumSum")
+        real = g.op("Mul", [count, "attention_mask"], "embeddings/position/Mul")
+        offset = g.const("embeddings.padding_idx", np.array(cfg.padding_idx, np.int64))
+        return g.op("Add", [real, offset], "embeddings/position/Add")
+    # position_ids = arange(max_positions)[None, :seq_len], as a torch export slices its buffer.
+    shape = g.op("Shape", ["input_ids"], "embeddings/Shape")
+    seq = g.op(
+        "Gather", [shape, g.const("const_one_scalar", np.array(1, np.int64))], "embeddings/SeqLen"
+    )
+    seq_1d = g.op(
+        "Unsqueeze", [seq, g.const("const_axes_0", np.array([0], np.int64))], "embeddings/Unsq"
+    )
+    positions = g.const(
+        "embeddings.position_ids", np.arange(cfg.max_positions, dtype=np.int64)[None, :]
+    )
+    return g.op(
+        "Slice",
+        [
+            positions,
+            g.const("const_zero_1d", np.array([0], np.int64)),
+            seq_1d,
+            g.const("const_one_1d", np.array([1], np.int64)),
+            g.const("const_one_1d_step", np.array([1], np.int64)),
+        ],
+        "embeddings/position/Slice",
+    )
 
 
 def _mask_bias(g: _Graph) -> str:
@@ -231,28 +244,62 @@ def _feed_forward(g: _Graph, x: str, w: dict[str, F32], cfg: BertConfig, i: int)
     return _layer_norm(g, res, w, f"{p}.output.LayerNorm", cfg.layer_norm_eps, f"{n}/LN")
 
 
-def make_bert_model(weights: dict[str, F32], cfg: BertConfig) -> onnx.ModelProto:
-    """The whole encoder as an in-memory ModelProto (split out so tests can skip the disk)."""
+Head = str  # "none" | "pooler" (BertModel's pooler_output) | "classifier" (one logit)
+
+
+def _first_token(g: _Graph, x: str) -> str:
+    """hidden[:, 0, :] -> [batch, hidden]."""
+    return g.op("Gather", [x, g.const("const_zero_scalar", np.array(0, np.int64))], "cls", axis=1)
+
+
+def _head(g: _Graph, x: str, w: dict[str, F32], head: Head) -> tuple[str, str]:
+    """(output value, output name) of the head on the first token."""
+    if head == "pooler":
+        dense = _linear(g, _first_token(g, x), w, "pooler.dense", "pooler/dense")
+        return g.op("Tanh", [dense], "pooler/Tanh"), "pooler_output"
+    if head == "classifier":
+        dense = _linear(g, _first_token(g, x), w, "classifier.dense", "classifier/dense")
+        act = g.op("Tanh", [dense], "classifier/Tanh")
+        return _linear(g, act, w, "classifier.out_proj", "classifier/out_proj"), "logits"
+    raise ValueError(f"unknown head {head!r}")
+
+
+def make_bert_model(
+    weights: dict[str, F32], cfg: BertConfig, head: Head = "none"
+) -> onnx.ModelProto:
+    """The whole encoder as an in-memory ModelProto (split out so tests can skip the disk).
+
+    `head`: "none" gives last_hidden_state; "pooler" adds BertModel's pooler_output (dense +
+    tanh on the first token); "classifier" gives only a sequence classifier's logits (dense +
+    tanh + out_proj on the first token, RoBERTa's head)."""
     g = _Graph()
     x = _embeddings(g, weights, cfg)
     mask = _mask_bias(g)
     for i in range(cfg.num_layers):
         x = _attention(g, x, mask, weights, cfg, i)
         x = _feed_forward(g, x, weights, cfg, i)
-    g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
     dims = ["batch", "sequence"]
-    graph = helper.make_graph(
-        g.nodes,
-        "bert",
-        [
-            helper.make_tensor_value_info(name, TensorProto.INT64, dims)
-            for name in ("input_ids", "attention_mask", "token_type_ids")
-        ],
-        [
+    outputs = []
+    if head != "classifier":
+        g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
+        outputs.append(
             helper.make_tensor_value_info(
                 "last_hidden_state", TensorProto.FLOAT, [*dims, cfg.hidden_size]
             )
-        ],
+        )
+    if head != "none":
+        value, name = _head(g, x, weights, head)
+        g.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/output"))
+        width = 1 if head == "classifier" else cfg.hidden_size
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width]))
+    names = ["input_ids", "attention_mask"]
+    if cfg.type_vocab_size > 1:
+        names.append("token_type_ids")
+    graph = helper.make_graph(
+        g.nodes,
+        "bert",
+        [helper.make_tensor_value_info(name, TensorProto.INT64, dims) for name in names],
+        outputs,
         initializer=g.inits,
     )
     model = helper.make_model(
