@@ -29,7 +29,9 @@ from typing import Protocol
 import numpy as np
 
 from embedder.encoder import Embeddings, Tokenized
-from embedder.errors import Overloaded
+from embedder.errors import ClientGone, Overloaded
+
+CANCEL_POLL = 0.25  # seconds between checks that a waiting caller's client is still there
 
 
 class Engine(Protocol):
@@ -76,6 +78,7 @@ class BatcherStats:
     texts: int = 0
     jobs: int = 0
     queue_seconds: float = 0.0
+    dropped: int = 0  # jobs dropped before they ran: their callers had gone
 
 
 class Batcher:
@@ -121,18 +124,60 @@ class Batcher:
     def queued_texts(self) -> int:
         return self._queued_texts
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
-        job = _Job(self._engines[0].tokenize(texts))
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        reserved: bool = False,
+    ) -> Embeddings:
+        """`cancelled` is polled while the job waits in the queue: once true, the job is
+        dropped and ClientGone raised. `reserved`: admitted already by `reserve`."""
+        try:
+            job = _Job(self._engines[0].tokenize(texts))
+        except BaseException:
+            if reserved:
+                self.release(len(texts))
+            raise
         with self._cv:
-            self._admit(job.size)
+            if not reserved:
+                self._admit(job.size)
+                self._queued_texts += job.size
             self._jobs.append(job)
-            self._queued_texts += job.size
             self._cv.notify()
-        job.done.wait()
+        if cancelled is None:
+            job.done.wait()
+        else:
+            while not job.done.wait(CANCEL_POLL):
+                if cancelled() and self._drop(job):
+                    raise ClientGone("the client closed its connection; its texts were dropped")
         if job.error is not None:
             raise job.error
         assert job.result is not None
         return job.result
+
+    def _drop(self, job: _Job) -> bool:
+        """Take a job out of the queue; False once it is running (its result is coming)."""
+        with self._cv:
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                return False
+            self._queued_texts -= job.size
+            self.stats.dropped += 1
+            return True
+
+    def reserve(self, n: int) -> None:
+        """Admit `n` texts of work to come as one request (the calls of an RPC batch): refused
+        as a whole, and counted in the queue until embedded with `reserved=True` or released."""
+        with self._cv:
+            self._admit(n)
+            self._queued_texts += n
+
+    def release(self, n: int) -> None:
+        """Give back what a reservation did not use."""
+        with self._cv:
+            self._queued_texts -= n
 
     def _admit(self, n: int) -> None:
         """Refuse work that would wait longer than `max_wait` behind the queue (or overflow it),

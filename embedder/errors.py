@@ -49,3 +49,7 @@ class Overloaded(EmbedderError):
     def __init__(self, message: str, *, retry_after: int = 1, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class ClientGone(EmbedderError):
+    """The client closed its connection before its work ran: the work is dropped."""

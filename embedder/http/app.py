@@ -16,13 +16,14 @@ from embedder.http.access import RequestLog
 from embedder.http.admin import ADMIN_STATIC, add_admin_routes
 from embedder.http.body import BodyLimits, dumps
 from embedder.http.errors import INTERNAL, mapping_for, retry_after
+from embedder.http.gone import ClientWatch
 from embedder.http.listeners import ListenerGuard
 from embedder.http.metrics import MetricsMiddleware, MetricsResource, metrics
 from embedder.http.openapi import OpenApiResource
 from embedder.http.rerank import RerankResource
 from embedder.http.rest import EmbeddingsResource, HealthResource, ModelsResource
 from embedder.http.rpc import Dispatcher, RpcResource
-from embedder.http.rpc_methods import build_methods
+from embedder.http.rpc_methods import admit_batch, build_methods
 from embedder.service import Service
 
 log = logging.getLogger("embedder.http")
@@ -95,7 +96,11 @@ class ApiKey:
 def create_app(service: Service, options: HttpOptions | None = None) -> falcon.App[Any, Any]:
     opts = options or HttpOptions()
     m = metrics()
-    middleware: list[Any] = [RequestLog(opts.access_log), ListenerGuard(opts.tcp_expose)]
+    middleware: list[Any] = [
+        RequestLog(opts.access_log),
+        ListenerGuard(opts.tcp_expose),
+        ClientWatch(),
+    ]
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
     middleware.append(MetricsMiddleware(service, m))
@@ -119,7 +124,7 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     app.add_route("/health", HealthResource(service))
     app.add_route("/openapi.json", OpenApiResource())
     app.add_route("/metrics", MetricsResource(service, m))
-    dispatcher = Dispatcher(build_methods(service, opts.master_pid))
+    dispatcher = Dispatcher(build_methods(service, opts.master_pid), admit_batch(service))
     app.add_route("/rpc", RpcResource(dispatcher, limits))
     add_admin_routes(app, opts.admin_static)
     return app
