@@ -33,7 +33,8 @@ control_socket = os.environ.get("EMBEDDER_CONTROL_SOCKET") or str(
 # --- workers: workers x cores per worker = the cores the service may use -----------------
 # Each worker runs a single-thread ONNX Runtime session per core it owns (embedder.batcher).
 workers = _workers
-worker_class = os.environ.get("EMBEDDER_WORKER_CLASS", "gthread")
+# gthread that reads each request in its poller and keeps a thread pool per listener.
+worker_class = os.environ.get("EMBEDDER_WORKER_CLASS", "embedder.http.worker.GuardedWorker")
 # HTTP threads per worker: requests waiting on the micro-batcher hold a thread but no core,
 # so more threads mean larger shared runs and a /health that still answers under load.
 threads = int(os.environ.get("EMBEDDER_HTTP_THREADS", "16"))

@@ -96,6 +96,8 @@ class Settings:
     max_input_chars: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
     body_timeout: int = 30  # seconds for a request body to arrive (slow clients)
+    header_timeout: int = 5  # seconds for a request's header block to arrive, else 408
+    max_connections: int = 100  # open connections per listener per worker (then: backlog)
     access_log_json: bool = False  # one JSON line per request (ids and sizes, never text)
     mycelium_api: str = "http://127.0.0.1:8989"
     port: int = DEFAULT_PORT
@@ -126,6 +128,8 @@ class Settings:
             max_input_chars=_int(env, "EMBEDDER_MAX_INPUT_CHARS", 100_000, 1),
             max_body_bytes=_int(env, "EMBEDDER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
             body_timeout=_int(env, "EMBEDDER_BODY_TIMEOUT", 30, 1),
+            header_timeout=_int(env, "EMBEDDER_HEADER_TIMEOUT", 5, 1),
+            max_connections=_int(env, "EMBEDDER_MAX_CONNECTIONS", 100, 1),
             access_log_json=_bool(env, "EMBEDDER_ACCESS_LOG_JSON", False),
             mycelium_api=env.get("EMBEDDER_MYCELIUM_API", "").strip() or "http://127.0.0.1:8989",
             port=_int(env, "EMBEDDER_PORT", DEFAULT_PORT, 1),
