@@ -37,6 +37,7 @@ control_socket = _settings.control_socket or str(_settings.socket_dir / "gunicor
 # --- workers: workers x cores per worker = the cores the service may use -----------------
 # Each worker runs a single-thread ONNX Runtime session per core it owns (embedder.batcher).
 workers = _workers
+# gthread that reads each request in its poller and keeps a thread pool per listener.
 worker_class = _settings.worker_class
 # HTTP threads per worker: requests waiting on the micro-batcher hold a thread but no core,
 # so more threads mean larger shared runs and a /health that still answers under load.

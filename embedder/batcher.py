@@ -30,10 +30,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from embedder.encoder import Embeddings, Tokenized
-from embedder.errors import Overloaded, TimedOut
+from embedder.errors import ClientGone, Overloaded, TimedOut
 from embedder.tokens import text_cost
 
 log = logging.getLogger("embedder.batcher")
+
+CANCEL_POLL = 0.25  # seconds between checks that a waiting caller's client is still there
 
 
 class Engine(Protocol):
@@ -109,6 +111,7 @@ class BatcherStats:
     texts: int = 0
     jobs: int = 0
     queue_seconds: float = 0.0
+    dropped: int = 0  # jobs dropped before they ran: their callers had gone
 
 
 class Batcher:
@@ -164,47 +167,106 @@ class Batcher:
     def queued_texts(self) -> int:
         return self._queued_texts
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
-        """Embeddings of `texts` (the engine must be a `TextEngine`)."""
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        reserved: bool = False,
+    ) -> Embeddings:
+        """Embeddings of `texts` (the engine must be a `TextEngine`); see `run`."""
         engine = self._engines[0]
         if not isinstance(engine, TextEngine):
             raise TypeError(f"{type(engine).__name__} does not embed texts")
-        tok, pooled = self.run(len(texts), lambda: engine.tokenize(texts))
+        tok, pooled = self.run(
+            len(texts), lambda: engine.tokenize(texts), cancelled=cancelled, reserved=reserved
+        )
         return engine.finish(tok, pooled)
 
-    def run(self, count: int, tokenize: Callable[[], Tokenized]) -> tuple[Tokenized, np.ndarray]:
+    def run(
+        self,
+        count: int,
+        tokenize: Callable[[], Tokenized],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        reserved: bool = False,
+    ) -> tuple[Tokenized, np.ndarray]:
         """Admit `count` rows on the queue's length (cheap), then tokenise in the caller's
-        thread, admit on the estimated cost, queue, and wait (bounded) for the rows' output."""
-        with self._cv:
-            self._admit(count, 0.0)
-        tok = tokenize()
+        thread, admit on the estimated cost, queue, and wait (bounded) for the rows' output.
+
+        `reserved`: the rows were admitted already, as part of a whole (`reserve`).
+        `cancelled` is polled while the job waits in the queue: once true (its client has
+        gone), the job is dropped and ClientGone raised; a job already running finishes."""
+        if not reserved:
+            with self._cv:
+                self._admit(count, 0.0)
+        try:
+            tok = tokenize()
+        except BaseException:
+            if reserved:
+                self.release(count)
+            raise
         job = _Job(tok, sum(text_cost(n) for n in tok.lengths), self._clock())
         with self._cv:
-            self._admit(job.size, job.cost)
-            self._jobs.append(job)
-            self._queued_texts += job.size
+            if reserved:
+                self._queued_texts += job.size - count  # the reservation counted `count`
+            else:
+                self._admit(job.size, job.cost)
+                self._queued_texts += job.size
             self._queued_cost += job.cost
+            self._jobs.append(job)
             self._cv.notify()
-        if not job.done.wait(self.max_request_wait):
-            self._abandon(job)
+        self._wait(job, cancelled)
         if job.error is not None:
             raise job.error
         assert job.rows is not None
         return tok, job.rows
 
-    def _abandon(self, job: _Job) -> None:
-        """The caller stops waiting: a job still queued leaves the queue (its texts no longer
-        count against admission); one already running finishes unseen."""
-        with self._cv:
-            if job.done.is_set():
+    def _wait(self, job: _Job, cancelled: Callable[[], bool] | None) -> None:
+        """Until the job is done, its caller's client has gone (ClientGone), or
+        `max_request_wait` has passed (TimedOut)."""
+        deadline = time.monotonic() + self.max_request_wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._abandon(job)
                 return
+            if job.done.wait(min(left, CANCEL_POLL) if cancelled is not None else left):
+                return
+            if cancelled is not None and cancelled() and self._unqueue(job):
+                self.stats.dropped += 1
+                raise ClientGone("the client closed its connection; its texts were dropped")
+
+    def _unqueue(self, job: _Job) -> bool:
+        """Take a job out of the queue (its texts no longer count against admission); False
+        once it is running or done (its result is coming)."""
+        with self._cv:
             try:
                 self._jobs.remove(job)
             except ValueError:
-                pass
-            else:
-                self._queued_texts -= job.size
-                self._queued_cost -= job.cost
+                return False
+            self._queued_texts -= job.size
+            self._queued_cost -= job.cost
+            return True
+
+    def reserve(self, n: int) -> None:
+        """Admit `n` rows of work to come as one request (the calls of an RPC batch): refused
+        as a whole, and counted in the queue until run with `reserved=True` or released."""
+        with self._cv:
+            self._admit(n, 0.0)
+            self._queued_texts += n
+
+    def release(self, n: int) -> None:
+        """Give back what a reservation did not use."""
+        with self._cv:
+            self._queued_texts -= n
+
+    def _abandon(self, job: _Job) -> None:
+        """The caller stops waiting: a job still queued leaves the queue; one already running
+        finishes unseen."""
+        if job.done.is_set():
+            return
+        self._unqueue(job)
         raise TimedOut(
             f"model {self.name} did not finish this request within {self.max_request_wait:.0f} s"
             "; retry shortly",

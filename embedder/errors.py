@@ -64,3 +64,7 @@ class Overloaded(EmbedderError):
 class TimedOut(Overloaded):
     """The model did not finish an admitted request within the caller's bound (a stuck or far
     slower run than admission estimated); answered like overload, so the caller retries."""
+
+
+class ClientGone(EmbedderError):
+    """The client closed its connection before its work ran: the work is dropped."""

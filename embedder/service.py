@@ -9,19 +9,23 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
+from embedder import work
 from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
 from embedder.encoder import BatchLimits, Embedder, Embeddings
 from embedder.errors import (
+    ClientGone,
     DownloadError,
     EmbedderError,
     InvalidInput,
     ModelUnavailable,
     NotReady,
+    TooLarge,
     UnknownModel,
 )
 from embedder.limits import Limits
@@ -368,13 +372,21 @@ class Service:
         clean = self.validate_texts(texts)
         spec = self.resolve(model, quality)
         self._served(spec)
+        request = _still_wanted()
         embedder = self.embedders[spec.id]
         batcher = self.batchers.get(spec.id)
         with self.activity:
             if batcher is None:
                 out = embedder.embed(clean, query=query)
             else:
-                out = batcher.embed(embedder.instruct(clean) if query else clean)
+                reserved = request.reserved.get(spec.id, 0) >= len(clean)
+                if reserved:
+                    request.reserved[spec.id] -= len(clean)
+                out = batcher.embed(
+                    embedder.instruct(clean) if query else clean,
+                    cancelled=request.gone,
+                    reserved=reserved,
+                )
         self._did(spec.id, len(clean), out.total_tokens)
         return spec, out
 
@@ -392,7 +404,49 @@ class Service:
         if spec.kind != "rerank":
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
         self._served(spec)
+        _still_wanted()
         with self.activity:
             ranking = self.rerankers[spec.id].rerank(query, docs, top_k=top_k, raw=raw)
         self._did(spec.id, len(docs), ranking.tokens)
         return spec, ranking
+
+    @contextmanager
+    def batch(self, texts: Mapping[str, int], docs: int = 0) -> Iterator[None]:
+        """The calls of one RPC batch, admitted as one request: `texts` per embedding model id
+        and `docs` to rerank in all are held to one request's limits, and queue space for the
+        texts is reserved up front (overload refuses the batch as a whole, before any work)."""
+        total = sum(texts.values())
+        if total > self.limits.max_inputs:
+            raise TooLarge(
+                f"the batch has {total} texts in all; the limit is {self.limits.max_inputs}",
+                param="texts",
+            )
+        if docs > self.limits.max_docs:
+            raise TooLarge(
+                f"the batch has {docs} documents in all; the limit is {self.limits.max_docs}",
+                param="docs",
+            )
+        request = work.current()
+        held: dict[str, int] = {}
+        try:
+            for model, n in texts.items():
+                batcher = self.batchers.get(model)
+                if batcher is not None and n:
+                    batcher.reserve(n)
+                    held[model] = n
+            request.reserved.update(held)
+            with work.serving(request):  # current from here on, also outside any HTTP request
+                yield
+        finally:
+            for model in held:
+                left = request.reserved.pop(model, 0)
+                if left:
+                    self.batchers[model].release(left)
+
+
+def _still_wanted() -> work.Request:
+    """The current request, once it is sure its client is still there to read the answer."""
+    request = work.current()
+    if request.client_gone():
+        raise ClientGone("the client closed its connection before its work started")
+    return request

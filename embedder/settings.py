@@ -113,13 +113,15 @@ class Settings:
     max_input_chars: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
     body_timeout: int = 30  # seconds for a request body to arrive (slow clients)
+    header_timeout: int = 5  # seconds for a request's header block to arrive, else 408
+    max_connections: int = 100  # open connections per listener per worker (then: backlog)
     access_log_json: bool = False  # one JSON line per request (ids and sizes, never text)
     mycelium_api: str = "http://127.0.0.1:8989"
     port: int = DEFAULT_PORT
     malloc_arenas: int = 2  # glibc malloc arenas per worker (fewer: flatter RSS)
     # gunicorn (gunicorn.conf.py takes these as they are)
     http_threads: int = 16  # HTTP threads per worker (gthread)
-    worker_class: str = "gthread"
+    worker_class: str = "embedder.http.worker.GuardedWorker"
     timeout: int = 300  # s a worker may be silent before the master restarts it
     graceful_timeout: int = 30
     keepalive: int = 5
@@ -160,12 +162,15 @@ class Settings:
             max_input_chars=_int(env, "EMBEDDER_MAX_INPUT_CHARS", 100_000, 1),
             max_body_bytes=_int(env, "EMBEDDER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
             body_timeout=_int(env, "EMBEDDER_BODY_TIMEOUT", 30, 1),
+            header_timeout=_int(env, "EMBEDDER_HEADER_TIMEOUT", 5, 1),
+            max_connections=_int(env, "EMBEDDER_MAX_CONNECTIONS", 100, 1),
             access_log_json=_bool(env, "EMBEDDER_ACCESS_LOG_JSON", False),
             mycelium_api=env.get("EMBEDDER_MYCELIUM_API", "").strip() or "http://127.0.0.1:8989",
             port=_int(env, "EMBEDDER_PORT", DEFAULT_PORT, 1),
             malloc_arenas=_int(env, "EMBEDDER_MALLOC_ARENAS", 2, 1),
             http_threads=_int(env, "EMBEDDER_HTTP_THREADS", 16, 1),
-            worker_class=env.get("EMBEDDER_WORKER_CLASS", "").strip() or "gthread",
+            worker_class=env.get("EMBEDDER_WORKER_CLASS", "").strip()
+            or "embedder.http.worker.GuardedWorker",
             timeout=_int(env, "EMBEDDER_TIMEOUT", 300, 1),
             graceful_timeout=_int(env, "EMBEDDER_GRACEFUL_TIMEOUT", 30, 0),
             keepalive=_int(env, "EMBEDDER_KEEPALIVE", 5, 0),

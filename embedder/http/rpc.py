@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
 
+from embedder import work
 from embedder.errors import EmbedderError, InvalidInput, TooLarge
 from embedder.http.body import BodyLimits, dumps, read_json
 from embedder.http.errors import INTERNAL, mapping_for
@@ -34,6 +37,13 @@ class Method:
     summary: str
     params: tuple[Param, ...] = ()
     result: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    # Its only product is its result (embed, rerank): as a notification it has nothing to do.
+    result_only: bool = False
+
+
+# The calls of a batch that will run, (method, bound params) -> a context they run in, which
+# admits them as one request (or raises an EmbedderError that refuses the whole batch).
+BatchAdmission = Callable[[list[tuple[str, dict[str, Any]]]], AbstractContextManager[None]]
 
 
 class RpcError(Exception):
@@ -76,9 +86,25 @@ def _valid_id(x: Any) -> bool:
     )
 
 
+def _domain_error(req_id: Any, exc: EmbedderError) -> dict[str, Any]:
+    m = mapping_for(exc)
+    data: dict[str, Any] = {"type": type(exc).__name__, "code": m.code}
+    if exc.param:
+        data["param"] = exc.param
+    retry = getattr(exc, "retry_after", None)
+    if retry is not None:
+        data["retry_after"] = retry
+    return _error(req_id, m.rpc, exc.message, data)
+
+
+def _admit_all(calls: list[tuple[str, dict[str, Any]]]) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 class Dispatcher:
-    def __init__(self, methods: list[Method]) -> None:
+    def __init__(self, methods: list[Method], admit: BatchAdmission = _admit_all) -> None:
         self.methods = {m.name: m for m in methods}
+        self.admit = admit
 
     def call(self, msg: Any) -> dict[str, Any] | None:
         """One request object -> its response, or None for a notification."""
@@ -93,22 +119,17 @@ class Dispatcher:
         name = msg.get("method")
         if not isinstance(name, str):
             return _error(req_id, INVALID_REQUEST, "method must be a string")
+        method = self.methods.get(name)
+        if notification and method is not None and method.result_only:
+            return None  # nobody will read the result, and producing it is all it does
         try:
-            method = self.methods.get(name)
             if method is None:
                 raise RpcError(METHOD_NOT_FOUND, f"method not found: {name}")
             result = method.func(**_bind(method, msg.get("params")))
         except RpcError as exc:
             response = _error(req_id, exc.code, exc.message, exc.data)
         except EmbedderError as exc:
-            m = mapping_for(exc)
-            data: dict[str, Any] = {"type": type(exc).__name__, "code": m.code}
-            if exc.param:
-                data["param"] = exc.param
-            retry = getattr(exc, "retry_after", None)
-            if retry is not None:
-                data["retry_after"] = retry
-            response = _error(req_id, m.rpc, exc.message, data)
+            response = _domain_error(req_id, exc)
         except Exception:
             log.exception("rpc method %s failed", name)
             response = _error(req_id, INTERNAL.rpc, "internal error")
@@ -123,9 +144,34 @@ class Dispatcher:
                 return _error(None, INVALID_REQUEST, "empty batch")
             if len(body) > MAX_BATCH:
                 return _error(None, INVALID_REQUEST, f"batch over {MAX_BATCH} requests")
-            out = [r for r in (self.call(m) for m in body) if r is not None]
+            try:
+                with self.admit(self._work(body)):
+                    out = []
+                    for msg in body:
+                        if work.current().client_gone():
+                            return None  # the rest is dropped: nobody is there to read it
+                        r = self.call(msg)
+                        if r is not None:
+                            out.append(r)
+            except EmbedderError as exc:  # refused as a whole, like one request over a bound
+                return _domain_error(None, exc)
             return out or None
         return self.call(body)
+
+    def _work(self, body: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The calls of a batch that will run, with their params bound (the others fail or
+        are skipped on their own)."""
+        calls = []
+        for msg in body:
+            name = msg.get("method") if isinstance(msg, dict) else None
+            method = self.methods.get(name) if isinstance(name, str) else None
+            if method is None or ("id" not in msg and method.result_only):
+                continue
+            try:
+                calls.append((method.name, _bind(method, msg.get("params"))))
+            except RpcError:
+                continue
+        return calls
 
 
 class RpcResource:

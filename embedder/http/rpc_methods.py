@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from embedder import __version__
 from embedder.encoder import to_fp16, to_int8
-from embedder.errors import InvalidInput
+from embedder.errors import EmbedderError, InvalidInput
 from embedder.http import rpc_schemas as S
 from embedder.http.body import flag, model_name
 from embedder.http.rpc import Method, Param
@@ -124,7 +127,7 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
             "embed",
             embed,
             "Embed texts; compact vectors (int8 + scale for INT8 levels, fp16 otherwise).",
-            (
+            params=(
                 Param("texts", _TEXTS, True, "texts to embed"),
                 Param(
                     "quality",
@@ -141,20 +144,22 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
                     "compact (int8 + scale or fp16, the default) or float32",
                 ),
             ),
-            S.EMBED,
+            result=S.EMBED,
+            result_only=True,
         ),
         Method(
             "rerank",
             rerank,
             "Score documents against a query, best first.",
-            (
+            params=(
                 Param("query", {"type": "string", "minLength": 1}, True),
                 Param("docs", _DOCS, True),
                 Param("top_k", {"type": "integer", "minimum": 1}),
                 Param("model", {"type": "string"}),
                 Param("raw", {"type": "boolean"}, False, "unmapped scores (logits, cosines)"),
             ),
-            S.RERANK,
+            result=S.RERANK,
+            result_only=True,
         ),
     ]
 
@@ -163,6 +168,30 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
 
     methods.append(Method("rpc.discover", discover, "This OpenRPC document.", result=S.DISCOVER))
     return methods
+
+
+def admit_batch(
+    service: Service,
+) -> Callable[[list[tuple[str, dict[str, Any]]]], AbstractContextManager[None]]:
+    """A batch's embed texts (per model) and rerank documents count as one request's."""
+
+    def admit(calls: list[tuple[str, dict[str, Any]]]) -> AbstractContextManager[None]:
+        texts: Counter[str] = Counter()
+        docs = 0
+        for name, kwargs in calls:
+            if name == "embed":
+                try:
+                    spec = service.resolve(model_name(kwargs.get("model")), kwargs.get("quality"))
+                except EmbedderError:
+                    continue  # the call fails on its own
+                given = kwargs.get("texts")
+                texts[spec.id] += len(given) if isinstance(given, list) else 1
+            elif name == "rerank":
+                given = kwargs.get("docs")
+                docs += len(given) if isinstance(given, list) else 0
+        return service.batch(texts, docs)
+
+    return admit
 
 
 def openrpc(methods: list[Method]) -> dict[str, Any]:

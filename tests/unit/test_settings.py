@@ -76,7 +76,7 @@ def test_gunicorn_settings_come_from_settings() -> None:
     assert (s.http_threads, s.timeout, s.graceful_timeout, s.keepalive) == (4, 60, 0, 2)
     assert (s.backlog, s.max_requests, s.max_requests_jitter) == (64, 1000, 50)
     assert (s.log_level, s.access_log, s.malloc_arenas) == ("warning", "-", 4)
-    assert s.control_socket is None and s.worker_class == "gthread"
+    assert s.control_socket is None and s.worker_class == "embedder.http.worker.GuardedWorker"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,96 @@
+"""Idle memory comes back after large requests (issue 15): a worker's RSS returns to within
+10 % of its post-load baseline once the request is over, instead of keeping the request's
+token encodings (~1 GiB for 2048 texts of 8,000 characters) until the next one."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from embedder.unixhttp import UnixHTTPConnection
+from tests.integration import server as srv
+
+pytestmark = pytest.mark.integration
+
+MODEL = "paraphrase-minilm-l3-v2"
+JSON = {"Content-Type": "application/json"}
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no RSS for {pid}")
+
+
+def _long_texts(n: int, chars: int) -> list[str]:
+    rng = random.Random(15)
+    words = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+    ]
+    return [" ".join(rng.choice(words) for _ in range(chars // 5))[:chars] for _ in range(n)]
+
+
+def _steady(pid: int, bound: float = 60.0) -> float:
+    """Polls the worker's RSS until four reads in a row agree within 1 MiB (generous bound)."""
+    deadline = time.monotonic() + bound
+    reads = [_rss_mib(pid)]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        reads.append(_rss_mib(pid))
+        if max(reads[-4:]) - min(reads[-4:]) < 1.0 and len(reads) >= 4:
+            return reads[-1]
+    raise AssertionError(f"RSS never settled: {reads[-8:]}")
+
+
+def _settled(pid: int, below: float, bound: float = 120.0) -> float:
+    """Polls the worker's RSS until it is below `below` MiB (generous bound); the last value."""
+    deadline = time.monotonic() + bound
+    rss = _rss_mib(pid)
+    while rss >= below and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rss = _rss_mib(pid)
+    return rss
+
+
+def test_rss_returns_to_the_baseline_after_a_large_request(
+    tmp_path: Path, built_root: Path
+) -> None:
+    server = srv.start(tmp_path, built_root, workers=1, extra_env={"EMBEDDER_MODELS": MODEL})
+    try:
+        server.wait_ready(180)
+        (pid,) = server.worker_pids()
+        # Warm: every code path of a request has run, long texts included (the tokenizer's
+        # thread pool, ONNX Runtime's arena); the baseline is where RSS then settles.
+        for texts in (["warm up"] * 8, _long_texts(8, 8000)):
+            status, _, _ = server.request(
+                "rest.sock", "POST", "/v1/embeddings", {"input": texts, "model": MODEL}
+            )
+            assert status == 200
+        baseline = _steady(pid)
+        big = json.dumps({"input": _long_texts(256, 8000), "model": MODEL})
+        conn = UnixHTTPConnection(server.sock("rest.sock"), timeout=900)  # slow when shared
+        try:
+            conn.request("POST", "/v1/embeddings", body=big, headers=JSON)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+        finally:
+            conn.close()
+        after = _settled(pid, below=baseline * 1.10)
+        assert after < baseline * 1.10, (baseline, after)
+    finally:
+        server.stop()
