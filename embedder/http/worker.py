@@ -262,7 +262,11 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def _refuse(self, g: _Gathering, status: str, code: str) -> None:
         message = {
             "headers_too_large": f"the request headers are over {MAX_HEADER_BLOCK} bytes",
-            "request_timeout": "the request did not arrive in time",
+            "request_timeout": (
+                f"the request headers did not arrive within {self.header_timeout:g} s"
+                if g.need is None
+                else f"the request body did not arrive within {self.body_timeout:g} s"
+            ),
         }[code]
         with contextlib.suppress(OSError):
             g.conn.sock.send(_response(status, code, message))
