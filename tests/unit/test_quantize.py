@@ -41,7 +41,13 @@ from tokenizers import Tokenizer
 
 from embedder.corpus import SPECIAL_TEXTS, corpus
 from embedder.prepare.bert_onnx import build_bert_onnx
-from embedder.prepare.quantize import quantize_int8, quantize_model, signed_weights_are_exact
+from embedder.prepare.quantize import (
+    WEIGHTS_KEY,
+    quantize_int8,
+    quantize_model,
+    runs_exactly_here,
+    signed_weights_are_exact,
+)
 from tests.unit.test_bert_onnx import (
     Batch,
     _batch,
@@ -210,10 +216,9 @@ def test_signed_weights_only_where_u8s8_is_exact(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("signed", [True, False])
 def test_both_weight_storages_match_fp32_where_exact(tmp_path: Path, signed: bool) -> None:
-    """uint8 weights (zero point 128) are the same values as int8 ones: same vectors. The
-    signed form is checked only where this CPU multiplies u8 x s8 exactly."""
-    if signed and not signed_weights_are_exact():
-        pytest.skip("this CPU's u8 x s8 kernel saturates (no VNNI/AMX)")
+    """uint8 weights (zero point 128) are the same values as int8 ones: same vectors. The file
+    records which it holds, so an int8 one is flagged on a CPU whose u8 x s8 saturates; its
+    vectors are checked only where that kernel is exact."""
     weights, config = _tiny_checkpoint(tmp_path, "")
     fp32 = tmp_path / "fp32.onnx"
     build_bert_onnx(weights, config, fp32)
@@ -223,6 +228,13 @@ def test_both_weight_storages_match_fp32_where_exact(tmp_path: Path, signed: boo
         i.data_type for i in quantized.graph.initializer if "/w" in i.name and len(i.dims) == 2
     }
     assert kinds == {onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8}
+    kind = {p.key: p.value for p in quantized.metadata_props}[WEIGHTS_KEY]
+    assert kind == ("int8" if signed else "uint8")
+    path = tmp_path / "int8.onnx"
+    onnx.save(quantized, str(path))
+    assert runs_exactly_here(path) == (not signed or signed_weights_are_exact())
+    if not runs_exactly_here(path):
+        return  # this CPU would saturate: nothing to compare
     batch = _batch([[1, 5, 7, 9, 2, 3, 30, 31], [1, 4, 2]])
     want = _run(_session(model.SerializeToString()), batch)
     got = _run(_session(quantized.SerializeToString()), batch)
