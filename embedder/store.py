@@ -11,6 +11,7 @@ never sees a half-written or corrupt file. Progress goes to a small JSON file pe
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -32,6 +33,8 @@ from embedder.catalog import (
 from embedder.errors import DownloadError, EmbedderError, ModelUnavailable, UnknownModel
 from embedder.store_fetch import OFFLINE, STAGING_DIR, Corrupt, disk_error, disk_full, sha256, why
 from embedder.store_progress import PROGRESS_FILE, REPORTED, Progress, pending, recorded, summary
+
+log = logging.getLogger("embedder.store")
 
 __all__ = ["PROGRESS_FILE", "STAGING_DIR", "ModelStore"]
 
@@ -111,6 +114,7 @@ class ModelStore:
     def ensure(self, spec: ModelSpec) -> None:
         """Download or build whatever `spec` needs; many processes may call this at once."""
         for m in self.catalog.closure(spec):  # dependencies first
+            self._drop_invalid_here(m)
             if self._missing_own(m):
                 try:
                     self._ensure_model(m)
@@ -261,6 +265,21 @@ class ModelStore:
         except importlib.metadata.PackageNotFoundError:
             return None
         return Path(str(dist.locate_file(f.origin.path)))
+
+    def _drop_invalid_here(self, m: ModelSpec) -> None:
+        """A built file made for another kind of CPU (`prepare.VALID_HERE`) goes, under the
+        model's lock, so that it is built again for this one."""
+        for f in m.files:
+            o = f.origin
+            check = prepare.VALID_HERE.get(o.recipe) if isinstance(o, BuiltFile) else None
+            path = self.root / m.id / f.name
+            if check is None or not _present(path) or check(path):
+                continue
+            lock = filelock.FileLock(self.root / ".locks" / f"{m.id}.lock")
+            with lock:  # another process may be rebuilding it now
+                if _present(path) and not check(path):
+                    log.warning("%s was built for another kind of CPU: building it again", path)
+                    path.unlink()
 
     def _missing_own(self, m: ModelSpec) -> list[ModelFile]:
         return [f for f in m.files if not _present(self._resolve(*self._owner(m, f)))]

@@ -27,7 +27,10 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """The vector extensions that matter to ONNX Runtime's kernels."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni")
+    wanted = (
+        *("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni"),
+        *("amx_tile", "amx_int8", "amx_bf16"),
+    )
     try:
         for line in cpuinfo.read_text(errors="replace").splitlines():
             if line.startswith("flags"):

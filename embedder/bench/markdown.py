@@ -95,6 +95,43 @@ def _median(d: dict[str, float]) -> float:
     return (values[n // 2] + values[(n - 1) // 2]) / 2 if n else 0.0
 
 
+def _peaks(r: dict[str, Any]) -> list[str]:
+    """The machine's GEMM peaks and each level's share of the matching one, with its profile."""
+    p = r.get("peaks")
+    if not p:
+        return []
+    out = ["## The machine's peaks (ORT GEMM) and each level's share", ""]
+    rows = [
+        [row["kind"], row["threads"], "x".join(map(str, row["shape"])), _f(row["gops"])]
+        for row in p["shapes"]
+    ]
+    out += _table(["GEMM", "threads", "M x K x N", "G(FL)OP/s"], rows)
+    rows = []
+    for lv in r.get("levels", []):
+        pk, prof = lv.get("peak"), lv.get("profile") or []
+        if not pk:
+            continue
+        top = ", ".join(f"{op} {share * 100:.0f}%" for op, share in prof[:6])
+        rows.append(
+            [
+                lv["key"],
+                lv["precision"].upper(),
+                _f(lv["engine"]["texts_per_s"]),
+                _f(pk["achieved_gops"]),
+                f"{pk['peak_kind']} {_f(pk['peak_gops'])}",
+                _pct(pk["share"]),
+                top,
+            ]
+        )
+    head = ["level", "precision", "texts/s", "model G(FL)OP/s", "peak", "share", "top ops (1 t)"]
+    out += _table(head, rows)
+    out.append(
+        "Model work counts the weight GEMMs only (2 x K x N per token); the profile is one "
+        "16 x 48-token batch on one thread."
+    )
+    return [*out, ""]
+
+
 def _peer(r: dict[str, Any]) -> list[str]:
     p = r.get("peer") or {}
     out = ["## The peer: sentence-transformers (PyTorch CPU, all-MiniLM-L6-v2)", ""]
@@ -247,7 +284,7 @@ NOTES = """## How to read this
 
 
 def render(r: dict[str, Any]) -> str:
-    out = _header(r) + NOTES.splitlines() + [""] + _engine(r) + _peer(r)
+    out = _header(r) + NOTES.splitlines() + [""] + _engine(r) + _peaks(r) + _peer(r)
     for s in r.get("servers", []):
         out += _server(s)
     out += _layouts(r) + _summary(r) + _memory(r)

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from embedder.bench import engine, peer, report, server
+import numpy as np
+
+from embedder.bench import engine, peaks, peer, report, server
 from embedder.bench.machine import Noise, Others, cores, machine_info
 from embedder.bench.plan import Options, parse
 from embedder.bench.scenarios import Clock, Scheduler, brief, run_load
@@ -151,6 +153,7 @@ def measure(opts: Options) -> dict[str, Any]:
             row = asdict(eng) | {"others_cpu_share": others.share()}
             result["levels"].append(lv.describe() | {"engine": row})
             clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {eng.single_p50:.2f} ms")
+        measure_peaks(opts, clock, levels, result)
         if opts.peer and any(lv.key == PEER_LEVEL for lv in levels):
             clock.say("sentence-transformers (the peer)")
             result["peer"] = run_peer(opts, files["corpus"], clock)
@@ -170,6 +173,26 @@ def measure(opts: Options) -> dict[str, Any]:
     result["noise"] = noise.report()
     result["elapsed_s"] = clock.elapsed
     return result
+
+
+def measure_peaks(opts: Options, clock: Clock, levels: list[Level], result: dict[str, Any]) -> None:
+    """The machine's GEMM peaks, then per level its share of the matching peak and its op
+    profile (one 16 x 48-token batch of random ids, 1 thread)."""
+    threads = tuple(sorted({1, cores()}))
+    clock.say(f"machine peaks: ORT GEMM FP32 / u8s8 / u8u8 on {threads} threads")
+    result["peaks"] = peaks.gemm_peaks(threads, seconds=0.2 if opts.quick else 0.6)
+    rng = np.random.default_rng(opts.seed)
+    ids = rng.integers(1000, 20000, (16, 48)).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    feeds["token_type_ids"] = np.zeros_like(ids)
+    for lv, row in zip(levels, result["levels"], strict=True):
+        path = lv.store.path(lv.spec, lv.spec.onnx or "")
+        eng = row["engine"]
+        ops = peaks.model_ops_per_token(path)
+        row["peak"] = peaks.share_of_peak(
+            ops, eng["tokens_per_s"], lv.spec.precision, result["peaks"]["peak_gops"], cores()
+        ) | {"ops_per_token": ops}
+        row["profile"] = peaks.op_profile(path, feeds)
 
 
 def run_peer(opts: Options, texts: Path, clock: Clock) -> dict[str, Any]:

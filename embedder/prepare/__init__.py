@@ -35,6 +35,16 @@ def _shape(name: str) -> Recipe:
     return build
 
 
+def _int8_runs_here(path: Path) -> bool:
+    from embedder.prepare.quantize import runs_exactly_here
+
+    return runs_exactly_here(path)
+
+
+# A built file that is present but wrong for this machine (made on another CPU kind, e.g. an
+# INT8 file with signed weights copied to a CPU where they saturate) is built again.
+VALID_HERE: dict[str, Callable[[Path], bool]] = {"quantize-int8": _int8_runs_here}
+
 RECIPES: dict[str, Recipe] = {
     "bert-onnx": _bert_onnx,
     "quantize-int8": _quantize_int8,

@@ -19,21 +19,22 @@ integer kernels, with three changes that each measurably matter:
    attention context): x/s times diag(s)W, moving part of the outlier channels' range from the
    activation into the per-channel-quantized weight.
 3. One-sided inputs (GELU/ReLU outputs, min >= -0.1 * max) get a constant offset c so the
-   unsigned range [0, A_MAX] covers [-c, max]; `-c * colsum(W)` is folded into the bias.
+   whole uint8 range [0, 255] covers [-c, max]; `-c * colsum(W)` is folded into the bias.
+4. The attention context's smoothing is folded into the value projection (its weight columns
+   and bias), exact because each softmax row sums to one: no runtime Mul for that input.
+5. Weights are int8 where ORT's u8 x s8 kernel is exact (VNNI, AMX, non-x86), else uint8
+   with zero point 128 (see `signed_weights_are_exact`: plain AVX2 saturates in int16).
+   The file records which (metadata WEIGHTS_KEY; `runs_exactly_here` checks it). Int16-safe
+   codes instead (u8 x s8, activations 0..180, weights +-90) measured 0.9943 / 0.9983 / 97.4 %
+   on an AVX2-only EPYC: ~15 % faster than uint8 weights there, but under the fidelity bar.
 
-Integer ranges that are exact on every x86 CPU. Without VNNI (AVX2-only machines), MLAS's
-u8 x s8 GEMM adds pairs of products in int16 with saturation (`vpmaddubsw`): with the full
-ranges (activations 0..255, weights +-127) 99.9 % of a random 64x384x384 product came out
-wrong, and all-MiniLM-L6-v2 fell to min cosine 0.9888 / nearest neighbour 91.5 % on such a
-machine, while the same file was fine on VNNI and AMX machines. So every pair-sum here fits
-int16 on any CPU: activations take at most A_MAX (one-sided 0..180, two-sided 90 +- 90) and
-weights +-W_MAX (90), A_MAX x W_MAX x 2 <= 32767. The same file then gives the same vectors on
-every machine. Measured on the AVX2 machine (234 texts, vs FP32): 180/90/90 min 0.9943, mean
-0.9983, same nearest neighbour 97.4 %; 7-bit activations with 8-bit weights (127/63/127) 0.9936
-/ 0.9978 / 96.6 %; 8-bit activations with 7-bit weights (255/127/63) 0.980 (weights matter less
-than activations, but halving either alone costs more than sharing the cut).
+Tried and dropped (ORT 1.32): MatMulIntegerToFloat's own bias input, to save the bias Adds:
+with a per-row A scale the kernel multiplies the bias by that scale too (measured on a 2x3x8
+case), so the result is wrong. MatMulNBits (bits=8, accuracy_level=4, block 32) quantizes
+activations per 32-channel block inside the kernel and scored 0.9990 / 0.9996 / 98.3 %, but
+ran at 0.71x FP32 on an AVX2-only EPYC (its int8 path there is not a fast one).
 
-Weights are symmetric int8, one scale per output column. The activation statistics that pick
+Weights are symmetric 8-bit, one scale per output column. The activation statistics that pick
 the mode and the smoothing factors come from a built-in calibration run on deterministic
 pseudo-random token ids drawn from the graph's own vocabulary size (no tokenizer or text is
 needed, so the recipe is the same for any BERT-family export, whatever its node names or
@@ -43,6 +44,7 @@ from them scored the same as smoothing computed from real text in our measuremen
 
 from __future__ import annotations
 
+import platform
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +57,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 ALPHA = 0.5  # SmoothQuant migration strength; 0.4-0.6 measured equally well, 0.3 or 0.8 worse
 ONE_SIDED = 0.1  # an input whose calibrated min >= -ONE_SIDED * max is quantized unsigned
-# Integer ranges whose u8 x s8 pair-sums fit int16 (see above): 2 x A_MAX x W_MAX <= 32767.
-A_MAX = 180  # uint8 activation codes used: 0..A_MAX
-W_MAX = 90  # int8 weight codes used: -W_MAX..W_MAX
 CALIBRATION_SEED = 0
 # (batch, tokens), shortest first: a model with a shorter position table stops early
 CALIBRATION_SHAPES = ((8, 8), (8, 16), (8, 32), (8, 64), (8, 128))
@@ -176,13 +175,85 @@ def _calibrate(model: onnx.ModelProto, tensors: list[str]) -> dict[str, _Stats]:
     return stats
 
 
-def _quantize_columns(w: F32) -> tuple[npt.NDArray[np.int8], F32]:
-    """Symmetric int8 (+-W_MAX) with one scale per output column (ONNX MatMul weights are
-    [in, out])."""
-    scale = (np.abs(w).max(axis=0) / W_MAX).astype(np.float32)
+WEIGHTS_KEY = "hero_embedder.int8_weights"  # metadata: "int8" or "uint8" (see below)
+# x86 instructions that multiply u8 x s8 without an int16 intermediate (MLAS uses them when present)
+_EXACT_U8S8 = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def signed_weights_are_exact(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether ORT's u8 x s8 kernel is exact on this CPU.
+
+    Without VNNI/AMX, MLAS's x86 u8 x s8 kernel (AVX2 `vpmaddubsw`) adds pairs of products in
+    int16 and saturates: 255 x 127 x 2 > 32767. Measured on a Zen 3 EPYC (AVX2 only) the
+    recipe fell to min cosine 0.988 / mean 0.9955 / 92 % same neighbour. Unsigned weights
+    (zero point 128) take MLAS's u8 x u8 kernel, which widens to int16 first: exact, slower.
+    Non-x86 CPUs (NEON dot products) are taken as exact."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool(set(line.partition(":")[2].split()) & set(_EXACT_U8S8))
+    return False
+
+
+def _quantize_columns(
+    w: F32, signed: bool
+) -> tuple[npt.NDArray[Any], F32, npt.NDArray[np.uint8] | None]:
+    """Symmetric 8-bit with one scale per output column (ONNX MatMul weights are [in, out]);
+    stored as int8, or as uint8 with zero point 128 (same values) where u8 x s8 saturates."""
+    scale = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-    q = np.clip(np.rint(w / scale), -W_MAX, W_MAX).astype(np.int8)
-    return q, scale
+    q = np.clip(np.rint(w / scale), -127, 127)
+    if not signed:
+        return (q + 128).astype(np.uint8), scale, np.array(128, np.uint8)
+    return q.astype(np.int8), scale, None
+
+
+def _smoothing(stats: _Stats, ws: list[F32]) -> F32 | None:
+    """SmoothQuant factors per input channel, or None for a one-sided input (offset instead)."""
+    if stats.lo >= -ONE_SIDED * max(stats.hi, 0.0):
+        return None
+    wmax = np.max([np.abs(w).max(axis=1) for w in ws], axis=0)
+    return np.asarray(
+        np.maximum(stats.absmax, _TINY) ** ALPHA / np.maximum(wmax, _TINY) ** (1.0 - ALPHA),
+        np.float32,
+    )
+
+
+def _through(producers: dict[str, onnx.NodeProto], name: str) -> onnx.NodeProto | None:
+    """The first producer of `name` that is not a Reshape or Transpose (layout-only ops)."""
+    node = producers.get(name)
+    while node is not None and node.op_type in ("Reshape", "Transpose"):
+        node = producers.get(node.input[0])
+    return node
+
+
+def _value_projection(model: onnx.ModelProto, x: str, weights: set[str]) -> tuple[str, str] | None:
+    """(weight, bias) of the value projection when `x` is an attention context, else None.
+
+    context = probs @ V and each probs row sums to one, so dividing V's output channels (its
+    weight columns and bias) by s divides the context by s: the smoothing costs nothing at
+    run time (V is quantized per column, so its scaled columns lose nothing either)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    ctx = _through(producers, x)
+    if ctx is None or ctx.op_type != "MatMul" or ctx.input[1] in weights:
+        return None
+    probs = _through(producers, ctx.input[0])
+    add = _through(producers, ctx.input[1])
+    if probs is None or probs.op_type != "Softmax" or add is None or add.op_type != "Add":
+        return None
+    for mm_out, bias in (add.input, reversed(add.input)):
+        mm, init = producers.get(mm_out), inits.get(bias)
+        is_linear = mm is not None and mm.op_type == "MatMul" and mm.input[1] in weights
+        if is_linear and init is not None and len(init.dims) == 1:
+            assert mm is not None
+            return mm.input[1], bias
+    return None
 
 
 class _Rewriter:
@@ -225,13 +296,18 @@ def _rewrite_group(
     nodes: list[onnx.NodeProto],
     weights: dict[str, F32],
     stats: _Stats,
+    smooth: F32 | None,
+    presmoothed: bool,
+    signed: bool,
 ) -> tuple[list[onnx.NodeProto], dict[str, F32]]:
-    """Nodes replacing the MatMuls of one input group, and bias corrections by MatMul output."""
+    """Nodes replacing the MatMuls of one input group, and bias corrections by MatMul output.
+
+    `smooth` is the group's SmoothQuant factor (None: one-sided input); `presmoothed` says the
+    producer of `x` already divides by it (folded into its weights), so no runtime Mul."""
     new: list[onnx.NodeProto] = []
     corrections: dict[str, F32] = {}
-    one_sided = stats.lo >= -ONE_SIDED * max(stats.hi, 0.0)
-    if one_sided:
-        # x >= -c: quantize x + c on [0, A_MAX]; y = (x + c) W - c colsum(W)
+    if smooth is None:
+        # x >= -c: quantize x + c on [0, 255]; y = (x + c) W - c colsum(W)
         offset = max(-stats.lo, 0.0)
         xs = x
         if offset > 0:
@@ -241,17 +317,16 @@ def _rewrite_group(
         new.append(n)
         n, amax = rw.node("Max", [hi, rw.const("tiny", np.array(_TINY))], "rowmax_pos")
         new.append(n)
-        levels, zero_point = float(A_MAX), np.array(0, np.uint8)
+        levels, zero_point = 255.0, np.array(0, np.uint8)
         smooth = np.ones_like(stats.absmax)
     else:
         # SmoothQuant: x/s quantized symmetric per row, diag(s) W per column
-        wmax = np.max([np.abs(weights[n.input[1]]).max(axis=1) for n in nodes], axis=0)
-        smooth = (
-            np.maximum(stats.absmax, _TINY) ** ALPHA / np.maximum(wmax, _TINY) ** (1.0 - ALPHA)
-        ).astype(np.float32)
         offset = 0.0
-        n, xs = rw.node("Mul", [x, rw.const("inv_smooth", (1.0 / smooth).astype(np.float32))], "s")
-        new.append(n)
+        xs = x
+        if not presmoothed:
+            inv = rw.const("inv_smooth", (1.0 / smooth).astype(np.float32))
+            n, xs = rw.node("Mul", [x, inv], "s")
+            new.append(n)
         n, hi = rw.reduce("ReduceMax", xs, "rowmax")
         new.append(n)
         n, lo = rw.reduce("ReduceMin", xs, "rowmin")
@@ -260,8 +335,7 @@ def _rewrite_group(
         new.append(n)
         n, amax = rw.node("Max", [hi, neg, rw.const("tiny", np.array(_TINY))], "rowabsmax")
         new.append(n)
-        half = A_MAX // 2  # codes half +- half
-        levels, zero_point = float(half), np.array(half, np.uint8)
+        levels, zero_point = 127.0, np.array(128, np.uint8)
     n, row_scale = rw.node(
         "Mul", [amax, rw.const("inv_levels", np.array(1.0 / levels, np.float32))], "row_scale"
     )
@@ -277,21 +351,21 @@ def _rewrite_group(
     new.append(n)
     for node in nodes:
         w = weights[node.input[1]] * smooth[:, None]
-        wq, wscale = _quantize_columns(w.astype(np.float32))
+        wq, wscale, wzp = _quantize_columns(w.astype(np.float32), signed)
+        inputs = [q, rw.const("w", wq), row_scale, rw.const("w_scale", wscale), zp_name]
+        if wzp is not None:
+            inputs.append(rw.const("w_zero_point", wzp))
         mm = helper.make_node(
             "MatMulIntegerToFloat",
-            [q, rw.const("w", wq), row_scale, rw.const("w_scale", wscale), zp_name],
+            inputs,
             list(node.output),
             name=rw.name("matmul"),
             domain="com.microsoft",
         )
         new.append(mm)
-        dequantized = wq.astype(np.float32) * wscale[None, :]
-        corr = np.zeros(w.shape[1], np.float64)
         if offset > 0:
-            corr -= offset * dequantized.sum(axis=0)
-        if np.any(corr):
-            corrections[node.output[0]] = corr.astype(np.float32)
+            dequantized = (wq.astype(np.float32) - (0 if wzp is None else wzp)) * wscale[None, :]
+            corrections[node.output[0]] = (-offset * dequantized.sum(axis=0)).astype(np.float32)
     return new, corrections
 
 
@@ -339,20 +413,46 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return dup
 
 
-def quantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The INT8 model for an FP32 `model` (in memory; see the module docstring for the recipe)."""
-    model = _copy(model)  # bias folding edits initializers in place
+def quantize_model(model: onnx.ModelProto, signed: bool | None = None) -> onnx.ModelProto:
+    """The INT8 model for an FP32 `model` (in memory; see the module docstring for the recipe).
+
+    `signed`: int8 weights (None: where this CPU multiplies u8 x s8 exactly), else uint8."""
+    if signed is None:
+        signed = signed_weights_are_exact()
+    model = _copy(model)  # folding edits initializers in place
     groups = _weight_groups(model)
     if not groups:
         raise ValueError("no MatMul with a constant weight to quantize")
     stats = _calibrate(model, sorted(groups))
-    weights = _const_weights(model, {n.input[1] for nodes in groups.values() for n in nodes})
+    weight_names = {n.input[1] for nodes in groups.values() for n in nodes}
+    weights = _const_weights(model, weight_names)
+    smooth = {
+        x: _smoothing(stats[x], [weights[n.input[1]] for n in ns]) for x, ns in groups.items()
+    }
+    presmoothed: set[str] = set()
+    inits = {i.name: i for i in model.graph.initializer}
+    uses: dict[str, int] = defaultdict(int)
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] += 1
+    for x, s in smooth.items():
+        found = _value_projection(model, x, weight_names) if s is not None else None
+        if s is None or found is None:
+            continue
+        w, b = found
+        if uses[w] == 1 and uses[b] == 1:
+            weights[w] = (weights[w] / s[None, :]).astype(np.float32)
+            bias = numpy_helper.to_array(inits[b]).astype(np.float32) / s
+            inits[b].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), b))
+            presmoothed.add(x)
     rw = _Rewriter(model)
     replacement: dict[int, list[onnx.NodeProto]] = {}  # by id() of the group's first MatMul
     dropped: set[int] = set()
     corrections: dict[str, F32] = {}
     for x, nodes in groups.items():
-        new, corr = _rewrite_group(rw, x, nodes, weights, stats[x])
+        new, corr = _rewrite_group(
+            rw, x, nodes, weights, stats[x], smooth[x], x in presmoothed, signed
+        )
         replacement[id(nodes[0])] = new  # x exists there already, and the weights are constants
         dropped.update(id(n) for n in nodes)
         corrections.update(corr)
@@ -364,18 +464,25 @@ def quantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
             ordered.append(node)
     ordered = _apply_corrections(model, rw, ordered, corrections)
     still_used = {name for node in ordered for name in node.input}
-    replaced_weights = {n.input[1] for nodes in groups.values() for n in nodes}
-    kept = [
-        i for i in model.graph.initializer if i.name not in replaced_weights or i.name in still_used
-    ]
+    kept = [i for i in model.graph.initializer if i.name in still_used]
     out = _copy(model)
     del out.graph.node[:]
     out.graph.node.extend(ordered)
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept + rw.new_inits)
+    del out.metadata_props[:]
+    out.metadata_props.add(key=WEIGHTS_KEY, value="int8" if signed else "uint8")
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return out
+
+
+def runs_exactly_here(path: Path) -> bool:
+    """False for a file of this recipe with int8 weights on a CPU whose u8 x s8 kernel
+    saturates (a models root built on a VNNI/AMX machine, copied to a plain-AVX2 one)."""
+    model = onnx.load(str(path), load_external_data=False)
+    kind = next((p.value for p in model.metadata_props if p.key == WEIGHTS_KEY), None)
+    return kind != "int8" or signed_weights_are_exact()
 
 
 def quantize_int8(src: Path, out: Path) -> None:

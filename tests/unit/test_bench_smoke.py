@@ -39,6 +39,12 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert engine["request_texts_per_s"] > 0
     assert all(ms > 0 for ms in engine["single_ms"].values())
 
+    peak_gops = data["peaks"]["peak_gops"]
+    assert {k.split("@")[0] for k in peak_gops} == {"fp32", "u8s8", "u8u8"}
+    assert all(v > 0 for v in peak_gops.values())
+    assert level["peak"]["ops_per_token"] > 0 and level["peak"]["share"] > 0
+    assert level["profile"] and abs(sum(s for _, s in level["profile"]) - 1) < 0.5
+
     (srv,) = data["servers"]
     assert "error" not in srv, srv.get("error")
     assert srv["layout"] == "2x1" and srv["ready_s"] > 0
@@ -60,7 +66,13 @@ def test_quick_run_writes_sane_json_and_markdown(
 
     md = (out / "latest.md").read_text()
     assert data["machine"]["cpu"] in md
-    for heading in ("## The limit", "## Live server: gunicorn 2x1", "## Targets", "## Memory"):
+    for heading in (
+        "## The limit",
+        "## The machine's peaks",
+        "## Live server: gunicorn 2x1",
+        "## Targets",
+        "## Memory",
+    ):
         assert heading in md
     assert md in capsys.readouterr().out
 

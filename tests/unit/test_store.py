@@ -319,6 +319,42 @@ def test_built_files_are_made_once_from_their_inputs(store: ModelStore, hub: Fak
     assert store.disk_size(built) == 3 * len(TOKENIZER)
 
 
+def test_a_built_file_made_for_another_cpu_is_built_again(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A models root copied from another kind of machine (an INT8 file whose signed weights
+    saturate here): the store drops the file and builds it again for this CPU."""
+    built = CATALOG.get("built")
+    store.ensure(built)
+    upper = store.path(built, "upper.json")
+    upper.write_bytes(b"made on another machine")
+    monkeypatch.setattr(
+        prepare, "VALID_HERE", {"test-upper": lambda p: p.read_bytes() == TOKENIZER.upper()}
+    )
+    store.ensure(built)
+    assert upper.read_bytes() == TOKENIZER.upper()
+
+
+def test_int8_files_say_whether_they_run_exactly_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+    from onnx import helper
+
+    from embedder.prepare import quantize
+
+    path = tmp_path / "m.onnx"
+    for kind in ("int8", "uint8"):
+        model = helper.make_model(helper.make_graph([], "g", [], []))
+        helper.set_model_props(model, {quantize.WEIGHTS_KEY: kind})
+        onnx.save(model, str(path))
+        monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: False)
+        assert quantize.runs_exactly_here(path) == (kind == "uint8")
+        monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: True)
+        assert quantize.runs_exactly_here(path)
+    assert prepare.VALID_HERE["quantize-int8"] is not None
+
+
 def test_failing_recipe_leaves_no_file(store: ModelStore) -> None:
     broken = CATALOG.get("broken")
     with pytest.raises(ModelUnavailable, match="recipe exploded"):
