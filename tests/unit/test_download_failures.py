@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import falcon.testing
@@ -22,17 +21,9 @@ from embedder.http.app import HttpOptions, create_app
 from embedder.service import Service
 from embedder.store import ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub
+from tests.polling import wait_until
 
 L3 = STARTER.get("paraphrase-minilm-l3-v2")
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
-    """Polls observable state; the bound is generous, it only ends a hung test."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: still not so after {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def from_hub(id: str, repo: str, level: int | None) -> ModelSpec:
