@@ -352,6 +352,9 @@ def test_int8_files_say_whether_they_run_exactly_here(
         assert quantize.runs_exactly_here(path) == (kind == "uint8")
         monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: True)
         assert quantize.runs_exactly_here(path)
+    monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: False)
+    path.write_bytes(b"not a model")  # a corrupt file is left for the loader to name
+    assert quantize.runs_exactly_here(path)
     assert prepare.VALID_HERE["quantize-int8"] is not None
 
 
