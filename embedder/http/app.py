@@ -23,7 +23,6 @@ from embedder.http.rerank import RerankResource
 from embedder.http.rest import EmbeddingsResource, HealthResource, ModelsResource
 from embedder.http.rpc import Dispatcher, RpcResource
 from embedder.http.rpc_methods import admit_batch, build_methods
-from embedder.memory import IdleTrim
 from embedder.service import Service
 
 log = logging.getLogger("embedder.http")
@@ -94,28 +93,6 @@ class ApiKey:
             )
 
 
-class Busy:
-    """A request that carries work (a POST) counts as activity for the idle trim from its
-    first byte to its response, not only while its texts run: its body, the parsed texts and
-    the serialised response are freed after the run ends (~50 MiB for 2048 texts of 8,000
-    characters), and a trim that came before that would leave them in the heap."""
-
-    def __init__(self, activity: IdleTrim) -> None:
-        self.activity = activity
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.method == "POST":
-            self.activity.__enter__()
-            req.context.busy = True
-
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
-    ) -> None:
-        if getattr(req.context, "busy", False):
-            req.context.busy = False
-            self.activity.__exit__(None, None, None)
-
-
 def create_app(service: Service, options: HttpOptions | None = None) -> falcon.App[Any, Any]:
     opts = options or HttpOptions()
     m = metrics()
@@ -123,7 +100,6 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
         RequestLog(opts.access_log),
         ListenerGuard(opts.tcp_expose),
         ClientWatch(),
-        Busy(service.activity),
     ]
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
