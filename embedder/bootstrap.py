@@ -31,6 +31,7 @@ def build_service(settings: Settings) -> Service:
         batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
         models=settings.models or None,
         micro_batching=settings.micro_batch,
+        shared_sessions=settings.shared_sessions,
         max_queue_wait=settings.max_queue_wait,
         idle_trim=settings.idle_trim,
         board=WorkerBoard(settings.worker_board) if settings.worker_board else None,

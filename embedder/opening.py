@@ -32,7 +32,7 @@ class Opener:
     batch_limits: BatchLimits
     micro_batching: bool = True
     max_queue_wait: float = 10.0
-    shared_session: bool = True  # the runners of a model share one session (see `embedding`)
+    shared_session: bool = False  # the runners of a model share one session (see `embedding`)
 
     @property
     def max_request_wait(self) -> float:

@@ -58,6 +58,7 @@ class Service:
         batch_limits: BatchLimits | None = None,
         models: Sequence[str] | None = None,
         micro_batching: bool = True,
+        shared_sessions: bool = False,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: WorkerBoard | None = None,
@@ -72,6 +73,7 @@ class Service:
             batch_limits or BatchLimits(),
             micro_batching=micro_batching,
             max_queue_wait=max_queue_wait,
+            shared_session=shared_sessions,
         )
         self.limits = limits or Limits()
         wanted = [catalog.get(m) for m in models] if models else list(catalog)

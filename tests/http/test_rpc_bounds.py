@@ -104,28 +104,3 @@ def test_a_batch_stops_when_its_client_has_gone(
         assert texts_run(starter_service) == before
     finally:
         here.close()
-
-
-def test_a_post_counts_as_activity_from_its_first_byte_to_its_response(
-    client: falcon.testing.TestClient, starter_service: Service
-) -> None:
-    """So the idle trim comes after the request's body and response are freed, not between
-    the end of its run and the end of the request."""
-    activity = starter_service.activity
-    seen: list[int] = []
-    real_embed = starter_service.embed
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(activity._active)  # in a request, before the run's own count
-        return real_embed(*args, **kwargs)
-
-    starter_service.embed = spy  # type: ignore[method-assign]
-    try:
-        out = rpc(client, embed(["a"], 1)).json
-    finally:
-        starter_service.embed = real_embed  # type: ignore[method-assign]
-    assert "result" in out
-    assert seen == [1] and activity._active == 0
-    ended = activity._last_end
-    client.simulate_get("/health")
-    assert activity._last_end == ended  # probes do not postpone the trim

@@ -42,10 +42,10 @@ print(json.dumps({"model_bytes": rss() - base, "sessions": sessions}))
 
 
 def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> dict[str, int]:
-    """The least of 3 fresh processes: RSS after the same load varied by ~9 % between
+    """The least of 5 fresh processes: RSS after the same load varied by ~9 % between
     processes here (116 or 126 MB, whatever the runners), and noise only ever adds."""
     runs = []
-    for _ in range(3):
+    for _ in range(5):
         out = subprocess.run(
             [sys.executable, "-c", PROBE, str(store.root), model, str(runners), str(int(shared))],
             capture_output=True,
@@ -79,7 +79,7 @@ def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> 
 def test_runners_share_the_first_embedder(starter_store: ModelStore) -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     starter_store.ensure(spec)
-    opener = Opener(starter_store, SessionConfig(threads=3), BatchLimits())
+    opener = Opener(starter_store, SessionConfig(threads=3), BatchLimits(), shared_session=True)
     embedder, batcher = opener.embedding(spec)
     assert batcher is not None
     assert batcher._engines == [embedder] * 3
