@@ -48,7 +48,7 @@ from embedder.prepare.quantize import (
     signed_weights_are_exact,
 )
 from embedder.tools.corpus import SPECIAL_TEXTS, corpus
-from tests.unit.test_bert_onnx import (
+from tests.unit.prepare.test_bert_onnx import (
     Batch,
     _batch,
     _package_dir,
