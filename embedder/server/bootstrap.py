@@ -11,6 +11,7 @@ from embedder.catalog_file import load_catalog
 from embedder.encoder import BatchLimits
 from embedder.limits import Limits
 from embedder.server.http.app import HttpOptions, create_app
+from embedder.server.http.deadline import Watchdog
 from embedder.server.workers import WorkerBoard
 from embedder.service import Service
 from embedder.sessions import SessionConfig
@@ -68,4 +69,5 @@ def build_app(
             access_log=settings.access_log_json,
             metrics_multiprocess=settings.metrics_dir is not None,
         ),
+        watchdog=Watchdog(),  # the worker's, for its life
     )

@@ -13,7 +13,8 @@ import falcon
 from embedder.errors import EmbedderError
 from embedder.server.http.access import RequestLog
 from embedder.server.http.admin import ADMIN_STATIC, add_admin_routes
-from embedder.server.http.body import BodyLimits, dumps
+from embedder.server.http.body import BodyLimits, BodyReader, dumps
+from embedder.server.http.deadline import Watchdog
 from embedder.server.http.errors import INTERNAL, mapping_for, retry_after
 from embedder.server.http.gone import ClientWatch
 from embedder.server.http.metrics import MetricsMiddleware, MetricsResource, metrics
@@ -93,7 +94,12 @@ class ApiKey:
             )
 
 
-def create_app(service: Service, options: HttpOptions | None = None) -> falcon.App[Any, Any]:
+def create_app(
+    service: Service, options: HttpOptions | None = None, *, watchdog: Watchdog | None = None
+) -> falcon.App[Any, Any]:
+    """The app over `service`. The body watchdog comes from the caller, who owns it and closes
+    it (gunicorn's bootstrap: one per worker); left out, the app makes its own, whose thread
+    starts only with a body read from a real socket."""
     opts = options or HttpOptions()
     m = metrics()
     middleware: list[Any] = [
@@ -110,14 +116,14 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(EmbedderError, _domain_error)
 
-    limits = BodyLimits(opts.max_body_bytes, opts.body_timeout)
-    embeddings = EmbeddingsResource(service, limits)
+    reader = BodyReader(BodyLimits(opts.max_body_bytes, opts.body_timeout), watchdog or Watchdog())
+    embeddings = EmbeddingsResource(service, reader)
     models = ModelsResource(service)
     app.add_route("/v1/embeddings", embeddings)
     app.add_route("/embeddings", embeddings)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    rerank = RerankResource(service, limits)
+    rerank = RerankResource(service, reader)
     app.add_route("/v1/rerank", rerank)
     app.add_route("/v2/rerank", rerank)
     app.add_route("/rerank", rerank)
@@ -125,6 +131,6 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     app.add_route("/openapi.json", OpenApiResource())
     app.add_route("/metrics", MetricsResource(service, m, opts.metrics_multiprocess))
     dispatcher = Dispatcher(build_methods(service, opts.master_pid), admit_batch(service))
-    app.add_route("/rpc", RpcResource(dispatcher, limits))
+    app.add_route("/rpc", RpcResource(dispatcher, reader))
     add_admin_routes(app, opts.admin_static)
     return app

@@ -11,7 +11,7 @@ import numpy as np
 
 from embedder.encoder import l2_normalize
 from embedder.errors import InvalidInput
-from embedder.server.http.body import BodyLimits, dumps, model_name, read_object
+from embedder.server.http.body import BodyReader, dumps, model_name
 from embedder.service import Service
 
 _TOKEN_ARRAYS = (
@@ -57,12 +57,12 @@ def encode_float_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
 
 
 class EmbeddingsResource:
-    def __init__(self, service: Service, limits: BodyLimits) -> None:
+    def __init__(self, service: Service, reader: BodyReader) -> None:
         self.service = service
-        self.limits = limits
+        self.reader = reader
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_object(req, self.limits)
+        body = self.reader.object(req)
         texts = parse_input(body.get("input"))
         fmt = body.get("encoding_format")
         if fmt is None:  # absent or null: OpenAI's default
