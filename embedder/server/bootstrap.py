@@ -12,6 +12,7 @@ from embedder.encoder import BatchLimits
 from embedder.limits import Limits
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.http.deadline import Watchdog
+from embedder.server.http.metrics import Metrics
 from embedder.server.workers import WorkerBoard
 from embedder.service import Service
 from embedder.sessions import SessionConfig
@@ -58,6 +59,9 @@ def build_app(
     if joining:
         logging.getLogger("embedder").info("joining a serving instance: loading models first")
         service.wait()
+    # The worker owns these for its life; its exit ends their threads.
+    metrics = Metrics(multiprocess=settings.metrics_dir is not None)
+    metrics.start_refresh(service)
     return create_app(
         service,
         HttpOptions(
@@ -67,7 +71,7 @@ def build_app(
             api_key=settings.api_key,
             master_pid=master_pid,
             access_log=settings.access_log_json,
-            metrics_multiprocess=settings.metrics_dir is not None,
         ),
-        watchdog=Watchdog(),  # the worker's, for its life
+        metrics=metrics,
+        watchdog=Watchdog(),
     )

@@ -17,7 +17,7 @@ from embedder.server.http.body import BodyLimits, BodyReader, dumps
 from embedder.server.http.deadline import Watchdog
 from embedder.server.http.errors import INTERNAL, mapping_for, retry_after
 from embedder.server.http.gone import ClientWatch
-from embedder.server.http.metrics import MetricsMiddleware, MetricsResource, metrics
+from embedder.server.http.metrics import Metrics, MetricsMiddleware, MetricsResource
 from embedder.server.http.openapi import OpenApiResource
 from embedder.server.http.rerank import RerankResource
 from embedder.server.http.rest import EmbeddingsResource, HealthResource, ModelsResource
@@ -38,7 +38,6 @@ class HttpOptions:
     master_pid: int | None = None
     access_log: bool = False  # JSON lines on the embedder.access logger
     admin_static: Path = ADMIN_STATIC
-    metrics_multiprocess: bool = False  # sum over the workers (gunicorn), else this process
 
 
 def _openai_error(
@@ -95,13 +94,19 @@ class ApiKey:
 
 
 def create_app(
-    service: Service, options: HttpOptions | None = None, *, watchdog: Watchdog | None = None
+    service: Service,
+    options: HttpOptions | None = None,
+    *,
+    metrics: Metrics | None = None,
+    watchdog: Watchdog | None = None,
 ) -> falcon.App[Any, Any]:
-    """The app over `service`. The body watchdog comes from the caller, who owns it and closes
-    it (gunicorn's bootstrap: one per worker); left out, the app makes its own, whose thread
-    starts only with a body read from a real socket."""
+    """The app over `service`. Its collaborators with threads come from the caller, who owns
+    them and closes them (gunicorn's bootstrap: one set per worker). Left out, the app makes
+    its own: metrics without a refresh thread (a scrape refreshes them; no other process reads
+    them) and a watchdog whose thread starts only with a body read from a real socket."""
     opts = options or HttpOptions()
-    m = metrics()
+    m = metrics or Metrics()
+    m.observe(service)
     middleware: list[Any] = [
         RequestLog(opts.access_log),
         ListenerGuard(opts.tcp_expose),
@@ -109,7 +114,7 @@ def create_app(
     ]
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
-    middleware.append(MetricsMiddleware(service, m))
+    middleware.append(MetricsMiddleware(m))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
@@ -129,7 +134,7 @@ def create_app(
     app.add_route("/rerank", rerank)
     app.add_route("/health", HealthResource(service))
     app.add_route("/openapi.json", OpenApiResource())
-    app.add_route("/metrics", MetricsResource(service, m, opts.metrics_multiprocess))
+    app.add_route("/metrics", MetricsResource(service, m))
     dispatcher = Dispatcher(build_methods(service, opts.master_pid), admit_batch(service))
     app.add_route("/rpc", RpcResource(dispatcher, reader))
     add_admin_routes(app, opts.admin_static)
