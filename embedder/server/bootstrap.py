@@ -15,7 +15,7 @@ from embedder.server.http.deadline import Watchdog
 from embedder.server.http.metrics import Metrics
 from embedder.server.workers import WorkerBoard
 from embedder.service import Service
-from embedder.sessions import SessionConfig
+from embedder.sessions import SessionConfig, disable_ort_telemetry
 from embedder.settings import Settings
 from embedder.store.files import ModelStore
 
@@ -51,6 +51,7 @@ def build_app(
     siblings could have served the request.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    disable_ort_telemetry()  # set by gunicorn's master already; this covers any other server
     settings = settings or Settings.from_env()
     service = build_service(settings)
     joining = service.board is not None and service.board.has_served()
