@@ -101,9 +101,10 @@ def create_app(
     watchdog: Watchdog | None = None,
 ) -> falcon.App[Any, Any]:
     """The app over `service`. Its collaborators with threads come from the caller, who owns
-    them and closes them (gunicorn's bootstrap: one set per worker). Left out, the app makes
-    its own: metrics without a refresh thread (a scrape refreshes them; no other process reads
-    them) and a watchdog whose thread starts only with a body read from a real socket."""
+    them and can close them (gunicorn's bootstrap makes one set per worker, kept for the
+    worker's life). Left out, the app makes its own: metrics without a refresh thread (a
+    scrape refreshes them; no other process reads them) and a watchdog whose thread starts
+    only with a body read from a real socket."""
     opts = options or HttpOptions()
     m = metrics or Metrics()
     m.observe(service)
