@@ -236,36 +236,6 @@ def _through(producers: dict[str, onnx.NodeProto], name: str) -> onnx.NodeProto 
     return node
 
 
-def _value_projection(
-    model: onnx.ModelProto, x: str, weights: set[str]
-) -> tuple[str, str | None] | None:
-    """(weight, bias) of the value projection when `x` is an attention context, else None.
-
-    context = probs @ V and each probs row sums to one, so dividing V's output channels (its
-    weight columns and bias) by s divides the context by s: the smoothing costs nothing at
-    run time (V is quantized per column, so its scaled columns lose nothing either)."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    inits = {i.name: i for i in model.graph.initializer}
-    ctx = _through(producers, x)
-    if ctx is None or ctx.op_type != "MatMul" or ctx.input[1] in weights:
-        return None
-    probs = _through(producers, ctx.input[0])
-    add = _through(producers, ctx.input[1])
-    if probs is None or probs.op_type != "Softmax" or add is None:
-        return None
-    if add.op_type == "MatMul" and add.input[1] in weights:
-        return add.input[1], None  # its bias was folded away (`_fold_attention_biases`)
-    if add.op_type != "Add":
-        return None
-    for mm_out, bias in (add.input, reversed(add.input)):
-        mm, init = producers.get(mm_out), inits.get(bias)
-        is_linear = mm is not None and mm.op_type == "MatMul" and mm.input[1] in weights
-        if is_linear and init is not None and len(init.dims) == 1:
-            assert mm is not None
-            return mm.input[1], bias
-    return None
-
-
 def _linear(
     producers: dict[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto], name: str
 ) -> tuple[onnx.NodeProto, onnx.NodeProto, str] | None:
@@ -280,6 +250,31 @@ def _linear(
             assert mm is not None
             return add, mm, bias
     return None
+
+
+def _value_projection(
+    model: onnx.ModelProto, x: str, weights: set[str]
+) -> tuple[str, str | None] | None:
+    """(weight, bias) of the value projection when `x` is an attention context, else None.
+
+    context = probs @ V and each probs row sums to one, so dividing V's output channels (its
+    weight columns and bias) by s divides the context by s: the smoothing costs nothing at
+    run time (V is quantized per column, so its scaled columns lose nothing either)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    ctx = _through(producers, x)
+    if ctx is None or ctx.op_type != "MatMul" or ctx.input[1] in weights:
+        return None
+    probs = _through(producers, ctx.input[0])
+    value = _through(producers, ctx.input[1])
+    if probs is None or probs.op_type != "Softmax" or value is None:
+        return None
+    if value.op_type == "MatMul" and value.input[1] in weights:
+        return value.input[1], None  # its bias was folded away (`_fold_attention_biases`)
+    found = _linear(producers, inits, ctx.input[1])
+    if found is None or found[1].input[1] not in weights:
+        return None
+    return found[1].input[1], found[2]
 
 
 def _fold_attention_biases(model: onnx.ModelProto) -> int:
