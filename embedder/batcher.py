@@ -203,22 +203,32 @@ class Batcher:
                 self._admit(job.size, job.cost)
                 self._queued_texts += job.size
             self._queued_cost += job.cost
+            bound = self.request_bound(self._queued_cost)
             self._jobs.append(job)
             self._cv.notify()
-        self._wait(job, cancelled)
+        self._wait(job, cancelled, bound)
         if job.error is not None:
             raise job.error
         assert job.rows is not None
         return tok, job.rows
 
-    def _wait(self, job: _Job, cancelled: Callable[[], bool] | None) -> None:
-        """Until the job is done, its caller's client has gone (ClientGone), or
-        `max_request_wait` has passed (TimedOut)."""
-        deadline = time.monotonic() + self.max_request_wait
+    def request_bound(self, cost: float) -> float:
+        """How long a caller may wait for `cost` units of work (its own and what is ahead):
+        `max_request_wait`, plus four times the work's expected time at the measured rate. A
+        large request alone (which admission lets in) may take minutes on a small machine
+        (100 documents of 512 tokens on bge-reranker-base, 2 cores: about a minute); a stuck
+        run still ends its callers' wait. Before the first run there is no rate to go by."""
+        rate = self.rate
+        return self.max_request_wait + (4.0 * cost / rate if rate > 0 else 0.0)
+
+    def _wait(self, job: _Job, cancelled: Callable[[], bool] | None, bound: float) -> None:
+        """Until the job is done, its caller's client has gone (ClientGone), or `bound`
+        seconds have passed (TimedOut)."""
+        deadline = time.monotonic() + bound
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                self._abandon(job)
+                self._abandon(job, bound)
                 return
             if job.done.wait(min(left, CANCEL_POLL) if cancelled is not None else left):
                 return
@@ -250,14 +260,14 @@ class Batcher:
         with self._cv:
             self._queued_texts -= n
 
-    def _abandon(self, job: _Job) -> None:
+    def _abandon(self, job: _Job, bound: float) -> None:
         """The caller stops waiting: a job still queued leaves the queue; one already running
         finishes unseen."""
         if job.done.is_set():
             return
         self._unqueue(job)
         raise TimedOut(
-            f"model {self.name} did not finish this request within {self.max_request_wait:.0f} s"
+            f"model {self.name} did not finish this request within {bound:.0f} s"
             "; retry shortly",
             retry_after=max(1, math.ceil(self.max_wait)),
         )

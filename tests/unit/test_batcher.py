@@ -218,6 +218,16 @@ def test_a_caller_waits_within_its_bound_and_leaves_the_queue() -> None:
     assert eng.runs == [["held"]], "the abandoned queued job must not run"
 
 
+def test_a_large_request_may_wait_as_long_as_its_work_takes() -> None:
+    """The wait bound grows with the work expected at the measured rate: a lone request of a
+    minute's work is not cut off at `max_request_wait` (a stuck run still is)."""
+    b = Batcher([FakeEngine()], name="t", max_request_wait=60.0)
+    assert b.request_bound(1e6) == 60.0  # no run yet: no rate to go by
+    b._ew_cost, b._ew_seconds = 100.0, 1.0  # as if measured: 100 cost units/s on one runner
+    assert b.request_bound(0.0) == 60.0
+    assert b.request_bound(6000.0) == pytest.approx(60.0 + 4 * 60.0)
+
+
 def test_queue_bound_gives_overloaded_before_tokenising() -> None:
     gate = threading.Event()
     eng = FakeEngine(gate=gate)
