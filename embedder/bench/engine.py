@@ -148,14 +148,18 @@ def measure(
     request_slices: int,
     idle_texts: int,
     budget: float = float("inf"),
+    only: Sequence[str] = (),
 ) -> EngineResult:
     """Everything the report needs from the engine for one model, in about `budget` seconds
-    (a busy machine slows everything: then fewer rounds, never fewer than two)."""
+    (a busy machine slows everything: then fewer rounds, never fewer than two). `only` limits
+    the layouts measured for the limit (e.g. "2x1", what a worker's runners do)."""
     began = time.monotonic()
     embedder = open_embedder(store, spec, threads)
     layouts = {f"1x{threads}": [embedder]}
     if threads > 1:
         layouts[f"{threads}x1"] = [open_embedder(store, spec, 1) for _ in range(threads)]
+    if only and any(name in layouts for name in only):
+        layouts = {name: group for name, group in layouts.items() if name in only}
     measured = {
         name: limit(group, texts, rounds, began + budget * 0.25 * (i + 1))
         for i, (name, group) in enumerate(layouts.items())
@@ -182,7 +186,8 @@ def measure(
     if idle:
         result.single_ms = single_times(embedder, idle, until=began + budget * 0.85)
         if threads > 1:
-            one = layouts[f"{threads}x1"][0]
+            group = layouts.get(f"{threads}x1")
+            one = group[0] if group else open_embedder(store, spec, 1)
             result.single_ms_1t = single_times(one, idle, until=began + budget)
         else:
             result.single_ms_1t = dict(result.single_ms)
