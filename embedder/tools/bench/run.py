@@ -29,6 +29,7 @@ from embedder.tools.bench import rerank as rag
 from embedder.tools.bench.machine import Noise, Others, cores, machine_info
 from embedder.tools.bench.plan import Options, Shape, parse
 from embedder.tools.bench.scenarios import Clock, Scheduler, brief, run_load
+from embedder.tools.bench.stats import median
 from embedder.tools.corpus import corpus
 
 PEER_LEVEL = "starter:4"  # all-minilm-l6-v2 FP32: the weights sentence-transformers runs
@@ -174,10 +175,13 @@ def measure(opts: Options) -> dict[str, Any]:
                 request_slices=opts.request_slices,
                 idle_texts=opts.idle_texts,
                 budget=opts.engine_seconds,
+                only=opts.limit_layouts,
+                sampled=opts.catalog == "shapes",
             )
             row = asdict(eng) | {"others_cpu_share": others.share()}
             result["levels"].append(lv.describe() | {"engine": row})
-            clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {eng.single_p50:.2f} ms")
+            lone = median(list((eng.single_ms or eng.single_ms_1t).values()))
+            clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {lone:.2f} ms")
         for lv in rerankers:
             clock.say(f"engine (the limit) for {lv.spec.id}: RAG calls {opts.rerank_calls}")
             others = Others()
