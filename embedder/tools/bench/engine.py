@@ -81,6 +81,13 @@ def _parallel(embedders: Sequence[Embedder], calls: Sequence[Sequence[str]]) -> 
     return time.perf_counter() - began, sum(counts)
 
 
+def round_rate(embedders: Sequence[Embedder], texts: Sequence[str]) -> float:
+    """texts/s of one round over `texts`, shared among the embedders as `limit` does."""
+    k = len(embedders)
+    took, _ = _parallel(embedders, [texts[i::k] for i in range(k)])
+    return len(texts) / took if took else 0.0
+
+
 def limit(
     embedders: Sequence[Embedder],
     texts: Sequence[str],

@@ -156,7 +156,11 @@ def _torch_peer(r: dict[str, Any]) -> list[str]:
             )
             continue
         ours = engines.get(model, {}).get("texts_per_s")
-        mine = f" (ours {_f(ours, 2)}: {ours / p['texts_per_s']:.2f}x)" if ours else ""
+        mine = (
+            f" (engine phase: ours {_f(ours, 2)}, {ours / p['texts_per_s']:.2f}x)" if ours else ""
+        )
+        for m, got in (p.get("interleaved") or {}).items():
+            mine += f"; alternate rounds: {m} {_f(got['texts_per_s'], 2)}, {got['ratio']:.2f}x"
         rows.append(
             [
                 model,
@@ -175,7 +179,7 @@ def _torch_peer(r: dict[str, Any]) -> list[str]:
         f"{first.get('threads')} threads, in its own process, after the check; the stand-in's "
         "ONNX initializers loaded into the HF module. Embeddings: sorted by length, batches of "
         "32 padded to their longest, CLS + L2 (what sentence-transformers does for BGE); pairs: "
-        "batches of 32 in order (what CrossEncoder does)._"
+        "the same sorting and batching (what its CrossEncoder does)._"
     )
     return [*out, ""]
 

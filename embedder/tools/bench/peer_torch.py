@@ -5,7 +5,7 @@ same texts.
 What sentence-transformers runs for BGE is a `BertModel` with CLS pooling and L2
 normalisation (texts sorted by length, batches of 32, each padded to its longest); what its
 `CrossEncoder` runs for bge-reranker-base is `XLMRobertaForSequenceClassification` (one logit
-per pair, batches of 32 in the caller's order). Both are driven here as those wrappers drive
+per pair, pairs sorted by length, batches of 32). Both are driven here as those wrappers drive
 them, without the wrappers (they would need a Hub-style folder for random weights).
 
 Before anything is timed, the peer must compute the same function as our FP32 level: a few
@@ -38,6 +38,11 @@ PEER_OF = {
     "bge-small-q2-shape": "bge-small",
     "bge-base-q4-shape": "bge-base",
     "bge-reranker-base-shape": "bge-reranker-base",
+}
+# The levels timed alternately with each embedding peer (its FP32 weights, or INT8 from them).
+COMPARED = {
+    "bge-small-q2-shape": ("bge-small-q1-shape", "bge-small-q2-shape"),
+    "bge-base-q4-shape": ("bge-base-q3-shape", "bge-base-q4-shape"),
 }
 MIN_COSINE = 0.9999  # vectors: the same function, up to float32 summation order
 MAX_LOGIT_DIFF = 1e-3  # logits: the same
@@ -153,22 +158,25 @@ class EmbedPeer:
 
 class PairPeer:
     """XLMRobertaForSequenceClassification on (query, doc) pairs, as CrossEncoder.predict
-    drives it: batches of 32 in order, each padded to its longest, one logit per pair."""
+    (sentence-transformers 6) drives it: pairs sorted by length, batches of 32, each padded to
+    its longest, one logit per pair, back in the caller's order."""
 
     def __init__(self, model: Any, tokenizer: Any, batch: int) -> None:
         self.torch: Any = importlib.import_module("torch")
         self.model, self.tok, self.batch = model, tokenizer, batch
 
     def logits(self, query: str, docs: Sequence[str]) -> np.ndarray:
-        out: list[np.ndarray] = []
+        order = np.argsort([-(len(query) + len(d)) for d in docs], kind="stable")
+        out = np.zeros(len(docs), np.float32)
         for start in range(0, len(docs), self.batch):
-            enc = self.tok.encode_batch([(query, d) for d in docs[start : start + self.batch]])
+            rows = order[start : start + self.batch]
+            enc = self.tok.encode_batch([(query, docs[i]) for i in rows])
             feeds = {
                 "input_ids": self.torch.tensor([e.ids for e in enc]),
                 "attention_mask": self.torch.tensor([e.attention_mask for e in enc]),
             }
-            out.append(self.model(**feeds).logits[:, 0].numpy())
-        return np.concatenate(out)
+            out[rows] = self.model(**feeds).logits[:, 0].numpy()
+        return out
 
 
 def _ours(models_root: Path, model_id: str) -> tuple[Any, Any]:
@@ -229,6 +237,19 @@ def check_pairs(
     return {"pairs": len(docs), "max_abs_diff": diff, "agrees": diff <= MAX_LOGIT_DIFF}
 
 
+def _our_embedders(models_root: Path, ids: Sequence[str], threads: int) -> dict[str, list[Any]]:
+    """Our levels as a worker runs them: one single-thread session shared by a runner thread
+    per core (the limit's Nx1 layout)."""
+    from embedder.tools.bench.engine import open_embedder
+
+    out: dict[str, list[Any]] = {}
+    for model_id in ids:
+        store, spec = _ours(models_root, model_id)
+        one = open_embedder(store, spec, 1)
+        out[model_id] = [one] * threads
+    return out
+
+
 def measure_embed(
     name: str,
     model_id: str,
@@ -240,36 +261,45 @@ def measure_embed(
     rounds: int,
     idle: int,
     seconds: float,
+    ours: Sequence[str],
+    threads: int,
 ) -> dict[str, Any]:
+    """The peer's texts/s over the corpus, in rounds interleaved with ours on the levels `ours`
+    (ours, then the peer, round after round): on a shared machine the ratio of each round pair
+    is what holds, not either figure alone."""
     from embedder.catalog import SHAPES
+    from embedder.tools.bench.engine import round_rate
 
     spec = SHAPES.get(model_id)
     assert spec.onnx and spec.tokenizer
     store, _ = _ours(models_root, model_id)
     began = time.perf_counter()
-    peer = EmbedPeer(
-        hf_model(name, store.path(spec, spec.onnx)),
-        _tokenizer(store.path(spec, spec.tokenizer), max_tokens),
-        batch,
-    )
+    model = hf_model(name, store.path(spec, spec.onnx))
+    peer = EmbedPeer(model, _tokenizer(store.path(spec, spec.tokenizer), max_tokens), batch)
     load_s = time.perf_counter() - began
     torch: Any = importlib.import_module("torch")
     with torch.inference_mode():
         check = check_embed(peer, models_root, model_id, _check_texts(texts))
         if not check["agrees"]:
-            return {
-                "skipped": f"the peer does not compute our FP32 function: {check}",
-                "check": check,
-            }
+            why = f"the peer does not compute our FP32 function: {check}"
+            return {"skipped": why, "check": check}
+        engines = _our_embedders(models_root, ours, threads)
+        for group in engines.values():
+            group[0].embed(texts[:4])  # warm-up
         until = time.perf_counter() + seconds
         peer.encode(texts[: min(len(texts), batch)])  # warm-up
         rates: list[float] = []
+        mine: dict[str, list[float]] = {m: [] for m in engines}
         for r in range(rounds):
             if r >= 2 and time.perf_counter() > until:
                 break
+            for m, group in engines.items():
+                mine[m].append(round_rate(group, texts))
             t0 = time.perf_counter()
             peer.encode(texts)
             rates.append(len(texts) / (time.perf_counter() - t0))
+        del engines
+        gc.collect()
         singles: list[float] = []
         for i, t in enumerate(texts[:idle]):
             if i >= 4 and time.perf_counter() > until:
@@ -278,6 +308,7 @@ def measure_embed(
             peer.encode([t])
             singles.append((time.perf_counter() - t0) * 1000)
     mid = median(rates)
+    paired = {m: [a / b for a, b in zip(v, rates, strict=True)] for m, v in mine.items()}
     return {
         "model": model_id,
         "peer": "BertModel + CLS pooling (what sentence-transformers runs for BGE)",
@@ -289,6 +320,10 @@ def measure_embed(
         "singles": len(singles),
         "load_s": load_s,
         "max_tokens": max_tokens,
+        "interleaved": {
+            m: {"texts_per_s": median(v), "rounds": v, "ratio": median(paired[m])}
+            for m, v in mine.items()
+        },
     }
 
 
@@ -302,19 +337,22 @@ def measure_rerank(
     calls: dict[int, int],
     batch: int,
     max_tokens: int,
+    threads: int,
 ) -> dict[str, Any]:
-    """RAG calls (1 query + n docs), `calls[n]` times each: latency per call and pairs/s."""
+    """RAG calls (1 query + n docs), `calls[n]` times each, ours (as a worker runs the
+    cross-encoder) and the peer's alternately: latency per call and pairs/s of each."""
     from embedder.catalog import SHAPES
+    from embedder.encoder import BatchLimits
+    from embedder.loading import Opener
+    from embedder.reranker import Doc
+    from embedder.sessions import SessionConfig
 
     spec = SHAPES.get(model_id)
     assert spec.onnx and spec.tokenizer
     store, _ = _ours(models_root, model_id)
     began = time.perf_counter()
-    peer = PairPeer(
-        hf_model(name, store.path(spec, spec.onnx)),
-        _tokenizer(store.path(spec, spec.tokenizer), max_tokens),
-        batch,
-    )
+    model = hf_model(name, store.path(spec, spec.onnx))
+    peer = PairPeer(model, _tokenizer(store.path(spec, spec.tokenizer), max_tokens), batch)
     load_s = time.perf_counter() - began
     torch: Any = importlib.import_module("torch")
     out: dict[str, Any] = {"model": model_id, "load_s": load_s, "calls": {}}
@@ -323,26 +361,40 @@ def measure_rerank(
         check = check_pairs(peer, models_root, model_id, query, docs[:CHECK_TEXTS])
         out["check"] = check
         if not check["agrees"]:
-            return {
-                "skipped": f"the peer does not compute our FP32 function: {check}",
-                "check": check,
-            }
-        peer.logits(query, docs[:4])  # warm-up
-        pairs, seconds = 0, 0.0
+            why = f"the peer does not compute our FP32 function: {check}"
+            return {"skipped": why, "check": check}
+        config = SessionConfig(threads=threads)
+        ours = Opener(store, config, BatchLimits(), max_queue_wait=300).reranker(spec, None)
+        items = [Doc(str(i), d) for i, d in enumerate(docs)]
+        ours.rerank(query, items[:4])  # warm-up
+        peer.logits(query, docs[:4])
+        took: dict[str, dict[int, list[float]]] = {"peer": {}, "ours": {}}
         for n, count in calls.items():
-            times: list[float] = []
             for _ in range(count):
                 t0 = time.perf_counter()
+                ours.rerank(query, items[:n])
+                t1 = time.perf_counter()
                 peer.logits(query, docs[:n])
-                times.append(time.perf_counter() - t0)
-            pairs, seconds = pairs + n * count, seconds + sum(times)
-            ms = [t * 1000 for t in times]
-            out["calls"][str(n)] = {
-                "p50_ms": median(ms),
-                "p99_ms": percentile(ms, 99),
-                "n": len(ms),
-            }
-        out["pairs_per_s"] = pairs / seconds if seconds else 0.0
+                took["ours"].setdefault(n, []).append(t1 - t0)
+                took["peer"].setdefault(n, []).append(time.perf_counter() - t1)
+        del ours
+        gc.collect()
+    summary: dict[str, dict[str, Any]] = {}
+    for who, by_n in took.items():
+        pairs = sum(n * len(ts) for n, ts in by_n.items())
+        seconds = sum(sum(ts) for ts in by_n.values())
+        summary[who] = {"pairs_per_s": pairs / seconds if seconds else 0.0, "calls": {}}
+        for n, ts in by_n.items():
+            ms = [t * 1000 for t in ts]
+            row = {"p50_ms": median(ms), "p99_ms": percentile(ms, 99), "n": len(ms)}
+            summary[who]["calls"][str(n)] = row
+    out |= summary["peer"]
+    out["ours"] = summary["ours"] | {
+        "model": model_id,
+        "threads": threads,
+        "layout": f"{threads} runners, one shared single-thread session (as a worker); "
+        "measured in the peer's process, call by call alternately with the peer",
+    }
     return out
 
 
@@ -383,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--idle", type=int, default=8, help="texts embedded one at a time")
     ap.add_argument("--seconds", type=float, default=30.0, help="about, after loading")
+    ap.add_argument("--ours", default="", help="our levels timed alternately with the peer")
     a = ap.parse_args(sys.argv[1:] if argv is None else list(argv))
     torch: Any = importlib.import_module("torch")
     torch.set_num_threads(a.threads)
@@ -399,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calls=calls,
             batch=a.batch,
             max_tokens=a.max_tokens,
+            threads=a.threads,
         )
     else:
         out = measure_embed(
@@ -411,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds=max(1, a.rounds),
             idle=a.idle,
             seconds=a.seconds,
+            ours=[m for m in a.ours.split(",") if m],
+            threads=a.threads,
         )
     transformers: Any = importlib.import_module("transformers")
     out |= {"threads": torch.get_num_threads(), "torch": str(torch.__version__)}

@@ -79,7 +79,7 @@ class Options:
     limit_layouts: tuple[str, ...] = ()  # the engine's layouts (e.g. "2x1"); () = 1xN and Nx1
     rerank_calls: tuple[tuple[int, int], ...] = ()  # (docs per RAG call, idle calls) each
     rerank_load: tuple[int, int] = (20, 4)  # (docs per call, concurrency) under load
-    rerank_timing: Timing = Timing(0.0, 0.0, 40.0, 3, 1, 40, weight=6.0, floor=5.0)
+    rerank_timing: Timing = Timing(0.0, 0.0, 40.0, 2, 1, 40, weight=6.0, floor=5.0)
 
     def shapes(self) -> list[Shape]:
         return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
@@ -174,6 +174,9 @@ SHAPES = replace(
     peer_rounds=2,
     peer_seconds=20.0,
     rerank_calls=((20, 3), (100, 1)),
+    # A 100-doc call on a busy 2-core machine computes for over a minute: admit it (the
+    # default 10 s of queued work would shed it with 503, and 60 s would cut it off).
+    server_env=(("EMBEDDER_MAX_QUEUE_WAIT", "300"),),
 )
 
 
@@ -220,6 +223,10 @@ def parse(argv: Sequence[str]) -> Options:
     ap.add_argument("--no-peer", action="store_true", help="skip sentence-transformers")
     ap.add_argument("--no-bge", action="store_true", help="starter levels only")
     ap.add_argument(
+        "--rerank-calls",
+        help="shapes: RAG calls at idle as DOCS:CALLS,... (default 20:3,100:1)",
+    )
+    ap.add_argument(
         "--catalog",
         choices=("starter", "shapes"),
         help="starter (default; plus the BGE levels on disk) or shapes: BGE-shaped stand-ins "
@@ -248,8 +255,18 @@ def parse(argv: Sequence[str]) -> Options:
     env = [tuple(e.split("=", 1)) for e in a.server_env]
     if any(len(e) != 2 or not e[0].startswith("EMBEDDER_") for e in env):
         ap.error("--server-env takes EMBEDDER_NAME=VALUE")
+    calls = opts.rerank_calls
+    if a.rerank_calls:
+        try:
+            calls = tuple(
+                (int(n), int(c))
+                for n, _, c in (p.partition(":") for p in a.rerank_calls.split(","))
+            )
+        except ValueError:
+            ap.error("--rerank-calls takes DOCS:CALLS,..., e.g. 20:3,100:1")
     return replace(
         opts,
+        rerank_calls=calls,
         models_root=root.expanduser(),
         out_dir=a.out or default_out_dir(),
         levels=a.levels or opts.levels,
@@ -260,5 +277,5 @@ def parse(argv: Sequence[str]) -> Options:
         corpus_size=max(8, a.corpus or opts.corpus_size),
         seed=opts.seed if a.seed is None else a.seed,
         budget_s=a.budget or opts.budget_s,
-        server_env=tuple((k, v) for k, v in env),
+        server_env=tuple((dict(opts.server_env) | {k: v for k, v in env}).items()),
     )

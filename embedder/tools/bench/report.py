@@ -151,17 +151,22 @@ def _shapes_targets(
         got = peers.get(model, {})
         return got.get("texts_per_s") if "skipped" not in got else None
 
-    small, base = rate("bge-small-q2-shape"), rate("bge-base-q4-shape")
-    for model, peer in (
-        ("bge-small-q1-shape", small),
-        ("bge-small-q2-shape", small),
-        ("bge-base-q3-shape", base),
-        ("bge-base-q4-shape", base),
+    for model, fp32 in (
+        ("bge-small-q1-shape", "bge-small-q2-shape"),
+        ("bge-small-q2-shape", "bge-small-q2-shape"),
+        ("bge-base-q3-shape", "bge-base-q4-shape"),
+        ("bge-base-q4-shape", "bge-base-q4-shape"),
     ):
-        if model in engines and peer:
+        peer = rate(fp32)
+        paired = peers.get(fp32, {}).get("interleaved", {}).get(model, {}).get("ratio")
+        if paired:  # rounds alternated with the peer's: what holds on a shared machine
+            ratios[f"{model} / peer (FP32 weights, torch), interleaved rounds"] = paired
+        elif model in engines and peer:
             ratios[f"{model} / peer (FP32 weights, torch)"] = engines[model]["texts_per_s"] / peer
-    q3 = ratios.get("bge-base-q3-shape / peer (FP32 weights, torch)")
-    q4 = ratios.get("bge-base-q4-shape / peer (FP32 weights, torch)")
+    q3 = ratios.get("bge-base-q3-shape / peer (FP32 weights, torch), interleaved rounds")
+    q3 = q3 or ratios.get("bge-base-q3-shape / peer (FP32 weights, torch)")
+    q4 = ratios.get("bge-base-q4-shape / peer (FP32 weights, torch), interleaved rounds")
+    q4 = q4 or ratios.get("bge-base-q4-shape / peer (FP32 weights, torch)")
     targets.append(_target(Q3_PEER, "shapes:3 engine / peer bge-base", q3))
     targets.append(_target(Q4_PEER, "shapes:4 engine / peer bge-base", q4))
     rr = result.get("rerank", {})

@@ -182,7 +182,21 @@ def measure(opts: Options) -> dict[str, Any]:
             result["levels"].append(lv.describe() | {"engine": row})
             lone = median(list((eng.single_ms or eng.single_ms_1t).values()))
             clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {lone:.2f} ms")
-        for lv in rerankers:
+        measure_peaks(opts, clock, levels, result)
+        if opts.peer and opts.catalog == "shapes":
+            result["peer"] = run_torch_peers(opts, clock, every, files, query)
+            for lv in rerankers:  # the limit, measured alternately with the peer
+                got = result["peer"]["models"].get(lv.spec.id, {})
+                if "ours" in got:
+                    result["rerank"]["engine"] = got["ours"] | {
+                        "others_cpu_share": got.get("others_cpu_share")
+                    }
+        elif opts.peer and any(lv.key == PEER_LEVEL for lv in levels):
+            clock.say("sentence-transformers (the peer)")
+            result["peer"] = run_peer(opts, files["corpus"], clock)
+        elif opts.peer:
+            result["peer"] = {"skipped": f"the FP32 level ({PEER_LEVEL}) is not measured"}
+        for lv in rerankers if "engine" not in result.get("rerank", {}) else ():
             clock.say(f"engine (the limit) for {lv.spec.id}: RAG calls {opts.rerank_calls}")
             others = Others()
             row = rag.engine(
@@ -196,14 +210,6 @@ def measure(opts: Options) -> dict[str, Any]:
             )
             result["rerank"]["engine"] = row | {"others_cpu_share": others.share()}
             clock.say(f"  {row['pairs_per_s']:.1f} pairs/s")
-        measure_peaks(opts, clock, levels, result)
-        if opts.peer and opts.catalog == "shapes":
-            result["peer"] = run_torch_peers(opts, clock, every, files, query)
-        elif opts.peer and any(lv.key == PEER_LEVEL for lv in levels):
-            clock.say("sentence-transformers (the peer)")
-            result["peer"] = run_peer(opts, files["corpus"], clock)
-        elif opts.peer:
-            result["peer"] = {"skipped": f"the FP32 level ({PEER_LEVEL}) is not measured"}
         for lv in levels:
             for cat, srv, info in servers:
                 if cat is lv.catalog and "error" not in info:
@@ -278,6 +284,9 @@ def run_torch_peers(
         else:
             argv += ["--texts", str(files["corpus"]), "--rounds", str(opts.peer_rounds)]
             argv += ["--idle", str(opts.idle_texts)]
+            measured = {x.spec.id for x in levels}
+            ours = [m for m in peer_torch.COMPARED.get(lv.spec.id, ()) if m in measured]
+            argv += ["--ours", ",".join(ours)]
         others = Others()
         got = peer_torch.run(argv, timeout=opts.peer_seconds * 6 + 240)
         got["others_cpu_share"] = others.share()
