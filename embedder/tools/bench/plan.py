@@ -79,6 +79,9 @@ class Options:
     limit_layouts: tuple[str, ...] = ()  # the engine's layouts (e.g. "2x1"); () = 1xN and Nx1
     rerank_calls: tuple[tuple[int, int], ...] = ()  # (docs per RAG call, idle calls) each
     rerank_load: tuple[int, int] = (20, 4)  # (docs per call, concurrency) under load
+    # the torch peer's child process may take this long (0: from peer_seconds); it guards
+    # against a stuck child only: a 278M-parameter model on a busy machine needs many minutes
+    peer_timeout: float = 0.0
     rerank_timing: Timing = Timing(0.0, 0.0, 40.0, 2, 1, 40, weight=6.0, floor=5.0)
 
     def shapes(self) -> list[Shape]:
@@ -173,6 +176,7 @@ SHAPES = replace(
     engine_seconds=25.0,
     peer_rounds=2,
     peer_seconds=20.0,
+    peer_timeout=1800.0,
     rerank_calls=((20, 3), (100, 1)),
     # A 100-doc call on a busy 2-core machine computes for over a minute: admit it (the
     # default 10 s of queued work would shed it with 503, and 60 s would cut it off).

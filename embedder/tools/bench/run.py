@@ -288,7 +288,7 @@ def run_torch_peers(
             ours = [m for m in peer_torch.COMPARED.get(lv.spec.id, ()) if m in measured]
             argv += ["--ours", ",".join(ours)]
         others = Others()
-        got = peer_torch.run(argv, timeout=opts.peer_seconds * 6 + 240)
+        got = peer_torch.run(argv, timeout=opts.peer_timeout or opts.peer_seconds * 6 + 240)
         got["others_cpu_share"] = others.share()
         out["models"][lv.spec.id] = got
         rate = got.get("pairs_per_s") or got.get("texts_per_s") or 0.0
