@@ -342,8 +342,8 @@ def measure_rerank(
     """RAG calls (1 query + n docs), `calls[n]` times each, ours (as a worker runs the
     cross-encoder) and the peer's alternately: latency per call and pairs/s of each."""
     from embedder.catalog import SHAPES
-    from embedder.encoder import BatchLimits
     from embedder.loading import Opener
+    from embedder.planning import RunLimits
     from embedder.reranker import Doc
     from embedder.sessions import SessionConfig
 
@@ -364,7 +364,7 @@ def measure_rerank(
             why = f"the peer does not compute our FP32 function: {check}"
             return {"skipped": why, "check": check}
         config = SessionConfig(threads=threads)
-        ours = Opener(store, config, BatchLimits(), max_queue_wait=300).reranker(spec, None)
+        ours = Opener(store, config, RunLimits(), max_queue_wait=300).reranker(spec, None)
         items = [Doc(str(i), d) for i, d in enumerate(docs)]
         ours.rerank(query, items[:4])  # warm-up
         peer.logits(query, docs[:4])

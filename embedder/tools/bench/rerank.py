@@ -16,8 +16,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits
 from embedder.loading import Opener
+from embedder.planning import RunLimits
 from embedder.reranker import Doc
 from embedder.sessions import SessionConfig
 from embedder.store.files import ModelStore
@@ -59,7 +59,7 @@ def engine(
     """Latency of each RAG call size (`calls[n]` calls of n docs; one call at least each, past
     `until` no more) and the pairs/s over all of them."""
     # as the benchmark's server is set (EMBEDDER_MAX_QUEUE_WAIT=300): a long call is not cut off
-    opener = Opener(store, SessionConfig(threads=threads), BatchLimits(), max_queue_wait=300)
+    opener = Opener(store, SessionConfig(threads=threads), RunLimits(), max_queue_wait=300)
     began = time.perf_counter()
     reranker = opener.reranker(spec, None)
     load_s = time.perf_counter() - began
