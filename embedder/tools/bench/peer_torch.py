@@ -422,6 +422,9 @@ def run(argv: list[str], timeout: float) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from embedder.sessions import disable_ort_telemetry
+
+    disable_ort_telemetry()  # run alone too, not only as the benchmark's child
     prog = "python -m embedder.tools.bench.peer_torch"
     ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("--model", required=True, choices=sorted(PEER_OF), help="our FP32 level")
