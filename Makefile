@@ -68,11 +68,15 @@ browser-deps:
 # Throughput and latency of the engine, the live server and sentence-transformers, in one run
 # (under 10 minutes); prints and writes artifacts/bench/latest.{md,json}. torch first, pinned
 # to the CPU build on this machine's disk (a plain torch requirement pulls a CUDA build).
+# `EMBEDDER_CATALOG=shapes make bench`: the BGE-shaped stand-ins (random weights, ~1.9 GB built
+# once in the models root) with their reranker, against torch on the same weights.
+# BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--levels 2,4"`.
+BENCH_ARGS ?=
 .PHONY: bench
 bench: install
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m embedder.tools.bench
+	$(PY) -m embedder.tools.bench $(BENCH_ARGS)
 
 # A long soak: a real gunicorn (starter catalog, 2 workers) under mixed load from this machine's
 # unix sockets, RSS per worker sampled over time. Bounded: 50,000 requests or 2 hours. Prints the

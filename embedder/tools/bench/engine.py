@@ -84,16 +84,25 @@ def _parallel(
     return time.perf_counter() - began, sum(counts)
 
 
+def round_rate(embedders: Sequence[TextEncoder], texts: Sequence[str]) -> float:
+    """texts/s of one round over `texts`, shared among the embedders as `limit` does."""
+    k = len(embedders)
+    took, _ = _parallel(embedders, [texts[i::k] for i in range(k)])
+    return len(texts) / took if took else 0.0
+
+
 def limit(
     embedders: Sequence[TextEncoder],
     texts: Sequence[str],
     rounds: int,
     until: float = float("inf"),
+    warmup: int = 32,
 ) -> tuple[list[float], int, float]:
     """texts/s of each round over the whole corpus (each embedder sorting its own share, after
-    a warm-up), tokens, seconds; rounds past the second stop at `until` (time.monotonic)."""
+    a warm-up on `warmup` texts), tokens, seconds; rounds past the second stop at `until`
+    (time.monotonic)."""
     for e in embedders:
-        e.embed(texts[: min(len(texts), 32)])  # warm-up: first runs allocate and prepack
+        e.embed(texts[: min(len(texts), warmup)])  # warm-up: first runs allocate and prepack
     k = len(embedders)
     shares = [texts[i::k] for i in range(k)]
     rates: list[float] = []
@@ -123,17 +132,21 @@ def request_shaped(
 
 
 def single_times(
-    embedder: TextEncoder, texts: Sequence[str], repeats: int = 5, until: float = float("inf")
+    embedder: TextEncoder,
+    texts: Sequence[str],
+    repeats: int = 5,
+    until: float = float("inf"),
+    least: int = 8,
 ) -> dict[str, float]:
     """ms per text embedded alone (the median of `repeats`, as the load generator reports each
     text's median: a best-of would flatter the engine by its noise), keyed by the text's
-    index; past `until` one try per text, and no new text after the eighth."""
-    for t in texts[:4]:
+    index; past `until` one try per text, and no new text after the `least`-th."""
+    for t in texts[: min(4, least)]:
         embedder.embed([t])  # warm-up for batch size 1
     out: dict[str, float] = {}
     for i, t in enumerate(texts):
         late = time.monotonic() > until
-        if late and i >= 8:
+        if late and i >= least:
             break
         times = [_timed(embedder, [t])[0] for _ in range(1 if late else repeats)]
         out[str(i)] = median(times) * 1000
@@ -151,16 +164,27 @@ def measure(
     request_slices: int,
     idle_texts: int,
     budget: float = float("inf"),
+    only: Sequence[str] = (),
+    sampled: bool = False,
 ) -> EngineResult:
     """Everything the report needs from the engine for one model, in about `budget` seconds
-    (a busy machine slows everything: then fewer rounds, never fewer than two)."""
+    (a busy machine slows everything: then fewer rounds, never fewer than two). `only` limits
+    the layouts measured for the limit (e.g. "2x1", what a worker's runners do). `sampled`
+    (big models): a short warm-up, lone texts timed on one thread only (what a runner has),
+    3 tries each, at least 3 texts."""
     began = time.monotonic()
-    embedder = open_embedder(store, spec, threads)
-    layouts = {f"1x{threads}": [embedder]}
-    if threads > 1:
-        layouts[f"{threads}x1"] = [open_embedder(store, spec, 1) for _ in range(threads)]
+    wide, narrow = f"1x{threads}", f"{threads}x1"
+    names = [wide, narrow] if threads > 1 else [wide]
+    if only and any(name in names for name in only):
+        names = [name for name in names if name in only]
+    layouts = {
+        name: [open_embedder(store, spec, threads)]
+        if name == wide
+        else [open_embedder(store, spec, 1) for _ in range(threads)]
+        for name in names
+    }
     measured = {
-        name: limit(group, texts, rounds, began + budget * 0.25 * (i + 1))
+        name: limit(group, texts, rounds, began + budget * 0.25 * (i + 1), 4 if sampled else 32)
         for i, (name, group) in enumerate(layouts.items())
     }
     best = max(measured, key=lambda name: median(measured[name][0]))
@@ -182,10 +206,16 @@ def measure(
             request_shaped(group, texts, batch, request_slices) for group in layouts.values()
         )
     idle = texts[:idle_texts]
-    if idle:
+    if idle and sampled:
+        group = layouts.get(f"{threads}x1")
+        one = group[0] if group else open_embedder(store, spec, 1)
+        result.single_ms_1t = single_times(one, idle, 3, began + budget, least=3)
+    elif idle:
+        embedder = layouts[wide][0] if wide in layouts else open_embedder(store, spec, threads)
         result.single_ms = single_times(embedder, idle, until=began + budget * 0.85)
         if threads > 1:
-            one = layouts[f"{threads}x1"][0]
+            group = layouts.get(f"{threads}x1")
+            one = group[0] if group else open_embedder(store, spec, 1)
             result.single_ms_1t = single_times(one, idle, until=began + budget)
         else:
             result.single_ms_1t = dict(result.single_ms)

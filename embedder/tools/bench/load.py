@@ -51,6 +51,7 @@ class Plan:
     timeout: float = 120.0
     per_text: bool = False  # report the median latency of each text (single-text requests)
     waves: bool = False
+    query: str | None = None  # rerank calls: this query and `batch` of the texts as documents
 
 
 @dataclass
@@ -72,11 +73,20 @@ class _State:
 
     def body(self, i: int, batch: int) -> bytes:
         texts, n = self.plan.texts, len(self.plan.texts)
+        if self.plan.query is not None:  # a RAG call: the first `batch` documents, every time
+            docs = [texts[k % n] for k in range(batch)]
+            return json.dumps(
+                {"model": self.plan.model, "query": self.plan.query, "documents": docs}
+            ).encode()
         chosen: str | list[str] = (
             texts[i % n] if batch == 1 else [texts[(i * batch + k) % n] for k in range(batch)]
         )
         msg = {"model": self.plan.model, "input": chosen, "encoding_format": "base64"}
         return json.dumps(msg).encode()
+
+    @property
+    def path(self) -> str:
+        return "/v1/embeddings" if self.plan.query is None else "/v1/rerank"
 
     def post(self, conn: http.client.HTTPConnection, i: int, batch: int) -> Completion | None:
         """One request; None when it failed or was rejected (counted here)."""
@@ -84,13 +94,13 @@ class _State:
         began = time.perf_counter()
         try:
             try:
-                status, data, retry = post_json(conn, body)
+                status, data, retry = post_json(conn, body, self.path)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 conn.close()  # the server closed an idle keep-alive connection: once more
                 with self.lock:
                     self.reconnects += 1
                 began = time.perf_counter()
-                status, data, retry = post_json(conn, body)
+                status, data, retry = post_json(conn, body, self.path)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             self.failed(f"{type(exc).__name__}: {exc}")
@@ -267,6 +277,7 @@ def parse(argv: Sequence[str]) -> Plan:
     ap.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     ap.add_argument("--per-text", action="store_true", help="median latency of each text")
     ap.add_argument("--waves", action="store_true", help="rounds are waves of concurrent requests")
+    ap.add_argument("--query", help="rerank calls: this query, --batch of the texts as documents")
     a = ap.parse_args(list(argv))
     texts = json.loads(a.texts.read_text(encoding="utf-8"))
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -286,6 +297,7 @@ def parse(argv: Sequence[str]) -> Plan:
         a.timeout,
         a.per_text,
         a.waves,
+        a.query,
     )
 
 

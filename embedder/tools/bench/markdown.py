@@ -7,6 +7,8 @@ from typing import Any
 
 from embedder.tools.bench.plan import Shape
 
+X_TARGETS = ("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer")
+
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     def cell(v: object) -> str:
@@ -132,8 +134,100 @@ def _peaks(r: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _torch_peer(r: dict[str, Any]) -> list[str]:
+    """The peer on the shapes stand-ins (same weights), with the check that made it count."""
+    models = (r.get("peer") or {}).get("models", {})
+    out = ["## The peer: Hugging Face transformers on PyTorch CPU, the SAME seeded weights", ""]
+    engines = {lv["model"]: lv["engine"] for lv in r.get("levels", [])}
+    rows = []
+    for model, p in models.items():
+        check = p.get("check") or {}
+        agree = f"min cos {_f(check.get('min_cosine'), 7)}" if "min_cosine" in check else ""
+        agree += f" max abs diff {check.get('max_abs_diff', 0):.1e}" if check else ""
+        if "skipped" in p:
+            rows.append([model, None, agree, f"not measured: {p['skipped'][:200]}"])
+            continue
+        if "pairs_per_s" in p:
+            calls = ", ".join(
+                f"{n} docs {_f(c['p50_ms'], 0)} ms (n={c['n']})" for n, c in p["calls"].items()
+            )
+            rows.append(
+                [model, p.get("peer"), agree, f"{_f(p['pairs_per_s'], 2)} pairs/s; {calls}"]
+            )
+            continue
+        ours = engines.get(model, {}).get("texts_per_s")
+        mine = (
+            f" (engine phase: ours {_f(ours, 2)}, {ours / p['texts_per_s']:.2f}x)" if ours else ""
+        )
+        for m, got in (p.get("interleaved") or {}).items():
+            mine += f"; alternate rounds: {m} {_f(got['texts_per_s'], 2)}, {got['ratio']:.2f}x"
+        rows.append(
+            [
+                model,
+                p.get("peer"),
+                agree,
+                f"{_f(p['texts_per_s'], 2)} texts/s{mine}; 1 text p50 "
+                f"{_f(p.get('single_ms_p50'), 1)} ms; max tokens {p.get('max_tokens')}",
+            ]
+        )
+    if not models:
+        return [*out, f"Not measured: {(r.get('peer') or {}).get('skipped', 'no FP32 level')}", ""]
+    first = next(iter(models.values()))
+    out += _table(["our FP32 level", "peer", "same function? (checked first)", "measured"], rows)
+    out.append(
+        f"_torch {first.get('torch')}, transformers {first.get('transformers')}, "
+        f"{first.get('threads')} threads, in its own process, after the check; the stand-in's "
+        "ONNX initializers loaded into the HF module. Embeddings: sorted by length, batches of "
+        "32 padded to their longest, CLS + L2 (what sentence-transformers does for BGE); pairs: "
+        "the same sorting and batching (what its CrossEncoder does)._"
+    )
+    return [*out, ""]
+
+
+def _rerank(r: dict[str, Any]) -> list[str]:
+    """The reranker's RAG call: engine, peer and the server at idle and under load."""
+    rr = r.get("rerank")
+    if not rr:
+        return []
+    out = [
+        f"## Reranker: the RAG call (1 query + N docs of ~{rr['doc_tokens']} tokens)",
+        "",
+        f"Query: {rr['query']!r}.",
+        "",
+    ]
+    rows = []
+    eng = rr.get("engine")
+    if eng:
+        for n, c in eng["calls"].items():
+            rows.append(["engine (limit)", f"{n} docs x c1", _f(c["p50_ms"], 0)])
+            rows[-1] += [_f(c["p99_ms"], 0), c["n"], _f(eng["pairs_per_s"], 2), None]
+    peer = (r.get("peer") or {}).get("models", {}).get(eng["model"] if eng else "", {})
+    for n, c in (peer.get("calls") or {}).items():
+        rows.append(["peer (torch)", f"{n} docs x c1", _f(c["p50_ms"], 0), _f(c["p99_ms"], 0)])
+        rows[-1] += [c["n"], _f(peer.get("pairs_per_s"), 2), None]
+    for s in r.get("servers", []):
+        for row in s.get("rerank", []):
+            load = f"{row['docs']} docs x c{row['concurrency']}"
+            who = f"server {s['layout']} {row['transport']}"
+            if "texts_per_s" not in row:
+                rows.append([who, load, row.get("error", "failed")])
+                continue
+            lat = row["latency_ms"]
+            rows.append([who, load, _f(lat["p50"], 0), _f(lat["p99"], 0), row.get("measured")])
+            rows[-1] += [_f(row["texts_per_s"], 2), _pct(row.get("vs_limit"))]
+    head = ["who", "call", "p50 ms", "p99 ms", "calls", "pairs/s", "vs limit"]
+    out += _table(head, rows)
+    out.append(
+        "_Engine and peer: pairs/s over all their calls; server rows: each its own shape "
+        "(pairs/s of that shape). Few calls per size: p99 is the slowest call._"
+    )
+    return [*out, ""]
+
+
 def _peer(r: dict[str, Any]) -> list[str]:
     p = r.get("peer") or {}
+    if "models" in p:
+        return _torch_peer(r)
     out = ["## The peer: sentence-transformers (PyTorch CPU, all-MiniLM-L6-v2)", ""]
     if "skipped" in p:
         return [*out, f"Not measured: {p['skipped']}", ""]
@@ -242,7 +336,7 @@ def _summary(r: dict[str, Any]) -> list[str]:
         else:
             verdict = "met" if t["met"] else f"gap: {t['gap']}"
         value = _f(t["value"], 2) if t["key"] == "idle" else _pct(t["value"])
-        if t["key"] in ("peer_fp32", "peer_int8", "int8_fp32"):
+        if t["key"] in X_TARGETS:
             value = None if t["value"] is None else f"{t['value']:.2f}x"
         rows.append([t["target"], t["where"], value, verdict])
     out += _table(["target", "where", "value", "result"], rows)
@@ -287,5 +381,5 @@ def render(r: dict[str, Any]) -> str:
     out = _header(r) + NOTES.splitlines() + [""] + _engine(r) + _peaks(r) + _peer(r)
     for s in r.get("servers", []):
         out += _server(s)
-    out += _layouts(r) + _summary(r) + _memory(r)
+    out += _rerank(r) + _layouts(r) + _summary(r) + _memory(r)
     return "\n".join(out).rstrip() + "\n"

@@ -73,6 +73,16 @@ class Options:
     peer_seconds: float  # about, once the model is loaded (at least two rounds)
     budget_s: float  # the run stops starting new work past this (it must end under 10 min)
     server_env: tuple[tuple[str, str], ...] = ()  # extra settings for the servers (tuning)
+    # "starter" (and the BGE levels on disk) or "shapes": BGE's levels on shape-true stand-ins
+    # with random weights, their reranker, and the torch peer on the same weights.
+    catalog: str = "starter"
+    limit_layouts: tuple[str, ...] = ()  # the engine's layouts (e.g. "2x1"); () = 1xN and Nx1
+    rerank_calls: tuple[tuple[int, int], ...] = ()  # (docs per RAG call, idle calls) each
+    rerank_load: tuple[int, int] = (20, 4)  # (docs per call, concurrency) under load
+    # the torch peer's child process may take this long (0: from peer_seconds); it guards
+    # against a stuck child only: a 278M-parameter model on a busy machine needs many minutes
+    peer_timeout: float = 0.0
+    rerank_timing: Timing = Timing(0.0, 0.0, 40.0, 2, 1, 40, weight=6.0, floor=5.0)
 
     def shapes(self) -> list[Shape]:
         return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
@@ -144,6 +154,36 @@ QUICK = replace(
 )
 
 
+# The shapes catalog: 110M- and 278M-parameter graphs on 2 cores compute ~20x slower than
+# MiniLM, so every figure is sampled (a 64-text corpus, fewer rounds, the default layout over
+# TCP only) to stay under 10 minutes; ratios come from the same minutes.
+SHAPES = replace(
+    FULL,
+    catalog="shapes",
+    bge=False,
+    corpus_size=64,
+    limit_rounds=2,
+    request_slices=2,
+    idle_texts=8,
+    layouts=((1, 2),),
+    transports=("tcp",),
+    batched=(2,),
+    single=(1, 16),
+    limit_layouts=("2x1",),
+    batch_timing=Timing(0.0, 0.0, 30.0, 2, 1, 40, weight=4.0, floor=4.0),
+    single_timing=Timing(0.5, 1.5, 12.0, 3, 8, 2_000, weight=1.5, floor=3.0),
+    idle_timing=Timing(0.3, 1.5, 10.0, 3, 4, 2_000, weight=1.2, floor=3.0),
+    engine_seconds=25.0,
+    peer_rounds=2,
+    peer_seconds=20.0,
+    peer_timeout=1800.0,
+    rerank_calls=((20, 3), (100, 1)),
+    # A 100-doc call on a busy 2-core machine computes for over a minute: admit it (the
+    # default 10 s of queued work would shed it with 503, and 60 s would cut it off).
+    server_env=(("EMBEDDER_MAX_QUEUE_WAIT", "300"),),
+)
+
+
 def default_out_dir() -> Path:
     """artifacts/bench in this repository (an editable install), else in the current directory."""
     repo = Path(__file__).resolve().parents[3]
@@ -186,6 +226,17 @@ def parse(argv: Sequence[str]) -> Options:
     ap.add_argument("--transports", help="tcp,unix (default: both)")
     ap.add_argument("--no-peer", action="store_true", help="skip sentence-transformers")
     ap.add_argument("--no-bge", action="store_true", help="starter levels only")
+    ap.add_argument(
+        "--rerank-calls",
+        help="shapes: RAG calls at idle as DOCS:CALLS,... (default 20:3,100:1)",
+    )
+    ap.add_argument(
+        "--catalog",
+        choices=("starter", "shapes"),
+        help="starter (default; plus the BGE levels on disk) or shapes: BGE-shaped stand-ins "
+        "with random weights and the torch peer on the same weights "
+        "(default: shapes when EMBEDDER_CATALOG=shapes)",
+    )
     ap.add_argument("--corpus", type=int, help="texts in the corpus")
     ap.add_argument("--seed", type=int, help="corpus seed")
     ap.add_argument("--budget", type=float, help="seconds after which no new work starts")
@@ -197,7 +248,10 @@ def parse(argv: Sequence[str]) -> Options:
         help="a setting for the servers, e.g. EMBEDDER_MAX_BATCH_TOKENS=1024 (repeatable)",
     )
     a = ap.parse_args(list(argv))
-    opts = QUICK if a.quick else FULL
+    catalog = a.catalog or ("shapes" if os.environ.get("EMBEDDER_CATALOG") == "shapes" else "")
+    opts = QUICK if a.quick else SHAPES if catalog == "shapes" else FULL
+    if a.quick and catalog == "shapes":
+        ap.error("--quick runs the starter catalog only")
     transports = tuple(t.strip() for t in (a.transports or "").split(",") if t.strip())
     if any(t not in ("tcp", "unix") for t in transports):
         ap.error("--transports takes tcp and/or unix")
@@ -205,8 +259,18 @@ def parse(argv: Sequence[str]) -> Options:
     env = [tuple(e.split("=", 1)) for e in a.server_env]
     if any(len(e) != 2 or not e[0].startswith("EMBEDDER_") for e in env):
         ap.error("--server-env takes EMBEDDER_NAME=VALUE")
+    calls = opts.rerank_calls
+    if a.rerank_calls:
+        try:
+            calls = tuple(
+                (int(n), int(c))
+                for n, _, c in (p.partition(":") for p in a.rerank_calls.split(","))
+            )
+        except ValueError:
+            ap.error("--rerank-calls takes DOCS:CALLS,..., e.g. 20:3,100:1")
     return replace(
         opts,
+        rerank_calls=calls,
         models_root=root.expanduser(),
         out_dir=a.out or default_out_dir(),
         levels=a.levels or opts.levels,
@@ -217,5 +281,5 @@ def parse(argv: Sequence[str]) -> Options:
         corpus_size=max(8, a.corpus or opts.corpus_size),
         seed=opts.seed if a.seed is None else a.seed,
         budget_s=a.budget or opts.budget_s,
-        server_env=tuple((k, v) for k, v in env),
+        server_env=tuple((dict(opts.server_env) | {k: v for k, v in env}).items()),
     )

@@ -19,6 +19,12 @@ INT8_FP32 = ("int8_fp32", "INT8 >= 1.8x FP32 of the same model", 1.8)
 
 PEER_MODEL = "starter:all-minilm-l6-v2"  # the FP32 level the peer runs the same weights of
 
+# The shapes catalog's targets (issue 12), against the torch peer on the same weights.
+SERVER_90 = ("server_90", "server under load >= 90% of its in-process limit", 0.90)
+Q3_PEER = ("q3_peer", "Q3 (bge-base INT8) >= 3x the peer on bge-base FP32", 3.0)
+Q4_PEER = ("q4_peer", "Q4 (bge-base FP32) >= 1.3x the peer", 1.3)
+RERANK_PEER = ("rerank_peer", "reranker >= 1.5x the peer's pairs/s", 1.5)
+
 
 def _spec(level: dict[str, Any]) -> ModelSpec:
     return BUILTIN[level["catalog"]].get(level["model"])
@@ -77,6 +83,8 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
     env = dict(result.get("options", {}).get("server_env") or [])
     micro = env.get("EMBEDDER_MICRO_BATCH", "1").lower() not in ("0", "false", "no", "off")
     default = default_layout(result)
+    shapes = result.get("options", {}).get("catalog") == "shapes"
+    under_load = SERVER_90 if shapes else BATCHED
     for srv in result.get("servers", []):
         srv["default"] = srv["layout"] == default
         threads = int(srv["layout"].split("x")[1])
@@ -97,9 +105,9 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
             if batched:
                 top = max(batched, key=lambda r: r["vs_limit"])
                 at = f"{where} c{top['concurrency']}"
-                targets.append(_target(BATCHED, at, top["vs_limit"]))
+                targets.append(_target(under_load, at, top["vs_limit"]))
             if c16:
-                targets.append(_target(SINGLE, where, max(c16)))
+                targets.append(_target(SERVER_90 if shapes else SINGLE, where, max(c16)))
             if idle:
                 targets.append(_target(IDLE, where, idle[0], lower_is_better=True))
     peer = result.get("peer", {})
@@ -119,6 +127,8 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
         int8 = ratios.get("all-minilm-l6-v2-int8 / peer")
         targets.append(_target(PEER_FP32, "starter:4 engine", fp32))
         targets.append(_target(PEER_INT8, "starter:2 engine", int8))
+    if shapes:
+        _shapes_targets(result, ratios, targets)
     for lv in result.get("levels", []):
         fp32_id = _quantized_from(_spec(lv)) if lv["precision"] == "int8" else None
         fp32_lv = by_model.get(f"{lv['catalog']}:{fp32_id}") if fp32_id else None
@@ -127,6 +137,59 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
             ratios[f"{lv['model']} / {fp32_id}"] = value
             targets.append(_target(INT8_FP32, f"{lv['key']} / {fp32_lv['key']} engine", value))
     return {"ratios": ratios, "targets": targets}
+
+
+def _shapes_targets(
+    result: dict[str, Any], ratios: dict[str, Any], targets: list[dict[str, Any]]
+) -> None:
+    """Ours vs the torch peer on the same stand-in weights, and the reranker's server vs its
+    limit (issue 12's goals)."""
+    peers = result.get("peer", {}).get("models", {})
+    engines = {lv["model"]: lv["engine"] for lv in result.get("levels", [])}
+
+    def rate(model: str) -> float | None:
+        got = peers.get(model, {})
+        return got.get("texts_per_s") if "skipped" not in got else None
+
+    for model, fp32 in (
+        ("bge-small-q1-shape", "bge-small-q2-shape"),
+        ("bge-small-q2-shape", "bge-small-q2-shape"),
+        ("bge-base-q3-shape", "bge-base-q4-shape"),
+        ("bge-base-q4-shape", "bge-base-q4-shape"),
+    ):
+        peer = rate(fp32)
+        paired = peers.get(fp32, {}).get("interleaved", {}).get(model, {}).get("ratio")
+        if paired:  # rounds alternated with the peer's: what holds on a shared machine
+            ratios[f"{model} / peer (FP32 weights, torch), interleaved rounds"] = paired
+        elif model in engines and peer:
+            ratios[f"{model} / peer (FP32 weights, torch)"] = engines[model]["texts_per_s"] / peer
+    q3 = ratios.get("bge-base-q3-shape / peer (FP32 weights, torch), interleaved rounds")
+    q3 = q3 or ratios.get("bge-base-q3-shape / peer (FP32 weights, torch)")
+    q4 = ratios.get("bge-base-q4-shape / peer (FP32 weights, torch), interleaved rounds")
+    q4 = q4 or ratios.get("bge-base-q4-shape / peer (FP32 weights, torch)")
+    targets.append(_target(Q3_PEER, "shapes:3 engine / peer bge-base", q3))
+    targets.append(_target(Q4_PEER, "shapes:4 engine / peer bge-base", q4))
+    rr = result.get("rerank", {})
+    eng = rr.get("engine", {}).get("pairs_per_s")
+    got = peers.get("bge-reranker-base-shape", {})
+    peer_pairs = got.get("pairs_per_s") if "skipped" not in got else None
+    value = eng / peer_pairs if eng and peer_pairs else None
+    if value is not None:
+        ratios["reranker engine / peer (pairs/s)"] = value
+    targets.append(_target(RERANK_PEER, "reranker engine / peer", value))
+    for srv in result.get("servers", []):
+        rows = [r for r in srv.get("rerank", []) if "texts_per_s" in r]
+        for r in rows:
+            r["vs_limit"] = r["texts_per_s"] / eng if eng else None
+            if peer_pairs:
+                r["vs_peer"] = r["texts_per_s"] / peer_pairs
+        loaded = [r for r in rows if r["concurrency"] > 1 and r.get("vs_limit") is not None]
+        if loaded and srv.get("default"):
+            top = max(loaded, key=lambda r: r["vs_limit"])
+            where = f"reranker {srv['layout']} {top['docs']} docs x c{top['concurrency']}"
+            targets.append(_target(SERVER_90, where, top["vs_limit"]))
+            if peer_pairs:
+                ratios["reranker server under load / peer (pairs/s)"] = top["vs_peer"]
 
 
 def default_layout(result: dict[str, Any]) -> str:

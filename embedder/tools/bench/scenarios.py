@@ -63,9 +63,12 @@ def run_load(
     shape: Shape,
     texts: Path,
     seconds: float,
+    *,
+    query: str | None = None,
 ) -> dict[str, Any]:
-    """One load shape from a separate load-generator process, with the server's CPU meanwhile."""
-    t = opts.timing(shape)
+    """One load shape from a separate load-generator process, with the server's CPU meanwhile.
+    With `query`: RAG calls (that query, `shape.batch` of the texts as documents) in waves."""
+    t = opts.rerank_timing if query is not None else opts.timing(shape)
     c = shape.concurrency
     argv = [sys.executable, "-m", "embedder.tools.bench.load"]
     argv += ["--target", srv.tcp if transport == "tcp" else srv.unix, "--texts", str(texts)]
@@ -74,7 +77,9 @@ def run_load(
     argv += ["--max-seconds", f"{seconds:.2f}", "--max-requests", str(t.max_requests)]
     argv += ["--rounds", str(t.rounds), "--per-round", str(max(t.per_round, 2 * c))]
     argv += ["--timeout", "120"]
-    if shape.batch > 1:
+    if query is not None:
+        argv += ["--query", query, "--waves"]
+    elif shape.batch > 1:
         argv.append("--waves")
     elif c == 1:
         argv.append("--per-text")

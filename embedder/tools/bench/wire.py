@@ -34,8 +34,10 @@ def total_tokens(body: bytes) -> int:
     return int(digits or b"0")
 
 
-def post_json(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes, float]:
-    conn.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+def post_json(
+    conn: http.client.HTTPConnection, body: bytes, path: str = "/v1/embeddings"
+) -> tuple[int, bytes, float]:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
     resp = conn.getresponse()
     data = resp.read()
     try:

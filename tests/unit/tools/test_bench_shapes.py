@@ -1,0 +1,108 @@
+"""The shapes-catalog benchmark's pieces that need no torch: the stand-in's ONNX initializers
+map onto every Hugging Face weight (so the peer runs the same weights), the RAG documents are
+~100 tokens, the catalog is chosen, and issue 12's goals come out of made-up numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from tokenizers import Tokenizer
+
+from embedder.prepare.shapes import SHAPES, make_shape_model, random_weights, with_layers
+from embedder.tools.bench import plan, report
+from embedder.tools.bench.peer_torch import hf_weights
+from embedder.tools.bench.rerank import DOC_TOKENS, rag_set
+from tests.models import tokenizer_json
+
+
+@pytest.mark.parametrize("name", ["bge-small", "bge-reranker-base"])
+def test_onnx_initializers_give_back_every_hf_weight(name: str, tmp_path: Path) -> None:
+    shape = with_layers(SHAPES[name], 1, 500)
+    path = tmp_path / "m.onnx"
+    onnx.save(make_shape_model(shape, seed=3), str(path))
+    classifier = shape.head == "classifier"
+    got = hf_weights(path, classifier)
+    want = random_weights(shape, seed=3)
+    prefix = "roberta." if classifier else ""
+    named = {(k if k.startswith("classifier.") else prefix + k): v for k, v in want.items()}
+    assert set(got) == set(named)
+    for key, value in named.items():
+        assert got[key].shape == value.shape, key  # torch layout: [out, in]
+        np.testing.assert_array_equal(got[key], value)
+
+
+def test_rag_documents_are_about_a_hundred_tokens() -> None:
+    query, docs = rag_set(tokenizer_json(), 12, seed=5)
+    tok = Tokenizer.from_file(str(tokenizer_json()))
+    tok.no_truncation()
+    tok.no_padding()  # this tokenizer.json pads to 128 by itself
+    lengths = [len(tok.encode(d, add_special_tokens=False).ids) for d in docs]
+    assert len(docs) == 12 and len(set(docs)) == 12
+    assert all(DOC_TOKENS <= n <= DOC_TOKENS + 12 for n in lengths), lengths
+    assert 6 <= len(query.split()) <= 16
+    assert rag_set(tokenizer_json(), 12, seed=5) == (query, docs)  # deterministic
+
+
+def test_the_catalog_is_chosen_by_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMBEDDER_CATALOG", raising=False)
+    assert plan.parse([]).catalog == "starter"
+    assert plan.parse(["--catalog", "shapes"]).catalog == "shapes"
+    monkeypatch.setenv("EMBEDDER_CATALOG", "shapes")
+    opts = plan.parse([])
+    assert opts.catalog == "shapes" and opts.rerank_calls and opts.limit_layouts
+    monkeypatch.setenv("EMBEDDER_CATALOG", "bge")  # the service's default: the starter bench
+    assert plan.parse([]).catalog == "starter"
+
+
+def _level(model: str, level: int, precision: str, rate: float) -> dict[str, Any]:
+    engine = {"texts_per_s": rate, "corpus_tokens": 1000, "single_ms": {}, "single_ms_1t": {}}
+    return {"key": f"shapes:{level}", "catalog": "shapes", "model": model, "level": level} | {
+        "precision": precision,
+        "engine": engine,
+    }
+
+
+def test_issue_12_goals_from_made_up_numbers() -> None:
+    batched = {"level": "shapes:4", "transport": "tcp", "latency_ms": {"p50": 900.0}}
+    rerank_row = {"model": "bge-reranker-base-shape", "transport": "tcp", "docs": 20}
+    result: dict[str, Any] = {
+        "options": {"corpus_size": 64, "catalog": "shapes"},
+        "machine": {"cores": 2},
+        "levels": [
+            _level("bge-base-q3-shape", 3, "int8", 40.0),
+            _level("bge-base-q4-shape", 4, "fp32", 20.0),
+        ],
+        "peer": {
+            "models": {
+                "bge-base-q4-shape": {"texts_per_s": 10.0},
+                "bge-reranker-base-shape": {"pairs_per_s": 10.0},
+            }
+        },
+        "rerank": {"engine": {"pairs_per_s": 12.0}},
+        "servers": [
+            {
+                "layout": "1x2",
+                "catalog": "shapes",
+                "scenarios": [batched | {"batch": 32, "concurrency": 2, "texts_per_s": 19.0}],
+                "rerank": [rerank_row | {"concurrency": 4, "texts_per_s": 10.2}],
+            }
+        ],
+    }
+    out = report.analyse(result)
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for t in out["targets"]:
+        by_key.setdefault(t["key"], []).append(t)
+    (q3,) = by_key["q3_peer"]
+    assert q3["value"] == 4.0 and q3["met"]
+    (q4,) = by_key["q4_peer"]
+    assert q4["value"] == 2.0 and q4["met"]
+    (rr,) = by_key["rerank_peer"]
+    assert rr["value"] == pytest.approx(1.2) and not rr["met"] and rr["gap"] == "1.25x short"
+    server = {t["where"]: t for t in by_key["server_90"]}
+    assert server["shapes:4 1x2 tcp c2"]["met"]  # 19 of 20 texts/s
+    assert not server["reranker 1x2 20 docs x c4"]["met"]  # 10.2 of 12 pairs/s
+    assert "batched" not in by_key  # the starter's 95 % goal is not this catalog's
