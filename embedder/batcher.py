@@ -267,8 +267,7 @@ class Batcher:
             return
         self._unqueue(job)
         raise TimedOut(
-            f"model {self.name} did not finish this request within {bound:.0f} s"
-            "; retry shortly",
+            f"model {self.name} did not finish this request within {bound:.0f} s; retry shortly",
             retry_after=max(1, math.ceil(self.max_wait)),
         )
 
