@@ -7,6 +7,7 @@ import http.client
 from embedder.unixhttp import UnixHTTPConnection
 
 _TOKENS = b'"total_tokens":'
+RPC_TOKENS = b'"tokens":'  # the JSON-RPC embed result's token count
 
 
 def connect(target: str, timeout: float) -> http.client.HTTPConnection:
@@ -20,13 +21,14 @@ def connect(target: str, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
 
 
-def total_tokens(body: bytes) -> int:
-    """usage.total_tokens without decoding the whole answer (vectors are most of it)."""
-    at = body.rfind(_TOKENS)
+def total_tokens(body: bytes, key: bytes = _TOKENS) -> int:
+    """usage.total_tokens (or the RPC result's `key`) without decoding the whole answer
+    (vectors are most of it)."""
+    at = body.rfind(key)
     if at < 0:
         return 0
     digits = bytearray()
-    for ch in body[at + len(_TOKENS) :]:
+    for ch in body[at + len(key) :]:
         if 48 <= ch <= 57:
             digits.append(ch)
         elif digits or ch != 32:
@@ -34,8 +36,10 @@ def total_tokens(body: bytes) -> int:
     return int(digits or b"0")
 
 
-def post_json(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes, float]:
-    conn.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+def post_json(
+    conn: http.client.HTTPConnection, body: bytes, path: str = "/v1/embeddings"
+) -> tuple[int, bytes, float]:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
     resp = conn.getresponse()
     data = resp.read()
     try:

@@ -49,7 +49,8 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert "error" not in srv, srv.get("error")
     assert srv["layout"] == "2x1" and srv["ready_s"] > 0
     rows = srv["scenarios"]
-    assert {r["transport"] for r in rows} == {"tcp", "unix"}
+    assert {r["transport"] for r in rows} == {"tcp", "unix", "rpc"}
+    assert {r["transport"] for r in rows if r["concurrency"] > 1} == {"tcp", "unix"}
     assert {r["batch"] for r in rows} == {1, 8}
     for row in rows:
         assert "error" not in row, row
@@ -63,6 +64,13 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert len(workers) == 2 and all(m["rss_mib"] > 0 for m in workers)
     assert data["peer"] == {"skipped": "--no-peer"}
     assert any(t["key"] == "idle" and t["value"] is not None for t in data["targets"])
+    lone = data["lone"]
+    assert {x["path"] for x in lone} == {
+        "REST over TCP",
+        "REST over rest.sock",
+        "JSON-RPC over rpc.sock",
+    }
+    assert all(x["compute_p50_ms"] > 0 and x["vs_limit"] > 0 for x in lone)
 
     md = (out / "latest.md").read_text()
     assert data["machine"]["cpu"] in md
@@ -70,6 +78,7 @@ def test_quick_run_writes_sane_json_and_markdown(
         "## The limit",
         "## The machine's peaks",
         "## Live server: gunicorn 2x1",
+        "## Lone requests",
         "## Targets",
         "## Memory",
     ):
