@@ -8,8 +8,8 @@ from typing import Any
 import falcon
 
 from embedder.catalog_file import load_catalog
-from embedder.encoder import BatchLimits
-from embedder.limits import Limits
+from embedder.limits import RequestLimits
+from embedder.planning import RunLimits
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.workers import WorkerBoard
 from embedder.service import Service
@@ -18,7 +18,7 @@ from embedder.settings import Settings
 from embedder.store.files import ModelStore
 
 
-def build_service(settings: Settings) -> Service:
+def build_service(settings: Settings, board: WorkerBoard | None = None) -> Service:
     catalog = load_catalog(settings.catalog)
     _, threads = settings.sizing()
     return Service(
@@ -27,14 +27,16 @@ def build_service(settings: Settings) -> Service:
         session_config=SessionConfig(
             threads=threads, arena=settings.ort_arena, shared_weights=settings.shared_weights
         ),
-        limits=Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars),
-        batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
+        limits=RequestLimits(
+            max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars
+        ),
+        run_limits=RunLimits(settings.max_batch, settings.max_batch_tokens),
         models=settings.models or None,
         micro_batching=settings.micro_batch,
         shared_sessions=settings.shared_sessions,
         max_queue_wait=settings.max_queue_wait,
         idle_trim=settings.idle_trim,
-        board=WorkerBoard(settings.worker_board) if settings.worker_board else None,
+        board=board,
     )
 
 
@@ -50,9 +52,10 @@ def build_app(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = settings or Settings.from_env()
-    service = build_service(settings)
-    joining = service.board is not None and service.board.has_served()
-    service.joining = joining
+    board = WorkerBoard(settings.worker_board) if settings.worker_board else None
+    service = build_service(settings, board)
+    joining = board is not None and board.has_served()
+    service.view.joining = joining
     service.start()
     if joining:
         logging.getLogger("embedder").info("joining a serving instance: loading models first")

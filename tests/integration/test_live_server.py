@@ -23,7 +23,7 @@ TEXTS = ["The quick brown fox.", "Vectors for retrieval", "日本語 🙂"]
 def test_openai_client_base64_and_float(live: srv.Server, starter_service: Service) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{live.port}/v1", api_key="unused")
-    _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+    ref = starter_service.embed(TEXTS, starter_service.resolve("all-minilm-l6-v2"))
     default = client.embeddings.create(model="all-minilm-l6-v2", input=TEXTS)  # base64
     floats = client.embeddings.create(
         model="all-minilm-l6-v2", input=TEXTS, encoding_format="float"
@@ -220,7 +220,7 @@ def test_default_layout_one_worker_with_a_runner_per_core(
         status, body = got[i]
         assert status == 200, body
         vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
-        _, ref = starter_service.embed(texts, model="all-minilm-l6-v2-int8")
+        ref = starter_service.embed(texts, starter_service.resolve("all-minilm-l6-v2-int8"))
         np.testing.assert_allclose(vectors, ref.vectors, atol=1e-5)
         assert body["usage"]["prompt_tokens"] == ref.total_tokens
     print(f"\n1x2 runners, status: {str(status)[:600]}")

@@ -14,12 +14,12 @@ import pytest
 
 from embedder.batcher import Batcher
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits, Tokenized
 from embedder.errors import Overloaded
+from embedder.planning import RunLimits
 from embedder.reranker import CrossEncoderReranker, Doc, PairScorer, Ranking, sigmoid
 from embedder.service import Service
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import load_tokenizer
+from embedder.tokens import Tokenized, load_tokenizer
 from tests import cross_encoder_graph as ceg
 from tests.models import tokenizer_json
 
@@ -42,12 +42,10 @@ def reranker(tmp_path_factory: pytest.TempPathFactory) -> CrossEncoderReranker:
     tok = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
     path = tmp_path_factory.mktemp("ce") / "model.onnx"
     ceg.build(path, tok.get_vocab_size())
-    return CrossEncoderReranker(
-        _scorer(path, SPEC, BatchLimits(max_batch=3, max_batch_tokens=4096))
-    )
+    return CrossEncoderReranker(_scorer(path, SPEC, RunLimits(max_batch=3, max_batch_tokens=4096)))
 
 
-def _scorer(path: Path, spec: ModelSpec, limits: BatchLimits) -> PairScorer:
+def _scorer(path: Path, spec: ModelSpec, limits: RunLimits) -> PairScorer:
     return PairScorer(
         spec,
         open_session(path, SessionConfig(threads=1)),
@@ -191,7 +189,7 @@ def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
     """Pairs of concurrent requests queue in the model's micro-batcher and are planned and run
     together; every request still gets its own scores."""
     spec = replace(SPEC, max_tokens=512)
-    scorer = _scorer(graph, spec, BatchLimits())
+    scorer = _scorer(graph, spec, RunLimits())
     gated = Gated(scorer)
     batcher = Batcher([gated, gated], name="ce")
     reranker = CrossEncoderReranker(scorer, batcher)
@@ -222,7 +220,7 @@ def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
 
 
 def test_rerank_overload_gives_overloaded(graph: Path) -> None:
-    scorer = _scorer(graph, replace(SPEC, max_tokens=512), BatchLimits())
+    scorer = _scorer(graph, replace(SPEC, max_tokens=512), RunLimits())
     gated = Gated(scorer)
     batcher = Batcher([gated], name="ce", max_queued_texts=len(DOCS) + 2)
     reranker = CrossEncoderReranker(scorer, batcher)
@@ -240,7 +238,7 @@ def test_truncation_at_512_tokens_keeps_the_query_and_fits_the_window(graph: Pat
     """A 512-token window: a long document is cut to fit with the query whole; a query over
     half the window is cut too, longest side first, and both still fit."""
     spec = replace(SPEC, max_tokens=512)
-    reranker = CrossEncoderReranker(_scorer(graph, spec, BatchLimits()))
+    reranker = CrossEncoderReranker(_scorer(graph, spec, RunLimits()))
     long_doc = [Doc("long", "bananas are yellow and sweet " * 200)]
     short_q = "what colour are bananas"
     tok = reranker.scorer.tokenize(short_q, long_doc)

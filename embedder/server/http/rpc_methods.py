@@ -51,12 +51,12 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
         model: Any = None,
         query: Any = False,
         format: Any = "compact",
+        dimensions: Any = None,
     ) -> dict[str, Any]:
         if format not in ("compact", "float"):
             raise InvalidInput("format must be 'compact' or 'float'", param="format")
-        spec, res = service.embed(
-            texts, model=model_name(model), quality=quality, query=flag(query, "query")
-        )
+        spec = service.resolve(model_name(model), quality)
+        res = service.embed(texts, spec, query=flag(query, "query"), dimensions=dimensions)
         out: dict[str, Any] = {"model": spec.id, "quality": spec.level}
         if format == "float":
             # A person reads the model's precision; a program reads the encoding.
@@ -142,6 +142,12 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
                     {"enum": ["compact", "float"]},
                     False,
                     "compact (int8 + scale or fp16, the default) or float32",
+                ),
+                Param(
+                    "dimensions",
+                    {"type": "integer", "minimum": 1},
+                    False,
+                    "keep the first N components, made unit length again (as OpenAI's)",
                 ),
             ),
             result=S.EMBED,
