@@ -142,7 +142,11 @@ def test_ratios_and_targets_from_made_up_numbers() -> None:
     assert by_key["peer_fp32"]["met"] and by_key["peer_int8"]["met"]
     assert by_key["int8_fp32"]["met"]
     assert result["peer"]["tokens_per_s"] == 500.0
-    assert "## Targets" in report.markdown(result | out | _markdown_context())
+    (lone,) = out["lone"]  # 1 text at c1: 3.5 ms against 3.0 ms on one thread; limit 200/s
+    assert lone["path"] == "REST over TCP" and lone["overhead_ms"] == pytest.approx(0.5)
+    assert lone["vs_limit"] == 0.25 and lone["no_overhead_vs_limit"] == pytest.approx(1 / 0.6)
+    md = report.markdown(result | out | _markdown_context())
+    assert "## Targets" in md and "## Lone requests" in md
 
 
 def _markdown_context() -> dict[str, Any]:

@@ -150,15 +150,15 @@ def lone(result: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "level": row["level"],
-                    "model": row["model"],
+                    "model": row.get("model"),
                     "layout": srv["layout"],
                     "path": _PATHS.get(row["transport"], row["transport"]),
-                    "p50_ms": row["latency_ms"]["p50"],
-                    "p99_ms": row["latency_ms"]["p99"],
+                    "p50_ms": row["latency_ms"].get("p50"),
+                    "p99_ms": row["latency_ms"].get("p99"),
                     "compute_p50_ms": compute,
                     "overhead_ms": row["idle_overhead_ms"],
                     "overhead_paired_ms": row.get("idle_overhead_paired_ms"),
-                    "texts_per_s": row["texts_per_s"],
+                    "texts_per_s": row.get("texts_per_s"),
                     "vs_limit": row.get("vs_limit"),
                     "no_overhead_vs_limit": 1000.0 / compute / limit if compute and limit else None,
                 }
