@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder.tools.bench.stats import Completion, Rates, median, percentile, rates_of, window_rates
-from embedder.tools.bench.wire import RPC_TOKENS, connect, post_json, total_tokens
+from embedder.tools.bench.wire import RPC_TOKENS, Connection, connect, post_json, total_tokens
 
 
 @dataclass
@@ -85,7 +85,7 @@ class _State:
         msg = {"model": self.plan.model, "input": chosen, "encoding_format": "base64"}
         return json.dumps(msg).encode()
 
-    def post(self, conn: http.client.HTTPConnection, i: int, batch: int) -> Completion | None:
+    def post(self, conn: Connection, i: int, batch: int) -> Completion | None:
         """One request; None when it failed or was rejected (counted here)."""
         body = self.body(i, batch)
         path = "/rpc" if self.plan.rpc else "/v1/embeddings"
