@@ -11,9 +11,11 @@ from embedder.catalog_file import load_catalog
 from embedder.limits import RequestLimits
 from embedder.planning import RunLimits
 from embedder.server.http.app import HttpOptions, create_app
+from embedder.server.http.deadline import Watchdog
+from embedder.server.http.metrics import Metrics
 from embedder.server.workers import WorkerBoard
 from embedder.service import Service
-from embedder.sessions import SessionConfig
+from embedder.sessions import SessionConfig, disable_ort_telemetry
 from embedder.settings import Settings
 from embedder.store.files import ModelStore
 
@@ -51,6 +53,7 @@ def build_app(
     siblings could have served the request.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    disable_ort_telemetry()  # set by gunicorn's master already; this covers any other server
     settings = settings or Settings.from_env()
     board = WorkerBoard(settings.worker_board) if settings.worker_board else None
     service = build_service(settings, board)
@@ -60,6 +63,9 @@ def build_app(
     if joining:
         logging.getLogger("embedder").info("joining a serving instance: loading models first")
         service.wait()
+    # The worker owns these for its life; its exit ends their threads.
+    metrics = Metrics(multiprocess=settings.metrics_dir is not None)
+    metrics.start_refresh(service)
     return create_app(
         service,
         HttpOptions(
@@ -69,6 +75,7 @@ def build_app(
             api_key=settings.api_key,
             master_pid=master_pid,
             access_log=settings.access_log_json,
-            metrics_multiprocess=settings.metrics_dir is not None,
         ),
+        metrics=metrics,
+        watchdog=Watchdog(),
     )

@@ -6,9 +6,8 @@ from __future__ import annotations
 import gc
 import socket
 import threading
-import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from embedder.batcher import Batcher
 from embedder.errors import ClientGone, Overloaded
 from embedder.server.http.gone import closed
 from embedder.tokens import Tokenized
+from tests.polling import wait_until
 from tests.unit.test_batcher import FakeEngine, embed
 
 
@@ -33,19 +33,12 @@ class HeldEngine(FakeEngine):
         return np.zeros((len(rows), self.dims), np.float32)
 
 
-def wait_until(check: Callable[[], object], bound: float = 60.0) -> None:
-    deadline = time.monotonic() + bound
-    while not check():
-        assert time.monotonic() < deadline, "state never reached"
-        time.sleep(0.01)
-
-
 def test_a_caller_that_gives_up_leaves_the_queue_and_its_texts_never_run() -> None:
     eng = HeldEngine()
     b = Batcher([eng], name="t", max_texts=1)
     first = threading.Thread(target=embed, args=(b, ["held"]))
     first.start()
-    wait_until(lambda: eng.runs)  # the only runner is busy with "held"
+    wait_until("the only runner busy with 'held'", lambda: eng.runs)
     gone = threading.Event()
     raised: list[BaseException] = []
 
@@ -57,7 +50,7 @@ def test_a_caller_that_gives_up_leaves_the_queue_and_its_texts_never_run() -> No
 
     t = threading.Thread(target=caller)
     t.start()
-    wait_until(lambda: b.queued_texts == 3)
+    wait_until("3 texts queued", lambda: b.queued_texts == 3)
     gone.set()
     t.join(60)
     assert raised and b.stats.dropped == 1 and b.queued_texts == 1
@@ -72,7 +65,7 @@ def test_a_running_job_is_not_dropped_its_result_arrives() -> None:
     out: list[object] = []
     t = threading.Thread(target=lambda: out.append(embed(b, ["x"], cancelled=lambda: True)))
     t.start()
-    wait_until(lambda: eng.runs)
+    wait_until("a run", lambda: eng.runs)
     eng.release.set()
     t.join(60)
     assert out and b.stats.dropped == 0 and b.queued_texts == 0
@@ -123,7 +116,7 @@ def test_a_runner_keeps_nothing_of_a_request_once_it_is_answered() -> None:
     b = Batcher([eng], name="t")
     embed(b, ["a", "bb", "ccc"])
     gc.collect()
-    wait_until(lambda: eng.made[0]() is None)
+    wait_until("the tokenized texts freed", lambda: eng.made[0]() is None)
 
 
 def test_a_socket_that_cannot_tell_is_not_taken_for_gone() -> None:

@@ -4,8 +4,7 @@ starter cosine scorer."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import Tokenized, load_tokenizer
 from tests import cross_encoder_graph as ceg
 from tests.models import tokenizer_json
+from tests.polling import wait_until
 
 SPEC = ModelSpec(
     id="tiny-cross-encoder",
@@ -178,13 +178,6 @@ class Gated:
         return self.scorer.run_rows(tok, rows)
 
 
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.002)
-
-
 def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
     """Pairs of concurrent requests queue in the model's micro-batcher and are planned and run
     together; every request still gets its own scores."""
@@ -201,11 +194,11 @@ def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
 
     threads = [threading.Thread(target=call, args=(0,))]
     threads[0].start()
-    _until(gated.started.is_set, "the first run")
+    wait_until("the first run", gated.started.is_set)
     threads += [threading.Thread(target=call, args=(i,)) for i in range(1, 8)]
     for t in threads[1:]:
         t.start()
-    _until(lambda: batcher.queued_texts == 8 * len(DOCS), "every request queued")
+    wait_until("every request queued", lambda: batcher.queued_texts == 8 * len(DOCS))
     gated.gate.set()
     for t in threads:
         t.join(10)
@@ -226,7 +219,7 @@ def test_rerank_overload_gives_overloaded(graph: Path) -> None:
     reranker = CrossEncoderReranker(scorer, batcher)
     first = threading.Thread(target=reranker.rerank, args=("q", DOCS))
     first.start()
-    _until(gated.started.is_set, "the first run")
+    wait_until("the first run", gated.started.is_set)
     with pytest.raises(Overloaded):
         reranker.rerank("q", DOCS)
     gated.gate.set()

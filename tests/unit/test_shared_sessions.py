@@ -59,6 +59,7 @@ def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> 
     return min(runs, key=lambda r: r["model_bytes"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["all-minilm-l6-v2", "all-minilm-l6-v2-int8"])
 def test_model_memory_does_not_grow_with_runners(starter_store: ModelStore, model: str) -> None:
     starter_store.ensure(STARTER.get(model))
@@ -68,6 +69,7 @@ def test_model_memory_does_not_grow_with_runners(starter_store: ModelStore, mode
     assert many["model_bytes"] <= 1.10 * one["model_bytes"], (one, many)
 
 
+@pytest.mark.slow
 def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> None:
     """The probe can see the difference: 4 private sessions hold clearly more than one."""
     model = "all-minilm-l6-v2"

@@ -10,7 +10,7 @@ import falcon
 import numpy as np
 
 from embedder.errors import InvalidInput
-from embedder.server.http.body import BodyLimits, dumps, model_name, read_object
+from embedder.server.http.body import BodyReader, dumps, model_name
 from embedder.service import Service
 
 _TOKEN_ARRAYS = (
@@ -43,12 +43,12 @@ def encode_float_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
 
 
 class EmbeddingsResource:
-    def __init__(self, service: Service, limits: BodyLimits) -> None:
+    def __init__(self, service: Service, reader: BodyReader) -> None:
         self.service = service
-        self.limits = limits
+        self.reader = reader
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_object(req, self.limits)
+        body = self.reader.object(req)
         texts = parse_input(body.get("input"))
         fmt = body.get("encoding_format")
         if fmt is None:  # absent or null: OpenAI's default

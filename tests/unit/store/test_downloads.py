@@ -46,11 +46,6 @@ QUANTIZED = dataclasses.replace(
 CATALOG = Catalog(name="t", models=(from_hub("a", "o/a", 1), from_hub("b", "o/b", 2), QUANTIZED))
 
 
-@pytest.fixture(autouse=True)
-def _no_user_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-
-
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
     with FakeHub(chunk_size=1024 * 1024) as h:
