@@ -34,9 +34,11 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     if how == "cls":
         return np.asarray(hidden[:, 0, :])
-    weights = mask[:, :, None].astype(hidden.dtype)
-    summed = (hidden * weights).sum(axis=1)
-    return np.asarray(summed / np.maximum(weights.sum(axis=1), 1.0))
+    # One batched matrix product (mask row x token states) instead of broadcasting the mask
+    # over every state and summing: no [batch, seq, dims] temporary.
+    weights = mask.astype(hidden.dtype)
+    summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
+    return np.asarray(summed / np.maximum(weights.sum(axis=1, keepdims=True), 1.0))
 
 
 class Encoder(Protocol):

@@ -55,7 +55,11 @@ class Watchdog:
                 self._thread.start()
             heapq.heappush(self._heap, (time.monotonic() + seconds, token, sock))
             self._live.add(token)
-            self._cv.notify()
+            if self._heap[0][1] == token:
+                # Only a new earliest deadline needs the thread: waking it for every request
+                # (all with the same timeout, so later than the one it waits for) put a
+                # thread switch on each request's path.
+                self._cv.notify()
         return token
 
     def disarm(self, token: int) -> bool:

@@ -112,9 +112,19 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.gathering: dict[int, _Gathering] = {}
         self.worker_connections = self.per_listener * max(1, len(self.listeners))
         self.max_keepalived = self.worker_connections - self.cfg.threads
+        self._beat = float("-inf")  # when the last heartbeat went to the master
 
     def get_thread_pool(self) -> Any:
         return _Pools(self.cfg.threads)
+
+    def notify(self) -> None:
+        """The heartbeat the master checks against `timeout` (a utime of the worker's temp
+        file): gthread sends it on every poller wake, two or three per request; once a second
+        (or a quarter of the timeout, if shorter) tells the master as much."""
+        now = time.monotonic()
+        if now - self._beat >= min(1.0, self.timeout / 4):
+            self._beat = now
+            super().notify()
 
     # --- accepting, per listener ----------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 It runs in its own process (so its work is not the server's), with one keep-alive connection
 per concurrent client, over loopback TCP or a unix socket only, posting OpenAI-style
-`/v1/embeddings` requests (base64 vectors, as the openai client asks by default). Bounded in
+`/v1/embeddings` requests (base64 vectors, as the openai client asks by default), or with
+`--rpc` JSON-RPC `embed` calls on /rpc (compact vectors, the default). Bounded in
 requests and in time, it stops by itself. Two ways to load:
 
 - continuous (single-text shapes): each client thread posts back to back (a closed loop). After
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder.tools.bench.stats import Completion, Rates, median, percentile, rates_of, window_rates
-from embedder.tools.bench.wire import connect, post_json, total_tokens
+from embedder.tools.bench.wire import RPC_TOKENS, Connection, connect, post_json, total_tokens
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Plan:
     per_text: bool = False  # report the median latency of each text (single-text requests)
     waves: bool = False
     query: str | None = None  # rerank calls: this query and `batch` of the texts as documents
+    rpc: bool = False  # JSON-RPC embed calls on /rpc instead of /v1/embeddings
 
 
 @dataclass
@@ -81,14 +83,21 @@ class _State:
         chosen: str | list[str] = (
             texts[i % n] if batch == 1 else [texts[(i * batch + k) % n] for k in range(batch)]
         )
+        if self.plan.rpc:
+            texts = [chosen] if isinstance(chosen, str) else chosen
+            params = {"texts": texts, "model": self.plan.model}
+            call = {"jsonrpc": "2.0", "id": i, "method": "embed", "params": params}
+            return json.dumps(call).encode()
         msg = {"model": self.plan.model, "input": chosen, "encoding_format": "base64"}
         return json.dumps(msg).encode()
 
     @property
     def path(self) -> str:
+        if self.plan.rpc:
+            return "/rpc"
         return "/v1/embeddings" if self.plan.query is None else "/v1/rerank"
 
-    def post(self, conn: http.client.HTTPConnection, i: int, batch: int) -> Completion | None:
+    def post(self, conn: Connection, i: int, batch: int) -> Completion | None:
         """One request; None when it failed or was rejected (counted here)."""
         body = self.body(i, batch)
         began = time.perf_counter()
@@ -106,6 +115,8 @@ class _State:
             self.failed(f"{type(exc).__name__}: {exc}")
             return None
         ended = time.perf_counter()
+        if self.plan.rpc and status == 200 and b'"error":' in data[:40]:
+            status = 503 if b'"Overloaded"' in data else 500  # JSON-RPC errors come as 200
         if status == 503:
             with self.lock:
                 self.rejected += 1
@@ -116,7 +127,8 @@ class _State:
             self.failed(f"HTTP {status}: {data[:200]!r}")
             return None
         index = i % len(self.plan.texts) if batch == 1 else -1
-        return Completion(ended, ended - began, batch, total_tokens(data), index)
+        tokens = total_tokens(data, RPC_TOKENS) if self.plan.rpc else total_tokens(data)
+        return Completion(ended, ended - began, batch, tokens, index)
 
     def next_request(self) -> int | None:
         with self.lock:
@@ -278,6 +290,7 @@ def parse(argv: Sequence[str]) -> Plan:
     ap.add_argument("--per-text", action="store_true", help="median latency of each text")
     ap.add_argument("--waves", action="store_true", help="rounds are waves of concurrent requests")
     ap.add_argument("--query", help="rerank calls: this query, --batch of the texts as documents")
+    ap.add_argument("--rpc", action="store_true", help="JSON-RPC embed calls on /rpc")
     a = ap.parse_args(list(argv))
     texts = json.loads(a.texts.read_text(encoding="utf-8"))
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -298,6 +311,7 @@ def parse(argv: Sequence[str]) -> Plan:
         a.per_text,
         a.waves,
         a.query,
+        a.rpc,
     )
 
 

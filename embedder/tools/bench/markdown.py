@@ -298,6 +298,39 @@ def _server(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _lone(r: dict[str, Any]) -> list[str]:
+    """The lone-request overhead per level and path (report.lone)."""
+    rows = r.get("lone") or []
+    if not rows:
+        return []
+    out = [f"## Lone requests: 1 text at c1, server {rows[0]['layout']} vs the engine", ""]
+    table = [
+        [
+            x["level"],
+            x["path"],
+            _f(x["p50_ms"], 2),
+            _f(x["p99_ms"], 2),
+            _f(x["compute_p50_ms"], 2),
+            _f(x["overhead_ms"], 2),
+            _f(x["overhead_paired_ms"], 2),
+            _f(x["texts_per_s"]),
+            _pct(x["vs_limit"]),
+            _pct(x["no_overhead_vs_limit"]),
+        ]
+        for x in rows
+    ]
+    head = ["level", "path", "p50 ms", "p99 ms", "engine p50 ms (1 t)", "overhead ms"]
+    head += ["paired overhead ms", "c1 texts/s", "c1 vs limit", "c1 vs limit, no overhead"]
+    out += _table(head, table)
+    out.append(
+        "_Overhead: the server's p50 minus the engine's p50 for the same texts one at a time on "
+        "a single-thread session (what a runner has); paired: the median of per-text "
+        "differences. No overhead: 1000 / engine p50 as a share of the limit, the most c1 "
+        "could reach on one core (the limit batches the whole corpus on every core)._"
+    )
+    return [*out, ""]
+
+
 def _layouts(r: dict[str, Any]) -> list[str]:
     """Each load shape on each layout side by side (best transport), to choose the default."""
     best: dict[tuple[str, int, int], dict[str, float]] = {}
@@ -381,5 +414,5 @@ def render(r: dict[str, Any]) -> str:
     out = _header(r) + NOTES.splitlines() + [""] + _engine(r) + _peaks(r) + _peer(r)
     for s in r.get("servers", []):
         out += _server(s)
-    out += _rerank(r) + _layouts(r) + _summary(r) + _memory(r)
+    out += _rerank(r) + _lone(r) + _layouts(r) + _summary(r) + _memory(r)
     return "\n".join(out).rstrip() + "\n"

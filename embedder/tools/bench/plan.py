@@ -58,7 +58,7 @@ class Options:
     request_slices: int  # request-sized engine runs (batch texts each)
     idle_texts: int  # texts for the single-text compute time and the idle latency
     layouts: tuple[tuple[int, int], ...]  # (workers, ORT threads per worker)
-    transports: tuple[str, ...]
+    transports: tuple[str, ...]  # tcp, unix: REST /v1/embeddings over TCP or rest.sock
     # Batched shapes run over the first transport only, but for these levels over all of them:
     # a batched request computes for seconds, next to which the transport costs nothing.
     batch_all_transports: tuple[int, ...]
@@ -83,6 +83,9 @@ class Options:
     # against a stuck child only: a 278M-parameter model on a busy machine needs many minutes
     peer_timeout: float = 0.0
     rerank_timing: Timing = Timing(0.0, 0.0, 40.0, 2, 1, 40, weight=6.0, floor=5.0)
+    # Also for the lone shape (1 text at c1): JSON-RPC embed on rpc.sock, whose path to the
+    # engine differs from REST's (dispatch, compact vectors), so its overhead is reported too.
+    lone_transports: tuple[str, ...] = ("rpc",)
 
     def shapes(self) -> list[Shape]:
         return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
@@ -93,6 +96,8 @@ class Options:
         for shape in self.shapes():
             every = shape.batch == 1 or level in self.batch_all_transports
             out += [(shape, t) for t in (self.transports if every else self.transports[:1])]
+            if shape.batch == 1 and shape.concurrency == 1:
+                out += [(shape, t) for t in self.lone_transports if t not in self.transports]
         return out
 
     def timing(self, shape: Shape) -> Timing:

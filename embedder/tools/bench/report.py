@@ -136,7 +136,47 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
             value = lv["engine"]["texts_per_s"] / fp32_lv["engine"]["texts_per_s"]
             ratios[f"{lv['model']} / {fp32_id}"] = value
             targets.append(_target(INT8_FP32, f"{lv['key']} / {fp32_lv['key']} engine", value))
-    return {"ratios": ratios, "targets": targets}
+    return {"ratios": ratios, "targets": targets, "lone": lone(result)}
+
+
+def lone(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a lone text pays between the socket and the session, per level and path, on the
+    default layout: the server's p50 for one text at c1 minus the engine's p50 for one text on
+    a runner's single-thread session (and the median of per-text differences), and the c1
+    rate as a share of the limit next to what it would be with no overhead at all."""
+    engines = {lv["key"]: lv["engine"] for lv in result.get("levels", [])}
+    default = default_layout(result)
+    servers = result.get("servers", [])
+    rows: list[dict[str, Any]] = []
+    for srv in servers:
+        if len(servers) > 1 and srv["layout"] != default:
+            continue
+        for row in srv.get("scenarios", []):
+            eng = engines.get(row["level"])
+            if eng is None or "idle_overhead_ms" not in row:
+                continue
+            compute = row["compute_p50_ms"]
+            limit = eng["texts_per_s"]
+            rows.append(
+                {
+                    "level": row["level"],
+                    "model": row.get("model"),
+                    "layout": srv["layout"],
+                    "path": _PATHS.get(row["transport"], row["transport"]),
+                    "p50_ms": row["latency_ms"].get("p50"),
+                    "p99_ms": row["latency_ms"].get("p99"),
+                    "compute_p50_ms": compute,
+                    "overhead_ms": row["idle_overhead_ms"],
+                    "overhead_paired_ms": row.get("idle_overhead_paired_ms"),
+                    "texts_per_s": row.get("texts_per_s"),
+                    "vs_limit": row.get("vs_limit"),
+                    "no_overhead_vs_limit": 1000.0 / compute / limit if compute and limit else None,
+                }
+            )
+    return rows
+
+
+_PATHS = {"tcp": "REST over TCP", "unix": "REST over rest.sock", "rpc": "JSON-RPC over rpc.sock"}
 
 
 def _shapes_targets(

@@ -71,12 +71,15 @@ def run_load(
     t = opts.rerank_timing if query is not None else opts.timing(shape)
     c = shape.concurrency
     argv = [sys.executable, "-m", "embedder.tools.bench.load"]
-    argv += ["--target", srv.tcp if transport == "tcp" else srv.unix, "--texts", str(texts)]
+    target = {"tcp": srv.tcp, "unix": srv.unix, "rpc": srv.rpc}[transport]
+    argv += ["--target", target, "--texts", str(texts)]
     argv += ["--model", model, "--batch", str(shape.batch), "--concurrency", str(c)]
     argv += ["--warmup", str(t.warmup), "--min-seconds", str(min(t.min_seconds, seconds))]
     argv += ["--max-seconds", f"{seconds:.2f}", "--max-requests", str(t.max_requests)]
     argv += ["--rounds", str(t.rounds), "--per-round", str(max(t.per_round, 2 * c))]
     argv += ["--timeout", "120"]
+    if transport == "rpc":
+        argv.append("--rpc")
     if query is not None:
         argv += ["--query", query, "--waves"]
     elif shape.batch > 1:

@@ -35,6 +35,10 @@ class Server(launch.Gunicorn):
     def unix(self) -> str:
         return f"unix:{self.sockets / 'rest.sock'}"
 
+    @property
+    def rpc(self) -> str:
+        return f"unix:{self.sockets / 'rpc.sock'}"
+
     def cpu_by_worker(self) -> dict[int, float]:
         """User + system CPU seconds of each worker so far."""
         out: dict[int, float] = {}

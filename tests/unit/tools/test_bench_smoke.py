@@ -4,6 +4,8 @@ its arithmetic on made-up numbers. No timing is asserted: only that it measures 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from embedder.service import Service
 from embedder.tools import bench
 from embedder.tools.bench import report
 from embedder.tools.bench.stats import Completion, percentile, window_rates
-from embedder.tools.bench.wire import total_tokens
+from embedder.tools.bench.wire import connect, total_tokens
 
 
 @pytest.mark.slow
@@ -49,7 +51,8 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert "error" not in srv, srv.get("error")
     assert srv["layout"] == "2x1" and srv["ready_s"] > 0
     rows = srv["scenarios"]
-    assert {r["transport"] for r in rows} == {"tcp", "unix"}
+    assert {r["transport"] for r in rows} == {"tcp", "unix", "rpc"}
+    assert {r["transport"] for r in rows if r["concurrency"] > 1} == {"tcp", "unix"}
     assert {r["batch"] for r in rows} == {1, 8}
     for row in rows:
         assert "error" not in row, row
@@ -63,6 +66,13 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert len(workers) == 2 and all(m["rss_mib"] > 0 for m in workers)
     assert data["peer"] == {"skipped": "--no-peer"}
     assert any(t["key"] == "idle" and t["value"] is not None for t in data["targets"])
+    lone = data["lone"]
+    assert {x["path"] for x in lone} == {
+        "REST over TCP",
+        "REST over rest.sock",
+        "JSON-RPC over rpc.sock",
+    }
+    assert all(x["compute_p50_ms"] > 0 and x["vs_limit"] > 0 for x in lone)
 
     md = (out / "latest.md").read_text()
     assert data["machine"]["cpu"] in md
@@ -70,6 +80,7 @@ def test_quick_run_writes_sane_json_and_markdown(
         "## The limit",
         "## The machine's peaks",
         "## Live server: gunicorn 2x1",
+        "## Lone requests",
         "## Targets",
         "## Memory",
     ):
@@ -133,7 +144,11 @@ def test_ratios_and_targets_from_made_up_numbers() -> None:
     assert by_key["peer_fp32"]["met"] and by_key["peer_int8"]["met"]
     assert by_key["int8_fp32"]["met"]
     assert result["peer"]["tokens_per_s"] == 500.0
-    assert "## Targets" in report.markdown(result | out | _markdown_context())
+    (lone,) = out["lone"]  # 1 text at c1: 3.5 ms against 3.0 ms on one thread; limit 200/s
+    assert lone["path"] == "REST over TCP" and lone["overhead_ms"] == pytest.approx(0.5)
+    assert lone["vs_limit"] == 0.25 and lone["no_overhead_vs_limit"] == pytest.approx(1 / 0.6)
+    md = report.markdown(result | out | _markdown_context())
+    assert "## Targets" in md and "## Lone requests" in md
 
 
 def _markdown_context() -> dict[str, Any]:
@@ -143,3 +158,44 @@ def _markdown_context() -> dict[str, Any]:
     return {"mode": "test", "started": "now", "elapsed_s": 1.0, "machine": machine} | {
         "options": options
     }
+
+
+def test_the_load_generators_client_reads_answers_and_reopens_after_close(tmp_path: Path) -> None:
+    """Two keep-alive answers on one connection (one arriving in pieces), then a 503 that
+    closes it; the next request opens a new connection."""
+    path = tmp_path / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(2)
+    listener.settimeout(30)
+    seen: list[bytes] = []
+    answers = [
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"],
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 3\r", b"\n\r\nab", b"c"],
+        [b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    ]
+
+    def serve() -> None:
+        for per_conn in (3, 1):
+            conn, _ = listener.accept()
+            conn.settimeout(30)
+            with conn:
+                for _ in range(per_conn):
+                    request = conn.recv(65536)
+                    seen.append(request)
+                    for piece in answers.pop(0):
+                        conn.sendall(piece)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = connect(f"unix:{path}", 30)
+    assert client.post("/v1/embeddings", b"{}") == (200, b"hello", 1.0)
+    assert client.post("/rpc", b"[]") == (200, b"abc", 1.0)
+    assert client.post("/v1/embeddings", b"{}") == (503, b"", 2.0)
+    assert client.sock is None  # Connection: close
+    assert client.post("/v1/embeddings", b"{}") == (200, b"ok", 1.0)
+    server.join(30)
+    listener.close()
+    assert seen[1].startswith(b"POST /rpc HTTP/1.1\r\n") and seen[1].endswith(b"\r\n\r\n[]")
+    assert b"Content-Length: 2\r\n" in seen[0]
