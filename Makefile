@@ -72,7 +72,7 @@ browser-deps:
 bench: install
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m embedder.bench
+	$(PY) -m embedder.tools.bench
 
 # A long soak: a real gunicorn (starter catalog, 2 workers) under mixed load from this machine's
 # unix sockets, RSS per worker sampled over time. Bounded: 50,000 requests or 2 hours. Prints the
@@ -83,7 +83,7 @@ SOAK_ARGS ?=
 .PHONY: soak
 soak: install
 	$(PY) -m pip install --quiet -e '.[soak]' || echo "no matplotlib: the soak runs without its PNG"
-	$(PY) -m embedder.soak --requests 50000 --seconds 7200 --out artifacts/soak $(SOAK_ARGS)
+	$(PY) -m embedder.tools.soak --requests 50000 --seconds 7200 --out artifacts/soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -24,8 +24,9 @@ preload_app = False  # ONNX Runtime sessions must be made after fork, in each wo
 proc_name = "hero_embedder_provider"
 
 # --- listeners ---------------------------------------------------------------------------
-# Worked out in on_starting (the unix sockets plus the TCP address, see embedder.listen) and
-# kept for the master's life, so a SIGHUP reload finds the same listeners and keeps them.
+# Worked out in on_starting (the unix sockets plus the TCP address, see
+# embedder.server.listeners) and kept for the master's life, so a SIGHUP reload finds the same
+# listeners and keeps them.
 _resolved = os.environ.get("EMBEDDER_RESOLVED_BIND")
 bind = _resolved.split(",") if _resolved else [f"unix:{_settings.socket_dir / 'rest.sock'}"]
 umask = 0o117  # applied only while binding: socket files get 0660
@@ -67,7 +68,7 @@ accesslog = _settings.access_log
 # --- hooks -------------------------------------------------------------------------------
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Master, before binding: claim the socket directory, choose TCP, log the settings."""
-    from embedder.listen import (
+    from embedder.server.listeners import (
         ListenError,
         binds,
         claim_socket,
@@ -112,7 +113,7 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     from prometheus_client import multiprocess
 
-    from embedder.workers import WorkerBoard
+    from embedder.server.workers import WorkerBoard
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
@@ -126,7 +127,7 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     from pathlib import Path
 
     from embedder.memory import limit_arenas
-    from embedder.workers import WorkerBoard
+    from embedder.server.workers import WorkerBoard
 
     limit_arenas(_settings.malloc_arenas)
 

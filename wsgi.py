@@ -3,7 +3,7 @@ sessions made before fork lose their thread pool)."""
 
 import os
 
-from embedder.bootstrap import build_app
+from embedder.server.bootstrap import build_app
 
 # The worker's parent is the gunicorn master: mem_info reads the whole tree from it.
 app = build_app(master_pid=os.getppid())

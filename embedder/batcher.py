@@ -31,7 +31,7 @@ import numpy as np
 
 from embedder.encoder import Embeddings, Tokenized
 from embedder.errors import ClientGone, Overloaded, TimedOut
-from embedder.tokens import text_cost
+from embedder.planning import text_cost
 
 log = logging.getLogger("embedder.batcher")
 

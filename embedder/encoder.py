@@ -10,7 +10,8 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from embedder.catalog import ModelSpec
-from embedder.tokens import assemble, balance, graph_inputs, pick_output, plan_batches
+from embedder.planning import balance, plan_batches
+from embedder.tokens import assemble, graph_inputs, pick_output
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ class Embedder:
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
-        """Row groups, one per ONNX Runtime run (see `tokens.plan_batches`), balanced for
-        `parallel` runners (`tokens.balance`)."""
+        """Row groups, one per ONNX Runtime run (see `planning.plan_batches`), balanced for
+        `parallel` runners (`planning.balance`)."""
         limits = self.limits
         plan = plan_batches(
             lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens

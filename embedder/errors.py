@@ -1,4 +1,4 @@
-"""Domain errors. They carry no HTTP or JSON-RPC codes: `embedder.http.errors` maps them."""
+"""Domain errors. They carry no HTTP or JSON-RPC codes: `embedder.server.http.errors` maps them."""
 
 from __future__ import annotations
 

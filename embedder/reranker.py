@@ -17,7 +17,8 @@ from embedder.batcher import Inline, RowRunner
 from embedder.catalog import ModelSpec
 from embedder.encoder import BatchLimits, Embeddings, Tokenized
 from embedder.errors import ModelUnavailable
-from embedder.tokens import assemble, balance, graph_inputs, pick_output, plan_batches
+from embedder.planning import balance, plan_batches
+from embedder.tokens import assemble, graph_inputs, pick_output
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class PairScorer:
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
         """Sorted by length, cut where padding costs least, balanced over idle runners: the
-        embedder's planner (`tokens.plan_batches`, `tokens.balance`)."""
+        embedder's planner (`planning.plan_batches`, `planning.balance`)."""
         plan = plan_batches(
             lengths,
             max_batch=self.limits.max_batch,

@@ -29,6 +29,7 @@ from embedder.errors import (
     UnknownModel,
 )
 from embedder.limits import Limits
+from embedder.loading import Opener
 from embedder.memory import IdleTrim
 from embedder.model_state import (
     ORDER,
@@ -38,11 +39,10 @@ from embedder.model_state import (
     keyed_causes,
     report,
 )
-from embedder.opening import Opener
 from embedder.reranker import CrossEncoderReranker, Doc, Ranking, Reranker
+from embedder.server.workers import WorkerBoard, combine
 from embedder.sessions import SessionConfig, check_ort_version
-from embedder.store import ModelStore
-from embedder.workers import WorkerBoard, combine
+from embedder.store.files import ModelStore
 
 log = logging.getLogger("embedder.service")
 

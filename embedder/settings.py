@@ -122,7 +122,7 @@ class Settings:
     malloc_arenas: int = 2  # glibc malloc arenas per worker (fewer: flatter RSS)
     # gunicorn (gunicorn.conf.py takes these as they are)
     http_threads: int = 16  # HTTP threads per worker (gthread)
-    worker_class: str = "embedder.http.worker.GuardedWorker"
+    worker_class: str = "embedder.server.http.worker.GuardedWorker"
     timeout: int = 300  # s a worker may be silent before the master restarts it
     graceful_timeout: int = 30
     keepalive: int = 5
@@ -172,7 +172,7 @@ class Settings:
             malloc_arenas=_int(env, "EMBEDDER_MALLOC_ARENAS", 2, 1),
             http_threads=_int(env, "EMBEDDER_HTTP_THREADS", 16, 1),
             worker_class=env.get("EMBEDDER_WORKER_CLASS", "").strip()
-            or "embedder.http.worker.GuardedWorker",
+            or "embedder.server.http.worker.GuardedWorker",
             timeout=_int(env, "EMBEDDER_TIMEOUT", 300, 1),
             graceful_timeout=_int(env, "EMBEDDER_GRACEFUL_TIMEOUT", 30, 0),
             keepalive=_int(env, "EMBEDDER_KEEPALIVE", 5, 0),

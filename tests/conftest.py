@@ -13,7 +13,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from embedder.catalog import STARTER
 from embedder.service import Service
 from embedder.sessions import SessionConfig
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from embedder.http.admin import ADMIN_STATIC, CSP
+from embedder.server.http.admin import ADMIN_STATIC, CSP
 from tests.integration import server as srv
 
 pytestmark = pytest.mark.browser

@@ -10,7 +10,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from embedder.http.app import HttpOptions, create_app
+from embedder.server.http.app import HttpOptions, create_app
 from embedder.service import Service
 
 

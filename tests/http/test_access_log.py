@@ -9,7 +9,7 @@ import falcon.testing
 import orjson
 import pytest
 
-from embedder.http.app import HttpOptions, create_app
+from embedder.server.http.app import HttpOptions, create_app
 from embedder.service import Service
 
 SECRET = "my private diagnosis is confidential"

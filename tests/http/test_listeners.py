@@ -8,7 +8,7 @@ import falcon.testing
 import orjson
 import pytest
 
-from embedder.http.app import HttpOptions, create_app
+from embedder.server.http.app import HttpOptions, create_app
 from embedder.service import Service
 from tests.http.conftest import on
 
@@ -136,7 +136,7 @@ def test_surface_comes_from_the_matched_route(client, listeners) -> None:
 def test_route_decides_even_past_the_path_check(client, listeners, monkeypatch) -> None:
     """The second fence alone: with the ambiguity check switched off, `//rpc` (which the router
     matches to /rpc) is still refused on TCP, because the matched route decides."""
-    import embedder.http.listeners as guard
+    import embedder.server.http.surfaces as guard
 
     monkeypatch.setattr(guard, "ambiguity", lambda raw, path: None)
     tcp = on(listeners, "tcp")
@@ -157,7 +157,7 @@ def _templates(nodes: list[Any]) -> set[str]:
 def test_every_route_has_a_surface(client) -> None:
     """A route missing from ROUTE_SURFACES is served nowhere: adding one means naming its
     surface."""
-    from embedder.http.listeners import ROUTE_SURFACES
+    from embedder.server.http.surfaces import ROUTE_SURFACES
 
     routes = _templates(client.app._router._roots)
     assert routes == set(ROUTE_SURFACES), routes ^ set(ROUTE_SURFACES)

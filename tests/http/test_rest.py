@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from embedder.catalog import STARTER
-from embedder.http.app import HttpOptions, create_app
+from embedder.server.http.app import HttpOptions, create_app
 from embedder.service import Service
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 
 TEXTS = ["The cat sat on the mat.", "日本語のテキスト 🙂", "שלום עולם — مرحبا", "e\u0301\u0308"]
 

@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from embedder.catalog import STARTER
-from embedder.http.app import HttpOptions, create_app
-from embedder.http.errors import RPC_NOT_READY, RPC_UNKNOWN_MODEL
-from embedder.http.rpc import MAX_BATCH
+from embedder.server.http.app import HttpOptions, create_app
+from embedder.server.http.errors import RPC_NOT_READY, RPC_UNKNOWN_MODEL
+from embedder.server.http.rpc import MAX_BATCH
 from embedder.service import Service
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 
 
 def rpc(client: falcon.testing.TestClient, body: Any) -> falcon.testing.Result:

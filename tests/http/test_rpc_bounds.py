@@ -10,7 +10,7 @@ from typing import Any
 import falcon.testing
 import orjson
 
-from embedder.http.errors import RPC_OVERLOADED, RPC_TOO_LARGE
+from embedder.server.http.errors import RPC_OVERLOADED, RPC_TOO_LARGE
 from embedder.service import Service
 
 MODEL = "all-minilm-l6-v2-int8"

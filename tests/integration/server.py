@@ -1,4 +1,4 @@
-"""The live service for integration tests: `embedder.launch` plus request helpers."""
+"""The live service for integration tests: `embedder.tools.launch` plus request helpers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedder import launch
-from embedder.unixhttp import UnixHTTPConnection
+from embedder.client.unixhttp import UnixHTTPConnection
+from embedder.tools import launch
 
 ROOT = launch.ROOT
 free_port = launch.free_port

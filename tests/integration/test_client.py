@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder import cli
 from embedder.catalog import STARTER
+from embedder.cli import main as cli
 from embedder.client import (
     Client,
     HttpError,

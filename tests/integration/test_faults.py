@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from embedder.corpus import corpus
+from embedder.tools.corpus import corpus
 from tests.integration import server as srv
 from tests.polling import PATIENCE, wait_until
 

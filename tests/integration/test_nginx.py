@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from embedder import launch
+from embedder.tools import launch
 from tests.integration import server as srv
 
 pytestmark = pytest.mark.integration

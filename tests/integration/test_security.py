@@ -35,7 +35,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from embedder.http.admin import CSP
+from embedder.server.http.admin import CSP
 from embedder.settings import DEFAULT_PORT
 from tests.integration import server as srv
 from tests.polling import wait_until

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from embedder.unixhttp import UnixHTTPConnection
+from embedder.client.unixhttp import UnixHTTPConnection
 from tests.integration import server as srv
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The short soak that runs in `make test` (`make soak` is the long one): `python -m
-embedder.soak` starts a real gunicorn (starter catalog, 2 workers) and loads it from its own
+embedder.tools.soak` starts a real gunicorn (starter catalog, 2 workers) and loads it from its own
 process over the unix sockets for 60 s or 1500 requests, whichever comes first. No request
 may fail, and each worker's idle RSS may not grow more than 5% from the first to the last
 quarter after warm-up."""
@@ -32,7 +32,7 @@ def test_short_soak(tmp_path: Path, built_root: Path) -> None:
     args += ["--models-root", str(built_root), "--max-growth", str(MAX_GROWTH)]
     args += ["--warmup", str(WARMUP)]
     run = subprocess.run(
-        [sys.executable, "-m", "embedder.soak", *args],
+        [sys.executable, "-m", "embedder.tools.soak", *args],
         cwd=srv.ROOT,
         capture_output=True,
         text=True,

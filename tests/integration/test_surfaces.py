@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from embedder.unixhttp import UnixHTTPConnection
+from embedder.client.unixhttp import UnixHTTPConnection
 from tests.integration import server as srv
 
 pytestmark = pytest.mark.integration

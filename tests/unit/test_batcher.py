@@ -13,8 +13,9 @@ from embedder.batcher import Batcher
 from embedder.catalog import STARTER
 from embedder.encoder import Embedder, Embeddings, Tokenized
 from embedder.errors import Overloaded, TimedOut
+from embedder.planning import _run_cost, plan_batches, text_cost
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import _run_cost, load_tokenizer, plan_batches, text_cost
+from embedder.tokens import load_tokenizer
 from tests.models import paraphrase_onnx, tokenizer_json
 from tests.polling import PATIENCE, wait_until
 

@@ -16,7 +16,7 @@ import pytest
 from embedder.batcher import Batcher
 from embedder.encoder import Tokenized
 from embedder.errors import ClientGone, Overloaded
-from embedder.http.gone import closed
+from embedder.server.http.gone import closed
 from tests.unit.test_batcher import FakeEngine
 
 

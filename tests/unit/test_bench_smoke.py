@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from embedder import bench
-from embedder.bench import report
-from embedder.bench.stats import Completion, percentile, window_rates
-from embedder.bench.wire import total_tokens
 from embedder.service import Service
+from embedder.tools import bench
+from embedder.tools.bench import report
+from embedder.tools.bench.stats import Completion, percentile, window_rates
+from embedder.tools.bench.wire import total_tokens
 
 
 @pytest.mark.slow

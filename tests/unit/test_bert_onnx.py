@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from embedder.corpus import SPECIAL_TEXTS, corpus
 from embedder.prepare.bert_onnx import BertConfig, build_bert_onnx
+from embedder.tools.corpus import SPECIAL_TEXTS, corpus
 from tests.reference.numpy_bert import NumpyBert, mean_pool_normalize
 
 Batch = dict[str, npt.NDArray[np.int64]]

@@ -12,7 +12,7 @@ from embedder.catalog import BGE
 from embedder.reranker import Doc
 from embedder.service import Service
 from embedder.settings import Settings
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 
 ROOT = Settings.from_env(os.environ).models_root
 STORE = ModelStore(ROOT, BGE, offline=True)

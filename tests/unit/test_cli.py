@@ -23,10 +23,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from embedder import cli
 from embedder.catalog import STARTER
+from embedder.cli import main as cli
 from embedder.service import Service
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,23 +94,23 @@ def test_bench_delegates_or_says_it_is_missing(
     real = importlib.util.find_spec
 
     def without_bench(name: str, package: str | None = None) -> Any:
-        return None if name == "embedder.bench" else real(name, package)
+        return None if name == "embedder.tools.bench" else real(name, package)
 
     monkeypatch.setattr(importlib.util, "find_spec", without_bench)
     assert run("bench") == cli.FAILURE
-    assert "embedder.bench" in capsys.readouterr().err
+    assert "embedder.tools.bench" in capsys.readouterr().err
     monkeypatch.undo()
 
     seen: list[list[str]] = []
-    fake = types.ModuleType("embedder.bench")
-    fake.__spec__ = importlib.machinery.ModuleSpec("embedder.bench", None)
+    fake = types.ModuleType("embedder.tools.bench")
+    fake.__spec__ = importlib.machinery.ModuleSpec("embedder.tools.bench", None)
 
     def bench_main(argv: list[str]) -> int:
         seen.append(argv)
         return 0
 
     fake.main = bench_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "embedder.bench", fake)
+    monkeypatch.setitem(sys.modules, "embedder.tools.bench", fake)
     assert run("bench", "--", "--quick", "-n", "3") == cli.OK
     assert seen == [["--quick", "-n", "3"]]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from embedder.corpus import LONG, MEDIUM, SHORT, SPECIAL_TEXTS, corpus
+from embedder.tools.corpus import LONG, MEDIUM, SHORT, SPECIAL_TEXTS, corpus
 
 
 def _bucket(text: str) -> tuple[int, int]:

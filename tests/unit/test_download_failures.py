@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from embedder.catalog import STARTER, BuiltFile, Catalog, HubFile, ModelFile, ModelSpec, SharedFile
-from embedder.http.app import HttpOptions, create_app
+from embedder.server.http.app import HttpOptions, create_app
 from embedder.service import Service
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub
 from tests.polling import wait_until
 

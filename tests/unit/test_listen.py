@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from embedder.listen import (
+from embedder.server.listeners import (
     ListenError,
     binds,
     claim_socket,
@@ -94,7 +94,8 @@ def test_older_node_falls_back_to_the_tun_address(
     addr = SimpleNamespace(family=socket.AF_INET6, address="5a1:2b3::7%mycelium")
     other = SimpleNamespace(family=socket.AF_INET6, address="fe80::1")
     monkeypatch.setattr(
-        "embedder.listen.psutil.net_if_addrs", lambda: {"eth0": [other], "mycelium": [addr]}
+        "embedder.server.listeners.psutil.net_if_addrs",
+        lambda: {"eth0": [other], "mycelium": [addr]},
     )
     assert tcp_bind(Settings(mycelium_api=node_old)) == "[5a1:2b3::7]:8092"
 
@@ -102,7 +103,7 @@ def test_older_node_falls_back_to_the_tun_address(
 def test_older_node_without_tun_gives_loopback(
     node_old: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("embedder.listen.psutil.net_if_addrs", lambda: {})
+    monkeypatch.setattr("embedder.server.listeners.psutil.net_if_addrs", lambda: {})
     assert tcp_bind(Settings(mycelium_api=node_old)) == "127.0.0.1:8092"
 
 
@@ -119,7 +120,7 @@ def test_a_hanging_node_does_not_hang_the_start(node_slow: str) -> None:
 def test_overlay_addresses_only(monkeypatch: pytest.MonkeyPatch) -> None:
     gen = _node({"nodeIp": "2001:db8::1"})  # not in 400::/7
     url = next(gen)
-    monkeypatch.setattr("embedder.listen.psutil.net_if_addrs", lambda: {})
+    monkeypatch.setattr("embedder.server.listeners.psutil.net_if_addrs", lambda: {})
     try:
         assert tcp_bind(Settings(mycelium_api=url)) == "127.0.0.1:8092"
     finally:

@@ -18,15 +18,15 @@ from hypothesis import strategies as st
 
 from embedder.catalog import STARTER
 from embedder.errors import EmbedderError, InvalidInput, TooLarge
-from embedder.http.errors import INTERNAL
-from embedder.http.rerank import parse_documents
-from embedder.http.rest import parse_dimensions, parse_input
-from embedder.http.rpc import Dispatcher
-from embedder.http.rpc_methods import build_methods, parse_docs
 from embedder.limits import Limits
 from embedder.reranker import Doc
+from embedder.server.http.errors import INTERNAL
+from embedder.server.http.rerank import parse_documents
+from embedder.server.http.rest import parse_dimensions, parse_input
+from embedder.server.http.rpc import Dispatcher
+from embedder.server.http.rpc_methods import build_methods, parse_docs
 from embedder.service import Service
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 
 pytestmark = pytest.mark.slow  # the inner loop (make quick) leaves these to make test
 

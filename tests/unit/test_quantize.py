@@ -39,7 +39,6 @@ import pytest
 from onnx import version_converter
 from tokenizers import Tokenizer
 
-from embedder.corpus import SPECIAL_TEXTS, corpus
 from embedder.prepare.bert_onnx import build_bert_onnx
 from embedder.prepare.quantize import (
     WEIGHTS_KEY,
@@ -48,6 +47,7 @@ from embedder.prepare.quantize import (
     runs_exactly_here,
     signed_weights_are_exact,
 )
+from embedder.tools.corpus import SPECIAL_TEXTS, corpus
 from tests.unit.test_bert_onnx import (
     Batch,
     _batch,

@@ -76,7 +76,9 @@ def test_gunicorn_settings_come_from_settings() -> None:
     assert (s.http_threads, s.timeout, s.graceful_timeout, s.keepalive) == (4, 60, 0, 2)
     assert (s.backlog, s.max_requests, s.max_requests_jitter) == (64, 1000, 50)
     assert (s.log_level, s.access_log, s.malloc_arenas) == ("warning", "-", 4)
-    assert s.control_socket is None and s.worker_class == "embedder.http.worker.GuardedWorker"
+    assert (
+        s.control_socket is None and s.worker_class == "embedder.server.http.worker.GuardedWorker"
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,7 +108,7 @@ def test_gunicorn_stops_on_a_bad_value_with_one_line_naming_it(tmp_path: Path) -
     import subprocess
     import sys
 
-    from embedder.launch import source_root
+    from embedder.tools.launch import source_root
 
     env = {**os.environ, "PATH_SOCKETS": str(tmp_path), "EMBEDDER_HTTP_THREADS": "lots"}
     run = subprocess.run(

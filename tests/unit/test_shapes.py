@@ -27,7 +27,7 @@ from embedder.prepare.shapes import (
     with_layers,
 )
 from embedder.sessions import SessionConfig, open_session
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 from embedder.tokens import load_tokenizer
 from tests.models import tokenizer_json
 

@@ -14,9 +14,9 @@ import pytest
 
 from embedder.catalog import STARTER
 from embedder.encoder import BatchLimits
-from embedder.opening import Opener
+from embedder.loading import Opener
 from embedder.sessions import SessionConfig
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 
 PROBE = """
 import json, os, sys
@@ -26,9 +26,9 @@ import onnxruntime, psutil
 from embedder.catalog import STARTER
 from embedder.encoder import BatchLimits
 from embedder.memory import limit_arenas
-from embedder.opening import Opener
+from embedder.loading import Opener
 from embedder.sessions import SessionConfig
-from embedder.store import ModelStore
+from embedder.store.files import ModelStore
 root, model, runners, shared = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 rss = lambda: psutil.Process().memory_info().rss
 store = ModelStore(Path(root), STARTER, offline=True)

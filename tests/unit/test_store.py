@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from huggingface_hub import hf_hub_download
 
-from embedder import prepare, store_fetch, store_progress
+from embedder import prepare
 from embedder.catalog import (
     BuiltFile,
     Catalog,
@@ -33,7 +33,8 @@ from embedder.catalog import (
 )
 from embedder.errors import DownloadError, ModelUnavailable, UnknownModel
 from embedder.settings import default_models_root
-from embedder.store import PROGRESS_FILE, STAGING_DIR, ModelStore
+from embedder.store import downloads, progress
+from embedder.store.files import PROGRESS_FILE, STAGING_DIR, ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub, git_blob_sha1
 from tests.polling import PATIENCE
 
@@ -234,7 +235,7 @@ def test_file_the_server_does_not_have(store: ModelStore) -> None:
 _CHILD = textwrap.dedent(
     """
     import pathlib, sys, time
-    from embedder.store import ModelStore
+    from embedder.store.files import ModelStore
     from tests.unit.test_store import CATALOG
     root, url, ready, go = sys.argv[1:5]
     pathlib.Path(ready).touch()
@@ -418,7 +419,7 @@ def test_disk_full_is_a_clear_error(store: ModelStore, monkeypatch: pytest.Monke
     def full(*args: object, **kwargs: object) -> str:
         raise OSError(errno.ENOSPC, "No space left on device", str(store.root / "tiny/x"))
 
-    monkeypatch.setattr(store_fetch, "http_get", full)
+    monkeypatch.setattr(downloads, "http_get", full)
     with pytest.raises(DownloadError, match="No space left on device") as info:
         store.ensure(TINY)
     assert str(store.root / "tiny") in info.value.message
@@ -461,15 +462,15 @@ def test_killed_download_resumes_in_a_new_process(
     assert onnx["state"] == "pending" and onnx["interrupted"] is True
 
     seen: list[tuple[Any, ...]] = []
-    update = store_progress.Progress.update
+    update = progress.Progress.update
 
-    def spy(self: store_progress.Progress, name: str, **fields: Any) -> None:
+    def spy(self: progress.Progress, name: str, **fields: Any) -> None:
         update(self, name, **fields)
         if name == "onnx/model.onnx":
             e = self.entries[name]
             seen.append((e["state"], e["bytes_done"], e["bytes_total"]))
 
-    monkeypatch.setattr(store_progress.Progress, "update", spy)
+    monkeypatch.setattr(progress.Progress, "update", spy)
     fresh = ModelStore(store.root, CATALOG, endpoint=hub.url, offline=False)
     fresh.ensure(TINY)
     assert (store.root / "tiny/onnx/model.onnx").read_bytes() == ONNX

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from embedder.catalog import STARTER
+from embedder.server.workers import WorkerBoard, combine
 from embedder.service import Service
-from embedder.store import ModelStore
-from embedder.workers import WorkerBoard, combine
+from embedder.store.files import ModelStore
 from tests.polling import wait_until
 
 

@@ -1,0 +1,1 @@
+"""The `embedder` command: `main` runs the status, models and catalog subcommands."""

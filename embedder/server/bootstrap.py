@@ -1,0 +1,71 @@
+"""Wiring: settings -> catalog, store, service -> the WSGI app. Runs in each worker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from embedder.catalog_file import load_catalog
+from embedder.encoder import BatchLimits
+from embedder.limits import Limits
+from embedder.server.http.app import HttpOptions, create_app
+from embedder.server.workers import WorkerBoard
+from embedder.service import Service
+from embedder.sessions import SessionConfig
+from embedder.settings import Settings
+from embedder.store.files import ModelStore
+
+
+def build_service(settings: Settings) -> Service:
+    catalog = load_catalog(settings.catalog)
+    _, threads = settings.sizing()
+    return Service(
+        catalog,
+        ModelStore(settings.models_root, catalog),
+        session_config=SessionConfig(
+            threads=threads, arena=settings.ort_arena, shared_weights=settings.shared_weights
+        ),
+        limits=Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars),
+        batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
+        models=settings.models or None,
+        micro_batching=settings.micro_batch,
+        shared_sessions=settings.shared_sessions,
+        max_queue_wait=settings.max_queue_wait,
+        idle_trim=settings.idle_trim,
+        board=WorkerBoard(settings.worker_board) if settings.worker_board else None,
+    )
+
+
+def build_app(
+    settings: Settings | None = None, *, master_pid: int | None = None
+) -> falcon.App[Any, Any]:
+    """The app a worker serves; model loading starts in the background at once.
+
+    At first start every worker accepts at once, so /health can say "starting". A worker that
+    joins a service already serving (a reload, or a replacement for a killed worker) instead
+    loads its models before it accepts anything, so it never answers "not ready" while its
+    siblings could have served the request.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = settings or Settings.from_env()
+    service = build_service(settings)
+    joining = service.board is not None and service.board.has_served()
+    service.joining = joining
+    service.start()
+    if joining:
+        logging.getLogger("embedder").info("joining a serving instance: loading models first")
+        service.wait()
+    return create_app(
+        service,
+        HttpOptions(
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout,
+            tcp_expose=settings.tcp_expose,
+            api_key=settings.api_key,
+            master_pid=master_pid,
+            access_log=settings.access_log_json,
+            metrics_multiprocess=settings.metrics_dir is not None,
+        ),
+    )

@@ -1,0 +1,130 @@
+"""create_app: the falcon application over a Service (as in falcon's `look` example)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from embedder.errors import EmbedderError
+from embedder.server.http.access import RequestLog
+from embedder.server.http.admin import ADMIN_STATIC, add_admin_routes
+from embedder.server.http.body import BodyLimits, dumps
+from embedder.server.http.errors import INTERNAL, mapping_for, retry_after
+from embedder.server.http.gone import ClientWatch
+from embedder.server.http.metrics import MetricsMiddleware, MetricsResource, metrics
+from embedder.server.http.openapi import OpenApiResource
+from embedder.server.http.rerank import RerankResource
+from embedder.server.http.rest import EmbeddingsResource, HealthResource, ModelsResource
+from embedder.server.http.rpc import Dispatcher, RpcResource
+from embedder.server.http.rpc_methods import admit_batch, build_methods
+from embedder.server.http.surfaces import ListenerGuard
+from embedder.service import Service
+
+log = logging.getLogger("embedder.server.http")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout: float = 30.0
+    tcp_expose: tuple[str, ...] = ()
+    api_key: str | None = None
+    master_pid: int | None = None
+    access_log: bool = False  # JSON lines on the embedder.access logger
+    admin_static: Path = ADMIN_STATIC
+    metrics_multiprocess: bool = False  # sum over the workers (gunicorn), else this process
+
+
+def _openai_error(
+    resp: falcon.Response, status: int, message: str, etype: str, code: str, param: Any = None
+) -> None:
+    resp.status = falcon.code_to_http_status(status)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
+
+
+def _domain_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
+    assert isinstance(exc, EmbedderError)
+    m = mapping_for(exc)
+    _openai_error(resp, m.status, exc.message, m.type, m.code, exc.param)
+    after = retry_after(exc)
+    if after is not None:
+        resp.set_header("Retry-After", str(after))
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
+    assert isinstance(exc, falcon.HTTPError)
+    status = int(str(exc.status).split(" ", 1)[0])
+    message = exc.description or exc.title or "error"
+    code = (exc.title or "error").lower().replace(" ", "_")
+    etype = "invalid_request_error" if status < 500 else "server_error"
+    _openai_error(resp, status, message, etype, code)
+    if exc.headers:
+        resp.set_headers(exc.headers)
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    _openai_error(resp, INTERNAL.status, "internal error", INTERNAL.type, INTERNAL.code)
+
+
+class ApiKey:
+    """Bearer key on the TCP listener only (unix sockets are guarded by file mode); /health
+    stays open so probes need no secret."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key.encode()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if getattr(req.context, "listener", "") != "tcp" or req.path == "/health":
+            return
+        auth = req.get_header("Authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+            raise falcon.HTTPUnauthorized(
+                title="unauthorized",
+                description="a valid API key is required: Authorization: Bearer <key>",
+                challenges=["Bearer"],
+            )
+
+
+def create_app(service: Service, options: HttpOptions | None = None) -> falcon.App[Any, Any]:
+    opts = options or HttpOptions()
+    m = metrics()
+    middleware: list[Any] = [
+        RequestLog(opts.access_log),
+        ListenerGuard(opts.tcp_expose),
+        ClientWatch(),
+    ]
+    if opts.api_key:
+        middleware.append(ApiKey(opts.api_key))
+    middleware.append(MetricsMiddleware(service, m))
+    app = falcon.App(middleware=middleware)
+    app.req_options.strip_url_path_trailing_slash = True
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(EmbedderError, _domain_error)
+
+    limits = BodyLimits(opts.max_body_bytes, opts.body_timeout)
+    embeddings = EmbeddingsResource(service, limits)
+    models = ModelsResource(service)
+    app.add_route("/v1/embeddings", embeddings)
+    app.add_route("/embeddings", embeddings)
+    app.add_route("/v1/models", models)
+    app.add_route("/v1/models/{model_id}", models, suffix="one")
+    rerank = RerankResource(service, limits)
+    app.add_route("/v1/rerank", rerank)
+    app.add_route("/v2/rerank", rerank)
+    app.add_route("/rerank", rerank)
+    app.add_route("/health", HealthResource(service))
+    app.add_route("/openapi.json", OpenApiResource())
+    app.add_route("/metrics", MetricsResource(service, m, opts.metrics_multiprocess))
+    dispatcher = Dispatcher(build_methods(service, opts.master_pid), admit_batch(service))
+    app.add_route("/rpc", RpcResource(dispatcher, limits))
+    add_admin_routes(app, opts.admin_static)
+    return app

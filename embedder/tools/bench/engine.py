@@ -1,0 +1,189 @@
+"""The limit: the in-process engine on the same model and cores, with no HTTP in between.
+
+`Embedder.embed` on the whole corpus at once is the best batching the engine has: it sorts
+every text by length and plans its sub-batches over all of them. The cores are used in the
+better of two ways, both measured: one session with an ORT thread per core, or one session
+of one thread per core, each embedding its share of the corpus from its own Python thread
+(ORT releases the GIL) — the shape of the pre-fork server's default 2x1. The same engine on
+request-sized slices (the texts of one batched request, in their order) and on one text at a
+time gives the reference each server load shape is compared with.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from embedder.catalog import ModelSpec
+from embedder.encoder import BatchLimits, Embedder
+from embedder.sessions import SessionConfig, open_session
+from embedder.store.files import ModelStore
+from embedder.tokens import load_tokenizer
+from embedder.tools.bench.stats import median
+
+
+@dataclass
+class EngineResult:
+    model: str
+    threads: int
+    texts_per_s: float  # the limit: whole corpus, the better layout
+    tokens_per_s: float
+    rounds: list[float]
+    spread: float
+    corpus_tokens: int
+    request_texts_per_s: float = 0.0  # the same engine on request-sized slices, in order
+    single_ms: dict[str, float] = field(default_factory=dict)  # text index -> ms, all cores
+    single_ms_1t: dict[str, float] = field(default_factory=dict)  # the same on one thread
+    layout: str = ""  # the layout the limit came from, e.g. "2x1": 2 sessions of 1 thread
+    layouts: dict[str, float] = field(default_factory=dict)  # layout -> median texts/s
+
+    @property
+    def single_p50(self) -> float:
+        return median(list(self.single_ms.values()))
+
+
+def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> Embedder:
+    """An Embedder as a worker builds it (same session options), on `threads` ORT threads."""
+    assert spec.onnx and spec.tokenizer
+    session = open_session(store.path(spec, spec.onnx), SessionConfig(threads=threads))
+    tokenizer = load_tokenizer(store.path(spec, spec.tokenizer), spec.max_tokens)
+    return Embedder(spec, session, tokenizer, BatchLimits())
+
+
+def _timed(embedder: Embedder, texts: Sequence[str]) -> tuple[float, int]:
+    began = time.perf_counter()
+    out = embedder.embed(texts)
+    return time.perf_counter() - began, out.total_tokens
+
+
+def _parallel(embedders: Sequence[Embedder], calls: Sequence[Sequence[str]]) -> tuple[float, int]:
+    """Wall seconds and tokens for `calls`, dealt round-robin to one thread per embedder."""
+    if len(embedders) == 1:
+        took, tokens = 0.0, 0
+        for part in calls:
+            seconds, n = _timed(embedders[0], part)
+            took, tokens = took + seconds, tokens + n
+        return took, tokens
+    counts = [0] * len(embedders)
+
+    def work(k: int) -> None:
+        for part in calls[k :: len(embedders)]:
+            counts[k] += embedders[k].embed(part).total_tokens
+
+    runners = [threading.Thread(target=work, args=(k,)) for k in range(len(embedders))]
+    began = time.perf_counter()
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    return time.perf_counter() - began, sum(counts)
+
+
+def limit(
+    embedders: Sequence[Embedder],
+    texts: Sequence[str],
+    rounds: int,
+    until: float = float("inf"),
+) -> tuple[list[float], int, float]:
+    """texts/s of each round over the whole corpus (each embedder sorting its own share, after
+    a warm-up), tokens, seconds; rounds past the second stop at `until` (time.monotonic)."""
+    for e in embedders:
+        e.embed(texts[: min(len(texts), 32)])  # warm-up: first runs allocate and prepack
+    k = len(embedders)
+    shares = [texts[i::k] for i in range(k)]
+    rates: list[float] = []
+    seconds: list[float] = []
+    tokens = 0
+    for r in range(rounds):
+        if r >= 2 and time.monotonic() > until:
+            break
+        took, tokens = _parallel(embedders, shares)
+        rates.append(len(texts) / took)
+        seconds.append(took)
+    return rates, tokens, median(seconds)
+
+
+def request_shaped(
+    embedders: Sequence[Embedder],
+    texts: Sequence[str],
+    batch: int,
+    requests: int,
+) -> float:
+    """texts/s when each call gets the texts of one batched request (as the server sees them),
+    the requests shared among the embedders."""
+    parts = [texts[i * batch : (i + 1) * batch] for i in range(requests)]
+    parts = [p for p in parts if p]
+    took, _ = _parallel(embedders, parts)
+    return sum(len(p) for p in parts) / took if took else 0.0
+
+
+def single_times(
+    embedder: Embedder, texts: Sequence[str], repeats: int = 5, until: float = float("inf")
+) -> dict[str, float]:
+    """ms per text embedded alone (the median of `repeats`, as the load generator reports each
+    text's median: a best-of would flatter the engine by its noise), keyed by the text's
+    index; past `until` one try per text, and no new text after the eighth."""
+    for t in texts[:4]:
+        embedder.embed([t])  # warm-up for batch size 1
+    out: dict[str, float] = {}
+    for i, t in enumerate(texts):
+        late = time.monotonic() > until
+        if late and i >= 8:
+            break
+        times = [_timed(embedder, [t])[0] for _ in range(1 if late else repeats)]
+        out[str(i)] = median(times) * 1000
+    return out
+
+
+def measure(
+    store: ModelStore,
+    spec: ModelSpec,
+    texts: Sequence[str],
+    *,
+    threads: int,
+    rounds: int,
+    batch: int,
+    request_slices: int,
+    idle_texts: int,
+    budget: float = float("inf"),
+) -> EngineResult:
+    """Everything the report needs from the engine for one model, in about `budget` seconds
+    (a busy machine slows everything: then fewer rounds, never fewer than two)."""
+    began = time.monotonic()
+    embedder = open_embedder(store, spec, threads)
+    layouts = {f"1x{threads}": [embedder]}
+    if threads > 1:
+        layouts[f"{threads}x1"] = [open_embedder(store, spec, 1) for _ in range(threads)]
+    measured = {
+        name: limit(group, texts, rounds, began + budget * 0.25 * (i + 1))
+        for i, (name, group) in enumerate(layouts.items())
+    }
+    best = max(measured, key=lambda name: median(measured[name][0]))
+    rates, tokens, seconds = measured[best]
+    mid = median(rates)
+    result = EngineResult(
+        model=spec.id,
+        threads=threads,
+        texts_per_s=mid,
+        tokens_per_s=tokens / seconds if seconds else 0.0,
+        rounds=rates,
+        spread=(max(rates) - min(rates)) / mid if mid else 0.0,
+        corpus_tokens=tokens,
+        layout=best,
+        layouts={name: median(m[0]) for name, m in measured.items()},
+    )
+    if request_slices:
+        result.request_texts_per_s = max(
+            request_shaped(group, texts, batch, request_slices) for group in layouts.values()
+        )
+    idle = texts[:idle_texts]
+    if idle:
+        result.single_ms = single_times(embedder, idle, until=began + budget * 0.85)
+        if threads > 1:
+            one = layouts[f"{threads}x1"][0]
+            result.single_ms_1t = single_times(one, idle, until=began + budget)
+        else:
+            result.single_ms_1t = dict(result.single_ms)
+    return result

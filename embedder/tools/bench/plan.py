@@ -1,0 +1,221 @@
+"""What one benchmark run measures, and for how long: the full run and `--quick`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from embedder.settings import default_models_root
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One load shape: texts per request and concurrent connections."""
+
+    batch: int
+    concurrency: int
+
+    @property
+    def kind(self) -> str:
+        return "single" if self.batch == 1 else "batch"
+
+    @property
+    def name(self) -> str:
+        return f"{self.batch} text{'s' if self.batch > 1 else ''} x c{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long one load run may last and when it has measured enough.
+
+    Each run gets a share of the time left (by `weight`), kept within [floor, max_seconds].
+    """
+
+    warmup: float
+    min_seconds: float
+    max_seconds: float
+    rounds: int
+    per_round: int  # answers per round, at least (single-text shapes)
+    max_requests: int
+    weight: float = 1.0
+    floor: float = 1.0
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    models_root: Path
+    out_dir: Path
+    levels: tuple[int, ...]  # quality levels of the starter catalog (and BGE, when present)
+    bge: bool  # also the BGE levels whose files are already in the models root
+    corpus_size: int
+    seed: int
+    batch: int  # texts per batched request
+    limit_rounds: int
+    request_slices: int  # request-sized engine runs (batch texts each)
+    idle_texts: int  # texts for the single-text compute time and the idle latency
+    layouts: tuple[tuple[int, int], ...]  # (workers, ORT threads per worker)
+    transports: tuple[str, ...]
+    # Batched shapes run over the first transport only, but for these levels over all of them:
+    # a batched request computes for seconds, next to which the transport costs nothing.
+    batch_all_transports: tuple[int, ...]
+    batched: tuple[int, ...]  # concurrencies
+    single: tuple[int, ...]
+    batch_timing: Timing
+    single_timing: Timing
+    idle_timing: Timing
+    engine_seconds: float  # about, per level (fewer rounds on a busy machine, at least two)
+    peer: bool
+    peer_rounds: int
+    peer_seconds: float  # about, once the model is loaded (at least two rounds)
+    budget_s: float  # the run stops starting new work past this (it must end under 10 min)
+    server_env: tuple[tuple[str, str], ...] = ()  # extra settings for the servers (tuning)
+
+    def shapes(self) -> list[Shape]:
+        return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
+
+    def runs(self, level: int) -> list[tuple[Shape, str]]:
+        """(shape, transport) pairs for one level on one server, transports side by side."""
+        out: list[tuple[Shape, str]] = []
+        for shape in self.shapes():
+            every = shape.batch == 1 or level in self.batch_all_transports
+            out += [(shape, t) for t in (self.transports if every else self.transports[:1])]
+        return out
+
+    def timing(self, shape: Shape) -> Timing:
+        if shape.batch > 1:
+            return self.batch_timing
+        return self.idle_timing if shape.concurrency == 1 else self.single_timing
+
+
+FULL = Options(
+    quick=False,
+    models_root=Path(),
+    out_dir=Path("artifacts/bench"),
+    levels=(1, 2, 3, 4),
+    bge=True,
+    corpus_size=512,
+    seed=2024,
+    batch=32,
+    limit_rounds=3,
+    request_slices=16,
+    idle_texts=32,
+    layouts=((2, 1), (1, 2)),
+    transports=("tcp", "unix"),
+    batch_all_transports=(1,),
+    batched=(1, 2, 4),
+    single=(1, 4, 16),
+    batch_timing=Timing(0.0, 0.0, 25.0, 3, 1, 400, weight=5.0, floor=4.0),
+    single_timing=Timing(0.5, 1.5, 4.0, 5, 20, 20_000, weight=1.0, floor=2.0),
+    idle_timing=Timing(0.3, 1.5, 5.0, 5, 20, 20_000, weight=1.2, floor=2.0),
+    engine_seconds=30.0,
+    peer=True,
+    peer_rounds=3,
+    peer_seconds=30.0,
+    # make bench's pip steps and start-ups take about a minute: the whole stays under 10
+    budget_s=530.0,
+)
+
+QUICK = replace(
+    FULL,
+    quick=True,
+    levels=(1,),
+    bge=False,
+    corpus_size=32,
+    batch=8,
+    limit_rounds=2,
+    request_slices=1,
+    idle_texts=8,
+    layouts=((2, 1),),
+    batched=(2,),
+    single=(1, 4),
+    batch_all_transports=(1,),
+    batch_timing=Timing(0.0, 0.0, 1.0, 2, 1, 40, floor=0.5),
+    single_timing=Timing(0.05, 0.2, 1.0, 2, 2, 400, floor=0.5),
+    idle_timing=Timing(0.05, 0.2, 1.0, 2, 4, 400, floor=0.5),
+    engine_seconds=5.0,
+    peer=False,
+    peer_rounds=1,
+    peer_seconds=10.0,
+    budget_s=120.0,
+)
+
+
+def default_out_dir() -> Path:
+    """artifacts/bench in this repository (an editable install), else in the current directory."""
+    repo = Path(__file__).resolve().parents[3]
+    return repo / "artifacts" / "bench" if (repo / "pyproject.toml").is_file() else FULL.out_dir
+
+
+def _ints(raw: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        msg = f"{raw!r} is not a comma-separated list of integers"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _layouts(raw: str) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for part in raw.split(","):
+        w, _, t = part.strip().partition("x")
+        if not (w.isdigit() and t.isdigit() and int(w) > 0 and int(t) > 0):
+            raise argparse.ArgumentTypeError(f"layout {part!r} is not WORKERSxTHREADS, e.g. 2x1")
+        out.append((int(w), int(t)))
+    return tuple(out)
+
+
+def parse(argv: Sequence[str]) -> Options:
+    ap = argparse.ArgumentParser(
+        prog="embedder bench",
+        description="Throughput and latency of the engine, the live server and "
+        "sentence-transformers on this machine; writes artifacts/bench/latest.{json,md}.",
+    )
+    ap.add_argument("--quick", action="store_true", help="a few seconds: one level, one layout")
+    ap.add_argument(
+        "--models-root",
+        type=Path,
+        help="models directory (default: $EMBEDDER_MODELS_ROOT or the service's default)",
+    )
+    ap.add_argument("--out", type=Path, help="output directory (default: artifacts/bench)")
+    ap.add_argument("--levels", type=_ints, help="quality levels, e.g. 2,4 (default: all)")
+    ap.add_argument("--layouts", type=_layouts, help="WORKERSxTHREADS list, e.g. 2x1,1x2")
+    ap.add_argument("--transports", help="tcp,unix (default: both)")
+    ap.add_argument("--no-peer", action="store_true", help="skip sentence-transformers")
+    ap.add_argument("--no-bge", action="store_true", help="starter levels only")
+    ap.add_argument("--corpus", type=int, help="texts in the corpus")
+    ap.add_argument("--seed", type=int, help="corpus seed")
+    ap.add_argument("--budget", type=float, help="seconds after which no new work starts")
+    ap.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the servers, e.g. EMBEDDER_MAX_BATCH_TOKENS=1024 (repeatable)",
+    )
+    a = ap.parse_args(list(argv))
+    opts = QUICK if a.quick else FULL
+    transports = tuple(t.strip() for t in (a.transports or "").split(",") if t.strip())
+    if any(t not in ("tcp", "unix") for t in transports):
+        ap.error("--transports takes tcp and/or unix")
+    root = a.models_root or default_models_root(os.environ)
+    env = [tuple(e.split("=", 1)) for e in a.server_env]
+    if any(len(e) != 2 or not e[0].startswith("EMBEDDER_") for e in env):
+        ap.error("--server-env takes EMBEDDER_NAME=VALUE")
+    return replace(
+        opts,
+        models_root=root.expanduser(),
+        out_dir=a.out or default_out_dir(),
+        levels=a.levels or opts.levels,
+        layouts=a.layouts or opts.layouts,
+        transports=transports or opts.transports,
+        peer=opts.peer and not a.no_peer,
+        bge=opts.bge and not a.no_bge,
+        corpus_size=max(8, a.corpus or opts.corpus_size),
+        seed=opts.seed if a.seed is None else a.seed,
+        budget_s=a.budget or opts.budget_s,
+        server_env=tuple((k, v) for k, v in env),
+    )

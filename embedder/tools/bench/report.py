@@ -1,0 +1,146 @@
+"""Ratios and targets from a run's raw numbers (reported against, never asserted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embedder.catalog import BUILTIN, BuiltFile, ModelSpec, SharedFile
+from embedder.settings import Settings
+from embedder.tools.bench.markdown import render
+from embedder.tools.bench.stats import median
+
+# The issue's targets: (key, text, goal).
+BATCHED = ("batched", "batched server >= 95% of the limit", 0.95)
+SINGLE = ("single_c16", "single-text at c16 >= 70% of the in-process batched limit", 0.70)
+IDLE = ("idle", "idle single-text p50 within 1 ms of compute", 1.0)
+PEER_FP32 = ("peer_fp32", "FP32 level >= 2x sentence-transformers", 2.0)
+PEER_INT8 = ("peer_int8", "INT8 level >= 3x sentence-transformers (FP32)", 3.0)
+INT8_FP32 = ("int8_fp32", "INT8 >= 1.8x FP32 of the same model", 1.8)
+
+PEER_MODEL = "starter:all-minilm-l6-v2"  # the FP32 level the peer runs the same weights of
+
+
+def _spec(level: dict[str, Any]) -> ModelSpec:
+    return BUILTIN[level["catalog"]].get(level["model"])
+
+
+def _quantized_from(spec: ModelSpec) -> str | None:
+    """The FP32 model an INT8 level is quantized from (its `quantize-int8` input)."""
+    for f in spec.files:
+        if isinstance(f.origin, BuiltFile) and f.origin.recipe == "quantize-int8":
+            refs = [r for r in f.origin.inputs if isinstance(r, SharedFile)]
+            if refs:
+                return refs[0].model
+    return None
+
+
+def _target(
+    t: tuple[str, str, float], where: str, value: float | None, *, lower_is_better: bool = False
+) -> dict[str, Any]:
+    key, text, goal = t
+    if value is None:
+        return {"key": key, "target": text, "where": where, "value": None, "goal": goal}
+    met = value <= goal if lower_is_better else value >= goal
+    if lower_is_better:
+        gap = f"{value - goal:+.2f} ms over"
+    elif goal <= 1.0:
+        gap = f"{(goal - value) * 100:.0f} points short"
+    else:
+        gap = f"{goal / value if value else float('inf'):.2f}x short"
+    out = {"key": key, "target": text, "where": where, "value": value, "goal": goal, "met": met}
+    return out | {"gap": None if met else gap}
+
+
+def _scenario_ratios(row: dict[str, Any], eng: dict[str, Any], runners_1t: bool) -> None:
+    """Per-row ratios: vs the limit, vs the engine on request-shaped batches, idle overhead."""
+    if "texts_per_s" not in row:
+        return
+    limit = eng["texts_per_s"]
+    row["vs_limit"] = row["texts_per_s"] / limit if limit else None
+    if row["batch"] > 1 and eng.get("request_texts_per_s"):
+        row["vs_engine_requests"] = row["texts_per_s"] / eng["request_texts_per_s"]
+    if row["batch"] == 1 and row["concurrency"] == 1:
+        # A micro-batch runner is a single-thread session; without them, a worker's threads.
+        compute = eng["single_ms_1t"] if runners_1t else eng["single_ms"]
+        row["compute_p50_ms"] = median(list(compute.values()))
+        row["idle_overhead_ms"] = row["latency_ms"]["p50"] - row["compute_p50_ms"]
+        paired = [v - compute[k] for k, v in row.get("per_text_ms", {}).items() if k in compute]
+        row["idle_overhead_paired_ms"] = median(paired) if paired else None
+
+
+def analyse(result: dict[str, Any]) -> dict[str, Any]:
+    """Adds ratios to the rows in place; returns the run's ratios and targets."""
+    engines = {lv["key"]: lv["engine"] for lv in result.get("levels", [])}
+    by_model = {f"{lv['catalog']}:{lv['model']}": lv for lv in result.get("levels", [])}
+    targets: list[dict[str, Any]] = []
+    ratios: dict[str, Any] = {}
+    env = dict(result.get("options", {}).get("server_env") or [])
+    micro = env.get("EMBEDDER_MICRO_BATCH", "1").lower() not in ("0", "false", "no", "off")
+    default = default_layout(result)
+    for srv in result.get("servers", []):
+        srv["default"] = srv["layout"] == default
+        threads = int(srv["layout"].split("x")[1])
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in srv.get("scenarios", []):
+            eng = engines.get(row["level"])
+            if eng is not None:
+                _scenario_ratios(row, eng, micro or threads == 1)
+            groups.setdefault((row["level"], row["transport"]), []).append(row)
+        if len(result.get("servers", [])) > 1 and srv["layout"] != default:
+            continue  # targets are for the default layout; the others are compared apart
+        for (level, transport), rows in groups.items():
+            where = f"{level} {srv['layout']} {transport}"
+            ok = [r for r in rows if r.get("vs_limit") is not None]
+            batched = [r for r in ok if r["batch"] > 1]
+            c16 = [r["vs_limit"] for r in ok if r["batch"] == 1 and r["concurrency"] == 16]
+            idle = [r["idle_overhead_ms"] for r in ok if "idle_overhead_ms" in r]
+            if batched:
+                top = max(batched, key=lambda r: r["vs_limit"])
+                at = f"{where} c{top['concurrency']}"
+                targets.append(_target(BATCHED, at, top["vs_limit"]))
+            if c16:
+                targets.append(_target(SINGLE, where, max(c16)))
+            if idle:
+                targets.append(_target(IDLE, where, idle[0], lower_is_better=True))
+    peer = result.get("peer", {})
+    ref = by_model.get(PEER_MODEL)
+    if "texts_per_s" in peer and ref is not None:
+        peer["tokens_per_s"] = (
+            peer["texts_per_s"] * ref["engine"]["corpus_tokens"] / result["options"]["corpus_size"]
+        )
+        for lv in result["levels"]:
+            if lv["catalog"] == "starter" and lv["model"].startswith("all-minilm-l6-v2"):
+                ratios[f"{lv['model']} / peer"] = lv["engine"]["texts_per_s"] / peer["texts_per_s"]
+        for key, model in (("FP32", "all-minilm-l6-v2"), ("INT8", "all-minilm-l6-v2-int8")):
+            best = _best_server(result, model)
+            if best:
+                ratios[f"server {key} (best load shape) / peer"] = best / peer["texts_per_s"]
+        fp32 = ratios.get("all-minilm-l6-v2 / peer")
+        int8 = ratios.get("all-minilm-l6-v2-int8 / peer")
+        targets.append(_target(PEER_FP32, "starter:4 engine", fp32))
+        targets.append(_target(PEER_INT8, "starter:2 engine", int8))
+    for lv in result.get("levels", []):
+        fp32_id = _quantized_from(_spec(lv)) if lv["precision"] == "int8" else None
+        fp32_lv = by_model.get(f"{lv['catalog']}:{fp32_id}") if fp32_id else None
+        if fp32_lv is not None:
+            value = lv["engine"]["texts_per_s"] / fp32_lv["engine"]["texts_per_s"]
+            ratios[f"{lv['model']} / {fp32_id}"] = value
+            targets.append(_target(INT8_FP32, f"{lv['key']} / {fp32_lv['key']} engine", value))
+    return {"ratios": ratios, "targets": targets}
+
+
+def default_layout(result: dict[str, Any]) -> str:
+    """The layout the service picks by itself on the benchmark's machine."""
+    cores = int(result.get("machine", {}).get("cores") or 1)
+    workers, threads = Settings().sizing(cores)
+    return f"{workers}x{threads}"
+
+
+def _best_server(result: dict[str, Any], model: str) -> float:
+    rows = [r for s in result.get("servers", []) for r in s.get("scenarios", [])]
+    rates = [r["texts_per_s"] for r in rows if r.get("model") == model and "texts_per_s" in r]
+    return max(rates, default=0.0)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    return render(result)
