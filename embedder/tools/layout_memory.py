@@ -42,14 +42,16 @@ from embedder.tools.soak_load import IDLE_SETTLE, Kind, call, kinds, long_texts,
 MIB = 1024 * 1024
 
 
-def files_served(root: Path, catalog: str, models: tuple[str, ...]) -> int:
-    """Bytes of the model files a worker serves (every file of every model it loads, as found
-    under the models root: shared INT8 sources are counted where they are served)."""
+def files_served(root: Path, catalog: str, models: tuple[str, ...], kind: str | None = None) -> int:
+    """Bytes of the model files a worker serves (every file of every model it loads, or of
+    those of one `kind`, as found under the models root)."""
     cat = load_catalog(catalog)
     specs: list[ModelSpec] = [cat.get(m) for m in models] if models else list(cat)
     store = ModelStore(root, cat)
     total = 0
     for spec in specs:
+        if kind is not None and spec.kind != kind:
+            continue
         for f in spec.files:
             path = store.path(spec, f.name)
             if path.is_file():
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         "--estimate-mib",
         type=float,
         default=0.0,
-        help="memory one copy of the models takes (default: the files' size)",
+        help="memory one copy of the models takes (default: the files' size; private "
+        "sessions add the embedding models' files per runner)",
     )
     p.add_argument("--reserve", type=float, default=4096, help="MiB to leave available")
     p.add_argument("--ready-timeout", type=float, default=900.0)
@@ -196,12 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     models = tuple(m for m in args.models.split(",") if m)
     files_mib = files_served(Path(args.models_root), args.catalog, models) / MIB
     copy = args.estimate_mib or files_mib
+    # Private sessions copy the embedding models per runner (a cross-encoder's runners always
+    # share its one session).
+    per_runner = files_served(Path(args.models_root), args.catalog, models, "embedding") / MIB
     rows: list[dict[str, Any]] = []
     for layout in args.layouts.split(","):
         workers, threads = (int(x) for x in layout.split("x"))
         for mode in args.sessions.split(","):
             shared = mode == "shared"
-            need = workers * copy * (1 if shared else threads)
+            need = workers * (copy + (0 if shared else (threads - 1) * per_runner))
             if need + args.reserve > available_mib():
                 rows.append(
                     {
