@@ -37,7 +37,7 @@ from embedder.settings import default_models_root
 from embedder.store.files import ModelStore
 from embedder.tools import launch
 from embedder.tools.corpus import corpus
-from embedder.tools.soak_load import IDLE_SETTLE, Kind, call, kinds, long_texts, rpc
+from embedder.tools.soak_load import IDLE_SETTLE, SHED_TRIES, Kind, call, kinds, long_texts, rpc
 
 MIB = 1024 * 1024
 
@@ -78,18 +78,24 @@ def worker_memory(pids: list[int]) -> list[dict[str, float]]:
     return out
 
 
-def one_round(service: launch.Gunicorn, rotation: list[Kind], texts: list[str], n: int) -> int:
+def one_round(
+    service: launch.Gunicorn, rotation: list[Kind], texts: list[str], n: int
+) -> list[str]:
     """`n` concurrent requests of `texts` per model (enough for every runner of every worker
-    to run one); the number that failed."""
-    failed = 0
+    to run one); what went wrong, if anything. A request shed as overloaded is sent again
+    after the wait it names, up to SHED_TRIES times, as the soak does."""
+    errors: list[str] = []
     lock = threading.Lock()
 
     def send(kind: Kind) -> None:
-        nonlocal failed
-        outcome = call(service, kind, texts, texts[0][:200], 3600.0)
+        for _ in range(SHED_TRIES):
+            outcome = call(service, kind, texts, texts[0][:200], 3600.0)
+            if outcome.retry_after is None:
+                break
+            time.sleep(min(outcome.retry_after, 10.0))
         if outcome.error is not None:
             with lock:
-                failed += 1
+                errors.append(f"{kind.label}: {outcome.error}")
 
     for kind in rotation:
         if kind.api != "rest":
@@ -99,7 +105,7 @@ def one_round(service: launch.Gunicorn, rotation: list[Kind], texts: list[str], 
             t.start()
         for t in threads:
             t.join()
-    return failed
+    return errors
 
 
 def measure(args: argparse.Namespace, workers: int, threads: int, shared: bool) -> dict[str, Any]:
@@ -135,7 +141,7 @@ def measure(args: argparse.Namespace, workers: int, threads: int, shared: bool) 
             if args.run_batch:
                 rotation = kinds(rpc(service.sock("rpc.sock"), "models.describe"))
                 pool = long_texts(corpus(400, seed=1), args.run_words, args.run_batch, seed=1)
-                row["run_failed"] = one_round(service, rotation, pool, workers * threads)
+                row["run_errors"] = one_round(service, rotation, pool, workers * threads)
                 time.sleep(IDLE_SETTLE)
                 row["after_run"] = worker_memory(pids)
             return row
