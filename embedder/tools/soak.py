@@ -28,9 +28,10 @@ At the largest shapes of the `shapes` catalog (bge-base Q4 32 x 512 tokens, rera
 
 The load itself (requests, tally, RSS sampling and checkpoints) is in `embedder.tools.soak_load`.
 
-Writes `soak.json` and, when matplotlib is installed (`pip install -e '.[soak]'`), `soak-rss.png`;
-prints the RSS curve. Exits 1 if a request failed or a worker's RSS grew more than allowed.
-Runs from a source checkout (gunicorn loads `wsgi.py` and `gunicorn.conf.py` from it).
+Writes `soak.json`, the service's `gunicorn.log` and, when matplotlib is installed
+(`pip install -e '.[soak]'`), `soak-rss.png`; prints the RSS curve. Exits 1 if a request
+failed or a worker's RSS grew more than allowed. Runs from a source checkout (gunicorn
+loads `wsgi.py` and `gunicorn.conf.py` from it).
 """
 
 from __future__ import annotations
@@ -145,6 +146,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in threads:
             t.join()
         code = service.stop()
+        # The service's own log (start-up, worker exits, the stop) outlives the temporary
+        # sockets directory: an exit code alone does not say why.
+        shutil.copyfile(service.log, Path(args.out) / "gunicorn.log")
         shutil.rmtree(workdir, ignore_errors=True)
     pids_seen = sorted({s["pid"] for s in samples if s["pid"] != "master"})
     idle = [s for s in samples if s["idle"]]
