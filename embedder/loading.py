@@ -32,7 +32,7 @@ class Opener:
     batch_limits: BatchLimits
     micro_batching: bool = True
     max_queue_wait: float = 10.0
-    shared_session: bool = False  # the runners of a model share one session (see `embedding`)
+    shared_session: bool = True  # the runners of a model share one session (see `embedding`)
 
     @property
     def max_request_wait(self) -> float:
@@ -65,8 +65,8 @@ class Opener:
         """The model's embedder and, with micro-batching, the batcher in front of its runners.
 
         The runners share ONE single-thread session (ORT's `run` is thread-safe), so a worker
-        holds one copy of the model whatever its core count; `shared_session=False` gives each
-        runner its own (the layout before, kept for measurement)."""
+        holds one copy of the model whatever its core count; `shared_session=False`
+        (EMBEDDER_SHARED_SESSIONS=0) gives each runner its own, the layout before."""
         if not self.micro_batching:
             return self.embedder(spec, self.session_config), None
         one = replace(self.session_config, threads=1)

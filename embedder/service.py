@@ -58,7 +58,7 @@ class Service:
         batch_limits: BatchLimits | None = None,
         models: Sequence[str] | None = None,
         micro_batching: bool = True,
-        shared_sessions: bool = False,
+        shared_sessions: bool = True,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: WorkerBoard | None = None,
