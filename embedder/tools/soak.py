@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     service = start(
         workdir, Path(args.models_root), args.workers, args.threads, args.catalog, models, env
     )
-    shapes = Shapes(args.max_batch, args.max_docs or args.max_batch, args.full, args.timeout)
+    shapes = Shapes(
+        args.max_batch, args.max_docs or args.max_batch, args.full, args.timeout, args.retry_wait
+    )
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "full_shapes": shapes.full,
         "text_words_min": args.tokens,
         "client_timeout_s": shapes.timeout,
+        "retry_wait_s": shapes.retry_wait,
         "warmup_fraction": args.warmup,
         "warmup_s": round(warm_end, 1),
         "checkpoint_every_s": every,
@@ -248,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--timeout", type=float, default=120.0, help="client timeout per request, seconds"
+    )
+    p.add_argument(
+        "--retry-wait",
+        type=float,
+        default=10.0,
+        help="longest wait, seconds, for a shed request's Retry-After before it is sent again",
     )
     p.add_argument(
         "--env",

@@ -87,12 +87,14 @@ class Shapes:
     """How large the requests are: embed requests carry 1..`max_batch` texts, rerank requests
     1..`max_docs` documents, or exactly that many with `full` (the largest shapes every time);
     `timeout` bounds each request on the client side (generous when big requests share a
-    busy CPU: a slow answer is the service's to bound, with its own 503)."""
+    busy CPU: a slow answer is the service's to bound, with its own 503), and a request shed
+    as overloaded waits its Retry-After, at most `retry_wait` seconds, before it is sent again."""
 
     max_batch: int = 64
     max_docs: int = 64
     full: bool = False
     timeout: float = 120.0
+    retry_wait: float = 10.0
 
     def count(self, rng: random.Random, op: str) -> int:
         top = self.max_docs if op == "rerank" else self.max_batch
@@ -243,7 +245,7 @@ def client(
             # what the openai client does too, wait as told and send it again.
             with tally.cv:
                 tally.shed += 1
-            time.sleep(min(outcome.retry_after, 10.0))
+            time.sleep(min(outcome.retry_after, shapes.retry_wait))
         tally.done(kind.label, time.monotonic() - t0, n, outcome.error)
 
 
