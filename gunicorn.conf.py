@@ -75,8 +75,9 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         fresh_state_dir,
         prepare_socket_dir,
     )
+    from embedder.sessions import disable_ort_telemetry
 
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    disable_ort_telemetry()  # before any worker imports onnxruntime; workers inherit it
     try:
         prepare_socket_dir(_settings.socket_dir)
         addresses = binds(_settings)

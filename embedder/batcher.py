@@ -25,13 +25,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 
-from embedder.encoder import Embeddings, Tokenized
 from embedder.errors import ClientGone, Overloaded, TimedOut
 from embedder.planning import text_cost
+from embedder.tokens import Tokenized
 
 log = logging.getLogger("embedder.batcher")
 
@@ -39,7 +39,7 @@ CANCEL_POLL = 0.25  # seconds between checks that a waiting caller's client is s
 
 
 class Engine(Protocol):
-    """What a runner needs: the planner and one run over chosen rows (an `Embedder`, or a
+    """What a runner runs: the planner and one run over chosen rows (a `TextEncoder`, or a
     cross-encoder's `PairScorer`). Called from several runner threads at once."""
 
     dims: int
@@ -49,30 +49,35 @@ class Engine(Protocol):
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray: ...
 
 
-@runtime_checkable
-class TextEngine(Engine, Protocol):
-    """An engine that also turns texts into rows and rows into embeddings (`Embedder`)."""
-
-    def tokenize(self, texts: Sequence[str]) -> Tokenized: ...
-
-    def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings: ...
-
-
-class RowRunner(Protocol):
-    """A `Batcher`, or `Inline` when micro-batching is off: what a model's callers run through."""
+class Runner(Protocol):
+    """What a model's callers run their rows through: its `Batcher`, or `Inline` when
+    micro-batching is off."""
 
     def run(
-        self, count: int, tokenize: Callable[[], Tokenized]
+        self,
+        count: int,
+        tokenize: Callable[[], Tokenized],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        reserved: bool = False,
     ) -> tuple[Tokenized, np.ndarray]: ...
 
 
 class Inline:
-    """Runs a request's sub-batches one after another in the caller's thread."""
+    """Runs a request's sub-batches one after another in the caller's thread: nothing is
+    queued, so there is nothing to admit, reserve or drop."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def run(self, count: int, tokenize: Callable[[], Tokenized]) -> tuple[Tokenized, np.ndarray]:
+    def run(
+        self,
+        count: int,
+        tokenize: Callable[[], Tokenized],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        reserved: bool = False,
+    ) -> tuple[Tokenized, np.ndarray]:
         tok = tokenize()
         out = np.empty((len(tok.lengths), self.engine.dims), dtype=np.float32)
         for rows in self.engine.plan(tok.lengths):
@@ -166,22 +171,6 @@ class Batcher:
     @property
     def queued_texts(self) -> int:
         return self._queued_texts
-
-    def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        cancelled: Callable[[], bool] | None = None,
-        reserved: bool = False,
-    ) -> Embeddings:
-        """Embeddings of `texts` (the engine must be a `TextEngine`); see `run`."""
-        engine = self._engines[0]
-        if not isinstance(engine, TextEngine):
-            raise TypeError(f"{type(engine).__name__} does not embed texts")
-        tok, pooled = self.run(
-            len(texts), lambda: engine.tokenize(texts), cancelled=cancelled, reserved=reserved
-        )
-        return engine.finish(tok, pooled)
 
     def run(
         self,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
+from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
-from embedder.planning import balance, plan_batches
-from embedder.tokens import assemble, graph_inputs, pick_output
+from embedder.planning import RunLimits, plan
+from embedder.tokens import Tokenized, assemble, graph_inputs, pick_output
 
 
 @dataclass(frozen=True)
@@ -23,25 +24,6 @@ class Embeddings:
     @property
     def total_tokens(self) -> int:
         return sum(self.tokens)
-
-
-@dataclass(frozen=True)
-class Tokenized:
-    """Texts after the tokenizer: what planning and runs need."""
-
-    encodings: list[Encoding]
-    lengths: list[int]  # tokens per text, special tokens included, after truncation
-
-    def __add__(self, other: Tokenized) -> Tokenized:
-        return Tokenized(self.encodings + other.encodings, self.lengths + other.lengths)
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    """Sub-batch bounds: rows per run and padded tokens per run (bounds activation memory)."""
-
-    max_batch: int = 32
-    max_batch_tokens: int = 2048
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -57,8 +39,17 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     return np.asarray(summed / np.maximum(weights.sum(axis=1), 1.0))
 
 
-class Embedder:
-    """One embedding model: a session, its tokenizer and what the catalog says of it.
+class Encoder(Protocol):
+    """Texts to rows and pooled rows to embeddings, around a runner's runs: a `TextEncoder`."""
+
+    def tokenize(self, texts: Sequence[str], *, query: bool = False) -> Tokenized: ...
+
+    def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings: ...
+
+
+class TextEncoder:
+    """One embedding model's session and tokenizer, and what the catalog says of it: a runner's
+    engine (`plan`, `run_rows`) and the steps around the runs (`tokenize`, `finish`).
 
     Thread-safe: ORT's `run` may be called from several threads at once.
     """
@@ -68,12 +59,12 @@ class Embedder:
         spec: ModelSpec,
         session: Any,
         tokenizer: Tokenizer,
-        limits: BatchLimits | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         self.spec = spec
         self.session = session
         self.tokenizer = tokenizer
-        self.limits = limits or BatchLimits()
+        self.limits = limits or RunLimits()
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=3)
         self.pooling = spec.pooling or "mean"
@@ -81,27 +72,17 @@ class Embedder:
         shape = next(o.shape for o in probe if o.name == self.output)
         self.dims = int(shape[-1]) if isinstance(shape[-1], int) else (spec.dims or 0)
 
-    def instruct(self, texts: Sequence[str]) -> list[str]:
-        """Texts with the model's retrieval-query instruction, if it has one."""
-        prefix = self.spec.query_instruction or ""
-        return [prefix + t for t in texts]
-
     def tokenize(self, texts: Sequence[str], *, query: bool = False) -> Tokenized:
-        batch = self.instruct(texts) if query else list(texts)
-        encodings = self.tokenizer.encode_batch(batch)
+        """`query` prepends the model's retrieval-query instruction, if it has one."""
+        prefix = (self.spec.query_instruction or "") if query else ""
+        encodings = self.tokenizer.encode_batch([prefix + t for t in texts])
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
-        """Row groups, one per ONNX Runtime run (see `planning.plan_batches`), balanced for
-        `parallel` runners (`planning.balance`)."""
-        limits = self.limits
-        plan = plan_batches(
-            lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens
-        )
-        return balance(list(plan), lengths, parallel)
+        return plan(lengths, self.limits, parallel)
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
-        """Pooled, not yet normalised vectors of `rows`, in one run on this embedder's session."""
+        """Pooled, not yet normalised vectors of `rows`, in one run on this encoder's session."""
         sub = assemble(tok.encodings, rows, self.inputs)
         (hidden,) = self.session.run([self.output], sub.feeds)
         return pool(hidden, sub.mask, self.pooling)
@@ -114,12 +95,42 @@ class Embedder:
         )
 
     def embed(self, texts: Sequence[str], *, query: bool = False) -> Embeddings:
-        """Vectors for `texts`; `query` adds the model's retrieval instruction, if it has one."""
-        tok = self.tokenize(texts, query=query)
-        out = np.empty((len(tok.lengths), self.dims), dtype=np.float32)
-        for rows in self.plan(tok.lengths):
-            out[rows] = self.run_rows(tok, rows)
-        return self.finish(tok, out)
+        """In the caller's thread, without a batcher (tools and tests)."""
+        return Embedding(self, Inline(self)).embed(texts, query=query)
+
+
+class Embedding:
+    """An embedding model as served: its encoder's steps around its runner's runs. The runner
+    is the model's micro-batcher, or `Inline` when micro-batching is off: one path either way."""
+
+    def __init__(self, encoder: Encoder, runner: Runner) -> None:
+        self.encoder = encoder
+        self.runner = runner
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        query: bool = False,
+        cancelled: Callable[[], bool] | None = None,
+        reserved: bool = False,
+    ) -> Embeddings:
+        """Unit vectors for `texts`; `cancelled` and `reserved` as in `Runner.run`."""
+        tok, pooled = self.runner.run(
+            len(texts),
+            lambda: self.encoder.tokenize(texts, query=query),
+            cancelled=cancelled,
+            reserved=reserved,
+        )
+        return self.encoder.finish(tok, pooled)
+
+
+def shorten(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """The first `dims` components, made unit length again: Matryoshka-style truncation (what
+    OpenAI's `dimensions` asks for)."""
+    if dims >= vectors.shape[1]:
+        return vectors
+    return l2_normalize(vectors[:, :dims])
 
 
 def to_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from embedder.reranker import Doc
 
 
 @dataclass(frozen=True)
-class Limits:
+class RequestLimits:
     """Per-request bounds; documented in the README with their settings."""
 
     max_inputs: int = 2048  # what OpenAI allows per embeddings request

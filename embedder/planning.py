@@ -6,8 +6,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Bounds of one ONNX Runtime run: rows, and padded tokens (bounds activation memory)."""
+
+    max_batch: int = 32
+    max_batch_tokens: int = 2048
+
 
 # Cost of one run in token units, fitted on all-MiniLM-L6-v2 FP32 and INT8 at 1 thread
 # (tests of rows 1-32 x length 8-256): a fixed ~7-10 tokens per run, and per padded token
@@ -86,3 +96,12 @@ def balance(plan: list[np.ndarray], lengths: Sequence[int], parallel: int) -> li
         half = len(rows) // 2
         out[k : k + 1] = [rows[:half], rows[half:]]
     return out
+
+
+def plan(lengths: Sequence[int], limits: RunLimits, parallel: int = 1) -> list[np.ndarray]:
+    """Row groups, one per run (`plan_batches`), balanced for `parallel` idle runners
+    (`balance`): what the encoder and the cross-encoder hand their runners."""
+    cuts = plan_batches(
+        lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens
+    )
+    return balance(list(cuts), lengths, parallel)

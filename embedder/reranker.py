@@ -6,19 +6,19 @@ starter catalog's cosine scorer, which is an embedding model's cosine similarity
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedder.batcher import Inline, RowRunner
+from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits, Embeddings, Tokenized
+from embedder.encoder import Embedding
 from embedder.errors import ModelUnavailable
-from embedder.planning import balance, plan_batches
-from embedder.tokens import assemble, graph_inputs, pick_output
+from embedder.planning import RunLimits, plan
+from embedder.tokens import Tokenized, assemble, graph_inputs, pick_output
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,13 @@ class Reranker(Protocol):
     spec: ModelSpec
 
     def rerank(
-        self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
+        self,
+        query: str,
+        docs: Sequence[Doc],
+        *,
+        top_k: int | None = None,
+        raw: bool = False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Ranking: ...
 
 
@@ -77,11 +83,11 @@ class PairScorer:
         session: Any,
         tokenizer: Tokenizer,
         tokenizer_longest: Tokenizer,
-        limits: BatchLimits | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         self.spec = spec
         self.session = session
-        self.limits = limits or BatchLimits()
+        self.limits = limits or RunLimits()
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=2)
         self._doc_side = tokenizer
@@ -96,14 +102,8 @@ class PairScorer:
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
-        """Sorted by length, cut where padding costs least, balanced over idle runners: the
-        embedder's planner (`planning.plan_batches`, `planning.balance`)."""
-        plan = plan_batches(
-            lengths,
-            max_batch=self.limits.max_batch,
-            max_batch_tokens=self.limits.max_batch_tokens,
-        )
-        return balance(list(plan), lengths, parallel)
+        """The encoder's planner: sorted by length, cut where padding costs least."""
+        return plan(lengths, self.limits, parallel)
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
         sub = assemble(tok.encodings, rows, self.inputs)
@@ -119,26 +119,28 @@ class CrossEncoderReranker:
     run through `runner`: the model's micro-batcher (concurrent requests share runs and the
     overload bound), or inline."""
 
-    def __init__(self, scorer: PairScorer, runner: RowRunner | None = None) -> None:
+    def __init__(self, scorer: PairScorer, runner: Runner | None = None) -> None:
         self.spec = scorer.spec
         self.scorer = scorer
-        self.runner: RowRunner = runner or Inline(scorer)
+        self.runner: Runner = runner or Inline(scorer)
 
     def rerank(
-        self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
+        self,
+        query: str,
+        docs: Sequence[Doc],
+        *,
+        top_k: int | None = None,
+        raw: bool = False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Ranking:
         if not docs:
             return Ranking(results=[], tokens=0)
-        tok, out = self.runner.run(len(docs), lambda: self.scorer.tokenize(query, docs))
+        tok, out = self.runner.run(
+            len(docs), lambda: self.scorer.tokenize(query, docs), cancelled=cancelled
+        )
         logits = out[:, 0]
         scores = logits.astype(np.float64) if raw else sigmoid(logits)
         return Ranking(results=rank(docs, scores, top_k), tokens=sum(tok.lengths))
-
-
-class TextEmbedder(Protocol):
-    """An Embedder, or the micro-batcher in front of one (then rerank shares its queue)."""
-
-    def embed(self, texts: Sequence[str]) -> Embeddings: ...
 
 
 class CosineReranker:
@@ -148,16 +150,22 @@ class CosineReranker:
     a relevance score; `raw` gives the cosine itself, in [-1, 1]. Both rank alike.
     """
 
-    def __init__(self, spec: ModelSpec, embedder: TextEmbedder) -> None:
+    def __init__(self, spec: ModelSpec, embedding: Embedding) -> None:
         self.spec = spec
-        self.embedder = embedder
+        self.embedding = embedding  # its model's, so rerank and embed share runs and bounds
 
     def rerank(
-        self, query: str, docs: Sequence[Doc], *, top_k: int | None = None, raw: bool = False
+        self,
+        query: str,
+        docs: Sequence[Doc],
+        *,
+        top_k: int | None = None,
+        raw: bool = False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Ranking:
         if not docs:
             return Ranking(results=[], tokens=0)
-        emb = self.embedder.embed([query, *(d.text for d in docs)])
+        emb = self.embedding.embed([query, *(d.text for d in docs)], cancelled=cancelled)
         cosines = (emb.vectors[1:] @ emb.vectors[0]).astype(np.float64)
         scores = cosines if raw else np.clip((cosines + 1.0) / 2.0, 0.0, 1.0)
         return Ranking(results=rank(docs, scores, top_k), tokens=emb.total_tokens)

@@ -1,50 +1,38 @@
-"""The engine's facade: loads the catalog's models in the background and serves requests.
+"""The engine's facade: what the HTTP layer calls. Requests (embed, rerank, an RPC batch
+admitted as one) checked against the request limits and sent to the models `loading` keeps;
+what the service says of itself comes from `health`.
 
 Knows nothing of HTTP. Every failure it raises is a domain error from `embedder.errors`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 from embedder import work
 from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
-from embedder.encoder import BatchLimits, Embedder, Embeddings
+from embedder.encoder import Embeddings, shorten
 from embedder.errors import (
     ClientGone,
-    DownloadError,
-    EmbedderError,
     InvalidInput,
     ModelUnavailable,
     NotReady,
     TooLarge,
     UnknownModel,
 )
-from embedder.limits import Limits
-from embedder.loading import Opener
+from embedder.health import Board, Health
+from embedder.limits import RequestLimits
+from embedder.loading import Loader, Observe, Opener
 from embedder.memory import IdleTrim
-from embedder.model_state import (
-    ORDER,
-    FailureLog,
-    ModelStatus,
-    error_text,
-    keyed_causes,
-    report,
-)
-from embedder.reranker import CrossEncoderReranker, Doc, Ranking, Reranker
-from embedder.server.workers import WorkerBoard, combine
-from embedder.sessions import SessionConfig, check_ort_version
+from embedder.model_state import ModelStatus
+from embedder.planning import RunLimits
+from embedder.reranker import Doc, Ranking
+from embedder.sessions import SessionConfig
 from embedder.store.files import ModelStore
-
-log = logging.getLogger("embedder.service")
 
 
 class Service:
@@ -54,168 +42,65 @@ class Service:
         store: ModelStore,
         *,
         session_config: SessionConfig | None = None,
-        limits: Limits | None = None,
-        batch_limits: BatchLimits | None = None,
+        limits: RequestLimits | None = None,
+        run_limits: RunLimits | None = None,
         models: Sequence[str] | None = None,
         micro_batching: bool = True,
         shared_sessions: bool = True,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
-        board: WorkerBoard | None = None,
+        board: Board | None = None,
     ) -> None:
         self.catalog = catalog
-        self.board = board
-        self.joining = False  # set for a worker that loads before it accepts (reload, respawn)
         self.store = store
-        self.opener = Opener(
+        self.limits = limits or RequestLimits()
+        opener = Opener(
             store,
             session_config or SessionConfig(),
-            batch_limits or BatchLimits(),
+            run_limits or RunLimits(),
             micro_batching=micro_batching,
             max_queue_wait=max_queue_wait,
             shared_session=shared_sessions,
         )
-        self.limits = limits or Limits()
-        wanted = [catalog.get(m) for m in models] if models else list(catalog)
-        # A cosine scorer runs on an embedding model, which must then be served too (first).
-        self.specs: list[ModelSpec] = []
-        for spec in wanted:
-            if spec.embedder and catalog.get(spec.embedder) not in self.specs:
-                self.specs.append(catalog.get(spec.embedder))
-            if spec not in self.specs:
-                self.specs.append(spec)
-        self.status_by_id: dict[str, ModelStatus] = {s.id: ModelStatus() for s in self.specs}
-        self.embedders: dict[str, Embedder] = {}
-        self.batchers: dict[str, Batcher] = {}
-        self.rerankers: dict[str, Reranker] = {}
-        self.started_at = time.time()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._loaded = threading.Event()
-        self.retry_first = 30.0
-        self.failure_log = FailureLog()
+        self.specs = _served_specs(catalog, models)
+        # Every run (and every model's load) is inside `self.activity`; freed memory goes back
+        # once idle.
+        self.activity = IdleTrim(idle_trim)
+        self.loader = Loader(
+            self.specs,
+            store,
+            opener,
+            on_change=self._changed,
+            observer=self._batch_observer,
+            work=self.activity,
+        )
+        self.view = Health(catalog, store, self.loader, board)
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
-        # Every run is inside `self.activity`; freed batch memory goes back once idle.
-        self.activity = IdleTrim(idle_trim)
 
-    # --- loading ------------------------------------------------------------------------
+    # --- life -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load every model in a background thread, so listeners answer `starting` at once."""
+        """Load every model in the background, so listeners answer `starting` at once."""
         self.activity.start()
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._load_and_retry, name="model-loader", daemon=True
-            )
-            self._thread.start()
-
-    @property
-    def _stopping(self) -> bool:
-        return self._stop.is_set()
+        self.loader.start()
 
     def stop(self) -> None:
-        """Ends download retries (the loader thread is a daemon; this is for tests)."""
-        self._stop.set()
+        self.loader.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the first load of every model has ended (ready or failed), not the retries."""
-        if self._thread is not None:
-            self._loaded.wait(timeout)
-        return self.ready
+        return self.loader.wait(timeout)
 
     def load_all(self) -> None:
-        self.failure_log.new_round()
-        self._publish()
-        try:
-            check_ort_version()
-        except EmbedderError as exc:
-            for st in self.status_by_id.values():
-                st.state, st.error = "error", exc.message
-            self._publish()
-            return
-        for spec in self.specs:
-            # Loading is work too: the graph's parse buffers (~0.2-0.4 GiB freed but kept by
-            # malloc for the BGE-sized set) go back to the system once the worker is idle.
-            with self.activity:
-                self._load(spec)
-            self._publish()
+        """Load every model in the caller's thread (tools and tests)."""
+        self.loader.load_all()
 
-    def _load_and_retry(self) -> None:
-        try:
-            self.load_all()
-        finally:
-            self._loaded.set()
-        self._retry_downloads()
+    def _changed(self) -> None:
+        self.view.publish()
 
-    def _retry_downloads(self) -> None:
-        """A Hub that was unreachable may come back: retry failed downloads with backoff
-        (30 s doubling to 15 min), for as long as the worker lives."""
-        delay = self.retry_first
-        while True:
-            pending = [
-                s for s in self.specs if self.status_by_id[s.id].retry and not self._stopping
-            ]
-            if not pending:
-                return
-            log.warning("retrying %d failed downloads in %.0f s", len(pending), delay)
-            for spec in pending:
-                self.status_by_id[spec.id].retry_at = time.time() + delay
-            self._publish()
-            if self._stop.wait(delay):
-                return
-            self.failure_log.new_round()
-            for spec in pending:
-                self._load(spec)
-                self._publish()
-            delay = min(delay * 2, 900.0)
-
-    def _publish(self) -> None:
-        if self.board is not None:
-            try:
-                health = self.local_health()
-                if self.joining and health["status"] == "starting":
-                    return  # not accepting yet: the siblings answer for the service
-                self.board.publish(health)
-                if health["status"] in ("ok", "degraded"):
-                    self.board.mark_served()
-            except OSError as exc:
-                log.warning("cannot publish worker state: %s", exc)
-
-    def _load(self, spec: ModelSpec) -> None:
-        st = self.status_by_id[spec.id]
-        st.started = time.time()
-        try:
-            st.state, st.retry, st.retry_at = "downloading", False, None
-            self._publish()
-            self.store.ensure(spec)
-            st.state = "loading"
-            if spec.kind == "embedding":
-                embedder, batcher = self.opener.embedding(spec, self._batch_observer(spec.id))
-                if batcher is not None:
-                    self.batchers[spec.id] = batcher
-                self.embedders[spec.id] = embedder
-            else:
-                by = spec.embedder or ""
-                embeds_with = self.batchers.get(by) or self.embedders.get(by)
-                reranker = self.opener.reranker(spec, embeds_with, self._batch_observer(spec.id))
-                if isinstance(reranker, CrossEncoderReranker) and isinstance(
-                    reranker.runner, Batcher
-                ):
-                    self.batchers[spec.id] = reranker.runner  # its stats in status
-                self.rerankers[spec.id] = reranker
-            st.load_seconds = round(time.time() - st.started, 3)
-            st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
-            log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
-        except EmbedderError as exc:
-            st.failed(exc, retry=isinstance(exc, DownloadError))
-            self.failure_log.log(spec.id, st)
-        except Exception as exc:  # a bug or an unexpected file: report it, keep the others
-            st.state, st.error, st.cause = "error", f"{type(exc).__name__}: {exc}", None
-            log.exception("model %s failed", spec.id)
-
-    def _batch_observer(self, model: str) -> Callable[[int, list[float]], None]:
+    def _batch_observer(self, model: str) -> Observe:
         def observe(texts: int, queued: list[float]) -> None:
             if self.on_batch is not None:
                 self.on_batch(model, texts, queued)
@@ -226,104 +111,34 @@ class Service:
         if self.on_work is not None:
             self.on_work(model, texts, tokens)
 
-    # --- state --------------------------------------------------------------------------
+    # --- what it says of itself (see `health`) -------------------------------------------
 
     @property
     def ready(self) -> bool:
-        return all(s.state == "ready" for s in self.status_by_id.values())
+        return self.loader.ready
+
+    @property
+    def status_by_id(self) -> dict[str, ModelStatus]:
+        return self.loader.status_by_id
+
+    @property
+    def batchers(self) -> dict[str, Batcher]:
+        return self.loader.batchers
 
     def state(self) -> str:
-        """starting | ok | degraded (some models failed, others serve) | error (none serve)."""
-        states = [s.state for s in self.status_by_id.values()]
-        if any(s in ("pending", "downloading", "loading") for s in states):
-            return "starting"
-        if all(s == "ready" for s in states):
-            return "ok"
-        return "degraded" if "ready" in states else "error"
-
-    def local_health(self) -> dict[str, Any]:
-        """This process's view: its own models."""
-        ready = [i for i, s in self.status_by_id.items() if s.state == "ready"]
-        status = self.state()
-        out: dict[str, Any] = {
-            "status": status,
-            "models_ready": status == "ok",
-            "models_loaded": ready,
-            "models": {i: s.state for i, s in self.status_by_id.items()},
-        }
-        return {**out, **report(self.status_by_id)}
-
-    def _worker_states(self) -> dict[int, dict[str, Any]]:
-        """Every live worker's published view, this one's fresh."""
-        workers = self.board.read() if self.board is not None else {}
-        workers[os.getpid()] = {"pid": os.getpid(), **self.local_health()}
-        return workers
+        return self.view.state()
 
     def health(self) -> dict[str, Any]:
-        """The service's view: every live worker's, so any worker answers the same."""
-        if self.board is None:
-            mine = self.local_health()
-            del mine["models"]
-            return mine
-        workers = self._worker_states()
-        mine = workers[os.getpid()]
-        ready = set(mine["models_loaded"])
-        errors: dict[str, Any] = {}
-        failures: dict[str, Any] = {}
-        for w in workers.values():
-            ready &= set(w.get("models_loaded", []))
-            errors.update(w.get("errors", {}))
-            failures.update(w.get("failures", {}))
-        status = combine([w["status"] for w in workers.values()])
-        out: dict[str, Any] = {
-            "status": status,
-            "models_ready": status == "ok",
-            "models_loaded": [m for m in mine["models_loaded"] if m in ready],
-            "workers": {str(pid): w["status"] for pid, w in sorted(workers.items())},
-        }
-        if errors:
-            out["errors"] = errors
-        if failures:
-            out["failures"] = failures
-        if "retry_in" in mine:
-            out["retry_in"] = mine["retry_in"]
-        return out
-
-    def model_status(
-        self, spec: ModelSpec, workers: dict[int, dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        """One model; its state is the least advanced over the workers (ready only when every
-        worker can serve it)."""
-        st = self.status_by_id.get(spec.id, ModelStatus())
-        state: str = st.state
-        for w in (workers or {}).values():
-            other = w.get("models", {}).get(spec.id, state)
-            if ORDER.get(other, 0) < ORDER.get(state, 0):
-                state = other
-        return {
-            **spec.describe(),
-            "state": state,
-            "ready": state == "ready",
-            "error": error_text(st, keyed_causes(self.status_by_id.values())),
-            "load_seconds": st.load_seconds,
-            "disk_bytes": self.store.disk_size(spec),
-            "batching": asdict(b.stats) if (b := self.batchers.get(spec.id)) else None,
-        }
+        return self.view.health()
 
     def models(self) -> list[dict[str, Any]]:
-        workers = self._worker_states() if self.board is not None else None
-        return [self.model_status(s, workers) for s in self.specs]
+        return self.view.models()
+
+    def model_status(self, spec: ModelSpec) -> dict[str, Any]:
+        return self.view.model(spec)
 
     def status(self) -> dict[str, Any]:
-        return {
-            **self.health(),
-            "catalog": self.catalog.name,
-            "models_root": str(self.store.root),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "models": self.models(),
-            "downloads": {s.id: self.store.progress(s) for s in self.specs},
-            "aliases": dict(self.catalog.aliases),
-        }
+        return self.view.status()
 
     # --- requests -----------------------------------------------------------------------
 
@@ -366,34 +181,44 @@ class Service:
     def validate_texts(self, texts: object, param: str = "input") -> list[str]:
         return self.limits.texts(texts, param)
 
+    def dimensions(self, spec: ModelSpec, value: object) -> int | None:
+        """A request's `dimensions`: None (the model's own), or 1 to the model's."""
+        if value is None:
+            return None
+        native = spec.dims or 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput("dimensions must be an integer", param="dimensions")
+        if not 1 <= value <= native:
+            raise InvalidInput(
+                f"dimensions must be between 1 and the model's {native}", param="dimensions"
+            )
+        return value
+
     def embed(
         self,
         texts: object,
+        spec: ModelSpec,
         *,
-        model: str | None = None,
-        quality: object = None,
         query: bool = False,
-    ) -> tuple[ModelSpec, Embeddings]:
+        dimensions: object = None,
+    ) -> Embeddings:
+        """Unit vectors for `texts` from `spec` (see `resolve`); `query` adds the model's
+        retrieval instruction; `dimensions` keeps the first components, unit length again."""
         clean = self.validate_texts(texts)
-        spec = self.resolve(model, quality)
+        dims = self.dimensions(spec, dimensions)
         self._served(spec)
         request = _still_wanted()
-        embedder = self.embedders[spec.id]
-        batcher = self.batchers.get(spec.id)
+        reserved = request.reserved.get(spec.id, 0) >= len(clean)
+        if reserved:
+            request.reserved[spec.id] -= len(clean)
         with self.activity:
-            if batcher is None:
-                out = embedder.embed(clean, query=query)
-            else:
-                reserved = request.reserved.get(spec.id, 0) >= len(clean)
-                if reserved:
-                    request.reserved[spec.id] -= len(clean)
-                out = batcher.embed(
-                    embedder.instruct(clean) if query else clean,
-                    cancelled=request.gone,
-                    reserved=reserved,
-                )
+            out = self.loader.embeddings[spec.id].embed(
+                clean, query=query, cancelled=request.gone, reserved=reserved
+            )
         self._did(spec.id, len(clean), out.total_tokens)
-        return spec, out
+        if dims is not None:
+            out = replace(out, vectors=shorten(out.vectors, dims))
+        return out
 
     def rerank(
         self,
@@ -409,9 +234,11 @@ class Service:
         if spec.kind != "rerank":
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
         self._served(spec)
-        _still_wanted()
+        request = _still_wanted()
         with self.activity:
-            ranking = self.rerankers[spec.id].rerank(query, docs, top_k=top_k, raw=raw)
+            ranking = self.loader.rerankers[spec.id].rerank(
+                query, docs, top_k=top_k, raw=raw, cancelled=request.gone
+            )
         self._did(spec.id, len(docs), ranking.tokens)
         return spec, ranking
 
@@ -447,6 +274,19 @@ class Service:
                 left = request.reserved.pop(model, 0)
                 if left:
                     self.batchers[model].release(left)
+
+
+def _served_specs(catalog: Catalog, models: Sequence[str] | None) -> list[ModelSpec]:
+    """The models to serve, in load order: a cosine scorer runs on an embedding model, which
+    must then be served too, first."""
+    wanted = [catalog.get(m) for m in models] if models else list(catalog)
+    specs: list[ModelSpec] = []
+    for spec in wanted:
+        if spec.embedder and catalog.get(spec.embedder) not in specs:
+            specs.append(catalog.get(spec.embedder))
+        if spec not in specs:
+            specs.append(spec)
+    return specs
 
 
 def _still_wanted() -> work.Request:

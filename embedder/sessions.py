@@ -6,7 +6,10 @@ child and can hang on teardown), so nothing here runs at import time.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,23 @@ from typing import Any
 from embedder.errors import ModelUnavailable
 
 MIN_ORT_VERSION = (1, 25)
+TELEMETRY_OFF = "ORT_DISABLE_TELEMETRY"
 
-# Telemetry files and a thread are started by ORT unless this is set before it loads.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+log = logging.getLogger("embedder.sessions")
+
+
+def disable_ort_telemetry(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Opt this process and its children out of ONNX Runtime's telemetry, keeping a value the
+    user set. Call it where a process is set up, before anything imports onnxruntime: its
+    Linux wheel (1.29+) starts telemetry when it is imported and reads the variable only then
+    (1.32 here: importing without it writes a device id and an event cache under
+    ~/.cache/Microsoft/DeveloperTools/.onnxruntime and starts an uploader thread; setting it
+    after the import changes nothing)."""
+    if TELEMETRY_OFF not in environ and "onnxruntime" in sys.modules:
+        log.warning(
+            "onnxruntime was imported before %s was set: its telemetry is on", TELEMETRY_OFF
+        )
+    environ.setdefault(TELEMETRY_OFF, "1")
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,12 @@ class SessionConfig:
 
 
 def _ort() -> Any:
+    if "onnxruntime" not in sys.modules and TELEMETRY_OFF not in os.environ:
+        log.warning(
+            "importing onnxruntime without %s: its telemetry is on (the entry point should "
+            "call embedder.sessions.disable_ort_telemetry first)",
+            TELEMETRY_OFF,
+        )
     import onnxruntime as ort
 
     return ort

@@ -30,6 +30,17 @@ def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
 
 
 @dataclass(frozen=True)
+class Tokenized:
+    """Texts after the tokenizer: what planning and runs need."""
+
+    encodings: list[Encoding]
+    lengths: list[int]  # tokens per text, special tokens included, after truncation
+
+    def __add__(self, other: Tokenized) -> Tokenized:
+        return Tokenized(self.encodings + other.encodings, self.lengths + other.lengths)
+
+
+@dataclass(frozen=True)
 class Batch:
     """One padded sub-batch: `rows` are positions in the caller's order."""
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
 from embedder.catalog import STARTER
 from embedder.service import Service
-from embedder.sessions import SessionConfig
+from embedder.sessions import SessionConfig, disable_ort_telemetry
 from embedder.store.files import ModelStore
+
+disable_ort_telemetry()  # the test process's set-up: before any test imports onnxruntime
 
 
 @pytest.fixture(scope="session")

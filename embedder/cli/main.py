@@ -28,6 +28,7 @@ from embedder.cli.models import (
 )
 from embedder.client import Client, ClientError, NotReadyError, ServiceUnreachable
 from embedder.errors import ConfigError, EmbedderError, InvalidInput, UnknownModel
+from embedder.sessions import disable_ort_telemetry
 from embedder.settings import Settings
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    disable_ort_telemetry()  # some commands load models in this process; `serve` passes it on
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("serve", "bench"):

@@ -85,7 +85,7 @@ def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
             if (error := service.status_by_id[spec.id].error) is not None:
                 raise EmbedderError(f"does not load: {error}")
             if spec.kind == "embedding":
-                _, got = service.embed(["verify this model"], model=spec.id)
+                got = service.embed(["verify this model"], spec)
                 norm = float((got.vectors[0] ** 2).sum() ** 0.5)
                 if abs(norm - 1) > 1e-3 or (spec.dims and got.vectors.shape[1] != spec.dims):
                     raise EmbedderError(f"odd output: shape {got.vectors.shape}, norm {norm}")

@@ -8,17 +8,19 @@ from typing import Any
 import falcon
 
 from embedder.catalog_file import load_catalog
-from embedder.encoder import BatchLimits
-from embedder.limits import Limits
+from embedder.limits import RequestLimits
+from embedder.planning import RunLimits
 from embedder.server.http.app import HttpOptions, create_app
+from embedder.server.http.deadline import Watchdog
+from embedder.server.http.metrics import Metrics
 from embedder.server.workers import WorkerBoard
 from embedder.service import Service
-from embedder.sessions import SessionConfig
+from embedder.sessions import SessionConfig, disable_ort_telemetry
 from embedder.settings import Settings
 from embedder.store.files import ModelStore
 
 
-def build_service(settings: Settings) -> Service:
+def build_service(settings: Settings, board: WorkerBoard | None = None) -> Service:
     catalog = load_catalog(settings.catalog)
     _, threads = settings.sizing()
     return Service(
@@ -27,14 +29,16 @@ def build_service(settings: Settings) -> Service:
         session_config=SessionConfig(
             threads=threads, arena=settings.ort_arena, shared_weights=settings.shared_weights
         ),
-        limits=Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars),
-        batch_limits=BatchLimits(settings.max_batch, settings.max_batch_tokens),
+        limits=RequestLimits(
+            max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars
+        ),
+        run_limits=RunLimits(settings.max_batch, settings.max_batch_tokens),
         models=settings.models or None,
         micro_batching=settings.micro_batch,
         shared_sessions=settings.shared_sessions,
         max_queue_wait=settings.max_queue_wait,
         idle_trim=settings.idle_trim,
-        board=WorkerBoard(settings.worker_board) if settings.worker_board else None,
+        board=board,
     )
 
 
@@ -49,14 +53,19 @@ def build_app(
     siblings could have served the request.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    disable_ort_telemetry()  # set by gunicorn's master already; this covers any other server
     settings = settings or Settings.from_env()
-    service = build_service(settings)
-    joining = service.board is not None and service.board.has_served()
-    service.joining = joining
+    board = WorkerBoard(settings.worker_board) if settings.worker_board else None
+    service = build_service(settings, board)
+    joining = board is not None and board.has_served()
+    service.view.joining = joining
     service.start()
     if joining:
         logging.getLogger("embedder").info("joining a serving instance: loading models first")
         service.wait()
+    # The worker owns these for its life; its exit ends their threads.
+    metrics = Metrics(multiprocess=settings.metrics_dir is not None)
+    metrics.start_refresh(service)
     return create_app(
         service,
         HttpOptions(
@@ -66,6 +75,7 @@ def build_app(
             api_key=settings.api_key,
             master_pid=master_pid,
             access_log=settings.access_log_json,
-            metrics_multiprocess=settings.metrics_dir is not None,
         ),
+        metrics=metrics,
+        watchdog=Watchdog(),
     )

@@ -52,14 +52,3 @@ class WorkerBoard:
     def remove(self, pid: int) -> None:
         with contextlib.suppress(OSError):
             (self.dir / f"{pid}.json").unlink()
-
-
-def combine(states: list[str]) -> str:
-    """The service's state from its workers': it is ok only when every worker is."""
-    if not states:
-        return "starting"
-    if "starting" in states:
-        return "starting"
-    if all(s == "ok" for s in states):
-        return "ok"
-    return "error" if all(s == "error" for s in states) else "degraded"

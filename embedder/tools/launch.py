@@ -140,7 +140,6 @@ def start(
             "EMBEDDER_WORKERS": str(workers),
             "EMBEDDER_THREADS": str(threads),
             "HF_HUB_OFFLINE": "1",
-            "ORT_DISABLE_TELEMETRY": "1",
             **({"EMBEDDER_MODELS": ",".join(models)} if models else {}),
             **(extra_env or {}),
         }

@@ -37,7 +37,7 @@ def test_float_embeddings_match_the_engine(client, starter_service: Service) -> 
     assert body["object"] == "list" and body["model"] == "all-minilm-l6-v2"
     assert [d["index"] for d in body["data"]] == list(range(len(TEXTS)))
     got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
-    _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+    ref = starter_service.embed(TEXTS, starter_service.resolve("all-minilm-l6-v2"))
     np.testing.assert_array_equal(got, ref.vectors)
     assert body["usage"] == {"prompt_tokens": ref.total_tokens, "total_tokens": ref.total_tokens}
 
@@ -49,7 +49,7 @@ def test_base64_is_little_endian_float32(client, starter_service: Service) -> No
     assert r.status_code == 200
     raw = base64.b64decode(r.json["data"][0]["embedding"])
     vec = np.frombuffer(raw, dtype="<f4")
-    _, ref = starter_service.embed(["hello"], model="text-embedding-3-small")
+    ref = starter_service.embed(["hello"], starter_service.resolve("text-embedding-3-small"))
     np.testing.assert_array_equal(vec, ref.vectors[0])
 
 

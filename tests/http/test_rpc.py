@@ -60,10 +60,25 @@ def test_embed_compact_int8_dequantises_close(client, starter_service: Service) 
     assert res["precision"] == "int8" and res["model"] == "all-minilm-l6-v2-int8"
     assert res["encoding"] == "int8" and res["quality"] == 2 and res["dimensions"] == 384
     q = np.array(res["embeddings"], dtype=np.float32) * np.array(res["scale"])[:, None]
-    _, ref = starter_service.embed(["hello", "world"], quality=2)
+    ref = starter_service.embed(["hello", "world"], starter_service.resolve(quality=2))
     cos = np.sum(q * ref.vectors, axis=1) / np.linalg.norm(q, axis=1)
     assert float(cos.min()) > 0.999
     assert res["tokens"] == ref.total_tokens
+
+
+def test_embed_dimensions_as_rest_has_them(client, starter_service: Service) -> None:
+    params = {"texts": ["hello", "world"], "model": "all-minilm-l6-v2", "format": "float"}
+    res = call(client, "embed", {**params, "dimensions": 64})["result"]
+    assert res["dimensions"] == 64 and len(res["embeddings"][0]) == 64
+    got = np.array(res["embeddings"], dtype=np.float32)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    rest = client.simulate_post(
+        "/v1/embeddings",
+        json={"input": ["hello", "world"], "model": "all-minilm-l6-v2", "dimensions": 64},
+    ).json
+    np.testing.assert_allclose(got, [d["embedding"] for d in rest["data"]], atol=1e-6)
+    bad = call(client, "embed", {**params, "dimensions": 999})
+    assert bad["error"]["code"] == -32602 and "dimensions" in bad["error"]["message"]
 
 
 def test_embed_positional_fp16(client) -> None:

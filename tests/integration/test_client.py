@@ -66,7 +66,7 @@ def client(every_worker_ready: srv.Server) -> Client:
 
 def test_embed_equals_the_engine(client: Client, starter_service: Service) -> None:
     for model in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "paraphrase-minilm-l3-v2"):
-        _, ref = starter_service.embed(TEXTS, model=model)
+        ref = starter_service.embed(TEXTS, starter_service.resolve(model))
         got = client.embed(TEXTS, model=model)
         assert got.vectors.dtype == np.float32 and got.vectors.shape == (3, 384)
         np.testing.assert_array_equal(got.vectors, ref.vectors)
@@ -78,13 +78,13 @@ def test_embed_equals_the_engine(client: Client, starter_service: Service) -> No
 
 
 def test_embed_compact_decodes_close_to_float(client: Client, starter_service: Service) -> None:
-    _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2-int8")
+    ref = starter_service.embed(TEXTS, starter_service.resolve("all-minilm-l6-v2-int8"))
     int8 = client.embed_compact(TEXTS, model="all-minilm-l6-v2-int8")
     assert int8.precision == "int8" and int8.scales is not None
     assert all(-127 <= x <= 127 and float(x).is_integer() for v in int8.vectors for x in v)
     step = np.asarray(int8.scales)[:, None]
     assert np.all(np.abs(int8.to_float() - ref.vectors) <= step / 2 + 1e-6)
-    _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+    ref = starter_service.embed(TEXTS, starter_service.resolve("all-minilm-l6-v2"))
     fp16 = client.embed_compact(TEXTS, model="all-minilm-l6-v2")
     assert fp16.precision == "fp16" and fp16.scales is None
     np.testing.assert_allclose(fp16.to_float(), ref.vectors, atol=1e-3)
@@ -132,7 +132,7 @@ def test_other_methods(client: Client) -> None:
 
 
 def test_one_client_shared_by_threads(client: Client, starter_service: Service) -> None:
-    _, ref = starter_service.embed(["thread"], model="all-minilm-l6-v2")
+    ref = starter_service.embed(["thread"], starter_service.resolve("all-minilm-l6-v2"))
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -169,7 +169,7 @@ def test_tcp_url_embeds_and_reranks_over_rest(
     REST, so embed, rerank and health go there; the answers equal the unix socket's."""
     with Client(url=f"http://127.0.0.1:{every_worker_ready.port}") as tcp:
         assert tcp.health().status == "ok" and tcp.health().models_ready is True
-        _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+        ref = starter_service.embed(TEXTS, starter_service.resolve("all-minilm-l6-v2"))
         got = tcp.embed(TEXTS, model="all-minilm-l6-v2")
         np.testing.assert_array_equal(got.vectors, ref.vectors)
         assert got.dims == 384 and got.quality == 4 and got.tokens == ref.total_tokens

@@ -14,6 +14,7 @@ import pytest
 
 from embedder.service import Service
 from tests.integration import server as srv
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ TEXTS = ["The quick brown fox.", "Vectors for retrieval", "日本語 🙂"]
 def test_openai_client_base64_and_float(live: srv.Server, starter_service: Service) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{live.port}/v1", api_key="unused")
-    _, ref = starter_service.embed(TEXTS, model="all-minilm-l6-v2")
+    ref = starter_service.embed(TEXTS, starter_service.resolve("all-minilm-l6-v2"))
     default = client.embeddings.create(model="all-minilm-l6-v2", input=TEXTS)  # base64
     floats = client.embeddings.create(
         model="all-minilm-l6-v2", input=TEXTS, encoding_format="float"
@@ -179,6 +180,36 @@ def test_metrics_sum_over_workers(live: srv.Server) -> None:
     assert live.request("tcp", "GET", "/metrics")[0] == 404
 
 
+def test_the_first_scrape_has_every_worker_s_gauges(
+    tmp_path_factory: pytest.TempPathFactory, built_root: Path
+) -> None:
+    """A scrape is answered by one worker and refreshes only that worker's gauges; the
+    other's RSS is in the very first scrape of a fresh server only because that worker's own
+    metrics refresh thread wrote it (prometheus_client multiprocess mode)."""
+    server = srv.start(tmp_path_factory.mktemp("gauges"), built_root, workers=2)
+    prefix = 'embedder_worker_resident_memory_bytes{pid="'
+
+    def scrape() -> str:
+        return server.request("rest.sock", "GET", "/metrics")[2].decode()
+
+    try:
+        server.wait_ready()
+        pids = {int(server.rpc("mem_info")["result"]["answered_by"]) for _ in range(30)}
+        assert len(pids) == 2
+        text = scrape()  # the first
+        rss = {
+            int(line[len(prefix) :].split('"')[0]): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+        assert set(rss) == pids
+        assert all(value > 0 for value in rss.values()), rss  # 0: never refreshed
+        ready = 'embedder_model_ready{model="all-minilm-l6-v2"} 1.0'
+        wait_until("both workers' threads report the model ready", lambda: ready in scrape())
+    finally:
+        server.stop()
+
+
 def test_default_layout_one_worker_with_a_runner_per_core(
     tmp_path: Path, built_root: Path, starter_service: Service
 ) -> None:
@@ -220,7 +251,7 @@ def test_default_layout_one_worker_with_a_runner_per_core(
         status, body = got[i]
         assert status == 200, body
         vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
-        _, ref = starter_service.embed(texts, model="all-minilm-l6-v2-int8")
+        ref = starter_service.embed(texts, starter_service.resolve("all-minilm-l6-v2-int8"))
         np.testing.assert_allclose(vectors, ref.vectors, atol=1e-5)
         assert body["usage"]["prompt_tokens"] == ref.total_tokens
     print(f"\n1x2 runners, status: {str(status)[:600]}")

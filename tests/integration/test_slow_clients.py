@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration import server as srv
+from tests.polling import PATIENCE
 
 pytestmark = pytest.mark.integration
 
 
-def _trickle(port: int, stop: threading.Event, outcome: list[str]) -> None:
+def _trickle(
+    port: int, stop: threading.Event, outcome: list[str], started: threading.Semaphore
+) -> None:
     """Headers at once, then the body one byte every 0.3 s (bounded: at most 60 bytes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.sendall(
@@ -23,11 +26,13 @@ def _trickle(port: int, stop: threading.Event, outcome: list[str]) -> None:
             b"Content-Length: 60\r\n\r\n"
         )
         try:
-            for _ in range(60):
+            for i in range(60):
                 if stop.is_set():
                     break
                 s.sendall(b" ")
-                time.sleep(0.3)
+                if i == 1:
+                    started.release()  # headers and two body bytes are out: a body in progress
+                time.sleep(0.3)  # the attack's pace, not a synchronisation
             outcome.append("sent all")
         except OSError:
             outcome.append("cut off")
@@ -51,12 +56,15 @@ def test_trickling_bodies_are_cut_off_and_others_are_served(
     try:
         server.wait_ready(120)
         assert server.port is not None
+        started = threading.Semaphore(0)
         slow = [
-            threading.Thread(target=_trickle, args=(server.port, stop, outcome)) for _ in range(3)
+            threading.Thread(target=_trickle, args=(server.port, stop, outcome, started))
+            for _ in range(3)
         ]
         for t in slow:
             t.start()
-        time.sleep(0.5)  # both HTTP threads are now held by trickling bodies
+        for _ in slow:  # every trickling body is under way (more than the 2 HTTP threads)
+            assert started.acquire(timeout=PATIENCE), outcome
         status, _, _ = server.request(
             "tcp", "POST", "/v1/embeddings", {"input": "hello", "model": "paraphrase-minilm-l3-v2"}
         )

@@ -4,18 +4,18 @@ sub-batches of one request spread over the runners."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 
 from embedder.batcher import Batcher
 from embedder.catalog import STARTER
-from embedder.encoder import Embedder, Embeddings, Tokenized
+from embedder.encoder import Embedding, Embeddings, TextEncoder
 from embedder.errors import Overloaded, TimedOut
 from embedder.planning import _run_cost, plan_batches, text_cost
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import load_tokenizer
+from embedder.tokens import Tokenized, load_tokenizer
 from tests.models import paraphrase_onnx, tokenizer_json
 from tests.polling import PATIENCE, wait_until
 
@@ -64,7 +64,7 @@ class FakeEngine:
         self.tokenized = 0
         self.plan_error: BaseException | None = None
 
-    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+    def tokenize(self, texts: Sequence[str], *, query: bool = False) -> Tokenized:
         self.tokenized += len(texts)
         encs = [_Enc(t) for t in texts]
         return Tokenized(encs, [len(t) for t in texts])  # type: ignore[arg-type]
@@ -96,12 +96,25 @@ class FakeEngine:
         return Embeddings(pooled.copy(), list(tok.lengths), [False] * len(tok.lengths))
 
 
+def embed(
+    b: Batcher,
+    texts: Sequence[str],
+    *,
+    cancelled: Callable[[], bool] | None = None,
+    reserved: bool = False,
+) -> Embeddings:
+    """What a served model does with its batcher (`encoder.Embedding`)."""
+    engine = b._engines[0]
+    assert isinstance(engine, FakeEngine | TextEncoder)
+    return Embedding(engine, b).embed(texts, cancelled=cancelled, reserved=reserved)
+
+
 def _call(b: Batcher, texts: list[str], out: dict[int, object], key: int) -> threading.Thread:
-    """b.embed(texts) in a thread; its result or error lands in out[key]."""
+    """embed(b, texts) in a thread; its result or error lands in out[key]."""
 
     def body() -> None:
         try:
-            out[key] = b.embed(texts)
+            out[key] = embed(b, texts)
         except Exception as exc:
             out[key] = exc
 
@@ -113,7 +126,7 @@ def _call(b: Batcher, texts: list[str], out: dict[int, object], key: int) -> thr
 def test_lone_request_runs_alone() -> None:
     eng = FakeEngine()
     b = Batcher([eng], name="t")
-    out = b.embed(["abc"])
+    out = embed(b, ["abc"])
     assert eng.runs == [["abc"]]
     assert out.tokens == [3]
 
@@ -147,7 +160,7 @@ def test_one_request_spreads_over_the_runners() -> None:
     engines = [FakeEngine(barrier=barrier), FakeEngine(barrier=barrier)]
     b = Batcher(engines, name="t")
     texts = [f"{i:02d}" + "y" * i for i in range(16)]  # 4 sub-batches of 4
-    out = b.embed(texts)
+    out = embed(b, texts)
     assert not barrier.broken, "the two runners never ran sub-batches at the same time"
     assert all(e.runs for e in engines), "both runners must have run a sub-batch"
     assert out.tokens == [len(t) for t in texts]
@@ -159,8 +172,8 @@ def test_errors_reach_every_caller_of_the_group_and_the_runners_survive() -> Non
     eng.fail_on = "bad"
     b = Batcher([eng, FakeEngine()], name="t")
     with pytest.raises(ValueError):
-        b.embed(["bad"])
-    assert b.embed(["good"]).tokens == [4]
+        embed(b, ["bad"])
+    assert embed(b, ["good"]).tokens == [4]
     assert b.queued_texts == 0
 
 
@@ -185,7 +198,7 @@ def test_a_failure_while_grouping_reaches_the_callers_and_the_runner_survives(wh
     assert isinstance(results.get(0), RuntimeError), results
     assert b.queued_texts == 0
     eng.plan_error = None
-    assert b.embed(["again"]).tokens == [5]
+    assert embed(b, ["again"]).tokens == [5]
 
 
 def test_a_caller_waits_within_its_bound_and_leaves_the_queue() -> None:
@@ -196,7 +209,7 @@ def test_a_caller_waits_within_its_bound_and_leaves_the_queue() -> None:
     first = _call(b, ["held"], results, 0)
     wait_until("the first run", eng.started.is_set)
     with pytest.raises(TimedOut, match="within"):
-        b.embed(["queued", "behind"])
+        embed(b, ["queued", "behind"])
     assert b.queued_texts == 1, "the abandoned job must not count against admission"
     first.join(PATIENCE)  # the running one gives up too; its run finishes unseen
     assert isinstance(results[0], TimedOut)
@@ -216,7 +229,7 @@ def test_queue_bound_gives_overloaded_before_tokenising() -> None:
     wait_until("two requests queued", lambda: b.queued_texts == 7)
     tokenized = eng.tokenized
     with pytest.raises(Overloaded):
-        b.embed(["c"] * 4)
+        embed(b, ["c"] * 4)
     assert eng.tokenized == tokenized, "a refused request must not be tokenised"
     gate.set()
     for t in threads:
@@ -235,7 +248,7 @@ def test_expected_wait_over_the_bound_gives_overloaded_with_retry_after() -> Non
     threads.append(_call(b, ["b"] * 3, results, 1))
     wait_until("the second request queued", lambda: b.queued_texts == 4)
     with pytest.raises(Overloaded) as err:
-        b.embed(["c"] * 4)
+        embed(b, ["c"] * 4)
     assert err.value.retry_after >= 1
     gate.set()
     for t in threads:
@@ -251,7 +264,7 @@ def test_admitted_requests_finish_within_the_queue_bound_whatever_their_length()
     eng = FakeEngine(clock=clock, speed=1000.0)
     b = Batcher([eng], name="t", max_texts=8, max_wait=10.0, clock=clock)
     for i in range(20):
-        b.embed([f"s{i:02d}"] * 4)  # learns the rate on 4-token texts
+        embed(b, [f"s{i:02d}"] * 4)  # learns the rate on 4-token texts
     eng.gate, eng.started = gate, threading.Event()
     results: dict[int, object] = {}
     threads = [_call(b, ["hold"], results, 0)]
@@ -283,8 +296,8 @@ def test_pool_of_real_sessions_gives_the_engines_own_vectors() -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     tok = load_tokenizer(tokenizer_json(), 128)
 
-    def engine() -> Embedder:
-        return Embedder(spec, open_session(paraphrase_onnx(), SessionConfig(threads=1)), tok)
+    def engine() -> TextEncoder:
+        return TextEncoder(spec, open_session(paraphrase_onnx(), SessionConfig(threads=1)), tok)
 
     ref = engine()
     b = Batcher([engine(), engine()], name="real")
@@ -295,7 +308,7 @@ def test_pool_of_real_sessions_gives_the_engines_own_vectors() -> None:
     got: dict[int, Embeddings] = {}
 
     def call(i: int) -> None:
-        got[i] = b.embed(requests[i])
+        got[i] = embed(b, requests[i])
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
     for t in threads:

@@ -6,18 +6,18 @@ from __future__ import annotations
 import gc
 import socket
 import threading
-import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from embedder.batcher import Batcher
-from embedder.encoder import Tokenized
 from embedder.errors import ClientGone, Overloaded
 from embedder.server.http.gone import closed
-from tests.unit.test_batcher import FakeEngine
+from embedder.tokens import Tokenized
+from tests.polling import wait_until
+from tests.unit.test_batcher import FakeEngine, embed
 
 
 class HeldEngine(FakeEngine):
@@ -33,31 +33,24 @@ class HeldEngine(FakeEngine):
         return np.zeros((len(rows), self.dims), np.float32)
 
 
-def wait_until(check: Callable[[], object], bound: float = 60.0) -> None:
-    deadline = time.monotonic() + bound
-    while not check():
-        assert time.monotonic() < deadline, "state never reached"
-        time.sleep(0.01)
-
-
 def test_a_caller_that_gives_up_leaves_the_queue_and_its_texts_never_run() -> None:
     eng = HeldEngine()
     b = Batcher([eng], name="t", max_texts=1)
-    first = threading.Thread(target=b.embed, args=(["held"],))
+    first = threading.Thread(target=embed, args=(b, ["held"]))
     first.start()
-    wait_until(lambda: eng.runs)  # the only runner is busy with "held"
+    wait_until("the only runner busy with 'held'", lambda: eng.runs)
     gone = threading.Event()
     raised: list[BaseException] = []
 
     def caller() -> None:
         try:
-            b.embed(["dropped", "too"], cancelled=gone.is_set)
+            embed(b, ["dropped", "too"], cancelled=gone.is_set)
         except ClientGone as exc:
             raised.append(exc)
 
     t = threading.Thread(target=caller)
     t.start()
-    wait_until(lambda: b.queued_texts == 3)
+    wait_until("3 texts queued", lambda: b.queued_texts == 3)
     gone.set()
     t.join(60)
     assert raised and b.stats.dropped == 1 and b.queued_texts == 1
@@ -70,9 +63,9 @@ def test_a_running_job_is_not_dropped_its_result_arrives() -> None:
     eng = HeldEngine()
     b = Batcher([eng], name="t")
     out: list[object] = []
-    t = threading.Thread(target=lambda: out.append(b.embed(["x"], cancelled=lambda: True)))
+    t = threading.Thread(target=lambda: out.append(embed(b, ["x"], cancelled=lambda: True)))
     t.start()
-    wait_until(lambda: eng.runs)
+    wait_until("a run", lambda: eng.runs)
     eng.release.set()
     t.join(60)
     assert out and b.stats.dropped == 0 and b.queued_texts == 0
@@ -82,7 +75,7 @@ def test_reserved_work_is_admitted_once_and_counted_until_used_or_released() -> 
     b = Batcher([FakeEngine()], name="t", max_queued_texts=10)
     b.reserve(6)
     assert b.queued_texts == 6
-    b.embed(["a", "b"], reserved=True)  # not admitted again, and not counted twice
+    embed(b, ["a", "b"], reserved=True)  # not admitted again, and not counted twice
     assert b.queued_texts == 4
     with pytest.raises(Overloaded):
         b.reserve(7)  # 4 still held + 7 > 10
@@ -110,7 +103,7 @@ class TrackedEngine(FakeEngine):
         super().__init__()
         self.made: list[weakref.ref[Tokenized]] = []
 
-    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+    def tokenize(self, texts: Sequence[str], *, query: bool = False) -> Tokenized:
         tok = super().tokenize(texts)
         self.made.append(weakref.ref(tok))
         return tok
@@ -121,9 +114,9 @@ def test_a_runner_keeps_nothing_of_a_request_once_it_is_answered() -> None:
     2048 texts of 8,000 characters) until the next request came."""
     eng = TrackedEngine()
     b = Batcher([eng], name="t")
-    b.embed(["a", "bb", "ccc"])
+    embed(b, ["a", "bb", "ccc"])
     gc.collect()
-    wait_until(lambda: eng.made[0]() is None)
+    wait_until("the tokenized texts freed", lambda: eng.made[0]() is None)
 
 
 def test_a_socket_that_cannot_tell_is_not_taken_for_gone() -> None:

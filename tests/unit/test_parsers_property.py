@@ -8,6 +8,7 @@ The service here has no model loaded (it needs none to validate), so these run i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ from hypothesis import strategies as st
 
 from embedder.catalog import STARTER
 from embedder.errors import EmbedderError, InvalidInput, TooLarge
-from embedder.limits import Limits
+from embedder.limits import RequestLimits
 from embedder.reranker import Doc
 from embedder.server.http.errors import INTERNAL
 from embedder.server.http.rerank import parse_documents
-from embedder.server.http.rest import parse_dimensions, parse_input
+from embedder.server.http.rest import parse_input
 from embedder.server.http.rpc import Dispatcher
 from embedder.server.http.rpc_methods import build_methods, parse_docs
 from embedder.service import Service
@@ -85,7 +86,7 @@ def cold(tmp_path_factory: pytest.TempPathFactory) -> Service:
     return Service(
         STARTER,
         ModelStore(root, STARTER, offline=True),
-        limits=Limits(max_inputs=4, max_input_chars=8, max_docs=3, max_query_chars=8),
+        limits=RequestLimits(max_inputs=4, max_input_chars=8, max_docs=3, max_query_chars=8),
     )
 
 
@@ -101,8 +102,9 @@ def test_parse_input(value: Any) -> None:
 
 @SETTINGS
 @given(VALUES, st.integers(min_value=1, max_value=1024))
-def test_parse_dimensions(value: Any, native: int) -> None:
-    got = outcome(parse_dimensions, value, native)
+def test_dimensions(cold: Service, value: Any, native: int) -> None:
+    spec = replace(STARTER.default_embedding(), dims=native)
+    got = outcome(cold.dimensions, spec, value)
     if isinstance(got, EmbedderError):
         assert isinstance(got, InvalidInput) and got.param == "dimensions"
     elif value is None:

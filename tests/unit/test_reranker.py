@@ -4,8 +4,7 @@ starter cosine scorer."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,14 +13,15 @@ import pytest
 
 from embedder.batcher import Batcher
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits, Tokenized
 from embedder.errors import Overloaded
+from embedder.planning import RunLimits
 from embedder.reranker import CrossEncoderReranker, Doc, PairScorer, Ranking, sigmoid
 from embedder.service import Service
 from embedder.sessions import SessionConfig, open_session
-from embedder.tokens import load_tokenizer
+from embedder.tokens import Tokenized, load_tokenizer
 from tests import cross_encoder_graph as ceg
 from tests.models import tokenizer_json
+from tests.polling import wait_until
 
 SPEC = ModelSpec(
     id="tiny-cross-encoder",
@@ -42,12 +42,10 @@ def reranker(tmp_path_factory: pytest.TempPathFactory) -> CrossEncoderReranker:
     tok = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
     path = tmp_path_factory.mktemp("ce") / "model.onnx"
     ceg.build(path, tok.get_vocab_size())
-    return CrossEncoderReranker(
-        _scorer(path, SPEC, BatchLimits(max_batch=3, max_batch_tokens=4096))
-    )
+    return CrossEncoderReranker(_scorer(path, SPEC, RunLimits(max_batch=3, max_batch_tokens=4096)))
 
 
-def _scorer(path: Path, spec: ModelSpec, limits: BatchLimits) -> PairScorer:
+def _scorer(path: Path, spec: ModelSpec, limits: RunLimits) -> PairScorer:
     return PairScorer(
         spec,
         open_session(path, SessionConfig(threads=1)),
@@ -180,18 +178,11 @@ class Gated:
         return self.scorer.run_rows(tok, rows)
 
 
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.002)
-
-
 def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
     """Pairs of concurrent requests queue in the model's micro-batcher and are planned and run
     together; every request still gets its own scores."""
     spec = replace(SPEC, max_tokens=512)
-    scorer = _scorer(graph, spec, BatchLimits())
+    scorer = _scorer(graph, spec, RunLimits())
     gated = Gated(scorer)
     batcher = Batcher([gated, gated], name="ce")
     reranker = CrossEncoderReranker(scorer, batcher)
@@ -203,11 +194,11 @@ def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
 
     threads = [threading.Thread(target=call, args=(0,))]
     threads[0].start()
-    _until(gated.started.is_set, "the first run")
+    wait_until("the first run", gated.started.is_set)
     threads += [threading.Thread(target=call, args=(i,)) for i in range(1, 8)]
     for t in threads[1:]:
         t.start()
-    _until(lambda: batcher.queued_texts == 8 * len(DOCS), "every request queued")
+    wait_until("every request queued", lambda: batcher.queued_texts == 8 * len(DOCS))
     gated.gate.set()
     for t in threads:
         t.join(10)
@@ -222,13 +213,13 @@ def test_concurrent_rerank_requests_share_runs_of_the_pool(graph: Path) -> None:
 
 
 def test_rerank_overload_gives_overloaded(graph: Path) -> None:
-    scorer = _scorer(graph, replace(SPEC, max_tokens=512), BatchLimits())
+    scorer = _scorer(graph, replace(SPEC, max_tokens=512), RunLimits())
     gated = Gated(scorer)
     batcher = Batcher([gated], name="ce", max_queued_texts=len(DOCS) + 2)
     reranker = CrossEncoderReranker(scorer, batcher)
     first = threading.Thread(target=reranker.rerank, args=("q", DOCS))
     first.start()
-    _until(gated.started.is_set, "the first run")
+    wait_until("the first run", gated.started.is_set)
     with pytest.raises(Overloaded):
         reranker.rerank("q", DOCS)
     gated.gate.set()
@@ -240,7 +231,7 @@ def test_truncation_at_512_tokens_keeps_the_query_and_fits_the_window(graph: Pat
     """A 512-token window: a long document is cut to fit with the query whole; a query over
     half the window is cut too, longest side first, and both still fit."""
     spec = replace(SPEC, max_tokens=512)
-    reranker = CrossEncoderReranker(_scorer(graph, spec, BatchLimits()))
+    reranker = CrossEncoderReranker(_scorer(graph, spec, RunLimits()))
     long_doc = [Doc("long", "bananas are yellow and sweet " * 200)]
     short_q = "what colour are bananas"
     tok = reranker.scorer.tokenize(short_q, long_doc)

@@ -12,9 +12,11 @@ import sys
 
 import pytest
 
+from embedder.batcher import Batcher
 from embedder.catalog import STARTER
-from embedder.encoder import BatchLimits
+from embedder.encoder import TextEncoder
 from embedder.loading import Opener
+from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig
 from embedder.store.files import ModelStore
 
@@ -24,7 +26,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 from pathlib import Path
 import onnxruntime, psutil
 from embedder.catalog import STARTER
-from embedder.encoder import BatchLimits
+from embedder.planning import RunLimits
 from embedder.memory import limit_arenas
 from embedder.loading import Opener
 from embedder.sessions import SessionConfig
@@ -32,10 +34,10 @@ from embedder.store.files import ModelStore
 root, model, runners, shared = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 rss = lambda: psutil.Process().memory_info().rss
 store = ModelStore(Path(root), STARTER, offline=True)
-opener = Opener(store, SessionConfig(threads=runners), BatchLimits(), shared_session=shared)
+opener = Opener(store, SessionConfig(threads=runners), RunLimits(), shared_session=shared)
 limit_arenas(2)  # as a worker does
 base = rss()
-_, batcher = opener.embedding(STARTER.get(model))  # sessions opened, runner threads started
+batcher = opener.embedding(STARTER.get(model)).runner  # sessions opened, runners started
 sessions = len({id(e.session) for e in batcher._engines})
 print(json.dumps({"model_bytes": rss() - base, "sessions": sessions}))
 """
@@ -57,6 +59,7 @@ def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> 
     return min(runs, key=lambda r: r["model_bytes"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["all-minilm-l6-v2", "all-minilm-l6-v2-int8"])
 def test_model_memory_does_not_grow_with_runners(starter_store: ModelStore, model: str) -> None:
     starter_store.ensure(STARTER.get(model))
@@ -66,6 +69,7 @@ def test_model_memory_does_not_grow_with_runners(starter_store: ModelStore, mode
     assert many["model_bytes"] <= 1.10 * one["model_bytes"], (one, many)
 
 
+@pytest.mark.slow
 def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> None:
     """The probe can see the difference: 4 private sessions hold clearly more than one."""
     model = "all-minilm-l6-v2"
@@ -76,11 +80,12 @@ def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> 
     assert private["model_bytes"] >= 1.5 * shared["model_bytes"], (shared, private)
 
 
-def test_runners_share_the_first_embedder_by_default(starter_store: ModelStore) -> None:
+def test_runners_share_the_first_encoder_by_default(starter_store: ModelStore) -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     starter_store.ensure(spec)
-    opener = Opener(starter_store, SessionConfig(threads=3), BatchLimits())
-    embedder, batcher = opener.embedding(spec)
-    assert batcher is not None
-    assert batcher._engines == [embedder] * 3
-    assert embedder.session.inner.get_session_options().intra_op_num_threads == 1
+    opener = Opener(starter_store, SessionConfig(threads=3), RunLimits())
+    embedding = opener.embedding(spec)
+    batcher, encoder = embedding.runner, embedding.encoder
+    assert isinstance(batcher, Batcher) and isinstance(encoder, TextEncoder)
+    assert batcher._engines == [encoder] * 3
+    assert encoder.session.inner.get_session_options().intra_op_num_threads == 1

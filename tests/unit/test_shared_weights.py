@@ -10,7 +10,7 @@ import numpy as np
 import psutil
 
 from embedder.catalog import STARTER
-from embedder.encoder import Embedder
+from embedder.encoder import TextEncoder
 from embedder.prepare.external import external_copy
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import load_tokenizer
@@ -26,9 +26,9 @@ def test_external_copy_maps_its_weights_and_gives_the_same_vectors(tmp_path: Pat
     data = [p for p in tmp_path.iterdir() if p.name.endswith(".data")]
     assert copy.is_file() and len(data) == 1
     assert copy.stat().st_size < 1024 * 1024 < data[0].stat().st_size  # weights left the graph
-    plain = Embedder(spec, open_session(paraphrase_onnx(), SessionConfig(threads=1)), tok)
+    plain = TextEncoder(spec, open_session(paraphrase_onnx(), SessionConfig(threads=1)), tok)
     shared_cfg = SessionConfig(threads=1, shared_weights=True)
-    shared = [Embedder(spec, open_session(copy, shared_cfg), tok) for _ in range(2)]
+    shared = [TextEncoder(spec, open_session(copy, shared_cfg), tok) for _ in range(2)]
     for e in shared:
         np.testing.assert_allclose(e.embed(TEXTS).vectors, plain.embed(TEXTS).vectors, atol=1e-5)
     mapped = [m for m in psutil.Process().memory_maps() if m.path == str(data[0])]

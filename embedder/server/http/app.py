@@ -13,10 +13,11 @@ import falcon
 from embedder.errors import EmbedderError
 from embedder.server.http.access import RequestLog
 from embedder.server.http.admin import ADMIN_STATIC, add_admin_routes
-from embedder.server.http.body import BodyLimits, dumps
+from embedder.server.http.body import BodyLimits, BodyReader, dumps
+from embedder.server.http.deadline import Watchdog
 from embedder.server.http.errors import INTERNAL, mapping_for, retry_after
 from embedder.server.http.gone import ClientWatch
-from embedder.server.http.metrics import MetricsMiddleware, MetricsResource, metrics
+from embedder.server.http.metrics import Metrics, MetricsMiddleware, MetricsResource
 from embedder.server.http.openapi import OpenApiResource
 from embedder.server.http.rerank import RerankResource
 from embedder.server.http.rest import EmbeddingsResource, HealthResource, ModelsResource
@@ -37,7 +38,6 @@ class HttpOptions:
     master_pid: int | None = None
     access_log: bool = False  # JSON lines on the embedder.access logger
     admin_static: Path = ADMIN_STATIC
-    metrics_multiprocess: bool = False  # sum over the workers (gunicorn), else this process
 
 
 def _openai_error(
@@ -93,9 +93,21 @@ class ApiKey:
             )
 
 
-def create_app(service: Service, options: HttpOptions | None = None) -> falcon.App[Any, Any]:
+def create_app(
+    service: Service,
+    options: HttpOptions | None = None,
+    *,
+    metrics: Metrics | None = None,
+    watchdog: Watchdog | None = None,
+) -> falcon.App[Any, Any]:
+    """The app over `service`. Its collaborators with threads come from the caller, who owns
+    them and can close them (gunicorn's bootstrap makes one set per worker, kept for the
+    worker's life). Left out, the app makes its own: metrics without a refresh thread (a
+    scrape refreshes them; no other process reads them) and a watchdog whose thread starts
+    only with a body read from a real socket."""
     opts = options or HttpOptions()
-    m = metrics()
+    m = metrics or Metrics()
+    m.observe(service)
     middleware: list[Any] = [
         RequestLog(opts.access_log),
         ListenerGuard(opts.tcp_expose),
@@ -103,28 +115,28 @@ def create_app(service: Service, options: HttpOptions | None = None) -> falcon.A
     ]
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
-    middleware.append(MetricsMiddleware(service, m))
+    middleware.append(MetricsMiddleware(m))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(EmbedderError, _domain_error)
 
-    limits = BodyLimits(opts.max_body_bytes, opts.body_timeout)
-    embeddings = EmbeddingsResource(service, limits)
+    reader = BodyReader(BodyLimits(opts.max_body_bytes, opts.body_timeout), watchdog or Watchdog())
+    embeddings = EmbeddingsResource(service, reader)
     models = ModelsResource(service)
     app.add_route("/v1/embeddings", embeddings)
     app.add_route("/embeddings", embeddings)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    rerank = RerankResource(service, limits)
+    rerank = RerankResource(service, reader)
     app.add_route("/v1/rerank", rerank)
     app.add_route("/v2/rerank", rerank)
     app.add_route("/rerank", rerank)
     app.add_route("/health", HealthResource(service))
     app.add_route("/openapi.json", OpenApiResource())
-    app.add_route("/metrics", MetricsResource(service, m, opts.metrics_multiprocess))
+    app.add_route("/metrics", MetricsResource(service, m))
     dispatcher = Dispatcher(build_methods(service, opts.master_pid), admit_batch(service))
-    app.add_route("/rpc", RpcResource(dispatcher, limits))
+    app.add_route("/rpc", RpcResource(dispatcher, reader))
     add_admin_routes(app, opts.admin_static)
     return app

@@ -9,7 +9,7 @@ import falcon
 import orjson
 
 from embedder.errors import InvalidInput, TooLarge
-from embedder.server.http.deadline import WATCHDOG
+from embedder.server.http.deadline import Watchdog
 
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
 _CHUNK = 64 * 1024
@@ -28,45 +28,60 @@ class BodyLimits:
         return max(4 * self.max_bytes, 64 * 1024 * 1024)
 
 
-def read_json(req: falcon.Request, limits: BodyLimits) -> Any:
-    """The parsed body, read within the size limit and the body deadline, whether it comes
-    with a Content-Length or chunked. `curl -d` sends form-urlencoded by default, so that type
-    is accepted when the body is JSON; other media types are refused."""
-    ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
-    if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
-        raise falcon.HTTPUnsupportedMediaType(
-            title="unsupported media type",
-            description=f"send JSON with Content-Type: application/json (got {ctype})",
-        )
-    raw = _read_within(req, limits)
-    if not raw.strip():
-        raise InvalidInput("request body is empty; send a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"invalid JSON: {exc}") from None
+class BodyReader:
+    """Reads request bodies within the app's limits. Each app has one, with the app's own
+    watchdog (one per gunicorn worker), so nothing about a body deadline is process-global."""
 
+    def __init__(self, limits: BodyLimits, watchdog: Watchdog) -> None:
+        self.limits = limits
+        self.watchdog = watchdog
 
-def _read_within(req: falcon.Request, limits: BodyLimits) -> bytes:
-    """Read the body; if it has not all arrived in `limits.timeout` seconds the socket's read
-    side is shut (the blocked read returns) and the client gets a 408. A body over the limit
-    gets its 413 even when the deadline cut the drain short."""
-    sock = req.env.get("gunicorn.socket")
-    if sock is None:
-        return _read(req, limits)
-    token = WATCHDOG.arm(sock, limits.timeout)
-    try:
-        raw = _read(req, limits)
-    except TooLarge:
-        WATCHDOG.disarm(token)
-        raise
-    except Exception as exc:
-        if not WATCHDOG.disarm(token):
-            raise _timed_out(limits.timeout) from exc
-        raise
-    if not WATCHDOG.disarm(token):
-        raise _timed_out(limits.timeout)
-    return raw
+    def json(self, req: falcon.Request) -> Any:
+        """The parsed body, read within the size limit and the body deadline, whether it comes
+        with a Content-Length or chunked. `curl -d` sends form-urlencoded by default, so that
+        type is accepted when the body is JSON; other media types are refused."""
+        ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+            raise falcon.HTTPUnsupportedMediaType(
+                title="unsupported media type",
+                description=f"send JSON with Content-Type: application/json (got {ctype})",
+            )
+        raw = self._read_within(req)
+        if not raw.strip():
+            raise InvalidInput("request body is empty; send a JSON object")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"invalid JSON: {exc}") from None
+
+    def object(self, req: falcon.Request) -> dict[str, Any]:
+        """The body, which must be a JSON object (REST endpoints take nothing else)."""
+        body = self.json(req)
+        if not isinstance(body, dict):
+            raise InvalidInput("request body must be a JSON object")
+        return body
+
+    def _read_within(self, req: falcon.Request) -> bytes:
+        """Read the body; if it has not all arrived in `limits.timeout` seconds the socket's
+        read side is shut (the blocked read returns) and the client gets a 408. A body over the
+        limit gets its 413 even when the deadline cut the drain short."""
+        limits = self.limits
+        sock = req.env.get("gunicorn.socket")
+        if sock is None:
+            return _read(req, limits)
+        token = self.watchdog.arm(sock, limits.timeout)
+        try:
+            raw = _read(req, limits)
+        except TooLarge:
+            self.watchdog.disarm(token)
+            raise
+        except Exception as exc:
+            if not self.watchdog.disarm(token):
+                raise _timed_out(limits.timeout) from exc
+            raise
+        if not self.watchdog.disarm(token):
+            raise _timed_out(limits.timeout)
+        return raw
 
 
 def _timed_out(timeout: float) -> falcon.HTTPError:
@@ -130,14 +145,6 @@ def _drain(stream: Any, budget: int) -> None:
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def read_object(req: falcon.Request, limits: BodyLimits) -> dict[str, Any]:
-    """The body, which must be a JSON object (REST endpoints take nothing else)."""
-    body = read_json(req, limits)
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return body
 
 
 def flag(value: object, name: str) -> bool:

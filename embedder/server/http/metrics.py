@@ -2,11 +2,17 @@
 
 gunicorn's master points PROMETHEUS_MULTIPROC_DIR at a fresh directory before forking, so
 each worker writes its samples there and any worker's scrape sums them all (prometheus_client
-multiprocess mode); outside gunicorn the process's own registry is served.
+multiprocess mode); outside gunicorn the app's own registry is served.
+
+One `Metrics` per app, made by whoever builds the app and passed in: each has its own registry,
+so several apps in one process (the tests) never clash over metric names. A worker's gauges
+(ready, RSS) must stay current for the scrapes its siblings answer, so the owner may start a
+refresh thread (`start_refresh`) and ends it with `close()`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,66 +22,103 @@ import falcon
 import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import multiprocess as mp
 
 from embedder.service import Service
 
+log = logging.getLogger("embedder.metrics")
+
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """The service's metrics, named `embedder_*` (as TEI uses `te_*`)."""
+    """One app's metrics, named `embedder_*` (as TEI uses `te_*`). With `multiprocess` the
+    scrape sums every worker's samples (prometheus_client writes them to files under
+    PROMETHEUS_MULTIPROC_DIR); otherwise it serves this object's registry, with the usual
+    process_* and python_* collectors."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
+        self.registry = CollectorRegistry()
+        if not multiprocess:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        reg = self.registry
         self.requests = Counter(
-            "embedder_requests", "Requests by route, model and status", ["route", "model", "status"]
+            "embedder_requests",
+            "Requests by route, model and status",
+            ["route", "model", "status"],
+            registry=reg,
         )
         self.in_flight = Gauge(
             "embedder_requests_in_flight",
             "Requests being served now (routed, not yet answered), over all workers",
             ["route"],
             multiprocess_mode="livesum",
+            registry=reg,
         )
         self.duration = Histogram(
-            "embedder_request_duration_seconds", "Request latency", ["route"], buckets=_LATENCY
+            "embedder_request_duration_seconds",
+            "Request latency",
+            ["route"],
+            buckets=_LATENCY,
+            registry=reg,
         )
-        self.texts = Counter("embedder_texts", "Texts embedded or scored", ["model"])
-        self.tokens = Counter("embedder_tokens", "Tokens embedded or scored", ["model"])
+        self.texts = Counter("embedder_texts", "Texts embedded or scored", ["model"], registry=reg)
+        self.tokens = Counter(
+            "embedder_tokens", "Tokens embedded or scored", ["model"], registry=reg
+        )
         self.batch = Histogram(
-            "embedder_batch_size", "Texts per ONNX Runtime run", ["model"], buckets=_BATCH
+            "embedder_batch_size",
+            "Texts per ONNX Runtime run",
+            ["model"],
+            buckets=_BATCH,
+            registry=reg,
         )
         self.queue = Histogram(
             "embedder_queue_seconds",
             "Time a request waits for its run",
             ["model"],
             buckets=_LATENCY,
+            registry=reg,
         )
         self.load = Gauge(
             "embedder_model_load_seconds",
             "Time to download and load a model",
             ["model"],
             multiprocess_mode="max",
+            registry=reg,
         )
         self.ready = Gauge(
             "embedder_model_ready",
             "1 when the model is ready in every live worker",
             ["model"],
             multiprocess_mode="livemin",
+            registry=reg,
         )
         self.rss = Gauge(
             "embedder_worker_resident_memory_bytes",
             "RSS of each worker",
             [],
             multiprocess_mode="liveall",
+            registry=reg,
         )
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observed: Service | None = None
+        self.refresh_error: Exception | None = None  # the refresh thread's, until it succeeds
 
     def observe_work(self, model: str, texts: int, tokens: int) -> None:
         self.texts.labels(model).inc(texts)
@@ -93,35 +136,75 @@ class Metrics:
                 self.load.labels(model).set(st.load_seconds)
         self.rss.set(psutil.Process(os.getpid()).memory_info().rss)
 
+    def exposition(self) -> bytes:
+        """The scrape's body: every worker's samples, or this registry's."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
-_METRICS: Metrics | None = None
-_LOCK = threading.Lock()
+    def observe(self, service: Service) -> None:
+        """Count `service`'s work (texts, tokens, batches) here, until `close()`."""
+        service.on_batch = self.observe_batch
+        service.on_work = self.observe_work
+        self._observed = service
 
+    @property
+    def refreshing(self) -> bool:
+        """True while the refresh thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
-def metrics() -> Metrics:
-    """One set per process (prometheus_client registers names globally)."""
-    global _METRICS
-    with _LOCK:
-        if _METRICS is None:
-            _METRICS = Metrics()
-        return _METRICS
+    def start_refresh(self, service: Service, every: float = 2.0) -> None:
+        """Refresh `service`'s gauges every `every` seconds in a thread until `close()`, so the
+        scrapes a sibling worker answers see this worker's state. Only the owner of this
+        object starts it: it is the one that can stop it."""
+        if self._thread is not None:
+            raise RuntimeError("this Metrics already has a refresh thread")
+        self._thread = threading.Thread(
+            target=self._refresh_loop, args=(service, every), name="metrics-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the refresh thread (waiting at most `timeout` seconds for it) and stop counting
+        the service's work, unless another app's metrics count it now."""
+        self._stop.set()
+        service, self._observed = self._observed, None
+        if service is not None and service.on_batch == self.observe_batch:
+            service.on_batch = None
+        if service is not None and service.on_work == self.observe_work:
+            service.on_work = None
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("metrics refresh thread still running %.0f s after close", timeout)
+
+    def _refresh_loop(self, service: Service, every: float) -> None:
+        """Never ends on an error: it is logged (once until it changes) and kept in
+        `refresh_error` for whoever asks, and the next round tries again."""
+        while True:
+            try:
+                self.refresh(service)
+            except Exception as exc:
+                if repr(exc) != repr(self.refresh_error):
+                    log.exception("refreshing the metrics failed; trying again in %g s", every)
+                self.refresh_error = exc
+            else:
+                if self.refresh_error is not None:
+                    log.info("refreshing the metrics works again")
+                self.refresh_error = None
+            if self._stop.wait(every):
+                return
 
 
 class MetricsMiddleware:
     """Counts every request (resources put the `model` they served on req.context)."""
 
-    def __init__(self, service: Service, m: Metrics) -> None:
+    def __init__(self, m: Metrics) -> None:
         self.m = m
-        self.service = service
-        service.on_batch = m.observe_batch
-        service.on_work = m.observe_work
-        thread = threading.Thread(target=self._refresh_loop, name="metrics", daemon=True)
-        thread.start()
-
-    def _refresh_loop(self) -> None:
-        while True:
-            self.m.refresh(self.service)
-            time.sleep(2.0)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -151,17 +234,11 @@ class MetricsMiddleware:
 
 
 class MetricsResource:
-    def __init__(self, service: Service, m: Metrics, multiprocess: bool = False) -> None:
+    def __init__(self, service: Service, m: Metrics) -> None:
         self.service = service
         self.m = m
-        self.multiprocess = multiprocess
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.m.refresh(self.service)
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            resp.data = generate_latest(registry)
-        else:
-            resp.data = generate_latest(REGISTRY)
+        resp.data = self.m.exposition()
         resp.content_type = CONTENT_TYPE_LATEST

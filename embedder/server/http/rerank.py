@@ -10,7 +10,7 @@ import falcon
 
 from embedder.errors import InvalidInput
 from embedder.reranker import Doc
-from embedder.server.http.body import BodyLimits, dumps, flag, model_name, read_object
+from embedder.server.http.body import BodyReader, dumps, flag, model_name
 from embedder.service import Service
 
 
@@ -34,12 +34,12 @@ def parse_documents(value: object) -> list[Doc]:
 
 
 class RerankResource:
-    def __init__(self, service: Service, limits: BodyLimits) -> None:
+    def __init__(self, service: Service, reader: BodyReader) -> None:
         self.service = service
-        self.limits = limits
+        self.reader = reader
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_object(req, self.limits)
+        body = self.reader.object(req)
         docs = parse_documents(body.get("documents"))
         top_n = body.get("top_n", body.get("top_k"))
         model = model_name(body.get("model"))

@@ -9,9 +9,8 @@ from typing import Any
 import falcon
 import numpy as np
 
-from embedder.encoder import l2_normalize
 from embedder.errors import InvalidInput
-from embedder.server.http.body import BodyLimits, dumps, model_name, read_object
+from embedder.server.http.body import BodyReader, dumps, model_name
 from embedder.service import Service
 
 _TOKEN_ARRAYS = (
@@ -36,19 +35,6 @@ def parse_input(value: object) -> object:
     return value
 
 
-def parse_dimensions(value: object, native: int) -> int | None:
-    if value is None:
-        return None
-    if not _is_int(value):
-        raise InvalidInput("dimensions must be an integer", param="dimensions")
-    assert isinstance(value, int)
-    if value < 1 or value > native:
-        raise InvalidInput(
-            f"dimensions must be between 1 and the model's {native}", param="dimensions"
-        )
-    return value
-
-
 def encode_float_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
     if fmt == "base64":
         le = vectors.astype("<f4", copy=False)
@@ -57,12 +43,12 @@ def encode_float_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
 
 
 class EmbeddingsResource:
-    def __init__(self, service: Service, limits: BodyLimits) -> None:
+    def __init__(self, service: Service, reader: BodyReader) -> None:
         self.service = service
-        self.limits = limits
+        self.reader = reader
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_object(req, self.limits)
+        body = self.reader.object(req)
         texts = parse_input(body.get("input"))
         fmt = body.get("encoding_format")
         if fmt is None:  # absent or null: OpenAI's default
@@ -73,14 +59,10 @@ class EmbeddingsResource:
             )
         model = model_name(body.get("model"))
         spec = self.service.resolve(model)
-        dims = parse_dimensions(body.get("dimensions"), spec.dims or 0)
         req.context.model = spec.id
-        spec, result = self.service.embed(texts, model=spec.id)
+        result = self.service.embed(texts, spec, dimensions=body.get("dimensions"))
         req.context.texts, req.context.tokens = len(result.tokens), result.total_tokens
-        vectors = result.vectors
-        if dims is not None and dims < vectors.shape[1]:
-            vectors = l2_normalize(vectors[:, :dims])
-        rows = encode_float_rows(vectors, fmt)
+        rows = encode_float_rows(result.vectors, fmt)
         total = result.total_tokens
         resp.data = dumps(
             {

@@ -13,7 +13,7 @@ import falcon
 
 from embedder import work
 from embedder.errors import EmbedderError, InvalidInput, TooLarge
-from embedder.server.http.body import BodyLimits, dumps, read_json
+from embedder.server.http.body import BodyReader, dumps
 from embedder.server.http.errors import INTERNAL, mapping_for
 
 log = logging.getLogger("embedder.rpc")
@@ -175,13 +175,13 @@ class Dispatcher:
 
 
 class RpcResource:
-    def __init__(self, dispatcher: Dispatcher, limits: BodyLimits) -> None:
+    def __init__(self, dispatcher: Dispatcher, reader: BodyReader) -> None:
         self.dispatcher = dispatcher
-        self.limits = limits
+        self.reader = reader
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            body = read_json(req, self.limits)
+            body = self.reader.json(req)
         except TooLarge as exc:
             m = mapping_for(exc)
             out: Any = _error(None, m.rpc, exc.message)

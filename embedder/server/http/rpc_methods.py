@@ -1,4 +1,9 @@
-"""The JSON-RPC methods and their OpenRPC description (`rpc.discover`)."""
+"""The JSON-RPC methods and their OpenRPC description (`rpc.discover`).
+
+Two groups, each a small class over the service: `InstanceMethods` say what the instance is and
+holds (health, status, models, memory, ONNX Runtime); `WorkMethods` embed and rerank. Names,
+params and results are the wire contract the Rust seed fixed: change none of them here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
+
 from embedder import __version__
+from embedder.catalog import ModelSpec
 from embedder.encoder import to_fp16, to_int8
 from embedder.errors import EmbedderError, InvalidInput
 from embedder.reranker import Doc
@@ -27,6 +35,36 @@ _DOCS = {
         "required": ["id", "text"],
     },
 }
+_EMBED_PARAMS = (
+    Param("texts", _TEXTS, True, "texts to embed"),
+    Param(
+        "quality",
+        {"type": "integer", "minimum": 1, "maximum": 4},
+        False,
+        "quality level; with model, both must name the same model",
+    ),
+    Param("model", {"type": "string"}, False, "model id or alias"),
+    Param("query", {"type": "boolean"}, False, "add the query instruction"),
+    Param(
+        "format",
+        {"enum": ["compact", "float"]},
+        False,
+        "compact (int8 + scale or fp16, the default) or float32",
+    ),
+    Param(
+        "dimensions",
+        {"type": "integer", "minimum": 1},
+        False,
+        "keep the first N components, made unit length again (as OpenAI's)",
+    ),
+)
+_RERANK_PARAMS = (
+    Param("query", {"type": "string", "minLength": 1}, True),
+    Param("docs", _DOCS, True),
+    Param("top_k", {"type": "integer", "minimum": 1}),
+    Param("model", {"type": "string"}),
+    Param("raw", {"type": "boolean"}, False, "unmapped scores (logits, cosines)"),
+)
 
 
 def parse_docs(docs: Any) -> list[Doc]:
@@ -44,129 +82,144 @@ def parse_docs(docs: Any) -> list[Doc]:
     return out
 
 
-def build_methods(service: Service, master_pid: int | None = None) -> list[Method]:
+def encode_vectors(spec: ModelSpec, vectors: np.ndarray[Any, Any], fmt: str) -> dict[str, Any]:
+    """The `embed` result's vector fields. "float" sends float32 and names the model's
+    precision for a person; "compact" sends what the level keeps: int8 with one scale per
+    vector for INT8 levels, fp16 otherwise."""
+    if fmt == "float":
+        precision = "int8" if spec.precision == "int8" else "fp32"
+        return {"precision": precision, "encoding": "float32", "embeddings": list(vectors)}
+    if spec.precision == "int8":
+        q, scales = to_int8(vectors)
+        return {"precision": "int8", "encoding": "int8", "embeddings": q.tolist(), "scale": scales}
+    return {
+        "precision": "fp16",
+        "encoding": "fp16",
+        "embeddings": to_fp16(vectors).astype("f4").tolist(),
+    }
+
+
+class InstanceMethods:
+    """What the instance is and holds: no model work, cheap, always answered."""
+
+    def __init__(self, service: Service, master_pid: int | None = None) -> None:
+        self.service = service
+        self.master_pid = master_pid  # mem_info reads the whole process tree from it
+
+    def models_list(self) -> list[str]:
+        loaded: list[str] = self.service.health()["models_loaded"]
+        return loaded
+
+    def mem_info(self) -> dict[str, Any]:
+        info = mem_info(self.master_pid)
+        info["models_disk"] = {s.id: self.service.store.disk_size(s) for s in self.service.specs}
+        return info
+
+    def methods(self) -> list[Method]:
+        service = self.service
+        return [
+            Method(
+                "health",
+                service.health,
+                "Service state; models_ready: every model is ready.",
+                result=S.HEALTH,
+            ),
+            Method(
+                "status",
+                service.status,
+                "Per-model load state, downloads, catalog, root.",
+                result=S.STATUS,
+            ),
+            Method(
+                "models.list",
+                self.models_list,
+                "Ids of the models ready to serve.",
+                result=S.MODEL_IDS,
+            ),
+            Method(
+                "models.describe",
+                service.models,
+                "Every model of the instance: level, dims, precision, state, error.",
+                result=S.MODELS,
+            ),
+            Method(
+                "mem_info",
+                self.mem_info,
+                "RSS of the master and every worker; system RAM; disk.",
+                result=S.MEM_INFO,
+            ),
+            Method(
+                "ort_info",
+                ort_info,
+                "ONNX Runtime version, library path, providers.",
+                result=S.ORT_INFO,
+            ),
+        ]
+
+
+class WorkMethods:
+    """Embedding and reranking: the calls that run models (and are admitted as work)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
     def embed(
+        self,
         texts: Any,
         quality: Any = None,
         model: Any = None,
         query: Any = False,
         format: Any = "compact",
+        dimensions: Any = None,
     ) -> dict[str, Any]:
         if format not in ("compact", "float"):
             raise InvalidInput("format must be 'compact' or 'float'", param="format")
-        spec, res = service.embed(
-            texts, model=model_name(model), quality=quality, query=flag(query, "query")
-        )
+        spec = self.service.resolve(model_name(model), quality)
+        res = self.service.embed(texts, spec, query=flag(query, "query"), dimensions=dimensions)
         out: dict[str, Any] = {"model": spec.id, "quality": spec.level}
-        if format == "float":
-            # A person reads the model's precision; a program reads the encoding.
-            precision = "int8" if spec.precision == "int8" else "fp32"
-            out.update(precision=precision, encoding="float32", embeddings=list(res.vectors))
-        elif spec.precision == "int8":
-            q, scales = to_int8(res.vectors)
-            out.update(precision="int8", encoding="int8", embeddings=q.tolist(), scale=scales)
-        else:
-            vectors = to_fp16(res.vectors).astype("f4").tolist()
-            out.update(precision="fp16", encoding="fp16", embeddings=vectors)
+        out.update(encode_vectors(spec, res.vectors, format))
         out.update(
             dimensions=int(res.vectors.shape[1]), tokens=res.total_tokens, token_counts=res.tokens
         )
         return out
 
     def rerank(
-        query: Any, docs: Any, top_k: Any = None, model: Any = None, raw: Any = False
+        self, query: Any, docs: Any, top_k: Any = None, model: Any = None, raw: Any = False
     ) -> list[dict[str, Any]]:
-        _, ranking = service.rerank(
+        _, ranking = self.service.rerank(
             query, parse_docs(docs), model=model_name(model), top_k=top_k, raw=flag(raw, "raw")
         )
         return [{"id": r.id, "score": r.score, "index": r.index} for r in ranking.results]
 
-    def memory() -> dict[str, Any]:
-        info = mem_info(master_pid)
-        info["models_disk"] = {s.id: service.store.disk_size(s) for s in service.specs}
-        return info
-
-    methods = [
-        Method(
-            "health",
-            service.health,
-            "Service state; models_ready: every model is ready.",
-            result=S.HEALTH,
-        ),
-        Method(
-            "status",
-            service.status,
-            "Per-model load state, downloads, catalog, root.",
-            result=S.STATUS,
-        ),
-        Method(
-            "models.list",
-            lambda: service.health()["models_loaded"],
-            "Ids of the models ready to serve.",
-            result=S.MODEL_IDS,
-        ),
-        Method(
-            "models.describe",
-            service.models,
-            "Every model of the instance: level, dims, precision, state, error.",
-            result=S.MODELS,
-        ),
-        Method(
-            "mem_info",
-            memory,
-            "RSS of the master and every worker; system RAM; disk.",
-            result=S.MEM_INFO,
-        ),
-        Method(
-            "ort_info",
-            ort_info,
-            "ONNX Runtime version, library path, providers.",
-            result=S.ORT_INFO,
-        ),
-        Method(
-            "embed",
-            embed,
-            "Embed texts; compact vectors (int8 + scale for INT8 levels, fp16 otherwise).",
-            params=(
-                Param("texts", _TEXTS, True, "texts to embed"),
-                Param(
-                    "quality",
-                    {"type": "integer", "minimum": 1, "maximum": 4},
-                    False,
-                    "quality level; with model, both must name the same model",
-                ),
-                Param("model", {"type": "string"}, False, "model id or alias"),
-                Param("query", {"type": "boolean"}, False, "add the query instruction"),
-                Param(
-                    "format",
-                    {"enum": ["compact", "float"]},
-                    False,
-                    "compact (int8 + scale or fp16, the default) or float32",
-                ),
+    def methods(self) -> list[Method]:
+        return [
+            Method(
+                "embed",
+                self.embed,
+                "Embed texts; compact vectors (int8 + scale for INT8 levels, fp16 otherwise).",
+                params=_EMBED_PARAMS,
+                result=S.EMBED,
+                result_only=True,
             ),
-            result=S.EMBED,
-            result_only=True,
-        ),
-        Method(
-            "rerank",
-            rerank,
-            "Score documents against a query, best first.",
-            params=(
-                Param("query", {"type": "string", "minLength": 1}, True),
-                Param("docs", _DOCS, True),
-                Param("top_k", {"type": "integer", "minimum": 1}),
-                Param("model", {"type": "string"}),
-                Param("raw", {"type": "boolean"}, False, "unmapped scores (logits, cosines)"),
+            Method(
+                "rerank",
+                self.rerank,
+                "Score documents against a query, best first.",
+                params=_RERANK_PARAMS,
+                result=S.RERANK,
+                result_only=True,
             ),
-            result=S.RERANK,
-            result_only=True,
-        ),
-    ]
+        ]
 
-    def discover() -> dict[str, Any]:
-        return openrpc(methods)
 
-    methods.append(Method("rpc.discover", discover, "This OpenRPC document.", result=S.DISCOVER))
+def build_methods(service: Service, master_pid: int | None = None) -> list[Method]:
+    """Every method, in the order `rpc.discover` lists them; the last describes them all."""
+    methods = InstanceMethods(service, master_pid).methods() + WorkMethods(service).methods()
+    methods.append(
+        Method(
+            "rpc.discover", lambda: openrpc(methods), "This OpenRPC document.", result=S.DISCOVER
+        )
+    )
     return methods
 
 

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from embedder.sessions import disable_ort_telemetry
+
+    disable_ort_telemetry()  # this process runs the engine, and its children inherit it
     from embedder.tools.bench.run import main as run_main
 
     return run_main(argv)

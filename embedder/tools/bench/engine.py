@@ -1,6 +1,6 @@
 """The limit: the in-process engine on the same model and cores, with no HTTP in between.
 
-`Embedder.embed` on the whole corpus at once is the best batching the engine has: it sorts
+`TextEncoder.embed` on the whole corpus at once is the best batching the engine has: it sorts
 every text by length and plans its sub-batches over all of them. The cores are used in the
 better of two ways, both measured: one session with an ORT thread per core, or one session
 of one thread per core, each embedding its share of the corpus from its own Python thread
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from embedder.catalog import ModelSpec
-from embedder.encoder import BatchLimits, Embedder
+from embedder.encoder import TextEncoder
+from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
 from embedder.store.files import ModelStore
 from embedder.tokens import load_tokenizer
@@ -44,21 +45,23 @@ class EngineResult:
         return median(list(self.single_ms.values()))
 
 
-def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> Embedder:
-    """An Embedder as a worker builds it (same session options), on `threads` ORT threads."""
+def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> TextEncoder:
+    """An TextEncoder as a worker builds it (same session options), on `threads` ORT threads."""
     assert spec.onnx and spec.tokenizer
     session = open_session(store.path(spec, spec.onnx), SessionConfig(threads=threads))
     tokenizer = load_tokenizer(store.path(spec, spec.tokenizer), spec.max_tokens)
-    return Embedder(spec, session, tokenizer, BatchLimits())
+    return TextEncoder(spec, session, tokenizer, RunLimits())
 
 
-def _timed(embedder: Embedder, texts: Sequence[str]) -> tuple[float, int]:
+def _timed(embedder: TextEncoder, texts: Sequence[str]) -> tuple[float, int]:
     began = time.perf_counter()
     out = embedder.embed(texts)
     return time.perf_counter() - began, out.total_tokens
 
 
-def _parallel(embedders: Sequence[Embedder], calls: Sequence[Sequence[str]]) -> tuple[float, int]:
+def _parallel(
+    embedders: Sequence[TextEncoder], calls: Sequence[Sequence[str]]
+) -> tuple[float, int]:
     """Wall seconds and tokens for `calls`, dealt round-robin to one thread per embedder."""
     if len(embedders) == 1:
         took, tokens = 0.0, 0
@@ -82,7 +85,7 @@ def _parallel(embedders: Sequence[Embedder], calls: Sequence[Sequence[str]]) -> 
 
 
 def limit(
-    embedders: Sequence[Embedder],
+    embedders: Sequence[TextEncoder],
     texts: Sequence[str],
     rounds: int,
     until: float = float("inf"),
@@ -106,7 +109,7 @@ def limit(
 
 
 def request_shaped(
-    embedders: Sequence[Embedder],
+    embedders: Sequence[TextEncoder],
     texts: Sequence[str],
     batch: int,
     requests: int,
@@ -120,7 +123,7 @@ def request_shaped(
 
 
 def single_times(
-    embedder: Embedder, texts: Sequence[str], repeats: int = 5, until: float = float("inf")
+    embedder: TextEncoder, texts: Sequence[str], repeats: int = 5, until: float = float("inf")
 ) -> dict[str, float]:
     """ms per text embedded alone (the median of `repeats`, as the load generator reports each
     text's median: a best-of would flatter the engine by its noise), keyed by the text's

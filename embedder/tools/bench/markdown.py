@@ -266,7 +266,7 @@ def _memory(r: dict[str, Any]) -> list[str]:
 
 NOTES = """## How to read this
 
-- **The limit**: the engine in this process, no HTTP: `Embedder.embed` on the whole corpus at
+- **The limit**: the engine in this process, no HTTP: `TextEncoder.embed` on the whole corpus at
   once (sorted by length, sub-batches planned by cost), on all cores (the better of one session
   with a thread per core and a single-thread session per core). Median of the rounds, after a
   warm-up. *Request-shaped*: the same engine on the texts of each batched request in order.

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from embedder.catalog import SHAPES
-from embedder.encoder import Embedder
+from embedder.encoder import TextEncoder
 from embedder.prepare.bert_onnx import make_bert_model
 from embedder.prepare.shapes import (
     SHAPES as ARCHS,
@@ -117,7 +117,7 @@ def test_bge_small_stand_in_full_size(models_root: Path) -> None:
     path = store.path(spec, "model.onnx")
     assert parameter_count(onnx.load(str(path))) == ARCHS["bge-small"].params == 33_360_000
     session = open_session(path, SessionConfig(threads=1))
-    embedder = Embedder(spec, session, load_tokenizer(tokenizer_json(), spec.max_tokens))
+    embedder = TextEncoder(spec, session, load_tokenizer(tokenizer_json(), spec.max_tokens))
     out = embedder.embed(["a short text", "another text, a little longer " * 60])
     assert out.vectors.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(out.vectors, axis=1), 1.0, atol=1e-5)

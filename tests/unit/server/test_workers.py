@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from embedder.catalog import STARTER
-from embedder.server.workers import WorkerBoard, combine
+from embedder.health import combine
+from embedder.server.workers import WorkerBoard
 from embedder.service import Service
 from embedder.store.files import ModelStore
 from tests.polling import wait_until
@@ -69,7 +70,7 @@ def test_failed_downloads_are_retried_in_the_background(tmp_path: Path) -> None:
     )
     cat = Catalog(name="t", models=(spec,))
     svc = Service(cat, ModelStore(tmp_path, cat, offline=True))
-    svc.retry_first = 0.05
+    svc.loader.retry_first = 0.05
     attempts: list[float] = []
     original = svc.store.ensure
 

@@ -107,12 +107,6 @@ def _fail(inputs: Sequence[Path], out: Path) -> None:
     raise RuntimeError("recipe exploded")
 
 
-@pytest.fixture(autouse=True)
-def _no_user_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stores (and child processes) look in an empty Hugging Face cache, never the user's."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-
-
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
     with FakeHub(chunk_size=1024 * 1024) as h:
@@ -236,7 +230,7 @@ _CHILD = textwrap.dedent(
     """
     import pathlib, sys, time
     from embedder.store.files import ModelStore
-    from tests.unit.test_store import CATALOG
+    from tests.unit.store.test_files import CATALOG
     root, url, ready, go = sys.argv[1:5]
     pathlib.Path(ready).touch()
     while not pathlib.Path(go).exists():
@@ -249,7 +243,7 @@ _CHILD = textwrap.dedent(
 def test_two_processes_download_once(store: ModelStore, hub: FakeHub, tmp_path: Path) -> None:
     hub.chunk_delay = 0.05  # ~0.6 s for the big file: the second process must wait on the lock
     go = tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     children = [
         subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(store.root), hub.url, f"{tmp_path}/r{i}", f"{go}"],
@@ -439,7 +433,7 @@ def test_killed_download_resumes_in_a_new_process(
     hub.cut_after[key], hub.hold_cuts = cut, True  # the child blocks at the cut until killed
     go = tmp_path / "go"
     go.touch()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     args = [sys.executable, "-c", _CHILD, str(store.root), hub.url, f"{tmp_path}/ready", f"{go}"]
     child = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     try:

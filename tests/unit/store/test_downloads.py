@@ -46,11 +46,6 @@ QUANTIZED = dataclasses.replace(
 CATALOG = Catalog(name="t", models=(from_hub("a", "o/a", 1), from_hub("b", "o/b", 2), QUANTIZED))
 
 
-@pytest.fixture(autouse=True)
-def _no_user_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-
-
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
     with FakeHub(chunk_size=1024 * 1024) as h:
@@ -101,7 +96,7 @@ def test_a_shared_cause_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 def test_retry_after_while_a_download_retry_is_scheduled(tmp_path: Path, hub: FakeHub) -> None:
     svc = Service(CATALOG, ModelStore(tmp_path, CATALOG, endpoint=hub.url, offline=False))
-    svc.retry_first = 600.0
+    svc.loader.retry_first = 600.0
     svc.start()
     try:
         wait_until("a retry scheduled", lambda: "retry_in" in svc.health(), timeout=120)
@@ -120,7 +115,7 @@ def test_a_download_that_succeeds_on_retry_leaves_no_error(
     """Issue 13: the old error ("... retrying in 30 s") stayed next to "ready"."""
     one = Catalog(name="t", models=(from_hub("a", "o/a", 1),))
     svc = Service(one, ModelStore(tmp_path, one, endpoint=hub.url, offline=False))
-    svc.retry_first = 0.05
+    svc.loader.retry_first = 0.05
     svc.start()
     try:
         assert not svc.wait(timeout=120), "loaded although the Hub has no files yet"
