@@ -46,7 +46,7 @@ class Service:
         run_limits: RunLimits | None = None,
         models: Sequence[str] | None = None,
         micro_batching: bool = True,
-        shared_sessions: bool = False,
+        shared_sessions: bool = True,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: Board | None = None,
@@ -63,15 +63,21 @@ class Service:
             shared_session=shared_sessions,
         )
         self.specs = _served_specs(catalog, models)
+        # Every run (and every model's load) is inside `self.activity`; freed memory goes back
+        # once idle.
+        self.activity = IdleTrim(idle_trim)
         self.loader = Loader(
-            self.specs, store, opener, on_change=self._changed, observer=self._batch_observer
+            self.specs,
+            store,
+            opener,
+            on_change=self._changed,
+            observer=self._batch_observer,
+            work=self.activity,
         )
         self.view = Health(catalog, store, self.loader, board)
         # Observers (metrics): runs of the micro-batcher, and work done per request.
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         self.on_work: Callable[[str, int, int], None] | None = None
-        # Every run is inside `self.activity`; freed batch memory goes back once idle.
-        self.activity = IdleTrim(idle_trim)
 
     # --- life -----------------------------------------------------------------------------
 

@@ -19,282 +19,99 @@ caches settle during warm-up), and counts failed requests.
 
     python -m embedder.tools.soak --requests 50000 --seconds 7200 --out artifacts/soak
 
-Writes `soak.json` and, when matplotlib is installed (`pip install -e '.[soak]'`), `soak-rss.png`;
-prints the RSS curve. Exits 1 if a request failed or a worker's RSS grew more than allowed.
-Runs from a source checkout (gunicorn loads `wsgi.py` and `gunicorn.conf.py` from it).
+At the largest shapes of the `shapes` catalog (bge-base Q4 32 x 512 tokens, rerank 100 docs of
+512 tokens), one worker with 2 runners, a service setting passed through:
+
+    python -m embedder.tools.soak --catalog shapes --workers 1 --threads 2 --clients 2 \
+        --max-batch 32 --max-docs 100 --full --tokens 512 --timeout 2000 \
+        --env EMBEDDER_MAX_QUEUE_WAIT=300 --env EMBEDDER_SHARED_SESSIONS=1 --seconds 3600
+
+The load itself (requests, tally, RSS sampling and checkpoints) is in `embedder.tools.soak_load`.
+
+Writes `soak.json`, the service's `gunicorn.log` and, when matplotlib is installed
+(`pip install -e '.[soak]'`), `soak-rss.png`; prints the RSS curve. Exits 1 if a request
+failed or a worker's RSS grew more than allowed. Runs from a source checkout (gunicorn
+loads `wsgi.py` and `gunicorn.conf.py` from it).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedder.client.unixhttp import UnixHTTPConnection
 from embedder.settings import default_models_root
 from embedder.tools import launch
 from embedder.tools.corpus import corpus
+from embedder.tools.soak_load import (
+    IDLE_SETTLE,
+    Service,
+    Shapes,
+    Tally,
+    client,
+    kinds,
+    long_texts,
+    rpc,
+    sample,
+    sampler,
+    settler,
+)
 from embedder.tools.soak_report import curve, plot, rss_growth
 
-IDLE_SETTLE = 1.5  # s after draining before the idle RSS is read (the service trims at 1 s)
-SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 3 times
 
-
-def post(sock: Path, path: str, body: Any, timeout: float = 120.0) -> tuple[int, Any, str | None]:
-    """One request on a fresh connection (a kept-alive one closed by the server while idle would
-    count as a failure that is not the service's): status, JSON body, Retry-After."""
-    conn = UnixHTTPConnection(sock, timeout)
-    try:
-        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, (json.loads(raw) if raw else None), resp.getheader("Retry-After")
-    finally:
-        conn.close()
-
-
-def rpc(sock: Path, method: str, params: Any = None) -> Any:
-    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
-    if params is not None:
-        msg["params"] = params
-    status, doc, _ = post(sock, "/rpc", msg)
-    if status != 200 or not isinstance(doc, dict) or "result" not in doc:
-        raise RuntimeError(f"{method}: HTTP {status} {str(doc)[:200]}")
-    return doc["result"]
-
-
-# --- the service under test ----------------------------------------------------------------
-
-Service = launch.Gunicorn
-
-
-def start(workdir: Path, models_root: Path, workers: int, threads: int = 1) -> Service:
-    """gunicorn on the starter catalog with its sockets under `workdir`, no TCP, offline."""
-    return launch.start(workdir, models_root, workers=workers, threads=threads, tcp=False)
-
-
-# --- load ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One way of calling the service: api (rpc or rest), op (embed or rerank), and the level
-    or model id it names."""
-
-    api: str
-    op: str
-    target: str | int
-
-    @property
-    def label(self) -> str:
-        return f"{self.api}-{self.op}:{self.target}"
-
-
-def kinds(models: list[dict[str, Any]]) -> list[Kind]:
-    """Every loaded level by JSON-RPC quality and every loaded model by REST id, and each
-    reranker through both APIs."""
-    out: list[Kind] = []
-    embedders = sorted(
-        (m for m in models if m["kind"] == "embedding" and m["ready"]),
-        key=lambda m: (m.get("level") or 99, m["id"]),
+def start(
+    workdir: Path,
+    models_root: Path,
+    workers: int,
+    threads: int = 1,
+    catalog: str = "starter",
+    models: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Service:
+    """gunicorn on `catalog` with its sockets under `workdir`, no TCP, offline."""
+    return launch.start(
+        workdir,
+        models_root,
+        catalog=catalog,
+        workers=workers,
+        threads=threads,
+        tcp=False,
+        models=models,
+        extra_env=env,
     )
-    out += [Kind("rpc", "embed", m["level"]) for m in embedders if m.get("level")]
-    out += [Kind("rest", "embed", m["id"]) for m in embedders]
-    for m in models:
-        if m["kind"] == "rerank" and m["ready"]:
-            out += [Kind("rpc", "rerank", m["id"]), Kind("rest", "rerank", m["id"])]
+
+
+def service_env(pairs: list[str]) -> dict[str, str]:
+    """`--env NAME=VALUE` options as a mapping (only EMBEDDER_* settings: the soak starts the
+    service; it is not a way to change how it is started)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("EMBEDDER_"):
+            raise SystemExit(f"--env wants EMBEDDER_NAME=VALUE, got {pair!r}")
+        out[name] = value
     return out
-
-
-@dataclass(frozen=True)
-class Outcome:
-    error: str | None = None  # None: the request succeeded
-    retry_after: float | None = None  # set when the service shed it as overloaded
-
-
-def call(service: Service, kind: Kind, texts: list[str], query: str) -> Outcome:
-    """Send one request and check its answer has a row per text."""
-    n = len(texts)
-    if kind.api == "rpc":
-        if kind.op == "embed":
-            params: dict[str, Any] = {"texts": texts, "quality": kind.target}
-        else:
-            docs = [{"id": i, "text": t} for i, t in enumerate(texts)]
-            params = {"query": query, "docs": docs, "model": kind.target}
-        msg = {"jsonrpc": "2.0", "method": kind.op, "params": params, "id": 1}
-        status, doc, _ = post(service.sock("rpc.sock"), "/rpc", msg)
-        result = doc.get("result") if isinstance(doc, dict) else None
-        err = doc.get("error") if isinstance(doc, dict) else None
-        if isinstance(err, dict) and err.get("code") == -32005:
-            return Outcome("overloaded", float((err.get("data") or {}).get("retry_after", 1)))
-        rows = result.get("embeddings") if isinstance(result, dict) else result
-        got = len(rows) if isinstance(rows, list) else -1
-    elif kind.op == "embed":
-        body = {"input": texts, "model": kind.target, "encoding_format": "base64"}
-        status, doc, after = post(service.sock("rest.sock"), "/v1/embeddings", body)
-        got = len(doc.get("data", [])) if status == 200 and isinstance(doc, dict) else -1
-    else:
-        body = {"query": query, "documents": texts, "model": kind.target}
-        status, doc, after = post(service.sock("rest.sock"), "/v1/rerank", body)
-        got = len(doc.get("results", [])) if status == 200 and isinstance(doc, dict) else -1
-    if status == 200 and got == n:
-        return Outcome()
-    if (
-        kind.api == "rest"
-        and status == 503
-        and (doc or {}).get("error", {}).get("code") == ("overloaded")
-    ):
-        return Outcome("overloaded", float(after or 1))
-    return Outcome(f"HTTP {status}, {got} of {n} rows: {json.dumps(doc)[:300]}")
-
-
-@dataclass
-class Tally:
-    """What the clients did, and the gate that lets the settler drain them: at a checkpoint no
-    new request starts until every request in flight has finished and the idle RSS is read."""
-
-    planned: int
-    deadline: float
-    sent: int = 0
-    failed: int = 0
-    shed: int = 0  # overloaded refusals, each retried after its Retry-After
-    in_flight: int = 0
-    paused: bool = False
-    by_kind: Counter[str] = field(default_factory=Counter)
-    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    cv: threading.Condition = field(default_factory=threading.Condition)
-
-    def over(self) -> bool:
-        return self.sent >= self.planned or time.monotonic() >= self.deadline
-
-    def take(self) -> int | None:
-        """The next request's number (waiting out a checkpoint), or None once the count or the
-        time is used up."""
-        with self.cv:
-            while self.paused and not self.over():
-                self.cv.wait(0.5)
-            if self.over():
-                return None
-            self.sent += 1
-            self.in_flight += 1
-            return self.sent - 1
-
-    def done(self, kind: str, took: float, n: int, error: str | None) -> None:
-        with self.cv:
-            self.in_flight -= 1
-            self.by_kind[kind] += 1
-            self.latencies[kind].append(took)
-            if error is not None:
-                self.failed += 1
-                if len(self.errors) < 20:
-                    self.errors.append({"request": n, "kind": kind, "error": error})
-            self.cv.notify_all()
-
-    def drain(self) -> None:
-        """Hold new requests and wait for those in flight (each is bounded by its timeout)."""
-        with self.cv:
-            self.paused = True
-            while self.in_flight:
-                self.cv.wait(1.0)
-
-    def resume(self) -> None:
-        with self.cv:
-            self.paused = False
-            self.cv.notify_all()
-
-
-def client(
-    service: Service, tally: Tally, rotation: list[Kind], pool: list[str], seed: int, batch: int
-) -> None:
-    rng = random.Random(seed)
-    while (n := tally.take()) is not None:
-        kind = rotation[n % len(rotation)]
-        texts = rng.sample(pool, rng.randint(1, batch))
-        query = rng.choice(pool)[:200]
-        t0 = time.monotonic()
-        for attempt in range(SHED_TRIES):
-            try:
-                outcome = call(service, kind, texts, query)
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                outcome = Outcome(f"{type(exc).__name__}: {exc}")
-            if outcome.retry_after is None or attempt == SHED_TRIES - 1:
-                break
-            # Shed under overload (two large batches for one slow model on a busy machine):
-            # what the openai client does too, wait as told and send it again.
-            with tally.cv:
-                tally.shed += 1
-            time.sleep(min(outcome.retry_after, 10.0))
-        tally.done(kind.label, time.monotonic() - t0, n, outcome.error)
-
-
-def _sample(service: Service, t0: float, idle: bool, out: list[dict[str, Any]]) -> None:
-    try:
-        info = rpc(service.sock("rpc.sock"), "mem_info")
-    except (OSError, ValueError, RuntimeError, http.client.HTTPException):
-        return  # a missed sample is no failed request
-    t = round(time.monotonic() - t0, 3)
-    for w in info["workers"]:
-        out.append({"t": t, "pid": w["pid"], "rss": w["rss"], "idle": idle})
-    if info.get("master"):
-        out.append({"t": t, "pid": "master", "rss": info["master"]["rss"], "idle": idle})
-
-
-def sampler(
-    service: Service, stop: threading.Event, t0: float, every: float, out: list[dict[str, Any]]
-) -> None:
-    """RSS under load: every worker's (and the master's) every `every` seconds until `stop`."""
-    while not stop.wait(every):
-        _sample(service, t0, False, out)
-
-
-def settler(
-    service: Service,
-    tally: Tally,
-    stop: threading.Event,
-    t0: float,
-    every: float,
-    warm: float,
-    out: list[dict[str, Any]],
-) -> None:
-    """At the end of warm-up (`warm` s in) and then `every` seconds of load after the previous
-    checkpoint: drain the load, read each worker's idle RSS, resume.
-
-    Under load a sample mostly measures the activations of the batches running at that
-    instant (hundreds of MiB, up and down); once drained, RSS is what the worker keeps, which
-    is what grows when memory leaks or fragments."""
-    marks = [t0 + warm]
-    due = t0 + every
-    while True:
-        if stop.wait(max(0.0, min([due, *marks]) - time.monotonic())):
-            return
-        marks = [m for m in marks if m > time.monotonic()]
-        tally.drain()
-        try:
-            # A worker hands freed memory back EMBEDDER_IDLE_TRIM (1 s) after its last request.
-            stop.wait(IDLE_SETTLE)
-            _sample(service, t0, True, out)
-        finally:
-            tally.resume()
-        due = time.monotonic() + every
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    service = start(workdir, Path(args.models_root), args.workers, args.threads)
+    env = service_env(args.env)
+    models = tuple(m for m in args.models.split(",") if m)
+    service = start(
+        workdir, Path(args.models_root), args.workers, args.threads, args.catalog, models, env
+    )
+    shapes = Shapes(
+        args.max_batch, args.max_docs or args.max_batch, args.full, args.timeout, args.retry_wait
+    )
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -302,6 +119,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         service.wait_ready(timeout=300.0)
         rotation = kinds(rpc(service.sock("rpc.sock"), "models.describe"))
         pool = corpus(3000, seed=args.seed)
+        if args.tokens:
+            pool = long_texts(pool, args.tokens, max(300, 2 * args.max_docs), seed=args.seed)
         t0 = time.monotonic()
         tally = Tally(planned=args.requests, deadline=t0 + args.seconds)
         every = args.settle_every or max(5.0, args.seconds / 40)
@@ -313,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         clients = [
             threading.Thread(
                 target=client,
-                args=(service, tally, rotation, pool, args.seed * 1000 + i, args.max_batch),
+                args=(service, tally, rotation, pool, args.seed * 1000 + i, shapes),
             )
             for i in range(args.clients)
         ]
@@ -323,12 +142,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t.join()
         duration = time.monotonic() - t0
         time.sleep(IDLE_SETTLE)
-        _sample(service, t0, True, samples)  # drained: the last idle reading
+        sample(service, t0, True, samples)  # drained: the last idle reading
     finally:
         stop.set()
         for t in threads:
             t.join()
         code = service.stop()
+        # The service's own log (start-up, worker exits, the stop) outlives the temporary
+        # sockets directory: an exit code alone does not say why.
+        shutil.copyfile(service.log, Path(args.out) / "gunicorn.log")
         shutil.rmtree(workdir, ignore_errors=True)
     pids_seen = sorted({s["pid"] for s in samples if s["pid"] != "master"})
     idle = [s for s in samples if s["idle"]]
@@ -346,7 +168,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "threads": args.threads,
         "clients": args.clients,
-        "max_batch": args.max_batch,
+        "catalog": args.catalog,
+        "models": list(models),
+        "service_env": env,
+        "max_batch": shapes.max_batch,
+        "max_docs": shapes.max_docs,
+        "full_shapes": shapes.full,
+        "text_words_min": args.tokens,
+        "client_timeout_s": shapes.timeout,
+        "retry_wait_s": shapes.retry_wait,
         "warmup_fraction": args.warmup,
         "warmup_s": round(warm_end, 1),
         "checkpoint_every_s": every,
@@ -403,7 +233,38 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="cores per worker: micro-batch runners (default 1)"
     )
     p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
-    p.add_argument("--max-batch", type=int, default=64, help="batch sizes are 1..this")
+    p.add_argument("--catalog", default="starter", help="catalog to serve (default starter)")
+    p.add_argument("--models", default="", help="comma-separated model ids (default: all)")
+    p.add_argument("--max-batch", type=int, default=64, help="texts per embed request: 1..this")
+    p.add_argument(
+        "--max-docs", type=int, default=0, help="docs per rerank request: 1..this (--max-batch)"
+    )
+    p.add_argument(
+        "--full", action="store_true", help="every request at its maximum, not 1..maximum"
+    )
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=0,
+        help="every text at least this many words (>= tokens), joined from the corpus; "
+        "0: the corpus mix of short, medium and long texts",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="client timeout per request, seconds"
+    )
+    p.add_argument(
+        "--retry-wait",
+        type=float,
+        default=10.0,
+        help="longest wait, seconds, for a shed request's Retry-After before it is sent again",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="EMBEDDER_NAME=VALUE",
+        help="a service setting (repeatable), e.g. EMBEDDER_SHARED_SESSIONS=1",
+    )
     p.add_argument("--warmup", type=float, default=0.25, help="fraction of the run before RSS")
     p.add_argument("--sample-every", type=float, default=0.5, help="seconds between RSS samples")
     p.add_argument(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from embedder.catalog import STARTER
 from embedder.memory import IdleTrim
+from embedder.service import Service
+from embedder.store.files import ModelStore
 from tests.polling import wait_until
 
 
@@ -73,3 +76,17 @@ def test_limit_arenas_takes_effect_where_there_is_glibc() -> None:
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
     assert limit_arenas(8)  # 8: glibc's own default scale, harmless for the other tests
+
+
+def test_loading_counts_as_work_so_the_worker_trims_after_it(starter_store: ModelStore) -> None:
+    """A worker that has loaded its models and not served anything yet still hands back what
+    loading freed (graph parse buffers: ~0.2-0.4 GiB on the BGE-sized set)."""
+    spec = STARTER.get("paraphrase-minilm-l3-v2")
+    starter_store.ensure(spec)
+    service = Service(STARTER, starter_store, models=[spec.id], idle_trim=0.05)
+    if not service.activity.available:
+        pytest.skip("no glibc malloc_trim here")
+    service.start()
+    assert service.wait(timeout=120) and service.state() == "ok", service.health()
+    wait_until("the trim after loading", lambda: service.activity.trims > 0)
+    service.stop()

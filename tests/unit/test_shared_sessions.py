@@ -80,10 +80,10 @@ def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> 
     assert private["model_bytes"] >= 1.5 * shared["model_bytes"], (shared, private)
 
 
-def test_runners_share_the_first_encoder(starter_store: ModelStore) -> None:
+def test_runners_share_the_first_encoder_by_default(starter_store: ModelStore) -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     starter_store.ensure(spec)
-    opener = Opener(starter_store, SessionConfig(threads=3), RunLimits(), shared_session=True)
+    opener = Opener(starter_store, SessionConfig(threads=3), RunLimits())
     embedding = opener.embedding(spec)
     batcher, encoder = embedding.runner, embedding.encoder
     assert isinstance(batcher, Batcher) and isinstance(encoder, TextEncoder)
