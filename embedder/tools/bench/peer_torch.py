@@ -22,7 +22,6 @@ import gc
 import importlib
 import importlib.util
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.tools.bench.stats import median, percentile
+from embedder.tools.bench.stats import child_json, median, percentile
 
 # Our FP32 level -> the stand-in shape its weights have (embedder.prepare.shapes.SHAPES).
 PEER_OF = {
@@ -410,15 +409,7 @@ def run(argv: list[str], timeout: float) -> dict[str, Any]:
     if why is not None:
         return {"skipped": why}
     cmd = [sys.executable, "-m", "embedder.tools.bench.peer_torch", *argv]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"the peer took over {timeout:.0f}s"}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return {"skipped": f"the peer failed: {done.stderr.strip()[-500:]}"}
-    result = json.loads(lines[-1])
-    return result if isinstance(result, dict) else {"skipped": "no result"}
+    return child_json(cmd, timeout, "the peer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,15 @@
-"""Small statistics shared by the benchmark and its load generator (standard library only)."""
+"""Small statistics shared by the benchmark and its load generator, and how it reads a measuring
+child process (standard library only)."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def median(values: Sequence[float]) -> float:
@@ -71,3 +75,17 @@ def rates_of(texts_rates: list[float], token_rates: list[float]) -> Rates:
     mid = median(texts_rates)
     spread = (max(texts_rates) - min(texts_rates)) / mid if mid else 0.0
     return Rates(mid, median(token_rates), texts_rates, spread)
+
+
+def child_json(cmd: list[str], timeout: float, who: str) -> dict[str, Any]:
+    """The last stdout line of a measuring child process, as JSON, or {"skipped": why}: the
+    peers run in processes of their own (their imports and threads are not ours)."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"{who} took over {timeout:.0f}s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"skipped": f"{who} failed: {done.stderr.strip()[-500:]}"}
+    result = json.loads(lines[-1])
+    return result if isinstance(result, dict) else {"skipped": "no result"}
