@@ -1,8 +1,10 @@
 """The short soak that runs in `make test` (`make soak` is the long one): `python -m
 embedder.tools.soak` starts a real gunicorn (starter catalog, 2 workers) and loads it from its own
 process over the unix sockets for 60 s or 1500 requests, whichever comes first. No request
-may fail, and each worker's idle RSS may not grow more than 5% from the first to the last
-quarter after warm-up."""
+may fail, and each worker's idle RSS may not grow more than 10% from the first to the last
+quarter after warm-up: a gross leak. The 5 % verdict belongs to `make soak` (an hour; the
+BGE-sized 1-hour soaks read -1.4 %), since a minute leaves one or two idle readings per
+quarter."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from tests.polling import PATIENCE
 
 pytestmark = pytest.mark.integration
 
-REQUESTS, SECONDS, MAX_GROWTH = 1500, 60, 5.0
+# One worker's idle readings in a 60 s run here: 441, 441, 442, 469, 442, 464 MiB (no trend,
+# +-3 %), so a quarter's median of 1-2 of them read +5.2 % once: 10 % catches a leak, not that.
+REQUESTS, SECONDS, MAX_GROWTH = 1500, 60, 10.0
 # Warm-up: the first 40 % of the run. ~90 requests of random shapes over 10 kinds reach their
 # largest shapes (the allocators' high-water marks) only well into a run this short; a first
 # such step after a 25 % warm-up read as "growth" (+5.6 %, +5.8 % in 2 of 6 runs here).
