@@ -28,44 +28,22 @@ import numpy as np
 from embedder.client.rest import RestCalls
 from embedder.client.types import (
     _BY_CODE,
-    ClientError,
     CompactEmbedResult,
     EmbedResult,
     Health,
     HttpError,
-    InvalidParamsError,
     ModelInfo,
-    NotReadyError,
     RerankHit,
     RpcError,
     ServiceTimeout,
     ServiceUnreachable,
     Status,
-    UnknownModelError,
     _EmbedMeta,
     _health,
     _model,
 )
 from embedder.client.unixhttp import UnixHTTPConnection
 from embedder.settings import default_socket_root
-
-__all__ = [
-    "Client",
-    "ClientError",
-    "CompactEmbedResult",
-    "EmbedResult",
-    "Health",
-    "HttpError",
-    "InvalidParamsError",
-    "ModelInfo",
-    "NotReadyError",
-    "RerankHit",
-    "RpcError",
-    "ServiceTimeout",
-    "ServiceUnreachable",
-    "Status",
-    "UnknownModelError",
-]
 
 
 class Client:
