@@ -151,6 +151,25 @@ def test_ratios_and_targets_from_made_up_numbers() -> None:
     assert "## Targets" in md and "## Lone requests" in md
 
 
+def test_lone_tail_is_read_against_the_same_texts_compute() -> None:
+    """A short and a long text: the server's p99 is the long one's compute; the paired
+    columns keep what the server adds (median and worst per text), over texts both timed."""
+    per_text = {"0": 3.5, "1": 41.0, "2": 9.0}  # text 2: the engine never timed it
+    row: dict[str, Any] = {"level": "starter:2", "transport": "unix", "batch": 1}
+    row |= {"concurrency": 1, "texts_per_s": 40.0, "latency_ms": {"p50": 9.0, "p99": 41.0}}
+    row |= {"per_text_ms": per_text}
+    level = _level("starter:2", "all-minilm-l6-v2-int8", "int8", 200.0)
+    level["engine"]["single_ms_1t"] = {"0": 3.0, "1": 38.0}
+    result: dict[str, Any] = {"options": {"corpus_size": 100}, "levels": [level]}
+    result |= {"servers": [{"layout": "1x2", "catalog": "starter", "scenarios": [row]}]}
+    (lone,) = report.analyse(result)["lone"]
+    assert lone["paired_texts"] == 2 and lone["compute_max_ms"] == 38.0
+    assert lone["overhead_paired_ms"] == pytest.approx(1.75)
+    assert lone["overhead_paired_max_ms"] == pytest.approx(3.0)
+    md = report.markdown(result | {"lone": [lone]} | _markdown_context())
+    assert "20.50 / 38.00" in md and "1.75 / 3.00" in md
+
+
 def _markdown_context() -> dict[str, Any]:
     machine = {"cpu": "CPU", "cpu_flags": [], "cores": 2, "memory_gib": 1.0}
     machine |= {"onnxruntime": "1", "tokenizers": "1", "gunicorn": "1", "python": "3"}
