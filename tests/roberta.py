@@ -28,6 +28,12 @@ BOS, PAD, EOS, UNK = 0, 1, 2, 3  # XLM-R's ids; PAD is also the graph's padding_
 SPECIALS = {"<s>": BOS, "<pad>": PAD, "</s>": EOS, "<unk>": UNK}
 VOCAB = 30522  # the starter WordPiece vocabulary, specials renamed in place
 PostProcessor = Literal["roberta", "xlmr-template"]
+WORDS = ("apple", "river", "stone", "music", "garden", "window", "paper", "light")
+
+
+def words(n: int, start: int = 0) -> str:
+    """n words of one WordPiece token each, from the `start`-th of WORDS on."""
+    return " ".join(WORDS[(start + i) % len(WORDS)] for i in range(n))
 
 
 def post_processor(kind: PostProcessor) -> processors.PostProcessor:

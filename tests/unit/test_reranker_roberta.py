@@ -15,7 +15,7 @@ from embedder.reranker import CrossEncoderReranker, Doc, PairScorer
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import load_tokenizer
 from tests import roberta
-from tests.roberta import BOS, EOS, PAD
+from tests.roberta import BOS, EOS, PAD, words
 
 WINDOW = 512
 SPEC = ModelSpec(
@@ -30,12 +30,6 @@ SPEC = ModelSpec(
     tokenizer="tokenizer.json",
     scorer="cross-encoder",
 )
-WORDS = ("apple", "river", "stone", "music", "garden", "window", "paper", "light")
-
-
-def words(n: int, start: int = 0) -> str:
-    """n words of one WordPiece token each (checked by `pieces`)."""
-    return " ".join(WORDS[(start + i) % len(WORDS)] for i in range(n))
 
 
 @pytest.fixture(scope="module")
