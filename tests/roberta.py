@@ -7,7 +7,9 @@ SentencePiece file ships on PyPI) but gives it XLM-R's special tokens at XLM-R's
 (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, in place of [PAD] and three [unused] rows) and its
 post-processor: `RobertaProcessing`, or the `TemplateProcessing` that transformers' XLM-R
 converter writes into the Hub's tokenizer.json; both give the same ids. The graph is the
-reranker stand-in's architecture (`embedder.prepare.shapes`) made narrow and one layer deep.
+reranker stand-in's architecture (`embedder.prepare.shapes`) made narrow and one layer deep;
+its positions count the attention mask, or, as transformers' XLM-R (and so the Hub's ONNX
+export) does, the ids that are not `<pad>`: the engine pads ids with 0, which is `<s>` here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 from tokenizers import AddedToken, Tokenizer, processors
 
 from embedder.prepare.bert_onnx import make_bert_model
@@ -28,6 +32,7 @@ BOS, PAD, EOS, UNK = 0, 1, 2, 3  # XLM-R's ids; PAD is also the graph's padding_
 SPECIALS = {"<s>": BOS, "<pad>": PAD, "</s>": EOS, "<unk>": UNK}
 VOCAB = 30522  # the starter WordPiece vocabulary, specials renamed in place
 PostProcessor = Literal["roberta", "xlmr-template"]
+Positions = Literal["mask", "input_ids"]
 WORDS = ("apple", "river", "stone", "music", "garden", "window", "paper", "light")
 
 
@@ -75,7 +80,29 @@ def tiny_shape() -> Shape:
     return replace(shape, config=replace(shape.config, hidden_size=96, intermediate_size=384))
 
 
-def build_graph(out: Path, seed: int = 0) -> Path:
+def build_graph(out: Path, seed: int = 0, positions: Positions = "mask") -> Path:
     shape = tiny_shape()
-    onnx.save(make_bert_model(random_weights(shape, seed), shape.config, shape.head), str(out))
+    model = make_bert_model(random_weights(shape, seed), shape.config, shape.head)
+    if positions == "input_ids":
+        _positions_from_ids(model.graph)
+    onnx.save(model, str(out))
     return out
+
+
+def _positions_from_ids(graph: onnx.GraphProto) -> None:
+    """cumsum(ids != <pad>) * (ids != <pad>) + padding_idx, as create_position_ids_from_input_ids
+    computes them, in place of the attention mask in the stand-in's position ids."""
+    graph.initializer.append(numpy_helper.from_array(np.array(PAD, np.int64), "tests.pad_id"))
+    not_pad = [
+        helper.make_node("Equal", ["input_ids", "tests.pad_id"], ["tests.is_pad"]),
+        helper.make_node("Not", ["tests.is_pad"], ["tests.not_pad_bool"]),
+        helper.make_node("Cast", ["tests.not_pad_bool"], ["tests.not_pad"], to=TensorProto.INT64),
+    ]
+    rewired = 0
+    for node in graph.node:
+        if node.name in ("embeddings/position/CumSum", "embeddings/position/Mul"):
+            node.input[:] = ["tests.not_pad" if i == "attention_mask" else i for i in node.input]
+            rewired += 1
+    assert rewired == 2, "the stand-in's position ids are no longer built as expected"
+    for i, node in enumerate(not_pad):
+        graph.node.insert(i, node)

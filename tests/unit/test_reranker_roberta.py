@@ -33,8 +33,18 @@ SPEC = ModelSpec(
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return roberta.build_graph(tmp_path_factory.mktemp("xlmr") / "model.onnx")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same weights, positions counted from the mask or (as the Hub export) from the ids."""
+    tmp = tmp_path_factory.mktemp("xlmr")
+    return {
+        kind: roberta.build_graph(tmp / f"{kind}.onnx", positions=kind)
+        for kind in ("mask", "input_ids")
+    }
+
+
+@pytest.fixture(scope="module")
+def graph(graphs: dict[str, Path]) -> Path:
+    return graphs["mask"]
 
 
 @pytest.fixture(scope="module", params=["roberta", "xlmr-template"])
@@ -46,6 +56,10 @@ def tokenizer_path(
 
 @pytest.fixture(scope="module")
 def scorer(graph: Path, tokenizer_path: Path) -> PairScorer:
+    return _scorer(graph, tokenizer_path)
+
+
+def _scorer(graph: Path, tokenizer_path: Path) -> PairScorer:
     """Loaded as `loading.Opener.reranker` loads a cross-encoder."""
     return PairScorer(
         SPEC,
@@ -139,13 +153,21 @@ def test_512_tokens_fit_the_514_position_rows_and_one_more_would_not(
         session.run(["logits"], {"input_ids": over, "attention_mask": np.ones_like(over)})
 
 
-def test_padding_beside_a_full_pair_does_not_change_scores(scorer: PairScorer) -> None:
-    """Shorter pairs padded to 512 in one run score as they do alone: pads take no position
-    (the mask counts them out) and no attention."""
-    reranker = CrossEncoderReranker(scorer)
+@pytest.mark.parametrize("positions", ["mask", "input_ids"])
+def test_padding_beside_a_full_pair_does_not_change_scores(
+    graphs: dict[str, Path], tokenizer_path: Path, positions: str
+) -> None:
+    """Shorter pairs padded to 512 in one run score as they do alone, and as on the other
+    graph: pads take no attention, and no position beyond the table's last row (counted from
+    the ids, the engine's 0-padding gives them positions up to 1 + 512, still inside)."""
+    reranker = CrossEncoderReranker(_scorer(graphs[positions], tokenizer_path))
+    other = CrossEncoderReranker(_scorer(graphs["mask"], tokenizer_path))
     query = words(40)
     docs = [Doc("full", words(1000)), Doc("short", "river stone"), Doc("mid", words(90, 2))]
-    together = {r.id: r.score for r in reranker.rerank(query, docs, raw=True).results}
+    ranking = reranker.rerank(query, docs, raw=True)
+    assert ranking.tokens == WINDOW + (40 + 2 + 4) + (40 + 90 + 4)
+    together = {r.id: r.score for r in ranking.results}
     for d in docs:
         alone = reranker.rerank(query, [d], raw=True).results[0].score
         assert alone == pytest.approx(together[d.id], abs=1e-4)
+        assert alone == pytest.approx(other.rerank(query, [d], raw=True).results[0].score, abs=1e-5)
