@@ -79,15 +79,18 @@ def start(
     tmp: Path,
     models_root: Path,
     *,
+    catalog: str = "starter",
     workers: int = 2,
     tcp: bool = True,
     extra_env: dict[str, str] | None = None,
     socket_root: Path | None = None,
 ) -> Server:
-    """The starter catalog, `workers` x 1 core each unless `extra_env` says otherwise."""
+    """`catalog` (a built-in's name or a catalog file), `workers` x 1 core each unless
+    `extra_env` says otherwise."""
     g = launch.start(
         tmp,
         models_root,
+        catalog=catalog,
         workers=workers,
         threads=1,
         tcp=tcp,
