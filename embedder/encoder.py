@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
 from embedder.planning import RunLimits, plan
-from embedder.tokens import Tokenized, assemble, graph_inputs, pick_output
+from embedder.tokens import Tokenized, assemble, encode_texts, graph_inputs, pick_output
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TextEncoder:
     def tokenize(self, texts: Sequence[str], *, query: bool = False) -> Tokenized:
         """`query` prepends the model's retrieval-query instruction, if it has one."""
         prefix = (self.spec.query_instruction or "") if query else ""
-        encodings = self.tokenizer.encode_batch([prefix + t for t in texts])
+        encodings = encode_texts(self.tokenizer, [prefix + t for t in texts], self.spec.max_tokens)
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding
 from embedder.errors import ModelUnavailable
 from embedder.planning import RunLimits, plan
-from embedder.tokens import Tokenized, assemble, graph_inputs, pick_output
+from embedder.tokens import Tokenized, assemble, encode_pairs, graph_inputs, head, pick_output
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,19 @@ class PairScorer:
         self._longest.enable_truncation(spec.max_tokens, strategy="longest_first")
 
     def tokenize(self, query: str, docs: Sequence[Doc]) -> Tokenized:
-        query_len = len(self._longest.encode(query, add_special_tokens=False).ids)
-        tok = self._doc_side if query_len <= self.spec.max_tokens // 2 else self._longest
-        encodings = tok.encode_batch([(query, d.text) for d in docs])
+        q_head = head(self._longest, query, self.spec.max_tokens)
+        query_len = self._query_len(q_head)
+        if query_len <= self.spec.max_tokens // 2 and q_head is not query:
+            query_len = self._query_len(query)  # its head fell short of the half
+        if query_len <= self.spec.max_tokens // 2:
+            texts = [d.text for d in docs]
+            encodings = encode_pairs(self._doc_side, query, texts, self.spec.max_tokens)
+        else:  # what longest_first keeps depends on both lengths: no heads
+            encodings = self._longest.encode_batch([(query, d.text) for d in docs])
         return Tokenized(encodings, [len(e.ids) for e in encodings])
+
+    def _query_len(self, query: str) -> int:
+        return len(self._longest.encode(query, add_special_tokens=False).ids)
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
         """The encoder's planner: sorted by length, cut where padding costs least."""
