@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from embedder.prepare.shapes import SHAPES, make_shape_model, random_weights, with_layers
 from embedder.tools.bench import plan, report
-from embedder.tools.bench.peer_torch import hf_weights
+from embedder.tools.bench.peer_torch_load import hf_weights
 from embedder.tools.bench.rerank import DOC_TOKENS, rag_set
 from tests.models import tokenizer_json
 

@@ -1,0 +1,183 @@
+"""The live-server sections of the Markdown report: each server's load shapes, the reranker's
+RAG call, lone requests, layouts compared and memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embedder.tools.bench.markdown_cells import num, others, pct, section, table
+from embedder.tools.bench.plan import Shape
+
+
+def server(s: dict[str, Any]) -> list[str]:
+    mark = " — the default here" if s.get("default") else ""
+    title = f"## Live server: gunicorn {s['layout']} (workers x cores each){mark}, {s['catalog']}"
+    out = [title, ""]
+    if "ready_s" in s:
+        out += [f"Ready in {s['ready_s']:.1f} s.", ""]
+    if "error" in s:
+        out += [f"**{s['error']}**", ""]
+    head = ["level", "load", "via", "texts/s", "tokens/s", "vs limit", "vs engine on requests"]
+    head += ["p50 ms", "p90 ms", "p99 ms", "rounds", "answers", "server CPU (split)"]
+    head += ["loadgen CPU", "others' CPU", "503s", "errors"]
+    rows = []
+    for row in s.get("scenarios", []):
+        load = Shape(row["batch"], row["concurrency"]).name
+        if "texts_per_s" not in row:
+            rows.append([row["level"], load, row["transport"], row.get("error", "failed")])
+            continue
+        lat = row.get("latency_ms", {})
+        split = "/".join(f"{w * 100:.0f}" for w in row.get("worker_cpu_split", []))
+        rows.append(
+            [
+                row["level"],
+                load,
+                row["transport"],
+                num(row["texts_per_s"]),
+                num(row.get("tokens_per_s"), 0),
+                pct(row.get("vs_limit")),
+                pct(row.get("vs_engine_requests")),
+                num(lat.get("p50")),
+                num(lat.get("p90")),
+                num(lat.get("p99")),
+                len(row.get("rounds", [])),
+                row.get("measured"),
+                f"{pct(row.get('server_cpu_share'))} ({split})",
+                pct(row.get("load_cpu_share")),
+                others(row.get("others_cpu_share")),
+                row.get("rejected") or None,
+                row.get("errors") or None,
+            ]
+        )
+    out += table(head, rows)
+    idle = [r for r in s.get("scenarios", []) if "idle_overhead_ms" in r]
+    if idle:
+        out += ["Idle latency (1 text, c1) vs the engine's compute on a worker's threads:", ""]
+        rows = [
+            [
+                r["level"],
+                r["transport"],
+                num(r["latency_ms"]["p50"], 2),
+                num(r["compute_p50_ms"], 2),
+                num(r["idle_overhead_ms"], 2),
+                num(r.get("idle_overhead_paired_ms"), 2),
+            ]
+            for r in idle
+        ]
+        head = ["level", "via", "p50 ms", "compute p50 ms", "overhead ms", "paired overhead ms"]
+        out += table(head, rows)
+    return out
+
+
+def rerank(r: dict[str, Any]) -> list[str]:
+    """The reranker's RAG call: engine, peer and the server at idle and under load."""
+    rr = r.get("rerank")
+    if not rr:
+        return []
+    out = [
+        f"## Reranker: the RAG call (1 query + N docs of ~{rr['doc_tokens']} tokens)",
+        "",
+        f"Query: {rr['query']!r}.",
+        "",
+    ]
+    rows = []
+    eng = rr.get("engine")
+    if eng:
+        for n, c in eng["calls"].items():
+            rows.append(["engine (limit)", f"{n} docs x c1", num(c["p50_ms"], 0)])
+            rows[-1] += [num(c["p99_ms"], 0), c["n"], num(eng["pairs_per_s"], 2), None]
+    peer = (r.get("peer") or {}).get("models", {}).get(eng["model"] if eng else "", {})
+    for n, c in (peer.get("calls") or {}).items():
+        rows.append(["peer (torch)", f"{n} docs x c1", num(c["p50_ms"], 0), num(c["p99_ms"], 0)])
+        rows[-1] += [c["n"], num(peer.get("pairs_per_s"), 2), None]
+    for s in r.get("servers", []):
+        for row in s.get("rerank", []):
+            load = f"{row['docs']} docs x c{row['concurrency']}"
+            who = f"server {s['layout']} {row['transport']}"
+            if "texts_per_s" not in row:
+                rows.append([who, load, row.get("error", "failed")])
+                continue
+            lat = row["latency_ms"]
+            rows.append([who, load, num(lat["p50"], 0), num(lat["p99"], 0), row.get("measured")])
+            rows[-1] += [num(row["texts_per_s"], 2), pct(row.get("vs_limit"))]
+    head = ["who", "call", "p50 ms", "p99 ms", "calls", "pairs/s", "vs limit"]
+    return section(
+        out,
+        head,
+        rows,
+        "_Engine and peer: pairs/s over all their calls; server rows: each its own shape "
+        "(pairs/s of that shape). Few calls per size: p99 is the slowest call._",
+    )
+
+
+def lone(r: dict[str, Any]) -> list[str]:
+    """The lone-request overhead per level and path (report.lone)."""
+    rows = r.get("lone") or []
+    if not rows:
+        return []
+    out = [f"## Lone requests: 1 text at c1, server {rows[0]['layout']} vs the engine", ""]
+    cells = [
+        [
+            x["level"],
+            x["path"],
+            num(x["p50_ms"], 2),
+            num(x["p99_ms"], 2),
+            f"{num(x['compute_p50_ms'], 2)} / {num(x.get('compute_max_ms'), 2)}",
+            num(x["overhead_ms"], 2),
+            f"{num(x['overhead_paired_ms'], 2)} / {num(x.get('overhead_paired_max_ms'), 2)}",
+            num(x["texts_per_s"]),
+            pct(x["vs_limit"]),
+            pct(x["no_overhead_vs_limit"]),
+        ]
+        for x in rows
+    ]
+    head = ["level", "path", "p50 ms", "p99 ms", "engine p50 / max ms (1 t)", "overhead ms"]
+    head += ["paired overhead p50 / max ms", "c1 texts/s", "c1 vs limit"]
+    head += ["c1 vs limit, no overhead"]
+    return section(
+        out,
+        head,
+        cells,
+        "_Overhead: the server's p50 minus the engine's p50 for the same texts one at a time on "
+        "a single-thread session (what a runner has); paired: the median of per-text "
+        "differences (and the largest). The corpus mixes 5- and 256-token texts, so p99 is "
+        "the longest texts' own compute (engine max): the paired columns say what the server "
+        "adds. No overhead: 1000 / engine p50 as a share of the limit, the most c1 "
+        "could reach on one core (the limit batches the whole corpus on every core)._",
+    )
+
+
+def layouts(r: dict[str, Any]) -> list[str]:
+    """Each load shape on each layout side by side (best transport), to choose the default."""
+    best: dict[tuple[str, int, int], dict[str, float]] = {}
+    names: list[str] = []
+    for s in r.get("servers", []):
+        names += [s["layout"]] if s["layout"] not in names else []
+        for row in s.get("scenarios", []):
+            if "texts_per_s" in row:
+                key = (row["level"], row["batch"], row["concurrency"])
+                got = best.setdefault(key, {})
+                got[s["layout"]] = max(got.get(s["layout"], 0.0), row["texts_per_s"])
+    if len(names) < 2 or not best:
+        return []
+    rows = []
+    for (level, batch, conc), got in best.items():
+        cells = [num(got.get(n)) for n in names]
+        top = max(got, key=lambda n: got[n])
+        low = min(got.values())
+        lead = f" (+{(got[top] / low - 1) * 100:.0f}%)" if len(got) == len(names) and low else ""
+        rows.append([level, Shape(batch, conc).name, *cells, top + lead])
+    out = ["## Worker layouts compared (texts/s, best transport)", ""]
+    return out + table(["level", "load", *names, "faster"], rows)
+
+
+def memory(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for s in r.get("servers", []):
+        for m in s.get("memory", []):
+            rows.append([s["layout"], m["role"], m["pid"], num(m["rss_mib"], 0)])
+            rows[-1] += [num(m["pss_mib"], 0), num(m["uss_mib"], 0)]
+    if not rows:
+        return []
+    out = ["## Memory after the run (MiB)", ""]
+    return out + table(["layout", "process", "pid", "RSS", "PSS", "USS"], rows)

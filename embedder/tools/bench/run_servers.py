@@ -1,0 +1,151 @@
+"""The live-server phase of a run: every (catalog, layout) server started at once, then each
+loaded with every shape, level by level, within the time budget."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from embedder.catalog import BGE, SHAPES, STARTER, Catalog
+from embedder.tools.bench import server
+from embedder.tools.bench.plan import Options, Shape
+from embedder.tools.bench.run_levels import Level
+from embedder.tools.bench.scenarios import Clock, Scheduler, brief, run_load
+
+Started = list[tuple[Catalog, server.Server, dict[str, Any]]]
+
+
+def start_servers(
+    opts: Options, clock: Clock, levels: list[Level], tmp: Path, started: Started
+) -> None:
+    """Every (catalog, layout) server at once, into `started` (so the caller can stop each one
+    whatever happens); returns once all are ready (or failed)."""
+    for catalog in (STARTER, BGE, SHAPES):
+        ids = [lv.spec.id for lv in levels if lv.catalog is catalog]
+        for workers, threads in opts.layouts if ids else ():
+            name = f"{workers}x{threads}"
+            clock.say(f"starting gunicorn {name} ({catalog.name}: {', '.join(ids)})")
+            srv = server.start(
+                tmp / f"{catalog.name}-{name}",
+                catalog=catalog.name,
+                models_root=opts.models_root,
+                models=ids,
+                workers=workers,
+                threads=threads,
+                extra_env=dict(opts.server_env),
+            )
+            started.append((catalog, srv, {"layout": name, "catalog": catalog.name}))
+    began = time.monotonic()
+    for _, srv, info in started:
+        try:
+            srv.wait_ready(timeout=max(30.0, 240.0 - (time.monotonic() - began)))
+            info["ready_s"] = time.monotonic() - began
+            info["scenarios"] = []
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            info["error"] = str(exc)
+
+
+def load_weight(
+    opts: Options, levels: list[Level], rerankers: list[Level], started: Started
+) -> float:
+    """How much of the time budget each server's load shapes ask for, all told."""
+    return sum(
+        opts.timing(shape).weight
+        for lv in levels
+        for cat, _, info in started
+        if cat is lv.catalog and "error" not in info
+        for shape, _ in opts.runs(lv.spec.level or 0)
+    ) + sum(
+        opts.rerank_timing.weight * len(rerank_shapes(opts))
+        for lv in rerankers
+        for cat, _, info in started
+        if cat is lv.catalog and "error" not in info
+    )
+
+
+def load_servers(
+    opts: Options,
+    sched: Scheduler,
+    levels: list[Level],
+    rerankers: list[Level],
+    files: dict[str, Path],
+    query: str,
+    started: Started,
+) -> None:
+    """Every load shape on each ready server, level by level, then the reranker; then memory."""
+    for lv in levels:
+        for cat, srv, info in started:
+            if cat is lv.catalog and "error" not in info:
+                info["scenarios"] += load_level(opts, sched, srv, info, lv, files)
+    for lv in rerankers:
+        for cat, srv, info in started:
+            if cat is lv.catalog and "error" not in info:
+                info["rerank"] = load_rerank(opts, sched, srv, info, lv, files, query)
+    for _, srv, info in started:
+        if "error" not in info:
+            info["memory"] = srv.memory()
+
+
+def rerank_shapes(opts: Options) -> list[Shape]:
+    """The RAG calls at idle (c1, one size each) and the load shape (pairs/s)."""
+    return [Shape(n, 1) for n, _ in opts.rerank_calls] + [Shape(*opts.rerank_load)]
+
+
+def load_rerank(
+    opts: Options,
+    sched: Scheduler,
+    srv: server.Server,
+    info: dict[str, Any],
+    lv: Level,
+    files: dict[str, Path],
+    query: str,
+) -> list[dict[str, Any]]:
+    """RAG calls (1 query + n docs) through REST /v1/rerank: waves of c calls; the calls'
+    p50/p99 and pairs/s (`texts_per_s` counts documents)."""
+    rows: list[dict[str, Any]] = []
+    for shape in rerank_shapes(opts):
+        row: dict[str, Any] = {"model": lv.spec.id, "docs": shape.batch}
+        row |= {"concurrency": shape.concurrency, "transport": opts.transports[0]}
+        seconds = sched.slot(opts.rerank_timing)
+        if seconds is None:
+            row["error"] = "skipped: out of time budget"
+        else:
+            row |= run_load(
+                opts,
+                srv,
+                opts.transports[0],
+                lv.spec.id,
+                shape,
+                files["docs"],
+                seconds,
+                query=query,
+            )
+        rows.append(row)
+        what = f"rerank {shape.batch} docs x c{shape.concurrency}"
+        sched.clock.say(f"{info['layout']} {lv.spec.id} {what}: {brief(row)}")
+    return rows
+
+
+def load_level(
+    opts: Options,
+    sched: Scheduler,
+    srv: server.Server,
+    info: dict[str, Any],
+    lv: Level,
+    files: dict[str, Path],
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for shape, transport in opts.runs(lv.spec.level or 0):
+        row: dict[str, Any] = {"level": lv.key, "model": lv.spec.id, "transport": transport}
+        row |= {"batch": shape.batch, "concurrency": shape.concurrency}
+        seconds = sched.slot(opts.timing(shape))
+        if seconds is None:
+            row["error"] = "skipped: out of time budget"
+        else:
+            idle = shape.batch == 1 and shape.concurrency == 1
+            texts = files["idle" if idle else "corpus"]
+            row |= run_load(opts, srv, transport, lv.spec.id, shape, texts, seconds)
+        rows.append(row)
+        sched.clock.say(f"{info['layout']} {lv.spec.id} {transport} {shape.name}: {brief(row)}")
+    return rows
