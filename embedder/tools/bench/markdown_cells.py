@@ -25,6 +25,14 @@ def num(v: object, digits: int = 1) -> str | None:
     return None if not isinstance(v, int | float) else f"{v:.{digits}f}"
 
 
+def num_pair(a: object, b: object, digits: int = 2) -> str | None:
+    """`a / b`, `a` alone when `b` is missing (results saved before it was measured)."""
+    first, second = num(a, digits), num(b, digits)
+    if first is None:
+        return None
+    return first if second is None else f"{first} / {second}"
+
+
 def pct(v: object) -> str | None:
     return None if not isinstance(v, int | float) else f"{v * 100:.0f}%"
 

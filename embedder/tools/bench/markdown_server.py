@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedder.tools.bench.markdown_cells import num, others, pct, section, table
+from embedder.tools.bench.markdown_cells import num, num_pair, others, pct, section, table
 from embedder.tools.bench.plan import Shape
 
 
@@ -122,9 +122,9 @@ def lone(r: dict[str, Any]) -> list[str]:
             x["path"],
             num(x["p50_ms"], 2),
             num(x["p99_ms"], 2),
-            f"{num(x['compute_p50_ms'], 2)} / {num(x.get('compute_max_ms'), 2)}",
+            num_pair(x["compute_p50_ms"], x.get("compute_max_ms")),
             num(x["overhead_ms"], 2),
-            f"{num(x['overhead_paired_ms'], 2)} / {num(x.get('overhead_paired_max_ms'), 2)}",
+            num_pair(x["overhead_paired_ms"], x.get("overhead_paired_max_ms")),
             num(x["texts_per_s"]),
             pct(x["vs_limit"]),
             pct(x["no_overhead_vs_limit"]),
