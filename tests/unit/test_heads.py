@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -66,10 +67,14 @@ def _same(a: list[Encoding], b: list[Encoding]) -> None:
     assert [bool(e.overflowing) for e in a] == [bool(e.overflowing) for e in b]
 
 
+def _examples(n: int) -> Any:
+    return settings(
+        max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+
+
 @pytest.mark.parametrize("kind", ["wordpiece", "xlmr-specials", "unigram-metaspace"])
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@_examples(150)
 @given(
     texts=st.lists(TEXT, min_size=1, max_size=4), window=st.integers(3, 40), cpt=st.integers(1, 4)
 )
@@ -83,9 +88,7 @@ def test_heads_give_the_whole_texts_ids(
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "xlmr-specials", "unigram-metaspace"])
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@_examples(100)
 @given(
     docs=st.lists(TEXT, min_size=1, max_size=4), window=st.integers(16, 48), cpt=st.integers(1, 4)
 )
