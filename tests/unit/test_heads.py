@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -67,7 +66,7 @@ def _same(a: list[Encoding], b: list[Encoding]) -> None:
     assert [bool(e.overflowing) for e in a] == [bool(e.overflowing) for e in b]
 
 
-def _examples(n: int) -> Any:
+def _examples(n: int) -> settings:
     return settings(
         max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )
