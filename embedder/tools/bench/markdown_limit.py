@@ -36,7 +36,8 @@ def engine(r: dict[str, Any]) -> list[str]:
         head,
         rows,
         "_Layout: the better of one session with a thread per core (1xN) and one single-thread "
-        "session per core, each in its own thread (Nx1). Request-shaped: the same engine on the "
+        "session per core, each in its own thread pulling the next sub-batch of one plan "
+        "(Nx1), as a worker's runners do. Request-shaped: the same engine on the "
         "texts of each batched request, in order (the padding the server must live with). "
         "Spread: (max - min) / median of the rounds._",
     )

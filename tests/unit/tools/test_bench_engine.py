@@ -1,0 +1,56 @@
+"""The benchmark's limit runs the corpus as one plan, its sub-batches pulled by a thread per
+engine (as a worker's runners pull from the micro-batcher)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from embedder.catalog import STARTER
+from embedder.encoder import TextEncoder
+from embedder.planning import RunLimits
+from embedder.sessions import SessionConfig, open_session
+from embedder.tokens import Tokenized, load_tokenizer
+from embedder.tools.bench.engine import _pooled, limit, round_rate
+from embedder.tools.corpus import corpus
+from tests.models import paraphrase_onnx, tokenizer_json
+
+
+class Spy(TextEncoder):
+    """Records the rows each thread ran; fails on request."""
+
+    def __init__(self, *args: object, fail: bool = False) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.fail = fail
+        self.ran: list[tuple[str, list[int]]] = []
+
+    def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        if self.fail:
+            raise RuntimeError("the session failed")
+        self.ran.append((threading.current_thread().name, rows.tolist()))
+        return super().run_rows(tok, rows)
+
+
+def _spy(fail: bool = False) -> Spy:
+    spec = STARTER.get("paraphrase-minilm-l3-v2")
+    session = open_session(paraphrase_onnx(), SessionConfig(threads=1))
+    tok = load_tokenizer(tokenizer_json(), spec.max_tokens)
+    return Spy(spec, session, tok, RunLimits(max_batch=4, max_batch_tokens=256), fail=fail)
+
+
+def test_every_row_runs_once_and_tokens_add_up() -> None:
+    one = _spy()
+    texts = corpus(48, 1)
+    took, tokens = _pooled([one, one], texts)
+    rows = sorted(r for _, part in one.ran for r in part)
+    assert rows == list(range(len(texts))) and took > 0
+    assert tokens == one.embed(texts).total_tokens
+    rates, _, _ = limit([one, one], texts, rounds=2, warmup=4)
+    assert len(rates) == 2 and all(r > 0 for r in rates) and round_rate([one], texts) > 0
+
+
+def test_a_failed_run_reaches_the_caller() -> None:
+    with pytest.raises(RuntimeError, match="the session failed"):
+        _pooled([_spy(), _spy(fail=True)], corpus(48, 1))
