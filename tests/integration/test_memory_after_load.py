@@ -1,6 +1,10 @@
 """Idle memory comes back after large requests (issue 15): a worker's RSS returns to within
-10 % of its post-load baseline once the request is over, instead of keeping the request's
-token encodings (~1 GiB for 2048 texts of 8,000 characters) until the next one."""
+20 % of its post-load baseline once the request is over, instead of keeping the request's
+token encodings (~1 GiB for 2048 texts of 8,000 characters) until the next one.
+
+The bound: before the fix this request left RSS at 309 MiB over a 190 MiB baseline (+63 %).
+With it, what stays is allocator residue, 1-22 MiB over a 170-188 MiB baseline in five
+quiet runs (+1 % to +12 %: a glibc arena pinned by a live chunk keeps what lies under it)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from tests.integration import server as srv
 pytestmark = pytest.mark.integration
 
 MODEL = "paraphrase-minilm-l3-v2"
+BOUND = 1.20  # see the module's docstring
 JSON = {"Content-Type": "application/json"}
 
 
@@ -92,7 +97,7 @@ def test_rss_returns_to_the_baseline_after_a_large_request(
             assert response.status == 200 and response.read()
         finally:
             conn.close()
-        after = _settled(pid, below=baseline * 1.10)
-        assert after < baseline * 1.10, (baseline, after)
+        after = _settled(pid, below=baseline * BOUND)
+        assert after < baseline * BOUND, (baseline, after)
     finally:
         server.stop()
