@@ -147,6 +147,7 @@ class BatcherStats:
     jobs: int = 0
     queue_seconds: float = 0.0
     dropped: int = 0  # jobs dropped before they ran: their callers had gone
+    lone_runs: int = 0  # runs on the all-core session (a lone text, every runner idle)
 
 
 class Batcher:
@@ -165,11 +166,14 @@ class Batcher:
         max_request_wait: float = 60.0,
         observe: Callable[[int, list[float]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lone: Engine | None = None,
     ) -> None:
         if not engines:
             raise ValueError("a batcher needs at least one engine")
         self.name = name
         self._engines = list(engines)
+        self._lone = lone
+        self._running = 0  # runners inside a run
         self._observe = observe
         self._clock = clock
         self.max_texts = max_texts
@@ -373,14 +377,28 @@ class Batcher:
         if not self._jobs and not self._tasks:
             self._queued_cost = 0.0  # no float drift while idle
 
-    def _next(self) -> tuple[_Group, np.ndarray]:
+    def _next(self) -> tuple[_Group, np.ndarray, bool]:
+        """The next sub-batch, and whether it runs on the all-core `lone` engine: only when it
+        is all there is to do and no other runner is inside a run (a lone text at idle, the
+        planner having split anything larger over the runners). Its cores are then idle, and
+        one text on all of them runs 1.3-2x faster than on one (issue 14); work arriving
+        meanwhile still starts at once on a runner's own session."""
         with self._cv:
             while not self._tasks:
                 if self._jobs:
                     self._group()
                 else:
                     self._cv.wait()
-            return self._tasks.popleft()
+            group, rows = self._tasks.popleft()
+            alone = (
+                self._lone is not None
+                and len(rows) == 1
+                and not self._running
+                and not self._tasks
+                and not self._jobs
+            )
+            self._running += 1
+            return group, rows, alone
 
     def _loop(self, k: int) -> None:
         engine = self._engines[k]
@@ -391,7 +409,10 @@ class Batcher:
                 log.exception("batcher %s runner %d: unexpected error", self.name, k)
 
     def _step(self, engine: Engine) -> None:
-        group, rows = self._next()
+        group, rows, alone = self._next()
+        if alone:
+            assert self._lone is not None
+            engine = self._lone
         started = self._clock()
         if group.error is None:
             try:
@@ -400,7 +421,11 @@ class Batcher:
                 group.error = exc
         elapsed = self._clock() - started
         with self._cv:
+            self._running -= 1
             self.stats.runs += 1
+            self.stats.lone_runs += alone
+            if alone:  # it held every core: counted as that many runner-seconds (cautious)
+                elapsed *= len(self._engines)
             self._ew_cost = 0.9 * self._ew_cost + sum(text_cost(group.tok.lengths[r]) for r in rows)
             self._ew_seconds = 0.9 * self._ew_seconds + elapsed
             group.pending -= 1

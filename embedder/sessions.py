@@ -49,6 +49,7 @@ class SessionConfig:
     optimization: str = "all"  # disable | basic | extended | all
     shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers
     spinning: bool = True  # intra-op threads spin-wait between parallel sections
+    spin_stop: bool = False  # ... but stop as soon as the last concurrent run returns
 
 
 def _ort() -> Any:
@@ -115,6 +116,8 @@ def session_options(config: SessionConfig) -> Any:
     opts.log_severity_level = 3
     if not config.spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if config.spin_stop:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     if config.shared_weights:
         opts.add_session_config_entry("session.disable_prepacking", "1")
     return opts

@@ -106,6 +106,7 @@ class Settings:
     shared_weights: bool = False  # one copy of each model's weights for all sessions (slower)
     micro_batch: bool = True  # concurrent requests in a worker share ONNX Runtime runs
     shared_sessions: bool = True  # a worker's runners share one session per model
+    lone_session: bool = False  # + an all-core session per embedding model for lone texts
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
     idle_trim: float = 1.0  # seconds idle before freed memory goes back to the system; 0: never
     max_batch: int = 32
@@ -156,6 +157,7 @@ class Settings:
             shared_weights=_bool(env, "EMBEDDER_SHARED_WEIGHTS", False),
             micro_batch=_bool(env, "EMBEDDER_MICRO_BATCH", True),
             shared_sessions=_bool(env, "EMBEDDER_SHARED_SESSIONS", True),
+            lone_session=_bool(env, "EMBEDDER_LONE_SESSION", False),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),
             idle_trim=_float(env, "EMBEDDER_IDLE_TRIM", 1.0),
             max_batch=_int(env, "EMBEDDER_MAX_BATCH", 32, 1),

@@ -36,6 +36,7 @@ def build_service(settings: Settings, board: WorkerBoard | None = None) -> Servi
         models=settings.models or None,
         micro_batching=settings.micro_batch,
         shared_sessions=settings.shared_sessions,
+        lone_session=settings.lone_session,
         max_queue_wait=settings.max_queue_wait,
         idle_trim=settings.idle_trim,
         board=board,

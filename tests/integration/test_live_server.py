@@ -255,3 +255,44 @@ def test_default_layout_one_worker_with_a_runner_per_core(
         np.testing.assert_allclose(vectors, ref.vectors, atol=1e-5)
         assert body["usage"]["prompt_tokens"] == ref.total_tokens
     print(f"\n1x2 runners, status: {str(status)[:600]}")
+
+
+def test_lone_session_serves_lone_texts_on_every_core(
+    tmp_path: Path, built_root: Path, starter_service: Service
+) -> None:
+    """EMBEDDER_LONE_SESSION=1 through the real wiring: lone texts one after another each run
+    on the all-core session (status counts them), a batch does not, and the vectors are the
+    reference's."""
+    model = "all-minilm-l6-v2-int8"
+    server = srv.start(
+        tmp_path,
+        built_root,
+        workers=1,
+        extra_env={
+            "EMBEDDER_THREADS": "2",
+            "EMBEDDER_MODELS": model,
+            "EMBEDDER_LONE_SESSION": "1",
+        },
+    )
+    texts = [f"lone query number {i} about " + "words " * (3 * i) for i in range(5)]
+    try:
+        server.wait_ready()
+        got = []
+        for text in texts:
+            code, body = server.json(
+                "rest.sock", "POST", "/v1/embeddings", {"input": text, "model": model}
+            )
+            assert code == 200, body
+            got.append(body["data"][0]["embedding"])
+        code, body = server.json("tcp", "POST", "/v1/embeddings", {"input": texts, "model": model})
+        assert code == 200, body
+        status = server.rpc("status")["result"]
+    finally:
+        assert server.stop() == 0
+    ref = starter_service.embed(texts, starter_service.resolve(model))
+    np.testing.assert_allclose(np.array(got, dtype=np.float32), ref.vectors, atol=1e-5)
+    batched = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    np.testing.assert_allclose(batched, ref.vectors, atol=1e-5)
+    (served,) = [m for m in status["models"] if m["id"] == model]
+    assert served["batching"]["lone_runs"] == len(texts), served["batching"]
+    assert served["batching"]["runs"] > len(texts), "the batch ran on the runners"
