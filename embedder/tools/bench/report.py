@@ -66,9 +66,11 @@ def _scenario_ratios(row: dict[str, Any], eng: dict[str, Any], runners_1t: bool)
     if row["batch"] > 1 and eng.get("request_texts_per_s"):
         row["vs_engine_requests"] = row["texts_per_s"] / eng["request_texts_per_s"]
     if row["batch"] == 1 and row["concurrency"] == 1:
-        # A micro-batch runner is a single-thread session; without them, a worker's threads.
+        # A micro-batch runner is a single-thread session; without them (or for a lone text on
+        # the lone session), a worker's threads.
         compute = eng["single_ms_1t"] if runners_1t else eng["single_ms"]
         row["compute_p50_ms"] = median(list(compute.values()))
+        row["compute_threads"] = 1 if runners_1t else eng.get("threads")
         row["idle_overhead_ms"] = row["latency_ms"]["p50"] - row["compute_p50_ms"]
         served = row.get("per_text_ms", {})
         both = [k for k in served if k in compute]
@@ -88,7 +90,10 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
     targets: list[dict[str, Any]] = []
     ratios: dict[str, Any] = {}
     env = dict(result.get("options", {}).get("server_env") or [])
-    micro = env.get("EMBEDDER_MICRO_BATCH", "1").lower() not in ("0", "false", "no", "off")
+    served = Settings.from_env(env)  # what the servers read from the same variables
+    micro = served.micro_batch
+    # A lone text then runs on an all-core session: its compute is the engine's on all cores.
+    lone_session = served.lone_session
     default = default_layout(result)
     shapes = result.get("options", {}).get("catalog") == "shapes"
     under_load = SERVER_90 if shapes else BATCHED
@@ -99,7 +104,7 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
         for row in srv.get("scenarios", []):
             eng = engines.get(row["level"])
             if eng is not None:
-                _scenario_ratios(row, eng, micro or threads == 1)
+                _scenario_ratios(row, eng, (micro and not lone_session) or threads == 1)
             groups.setdefault((row["level"], row["transport"]), []).append(row)
         if len(result.get("servers", [])) > 1 and srv["layout"] != default:
             continue  # targets are for the default layout; the others are compared apart
@@ -181,6 +186,7 @@ def lone(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "p50_ms": row["latency_ms"].get("p50"),
                     "p99_ms": row["latency_ms"].get("p99"),
                     "compute_p50_ms": compute,
+                    "compute_threads": row.get("compute_threads", 1),
                     "overhead_ms": row["idle_overhead_ms"],
                     "overhead_paired_ms": row.get("idle_overhead_paired_ms"),
                     "overhead_paired_max_ms": row.get("idle_overhead_paired_max_ms"),
