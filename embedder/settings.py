@@ -127,6 +127,7 @@ class Settings:
     timeout: int = 300  # s a worker may be silent before the master restarts it
     graceful_timeout: int = 30
     keepalive: int = 5
+    keepalive_linger_ms: int = 2  # a thread waits this long for a kept-alive next request
     backlog: int = 256
     max_requests: int = 0  # a worker is replaced after this many requests; 0: never
     max_requests_jitter: int = 0
@@ -178,6 +179,7 @@ class Settings:
             timeout=_int(env, "EMBEDDER_TIMEOUT", 300, 1),
             graceful_timeout=_int(env, "EMBEDDER_GRACEFUL_TIMEOUT", 30, 0),
             keepalive=_int(env, "EMBEDDER_KEEPALIVE", 5, 0),
+            keepalive_linger_ms=_int(env, "EMBEDDER_KEEPALIVE_LINGER_MS", 2, 0),
             backlog=_int(env, "EMBEDDER_BACKLOG", 256, 1),
             max_requests=_int(env, "EMBEDDER_MAX_REQUESTS", 0),
             max_requests_jitter=_int(env, "EMBEDDER_MAX_REQUESTS_JITTER", 0),

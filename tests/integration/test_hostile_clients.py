@@ -164,6 +164,66 @@ def test_a_header_block_that_does_not_arrive_in_time_gets_408(
         server.stop()
 
 
+def test_after_a_kept_alive_answer_the_next_request_is_still_guarded(
+    tmp_path: Path, built_root: Path
+) -> None:
+    """The answering thread waits a moment for a kept-alive connection's next request
+    (EMBEDDER_KEEPALIVE_LINGER_MS); one that trickles in goes back to the poller, which cuts it
+    off with 408 as on a fresh connection, while the threads serve everyone else. Requests
+    sent back to back, or two in one write, are all answered on the same connection."""
+    server = _serve(tmp_path, built_root, EMBEDDER_HEADER_TIMEOUT="1")
+    slow: list[socket.socket] = []
+    try:
+        assert server.port is not None
+        for _ in range(2 * THREADS):  # more than the listener's threads
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(s).startswith(b"HTTP/1.1 200")
+            s.sendall(HEADERS_FOREVER)  # and never the rest
+            slow.append(s)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        for _ in range(5):
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+        conn.close()
+        for s in slow:
+            assert _answer(s).startswith(b"HTTP/1.1 408")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            both = _answer(s)
+            if both.count(b"HTTP/1.1 200") < 2:
+                both += _answer(s)
+            assert both.count(b"HTTP/1.1 200") == 2, both
+    finally:
+        for s in slow:
+            s.close()
+        server.stop()
+
+
+def _answer(s: socket.socket) -> bytes:
+    """The server's next whole answer: its head and a body of its Content-Length (bounded)."""
+    buf = b""
+    deadline = time.monotonic() + 60
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].lower()
+            length = (
+                int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                if (b"content-length:" in head)
+                else 0
+            )
+            if len(buf) >= end + 4 + length:
+                return buf
+        ready, _, _ = select.select([s], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no whole answer within 60 s: {buf[:200]!r}"
+        chunk = s.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
 def _accept_queue(port: int) -> int:
     """Connections the kernel holds for the listener on `port`, not yet accepted."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:

@@ -29,10 +29,15 @@ from gunicorn import http
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from embedder.server.http.linger import (
+    MAX_HEADER_BLOCK,
+    RECV_BYTES,
+    Closed,
+    announced_length,
+    header_end,
+    next_request,
+)
 from embedder.settings import Settings
-
-MAX_HEADER_BLOCK = 64 * 1024  # a header block beyond this is refused (431)
-_RECV = 256 * 1024
 
 
 def _response(status: str, code: str, message: str) -> bytes:
@@ -113,6 +118,22 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.worker_connections = self.per_listener * max(1, len(self.listeners))
         self.max_keepalived = self.worker_connections - self.cfg.threads
         self._beat = float("-inf")  # when the last heartbeat went to the master
+        self.linger = settings.keepalive_linger_ms / 1000.0
+        self.lingered = 0  # requests served by the thread that answered the one before
+
+    def handle(self, conn: Conn) -> Any:
+        """gthread's, then the connection's next request in this same thread while it comes
+        within the linger (`embedder.server.http.linger`)."""
+        result = super().handle(conn)
+        while result is True and self.alive and not conn.is_http2 and not self.cfg.is_ssl:
+            try:
+                if not next_request(conn.sock, conn.parser.unreader, self.linger, self.max_body):
+                    break
+            except Closed:
+                return False
+            self.lingered += 1
+            result = super().handle(conn)
+        return result
 
     def get_thread_pool(self) -> Any:
         return _Pools(self.cfg.threads)
@@ -196,7 +217,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
 
     def _readable(self, g: _Gathering, sock: Any) -> None:
         try:
-            data = g.conn.sock.recv(_RECV)
+            data = g.conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -211,7 +232,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         """Hand the connection to a thread once what it needs is in; True when it has gone
         (to a thread, or refused)."""
         if g.need is None:
-            end = _header_end(g.buf)
+            end = header_end(g.buf)
             if end < 0:
                 if len(g.buf) > MAX_HEADER_BLOCK:
                     self._refuse(g, "431 Request Header Fields Too Large", "headers_too_large")
@@ -237,18 +258,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def _body_to_buffer(self, head: bytes) -> int:
         """Bytes of body the poller reads before handing over: a Content-Length body within
         the limits; 0 for anything else (a thread reads it, or gunicorn refuses the headers)."""
-        length: int | None = None
-        for line in head.split(b"\n")[1:]:
-            name, sep, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip()
-            if not sep:
-                continue
-            if name in (b"transfer-encoding", b"expect"):
-                return 0
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    return 0
-                length = int(value)
+        length = announced_length(head)
         if not length or length > self.max_body or self.committed + length > self.budget:
             return 0
         return length
@@ -258,7 +268,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         if g is None:
             return
         if g.need is not None:
-            self.committed -= g.need - _header_end(g.buf)
+            self.committed -= g.need - header_end(g.buf)
         if g.registered:
             g.registered = False
             with contextlib.suppress(KeyError, ValueError, OSError):
@@ -292,9 +302,3 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
                 self._refuse(g, "408 Request Timeout", "request_timeout")
             else:
                 self._drop(g)
-
-
-def _header_end(buf: bytes | bytearray) -> int:
-    """Where the header block ends (just after its blank line), or -1."""
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := buf.find(sep)) >= 0]
-    return min(ends) if ends else -1
