@@ -27,7 +27,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 def _held(unreader: SocketUnreader) -> bytes:
-    return unreader.buf.getvalue()
+    return bytes(unreader.buf.getvalue())
 
 
 def test_a_whole_request_is_taken_in_this_thread(pair: tuple[socket.socket, socket.socket]) -> None:
