@@ -248,3 +248,16 @@ def test_truncation_at_512_tokens_keeps_the_query_and_fits_the_window(graph: Pat
         want = _expected(query, long_doc, strategy, max_tokens=512)
         assert ranking.results[0].score == pytest.approx(want[0], abs=1e-5)
         assert ranking.tokens == 512
+
+
+def test_the_benchmarks_limit_pulls_the_same_scores(graph: Path) -> None:
+    """`bench.engine.pull` (the reranker's limit: a call's pairs as one plan, a thread per
+    runner on one shared session) gives the scores the reranker gives."""
+    from embedder.tools.bench.engine import pull
+
+    scorer = _scorer(graph, SPEC, RunLimits(max_batch=2, max_batch_tokens=4096))
+    tok = scorer.tokenize("where is the eiffel tower", DOCS)
+    got = pull([scorer, scorer], tok)
+    want = CrossEncoderReranker(scorer).rerank("where is the eiffel tower", DOCS, raw=True)
+    by_id = {r.id: r.score for r in want.results}
+    np.testing.assert_allclose(got[:, 0], [by_id[d.id] for d in DOCS], atol=1e-5)

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedder.batcher import Engine
 from embedder.catalog import ModelSpec
 from embedder.encoder import TextEncoder
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
 from embedder.store.files import ModelStore
-from embedder.tokens import load_tokenizer
+from embedder.tokens import Tokenized, load_tokenizer
 from embedder.tools.bench.stats import median
 
 
@@ -88,19 +89,18 @@ def _parallel(
     return time.perf_counter() - began, sum(counts)
 
 
-def _pooled(embedders: Sequence[TextEncoder], texts: Sequence[str]) -> tuple[float, int]:
-    """Wall seconds and tokens for `texts` as one planned set: tokenized once, cut into
-    sub-batches balanced for the engines, each engine's thread pulling the next one."""
-    first = embedders[0]
-    began = time.perf_counter()
-    tok = first.tokenize(texts)
-    parts = first.plan(tok.lengths, parallel=len(embedders))
-    pooled: list[np.ndarray | None] = [None] * len(parts)
+def pull(engines: Sequence[Engine], tok: Tokenized) -> np.ndarray:
+    """The rows of `tok` as one planned set: cut into sub-batches balanced for the engines,
+    each engine's thread pulling the next one (as a worker's runners pull from its batcher);
+    a failed run reaches the caller, never lost with its thread."""
+    first = engines[0]
+    parts = first.plan(tok.lengths, parallel=len(engines))
+    done: list[np.ndarray | None] = [None] * len(parts)
     lock = threading.Lock()
     taken = [0]
     errors: list[BaseException] = []
 
-    def work(engine: TextEncoder) -> None:
+    def work(engine: Engine) -> None:
         try:
             while True:
                 with lock:
@@ -108,21 +108,28 @@ def _pooled(embedders: Sequence[TextEncoder], texts: Sequence[str]) -> tuple[flo
                     taken[0] += 1
                 if i >= len(parts):
                     return
-                pooled[i] = engine.run_rows(tok, parts[i])
-        except BaseException as exc:  # reaches the caller below, never lost with the thread
+                done[i] = engine.run_rows(tok, parts[i])
+        except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(e,)) for e in embedders]
+    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    out = np.zeros((len(texts), first.dims), dtype=np.float32)
-    for rows, vectors in zip(parts, pooled, strict=True):
-        out[rows] = vectors
-    done = first.finish(tok, out)
+    out = np.zeros((len(tok.lengths), first.dims), dtype=np.float32)
+    for rows, got in zip(parts, done, strict=True):
+        out[rows] = got
+    return out
+
+
+def _pooled(embedders: Sequence[TextEncoder], texts: Sequence[str]) -> tuple[float, int]:
+    """Wall seconds and tokens for `texts` as one planned set (`pull`), tokenized once."""
+    began = time.perf_counter()
+    tok = embedders[0].tokenize(texts)
+    done = embedders[0].finish(tok, pull(embedders, tok))
     return time.perf_counter() - began, done.total_tokens
 
 

@@ -84,8 +84,12 @@ def rerank(r: dict[str, Any]) -> list[str]:
     eng = rr.get("engine")
     if eng:
         for n, c in eng["calls"].items():
-            rows.append(["engine (limit)", f"{n} docs x c1", num(c["p50_ms"], 0)])
+            rows.append(["engine, call by call", f"{n} docs x c1", num(c["p50_ms"], 0)])
             rows[-1] += [num(c["p99_ms"], 0), c["n"], num(eng["pairs_per_s"], 2), None]
+    limit = rr.get("limit")
+    if limit:
+        rows.append(["limit: one plan, all runners", f"{limit['pairs']} pairs", None, None])
+        rows[-1] += [limit["rounds"], num(limit["pairs_per_s"], 2), None]
     peer = (r.get("peer") or {}).get("models", {}).get(eng["model"] if eng else "", {})
     for n, c in (peer.get("calls") or {}).items():
         rows.append(["peer (torch)", f"{n} docs x c1", num(c["p50_ms"], 0), num(c["p99_ms"], 0)])
@@ -105,7 +109,9 @@ def rerank(r: dict[str, Any]) -> list[str]:
         out,
         head,
         rows,
-        "_Engine and peer: pairs/s over all their calls; server rows: each its own shape "
+        "_Engine and peer: pairs/s over all their calls, one call at a time; limit: the pairs "
+        "of a call planned at once and pulled by a thread per runner, with nothing between "
+        "calls (what the server under load is compared with); server rows: each its own shape "
         "(pairs/s of that shape). Few calls per size: p99 is the slowest call._",
     )
 

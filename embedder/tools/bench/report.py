@@ -241,10 +241,13 @@ def _shapes_targets(
     if value is not None:
         ratios["reranker engine / peer (pairs/s)"] = value
     targets.append(_target(RERANK_PEER, "reranker engine / peer", value))
+    # The server under load against all pairs as one plan; results saved before that limit
+    # was measured fall back to the engine's call-by-call rate.
+    limit = rr.get("limit", {}).get("pairs_per_s") or eng
     for srv in result.get("servers", []):
         rows = [r for r in srv.get("rerank", []) if "texts_per_s" in r]
         for r in rows:
-            r["vs_limit"] = r["texts_per_s"] / eng if eng else None
+            r["vs_limit"] = r["texts_per_s"] / limit if limit else None
             if peer_pairs:
                 r["vs_peer"] = r["texts_per_s"] / peer_pairs
         loaded = [r for r in rows if r["concurrency"] > 1 and r.get("vs_limit") is not None]

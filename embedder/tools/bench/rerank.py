@@ -3,7 +3,10 @@
 The documents are made from the project's corpus (deterministic, no download), cut to about
 `DOC_TOKENS` tokens by the reranker's own tokenizer. The in-process limit runs the cross-encoder
 as a worker does (`Opener.reranker`: one single-thread session shared by a runner per core,
-behind the micro-batcher that plans the pairs by cost), with no HTTP in between.
+behind the micro-batcher that plans the pairs by cost), with no HTTP in between, call by call
+(what the peer is compared with); its limit (`pooled_limit`) plans the pairs of several calls
+as one set, as the server's runners see them under load (call by call, the runners idle
+between calls and at each call's tail: the server under load read 110-119 % of it).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from tokenizers import Tokenizer
 from embedder.catalog import ModelSpec
 from embedder.loading import Opener
 from embedder.planning import RunLimits
-from embedder.reranker import Doc
+from embedder.reranker import CrossEncoderReranker, Doc
 from embedder.sessions import SessionConfig
 from embedder.store.files import ModelStore
+from embedder.tools.bench.engine import pull
 from embedder.tools.bench.stats import median, percentile
 from embedder.tools.corpus import corpus
 
@@ -81,3 +85,36 @@ def engine(
         out["calls"][str(n)] = {"p50_ms": median(ms), "p99_ms": percentile(ms, 99), "n": len(ms)}
     out["pairs_per_s"] = pairs / seconds if seconds else 0.0
     return out
+
+
+def pooled_limit(
+    store: ModelStore,
+    spec: ModelSpec,
+    query: str,
+    docs: Sequence[str],
+    *,
+    threads: int,
+    rounds: int = 1,
+) -> dict[str, Any]:
+    """pairs/s of `docs` against `query` as one planned set (tokenized once per round, its
+    sub-batches pulled by a thread per runner on the worker's one shared session)."""
+    opener = Opener(store, SessionConfig(threads=threads), RunLimits(), max_queue_wait=300)
+    reranker = opener.reranker(spec, None)
+    assert isinstance(reranker, CrossEncoderReranker)
+    scorer = reranker.scorer
+    items = [Doc(str(i), d) for i, d in enumerate(docs)]
+    pull([scorer] * threads, scorer.tokenize(query, items[: 2 * threads]))  # warm-up
+    seconds: list[float] = []
+    for _ in range(max(1, rounds)):
+        began = time.perf_counter()
+        pull([scorer] * threads, scorer.tokenize(query, items))
+        seconds.append(time.perf_counter() - began)
+    took = median(seconds)
+    return {
+        "model": spec.id,
+        "threads": threads,
+        "pairs": len(items),
+        "rounds": len(seconds),
+        "pairs_per_s": len(items) / took if took else 0.0,
+        "layout": f"{threads} runners, one shared single-thread session, one plan for all pairs",
+    }

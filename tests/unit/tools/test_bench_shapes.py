@@ -13,7 +13,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from embedder.prepare.shapes import SHAPES, make_shape_model, random_weights, with_layers
-from embedder.tools.bench import plan, report
+from embedder.tools.bench import markdown_server, plan, report
 from embedder.tools.bench.peer_torch_load import hf_weights
 from embedder.tools.bench.rerank import DOC_TOKENS, rag_set
 from tests.models import tokenizer_json
@@ -105,4 +105,17 @@ def test_issue_12_goals_from_made_up_numbers() -> None:
     server = {t["where"]: t for t in by_key["server_90"]}
     assert server["shapes:4 1x2 tcp c2"]["met"]  # 19 of 20 texts/s
     assert not server["reranker 1x2 20 docs x c4"]["met"]  # 10.2 of 12 pairs/s
+    # With the limit measured (all pairs as one plan), the server is read against it.
+    result["rerank"]["limit"] = {"pairs_per_s": 11.0, "pairs": 100, "rounds": 1}
+    out = report.analyse(result)
+    server = {t["where"]: t for t in out["targets"] if t["key"] == "server_90"}
+    assert server["reranker 1x2 20 docs x c4"]["value"] == pytest.approx(10.2 / 11.0)
+    assert server["reranker 1x2 20 docs x c4"]["met"]
+    (rr,) = [t for t in out["targets"] if t["key"] == "rerank_peer"]
+    assert rr["value"] == pytest.approx(1.2), "the peer is compared call by call, as it runs"
+    result["rerank"] |= {"query": "q", "doc_tokens": 100, "docs": 100}
+    result["rerank"]["engine"] |= {"model": "bge-reranker-base-shape", "calls": {}}
+    result["servers"][0]["rerank"][0] |= {"latency_ms": {"p50": 900.0, "p99": 990.0}}
+    lines = markdown_server.rerank(result)
+    assert any("limit: one plan, all runners | 100 pairs" in line for line in lines), lines
     assert "batched" not in by_key  # the starter's 95 % goal is not this catalog's
