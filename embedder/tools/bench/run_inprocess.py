@@ -101,7 +101,8 @@ def measure_rerank_engine(
         )
         result["rerank"]["engine"] = row | {"others_cpu_share": others.share()}
         clock.say(f"  {row['pairs_per_s']:.1f} pairs/s")
-    for lv in rerankers[:1] if "limit" not in result.get("rerank", {}) else ():
+    crossing = [lv for lv in rerankers if lv.spec.scorer != "cosine"][:1]
+    for lv in crossing if "limit" not in result.get("rerank", {}) else ():
         clock.say(f"limit for {lv.spec.id}: {len(docs)} pairs as one plan on {cores()} runners")
         others = Others()
         row = rag.pooled_limit(lv.store, lv.spec, query, docs, threads=cores())
