@@ -153,12 +153,7 @@ def test_a_header_block_that_does_not_arrive_in_time_gets_408(
         assert slow.answer.startswith(b"HTTP/1.1 408"), slow.answer[:100]
         assert slow.sent < 300
         # A prompt client on the same listener is served as usual, kept alive included.
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        for _ in range(3):
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            assert response.status == 200 and response.read()
-        conn.close()
+        _prompt_client(server.port, 3)
     finally:
         attack[0].set()
         server.stop()
@@ -181,12 +176,7 @@ def test_after_a_kept_alive_answer_the_next_request_is_still_guarded(
             assert _answer(s).startswith(b"HTTP/1.1 200")
             s.sendall(HEADERS_FOREVER)  # and never the rest
             slow.append(s)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        for _ in range(5):
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            assert response.status == 200 and response.read()
-        conn.close()
+        _prompt_client(server.port, 5)
         for s in slow:
             assert _answer(s).startswith(b"HTTP/1.1 408")
         with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
@@ -199,6 +189,18 @@ def test_after_a_kept_alive_answer_the_next_request_is_still_guarded(
         for s in slow:
             s.close()
         server.stop()
+
+
+def _prompt_client(port: int, requests: int) -> None:
+    """`requests` health checks on one kept-alive connection, each answered 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for _ in range(requests):
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+    finally:
+        conn.close()
 
 
 def _answer(s: socket.socket) -> bytes:

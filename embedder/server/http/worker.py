@@ -12,7 +12,10 @@ in on: what TCP clients do cannot take the threads the unix sockets need. A list
 EMBEDDER_MAX_CONNECTIONS open stops accepting (the kernel backlog holds the rest) until one
 closes. Chunked bodies, bodies behind `Expect: 100-continue` and bodies beyond the buffer
 budget are read in the thread as before (bounded by the body watchdog, embedder.server.http.body).
-Keep-alive, max_requests, graceful shutdown and reloads are gthread's own.
+After an answer on a kept-alive connection the thread waits EMBEDDER_KEEPALIVE_LINGER_MS for
+the next request and serves it when it arrives whole (embedder.server.http.linger); anything
+else goes back to the poller. Keep-alive, max_requests, graceful shutdown and reloads are
+gthread's own.
 """
 
 from __future__ import annotations
@@ -119,7 +122,6 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.max_keepalived = self.worker_connections - self.cfg.threads
         self._beat = float("-inf")  # when the last heartbeat went to the master
         self.linger = settings.keepalive_linger_ms / 1000.0
-        self.lingered = 0  # requests served by the thread that answered the one before
 
     def handle(self, conn: Conn) -> Any:
         """gthread's, then the connection's next request in this same thread while it comes
@@ -131,7 +133,6 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
                     break
             except Closed:
                 return False
-            self.lingered += 1
             result = super().handle(conn)
         return result
 
