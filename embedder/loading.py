@@ -76,8 +76,8 @@ class Opener:
 
         With `lone_session` (EMBEDDER_LONE_SESSION=1) a second copy runs with a thread per core
         for a lone text at idle (`Batcher`): 1.5-1.7x faster there, at the price of the model's
-        memory once more (RSS after load: bge-base-sized FP32 460 -> 896 MiB). Its threads spin during a run only, so they take no core from the
-        runners between runs."""
+        memory once more (RSS after load: bge-base-sized FP32 460 -> 896 MiB). Its threads
+        spin during a run only, so they take no core from the runners between runs."""
         if not self.micro_batching:
             encoder = self._encoder(spec, self.session_config)
             return Embedding(encoder, Inline(encoder))
