@@ -58,10 +58,17 @@ class Opener:
             path = external_copy(path, self.store.root / spec.id)
         return path
 
-    def _encoder(self, spec: ModelSpec, config: SessionConfig) -> TextEncoder:
+    def _encoder(
+        self, spec: ModelSpec, config: SessionConfig, like: TextEncoder | None = None
+    ) -> TextEncoder:
+        """An encoder on a session of its own; one made `like` another shares its tokenizer
+        (only the first tokenizes: the others are runners' engines, which only run rows)."""
         assert spec.onnx and spec.tokenizer
         session = open_session(self.graph(spec, spec.onnx, config), config)
-        tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
+        if like is not None:
+            tok = like.tokenizer
+        else:
+            tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
         return TextEncoder(spec, session, tok, self.run_limits)
 
     def embedding(
@@ -85,13 +92,13 @@ class Opener:
         first = self._encoder(spec, one)
         engines = [first] * self.runners
         if not self.shared_session:
-            engines = [first, *(self._encoder(spec, one) for _ in range(self.runners - 1))]
+            engines = [first, *(self._encoder(spec, one, first) for _ in range(self.runners - 1))]
         lone = None
         if self.lone_session and self.runners > 1:
             every = replace(
                 self.session_config, threads=self.runners, spinning=True, spin_stop=True
             )
-            lone = self._encoder(spec, every)
+            lone = self._encoder(spec, every, first)
         return Embedding(first, self._batcher(spec, engines, observe, lone))
 
     def _batcher(
