@@ -35,15 +35,16 @@ def _shape(name: str) -> Recipe:
     return build
 
 
-def _int8_runs_here(path: Path) -> bool:
-    from embedder.prepare.quantize import runs_exactly_here
+def _int8_why_rebuild(path: Path) -> str | None:
+    from embedder.prepare.quantize import why_rebuild
 
-    return runs_exactly_here(path)
+    return why_rebuild(path)
 
 
-# A built file that is present but wrong for this machine (made on another CPU kind, e.g. an
-# INT8 file with signed weights copied to a CPU where they saturate) is built again.
-VALID_HERE: dict[str, Callable[[Path], bool]] = {"quantize-int8": _int8_runs_here}
+# Why a built file that is present must be built again (None: it need not): made by an older
+# version of its recipe, or on another CPU kind (an INT8 file with signed weights copied to a
+# CPU where they saturate).
+WHY_REBUILD: dict[str, Callable[[Path], str | None]] = {"quantize-int8": _int8_why_rebuild}
 
 RECIPES: dict[str, Recipe] = {
     "bert-onnx": _bert_onnx,

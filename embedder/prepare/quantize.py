@@ -28,7 +28,8 @@ integer kernels, with these changes:
    0.99773 / 0.99920 / 97.9 % (before: 0.99766 / 0.99921 / 98.3 %, 1 text of 234 apart).
 6. Weights are int8 where ORT's u8 x s8 kernel is exact (VNNI, AMX, non-x86), else uint8
    with zero point 128 (see `signed_weights_are_exact`: plain AVX2 saturates in int16).
-   The file records which (metadata WEIGHTS_KEY; `runs_exactly_here` checks it). Int16-safe
+   The file records which (metadata WEIGHTS_KEY) and the recipe's version (RECIPE_KEY):
+   `why_rebuild` has the store build it again where it saturates, or when older. Int16-safe
    codes instead (u8 x s8, activations 0..180, weights +-90) measured 0.9943 / 0.9983 / 97.4 %
    on an AVX2-only EPYC: ~15 % faster than uint8 weights there, but under the fidelity bar.
 
@@ -58,6 +59,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from embedder.prepare.metadata import read_metadata
 
 ALPHA = 0.5  # SmoothQuant migration strength; 0.4-0.6 measured equally well, 0.3 or 0.8 worse
 ONE_SIDED = 0.1  # an input whose calibrated min >= -ONE_SIDED * max is quantized unsigned
@@ -180,6 +183,11 @@ def _calibrate(model: onnx.ModelProto, tensors: list[str]) -> dict[str, _Stats]:
 
 
 WEIGHTS_KEY = "hero_embedder.int8_weights"  # metadata: "int8" or "uint8" (see below)
+RECIPE_KEY = "hero_embedder.int8_recipe"  # metadata: RECIPE of the code that wrote the file
+# Raised whenever the graph this module writes changes, so that the store builds older files
+# again (`why_rebuild`). 2: key and value biases folded out of the attention (unversioned
+# files are older than that).
+RECIPE = 2
 # x86 instructions that multiply u8 x s8 without an int16 intermediate (MLAS uses them when present)
 _EXACT_U8S8 = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -579,6 +587,7 @@ def quantize_model(model: onnx.ModelProto, signed: bool | None = None) -> onnx.M
     out.graph.initializer.extend(kept + rw.new_inits)
     del out.metadata_props[:]
     out.metadata_props.add(key=WEIGHTS_KEY, value="int8" if signed else "uint8")
+    out.metadata_props.add(key=RECIPE_KEY, value=str(RECIPE))
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return out
@@ -590,11 +599,28 @@ def runs_exactly_here(path: Path) -> bool:
     if signed_weights_are_exact():
         return True  # whatever the file holds (and without reading it)
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # unreadable: not ours to judge, loading it says what is wrong
+        kind = read_metadata(path).get(WEIGHTS_KEY)
+    except (OSError, ValueError):  # unreadable: not ours to judge, loading it says what is wrong
         return True
-    kind = next((p.value for p in model.metadata_props if p.key == WEIGHTS_KEY), None)
     return kind != "int8"
+
+
+def why_rebuild(path: Path) -> str | None:
+    """Why the INT8 file at `path`, built by this recipe, must be built again here; None if
+    it need not. Files written by a newer recipe are kept (another version of this program
+    may share the models root): only older ones go."""
+    try:
+        props = read_metadata(path)
+    except (OSError, ValueError):  # unreadable: not ours to judge, loading it says what is wrong
+        return None
+    found = props.get(RECIPE_KEY, "")
+    version = int(found) if found.isdigit() else 0
+    if version < RECIPE:
+        was = f"version {version}" if version else "an unversioned one"
+        return f"it was built by an older INT8 recipe ({was}; this one is version {RECIPE})"
+    if props.get(WEIGHTS_KEY) == "int8" and not signed_weights_are_exact():
+        return "it was built for another kind of CPU (its int8 weights saturate on this one)"
+    return None
 
 
 def quantize_int8(src: Path, out: Path) -> None:

@@ -92,8 +92,13 @@ class ModelStore:
         return found
 
     def missing(self, spec: ModelSpec) -> list[str]:
-        """Absent files of `spec` and its dependencies (a dependency's as `<model id>/<name>`)."""
-        return [label for label, _, _, p in self._closure_files(spec) if not _present(p)]
+        """Absent files of `spec` and its dependencies (a dependency's as `<model id>/<name>`),
+        and built files that `ensure` would build again (`prepare.WHY_REBUILD`)."""
+        return [
+            label
+            for label, _, f, p in self._closure_files(spec)
+            if not _present(p) or _why_rebuild(f, p) is not None
+        ]
 
     def disk_size(self, spec: ModelSpec) -> int:
         """Bytes of the model's own files that exist, wherever they live."""
@@ -123,7 +128,7 @@ class ModelStore:
     def ensure(self, spec: ModelSpec) -> None:
         """Download or build whatever `spec` needs; many processes may call this at once."""
         for m in self.catalog.closure(spec):  # dependencies first
-            self._drop_invalid_here(m)
+            self._drop_stale(m)
             if self._missing_own(m):
                 try:
                     self._ensure_model(m)
@@ -275,19 +280,17 @@ class ModelStore:
             return None
         return Path(str(dist.locate_file(f.origin.path)))
 
-    def _drop_invalid_here(self, m: ModelSpec) -> None:
-        """A built file made for another kind of CPU (`prepare.VALID_HERE`) goes, under the
-        model's lock, so that it is built again for this one."""
+    def _drop_stale(self, m: ModelSpec) -> None:
+        """A built file that must be built again (`prepare.WHY_REBUILD`: an older recipe, or
+        made for another kind of CPU) goes, under the model's lock, so that it is rebuilt."""
         for f in m.files:
-            o = f.origin
-            check = prepare.VALID_HERE.get(o.recipe) if isinstance(o, BuiltFile) else None
             path = self.root / m.id / f.name
-            if check is None or not _present(path) or check(path):
+            if not isinstance(f.origin, BuiltFile) or _why_rebuild(f, path) is None:
                 continue
             lock = filelock.FileLock(self.root / ".locks" / f"{m.id}.lock")
             with lock:  # another process may be rebuilding it now
-                if _present(path) and not check(path):
-                    log.warning("%s was built for another kind of CPU: building it again", path)
+                if (why := _why_rebuild(f, path)) is not None:
+                    log.warning("%s: %s; building it again", path, why)
                     path.unlink()
 
     def _missing_own(self, m: ModelSpec) -> list[ModelFile]:
@@ -363,6 +366,15 @@ class ModelStore:
                 e.update({k: v for k, v in old.items() if k in REPORTED})
             out.append(e)
         return out
+
+
+def _why_rebuild(f: ModelFile, path: Path | None) -> str | None:
+    """Why the present built file at `path` must be built again, else None."""
+    o = f.origin
+    check = prepare.WHY_REBUILD.get(o.recipe) if isinstance(o, BuiltFile) else None
+    if check is None or path is None or not _present(path):
+        return None
+    return check(path)
 
 
 def _present(p: Path | None) -> bool:

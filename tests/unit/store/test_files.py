@@ -314,23 +314,30 @@ def test_built_files_are_made_once_from_their_inputs(store: ModelStore, hub: Fak
     assert store.disk_size(built) == 3 * len(TOKENIZER)
 
 
-def test_a_built_file_made_for_another_cpu_is_built_again(
-    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+def test_a_stale_built_file_is_built_again(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A models root copied from another kind of machine (an INT8 file whose signed weights
-    saturate here): the store drops the file and builds it again for this CPU."""
+    """A models root from an older version (an INT8 file of an older recipe) or copied from
+    another kind of machine (int8 weights that saturate here): the store drops the file, says
+    why, and builds it again."""
     built = CATALOG.get("built")
     store.ensure(built)
     upper = store.path(built, "upper.json")
-    upper.write_bytes(b"made on another machine")
-    monkeypatch.setattr(
-        prepare, "VALID_HERE", {"test-upper": lambda p: p.read_bytes() == TOKENIZER.upper()}
-    )
-    store.ensure(built)
+    upper.write_bytes(b"made by an older recipe")
+    why = {"test-upper": lambda p: None if p.read_bytes() == TOKENIZER.upper() else "it is old"}
+    monkeypatch.setattr(prepare, "WHY_REBUILD", why)
+    assert store.missing(built) == ["upper.json"]  # `models list` and `pull` see it
+    with caplog.at_level("WARNING"):
+        store.ensure(built)
     assert upper.read_bytes() == TOKENIZER.upper()
+    assert f"{upper}: it is old; building it again" in caplog.text
+    caplog.clear()
+    store.ensure(built)  # now current: kept, nothing said
+    assert "building it again" not in caplog.text
+    assert store.missing(built) == []
 
 
-def test_int8_files_say_whether_they_run_exactly_here(
+def test_int8_files_say_whether_they_must_be_built_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import onnx
@@ -339,18 +346,34 @@ def test_int8_files_say_whether_they_run_exactly_here(
     from embedder.prepare import quantize
 
     path = tmp_path / "m.onnx"
-    for kind in ("int8", "uint8"):
+
+    def write(props: dict[str, str]) -> None:
         model = helper.make_model(helper.make_graph([], "g", [], []))
-        helper.set_model_props(model, {quantize.WEIGHTS_KEY: kind})
+        helper.set_model_props(model, props)
         onnx.save(model, str(path))
+
+    current = str(quantize.RECIPE)
+    for kind in ("int8", "uint8"):
+        write({quantize.WEIGHTS_KEY: kind, quantize.RECIPE_KEY: current})
         monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: False)
         assert quantize.runs_exactly_here(path) == (kind == "uint8")
+        why = quantize.why_rebuild(path)
+        assert (why is None) == (kind == "uint8")
+        assert why is None or "another kind of CPU" in why
         monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: True)
         assert quantize.runs_exactly_here(path)
+        assert quantize.why_rebuild(path) is None
+    write({quantize.WEIGHTS_KEY: "uint8"})  # written before recipes had versions
+    assert "older INT8 recipe (an unversioned one" in str(quantize.why_rebuild(path))
+    write({quantize.WEIGHTS_KEY: "uint8", quantize.RECIPE_KEY: str(quantize.RECIPE - 1)})
+    assert f"(version {quantize.RECIPE - 1}; this one" in str(quantize.why_rebuild(path))
+    write({quantize.WEIGHTS_KEY: "uint8", quantize.RECIPE_KEY: str(quantize.RECIPE + 1)})
+    assert quantize.why_rebuild(path) is None  # a newer program's file sharing the root: kept
     monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: False)
     path.write_bytes(b"not a model")  # a corrupt file is left for the loader to name
     assert quantize.runs_exactly_here(path)
-    assert prepare.VALID_HERE["quantize-int8"] is not None
+    assert quantize.why_rebuild(path) is None
+    assert prepare.WHY_REBUILD["quantize-int8"] is not None
 
 
 def test_failing_recipe_leaves_no_file(store: ModelStore) -> None:
