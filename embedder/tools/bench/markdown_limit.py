@@ -50,7 +50,12 @@ def peaks(r: dict[str, Any]) -> list[str]:
         return []
     out = ["## The machine's peaks (ORT GEMM) and each level's share", ""]
     rows = [
-        [row["kind"], row["threads"], "x".join(map(str, row["shape"])), num(row["gops"])]
+        [
+            row["kind"],
+            f"{row['threads']} ({row['mode']})" if "mode" in row else row["threads"],
+            "x".join(map(str, row["shape"])),
+            num(row["gops"]),
+        ]
         for row in p["shapes"]
     ]
     out += table(["GEMM", "threads", "M x K x N", "G(FL)OP/s"], rows)
@@ -77,7 +82,8 @@ def peaks(r: dict[str, Any]) -> list[str]:
         head,
         rows,
         "Model work counts the weight GEMMs only (2 x K x N per token); the profile is one "
-        "16 x 48-token batch on one thread.",
+        "16 x 48-token batch on one thread. The all-core peak is the better of one session "
+        "with a thread per core and a single-thread session per core at once (Nx1).",
     )
 
 

@@ -44,6 +44,9 @@ def test_quick_run_writes_sane_json_and_markdown(
     peak_gops = data["peaks"]["peak_gops"]
     assert {k.split("@")[0] for k in peak_gops} == {"fp32", "u8s8", "u8u8"}
     assert all(v > 0 for v in peak_gops.values())
+    if data["machine"]["cores"] > 1:  # all cores also as one single-thread session per core
+        modes = {r.get("mode") for r in data["peaks"]["shapes"]}
+        assert modes == {None, f"{data['machine']['cores']}x1"}
     assert level["peak"]["ops_per_token"] > 0 and level["peak"]["share"] > 0
     assert level["profile"] and abs(sum(s for _, s in level["profile"]) - 1) < 0.5
 
