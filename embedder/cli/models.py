@@ -24,15 +24,17 @@ OK, FAILURE = 0, 1
 def models_list(settings: Settings, catalog: Catalog, store: ModelStore, *, as_json: bool) -> int:
     rows = []
     for spec in catalog:
-        missing = store.missing(spec)
+        missing, stale = store.missing(spec), store.stale(spec)
         disk = store.disk_size(spec)
-        rows.append({**spec.describe(), "present": not missing, "missing": missing, "disk": disk})
+        row = {**spec.describe(), "present": not missing, "missing": missing, "stale": stale}
+        rows.append(row | {"disk": disk})
     if as_json:
         doc = {"catalog": catalog.name, "models_root": str(settings.models_root), "models": rows}
         print(json.dumps({**doc, "aliases": dict(catalog.aliases)}, indent=2))
         return OK
     for r in rows:
-        r.update(files="present" if r["present"] else f"missing {len(r['missing'])}")
+        files = "present" if r["present"] else f"missing {len(r['missing'])}"
+        r.update(files=files + (f", {len(r['stale'])} to rebuild" if r["stale"] else ""))
         r.update(size=human_size(r["disk"]))
     print(
         text_table(
@@ -47,7 +49,7 @@ def models_list(settings: Settings, catalog: Catalog, store: ModelStore, *, as_j
 def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
     failed = []
     for spec in specs:
-        if not store.missing(spec):
+        if not store.missing(spec) and not store.stale(spec):
             print(f"ok    {spec.id}: already present", file=sys.stderr)
             continue
         bar = _Bars(store, spec, sys.stderr)

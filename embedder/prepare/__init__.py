@@ -6,8 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 Recipe = Callable[[Sequence[Path], Path], None]
+
+
+class Stale(NamedTuple):
+    """Why a built file must be built again, and whether it may still serve meanwhile (an
+    older recipe's graph computes the same function; one that saturates on this CPU does not)."""
+
+    reason: str
+    usable: bool
 
 
 def _bert_onnx(inputs: Sequence[Path], out: Path) -> None:
@@ -35,7 +44,7 @@ def _shape(name: str) -> Recipe:
     return build
 
 
-def _int8_why_rebuild(path: Path) -> str | None:
+def _int8_why_rebuild(path: Path) -> Stale | None:
     from embedder.prepare.quantize import why_rebuild
 
     return why_rebuild(path)
@@ -44,7 +53,7 @@ def _int8_why_rebuild(path: Path) -> str | None:
 # Why a built file that is present must be built again (None: it need not): made by an older
 # version of its recipe, or on another CPU kind (an INT8 file with signed weights copied to a
 # CPU where they saturate).
-WHY_REBUILD: dict[str, Callable[[Path], str | None]] = {"quantize-int8": _int8_why_rebuild}
+WHY_REBUILD: dict[str, Callable[[Path], Stale | None]] = {"quantize-int8": _int8_why_rebuild}
 
 RECIPES: dict[str, Recipe] = {
     "bert-onnx": _bert_onnx,

@@ -42,7 +42,9 @@ def _entry(raw: bytes) -> tuple[str, str]:
         number, kind = tag >> 3, tag & 7
         if kind != _LENGTH:
             raise ValueError("unexpected field in a metadata entry")
-        length = _varint(data) or 0
+        length = _varint(data)
+        if length is None:
+            raise ValueError("truncated metadata entry")
         value = data.read(length)
         if len(value) != length:
             raise ValueError("truncated metadata entry")
@@ -61,9 +63,13 @@ def read_metadata(path: Path) -> dict[str, str]:
             if number == 0:
                 raise ValueError(f"{path} is not an ONNX model")
             if kind == _VARINT:
-                _varint(data)
+                if _varint(data) is None:
+                    raise ValueError(f"{path} is truncated")
             elif kind in (_FIXED64, _FIXED32):
-                data.seek(8 if kind == _FIXED64 else 4, 1)
+                width = 8 if kind == _FIXED64 else 4
+                if data.tell() + width > size:
+                    raise ValueError(f"{path} is truncated")
+                data.seek(width, 1)
             elif kind == _LENGTH:
                 length = _varint(data)
                 if length is None or data.tell() + length > size:

@@ -63,6 +63,7 @@ from them scored the same as smoothing computed from real text in our measuremen
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections import defaultdict
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from embedder.prepare import Stale
 from embedder.prepare.metadata import read_metadata
 
 ALPHA = 0.5  # SmoothQuant migration strength; 0.4-0.6 measured equally well, 0.3 or 0.8 worse
@@ -87,6 +89,7 @@ CALIBRATION_SHAPES = ((8, 8), (8, 16), (8, 32), (8, 64), (8, 128))
 _TINY = np.float32(1e-12)
 
 F32 = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -407,7 +410,8 @@ def _to_opset21(model: onnx.ModelProto) -> onnx.ModelProto | None:
         del converted.graph.value_info[:]
         converted.ir_version = max(converted.ir_version, 10)  # opset 21 needs IR 10
         onnx.checker.check_model(converted)
-    except Exception:  # an op the converter does not know: the opset-17 form below still works
+    except Exception as e:  # an op the converter does not know: the opset-17 form still works
+        log.warning("INT8 recipe: the graph does not convert to opset 21 (%r): opset-17 form", e)
         return None
     return converted
 
@@ -654,33 +658,24 @@ def quantize_model(
     return out
 
 
-def runs_exactly_here(path: Path) -> bool:
-    """False for a file of this recipe with int8 weights on a CPU whose u8 x s8 kernel
-    saturates (a models root built on a VNNI/AMX machine, copied to a plain-AVX2 one)."""
-    if signed_weights_are_exact():
-        return True  # whatever the file holds (and without reading it)
-    try:
-        kind = read_metadata(path).get(WEIGHTS_KEY)
-    except (OSError, ValueError):  # unreadable: not ours to judge, loading it says what is wrong
-        return True
-    return kind != "int8"
-
-
-def why_rebuild(path: Path) -> str | None:
+def why_rebuild(path: Path) -> Stale | None:
     """Why the INT8 file at `path`, built by this recipe, must be built again here; None if
     it need not. Files written by a newer recipe are kept (another version of this program
-    may share the models root): only older ones go."""
+    may share the models root): only older ones go. An unreadable file is not ours to judge
+    (loading it says what is wrong); any ONNX file without our metadata counts as older."""
     try:
         props = read_metadata(path)
-    except (OSError, ValueError):  # unreadable: not ours to judge, loading it says what is wrong
+    except (OSError, ValueError):
         return None
     found = props.get(RECIPE_KEY, "")
-    version = int(found) if found.isdigit() else 0
+    version = int(found) if found.isdecimal() else 0
+    if props.get(WEIGHTS_KEY) == "int8" and not signed_weights_are_exact():
+        reason = "it was built for another kind of CPU (its int8 weights saturate on this one)"
+        return Stale(reason, usable=False)
     if version < RECIPE:
         was = f"version {version}" if version else "an unversioned one"
-        return f"it was built by an older INT8 recipe ({was}; this one is version {RECIPE})"
-    if props.get(WEIGHTS_KEY) == "int8" and not signed_weights_are_exact():
-        return "it was built for another kind of CPU (its int8 weights saturate on this one)"
+        reason = f"it was built by an older INT8 recipe ({was}; this one is version {RECIPE})"
+        return Stale(reason, usable=True)
     return None
 
 

@@ -92,12 +92,16 @@ class ModelStore:
         return found
 
     def missing(self, spec: ModelSpec) -> list[str]:
-        """Absent files of `spec` and its dependencies (a dependency's as `<model id>/<name>`),
-        and built files that `ensure` would build again (`prepare.WHY_REBUILD`)."""
+        """Absent files of `spec` and its dependencies (a dependency's as `<model id>/<name>`)."""
+        return [label for label, _, _, p in self._closure_files(spec) if not _present(p)]
+
+    def stale(self, spec: ModelSpec) -> list[str]:
+        """Present built files of `spec` and its dependencies that `ensure` builds again
+        (`prepare.WHY_REBUILD`), as `<label>: <why>`."""
         return [
-            label
+            f"{label}: {why.reason}"
             for label, _, f, p in self._closure_files(spec)
-            if not _present(p) or _why_rebuild(f, p) is not None
+            if (why := _why_rebuild(f, p)) is not None
         ]
 
     def disk_size(self, spec: ModelSpec) -> int:
@@ -128,7 +132,7 @@ class ModelStore:
     def ensure(self, spec: ModelSpec) -> None:
         """Download or build whatever `spec` needs; many processes may call this at once."""
         for m in self.catalog.closure(spec):  # dependencies first
-            self._drop_stale(m)
+            self._refresh_stale(m)
             if self._missing_own(m):
                 try:
                     self._ensure_model(m)
@@ -160,7 +164,8 @@ class ModelStore:
             return f"scores with {dep.id}'s embeddings"
         return f"needs {dep.id}"
 
-    def _ensure_model(self, m: ModelSpec) -> None:
+    def _ensure_model(self, m: ModelSpec, rebuild: bool = False) -> None:
+        """Make `m`'s absent files, and with `rebuild` its stale built ones too."""
         for f in self._missing_own(m):  # fail before waiting on the lock when waiting cannot help
             o = f.origin
             if isinstance(o, PackageFile):
@@ -175,7 +180,8 @@ class ModelStore:
         except OSError as e:
             raise disk_error(model_dir, e) from e
         try:
-            todo = self._missing_own(m)  # another process may have made them while we waited
+            # another process may have made (or rebuilt) them while we waited
+            todo = self._missing_own(m, stale=rebuild)
             if todo:
                 entries = {
                     e["name"]: e if e["state"] == "done" else pending(m.id, e["name"])
@@ -184,13 +190,16 @@ class ModelStore:
                 prog = Progress(model_dir / PROGRESS_FILE, entries)
                 prog.write()
                 for f in sorted(todo, key=lambda f: isinstance(f.origin, BuiltFile)):
-                    self._make(m, f, prog, set())
+                    self._make(m, f, prog, set(), rebuild)
         finally:  # partial downloads stay for the next attempt until the model is complete
             downloads.tidy(model_dir / STAGING_DIR, keep_partials=bool(self._missing_own(m)))
             lock.release()
 
-    def _make(self, m: ModelSpec, f: ModelFile, prog: Progress, seen: set[str]) -> None:
-        if _present(self._resolve(*self._owner(m, f))):
+    def _make(
+        self, m: ModelSpec, f: ModelFile, prog: Progress, seen: set[str], rebuild: bool = False
+    ) -> None:
+        path = self._resolve(*self._owner(m, f))
+        if _present(path) and not (rebuild and _why_rebuild(f, path) is not None):
             return
         if f.name in seen:
             raise ModelUnavailable(f"model {m.id!r}: {f.name} is built from itself")
@@ -202,12 +211,12 @@ class ModelStore:
             elif isinstance(o, BuiltFile):
                 for ref in o.inputs:
                     if ref.model == m.id:  # an own input: make it first (order in `files` is free)
-                        self._make(m, m.file(ref.name), prog, seen)
+                        self._make(m, m.file(ref.name), prog, seen, rebuild)
                 self._build(m, f, o, prog)
             elif isinstance(o, PackageFile):
                 raise DownloadError(self._pip_message(m, f, o), model=m.id)
             elif o.model == m.id:
-                self._make(m, m.file(o.name), prog, seen)
+                self._make(m, m.file(o.name), prog, seen, rebuild)
             else:  # another model's file: `ensure` made that model present first
                 raise DownloadError(f"model {m.id!r}: {o.model}/{o.name} is missing", model=m.id)
         except EmbedderError as e:
@@ -280,21 +289,36 @@ class ModelStore:
             return None
         return Path(str(dist.locate_file(f.origin.path)))
 
-    def _drop_stale(self, m: ModelSpec) -> None:
-        """A built file that must be built again (`prepare.WHY_REBUILD`: an older recipe, or
-        made for another kind of CPU) goes, under the model's lock, so that it is rebuilt."""
-        for f in m.files:
-            path = self.root / m.id / f.name
-            if not isinstance(f.origin, BuiltFile) or _why_rebuild(f, path) is None:
-                continue
-            lock = filelock.FileLock(self.root / ".locks" / f"{m.id}.lock")
-            with lock:  # another process may be rebuilding it now
-                if (why := _why_rebuild(f, path)) is not None:
-                    log.warning("%s: %s; building it again", path, why)
-                    path.unlink()
+    def _refresh_stale(self, m: ModelSpec) -> None:
+        """Build again what `prepare.WHY_REBUILD` says is stale (an older recipe's file, one made
+        for another kind of CPU), in place: the new file replaces the old one only once built.
+        If that fails, an older recipe's file serves on (it computes the same function) and the
+        log says so; one that is wrong on this CPU goes, and the error is the model's."""
+        stale = [(f, p, why) for f in m.files if (why := _why_rebuild(f, p := self._own(m, f)))]
+        if not stale:
+            return
+        for _, path, why in stale:
+            log.warning("%s: %s; building it again", path, why.reason)
+        try:
+            self._ensure_model(m, rebuild=True)
+        except EmbedderError as e:
+            wrong = [(f, p) for f, p, why in stale if not why.usable]
+            if wrong:
+                with filelock.FileLock(self.root / ".locks" / f"{m.id}.lock"):
+                    for f, path in wrong:  # unless another process has built it meanwhile
+                        if (why := _why_rebuild(f, path)) is not None and not why.usable:
+                            path.unlink(missing_ok=True)
+                raise
+            for _, path, _ in stale:
+                log.warning("%s: building it again failed, it serves on: %s", path, e.message)
 
-    def _missing_own(self, m: ModelSpec) -> list[ModelFile]:
-        return [f for f in m.files if not _present(self._resolve(*self._owner(m, f)))]
+    def _own(self, m: ModelSpec, f: ModelFile) -> Path:
+        return self.root / m.id / f.name
+
+    def _missing_own(self, m: ModelSpec, stale: bool = False) -> list[ModelFile]:
+        """Own files that are absent, and with `stale` built ones to build again."""
+        paths = [(f, self._resolve(*self._owner(m, f))) for f in m.files]
+        return [f for f, p in paths if not _present(p) or (stale and _why_rebuild(f, p))]
 
     def _closure_files(self, spec: ModelSpec) -> list[_Located]:
         """(label, owner, file, path) over the closure, each real file once."""
@@ -368,7 +392,7 @@ class ModelStore:
         return out
 
 
-def _why_rebuild(f: ModelFile, path: Path | None) -> str | None:
+def _why_rebuild(f: ModelFile, path: Path | None) -> prepare.Stale | None:
     """Why the present built file at `path` must be built again, else None."""
     o = f.origin
     check = prepare.WHY_REBUILD.get(o.recipe) if isinstance(o, BuiltFile) else None

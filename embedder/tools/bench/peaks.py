@@ -62,27 +62,44 @@ def _session(model: bytes | str, threads: int, profile: str | None = None) -> An
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def _time_runs(sessions: list[Any], a: Any, until: float) -> tuple[int, float]:
-    """(runs, seconds): each session run in a loop by its own thread until `until`."""
+def _time_runs(sessions: list[Any], a: Any, seconds: float) -> tuple[int, float]:
+    """(runs, seconds): each session run in a loop by its own thread for ~`seconds`, after
+    one untimed run each, all starting together; a run's error reaches the caller."""
+    for sess in sessions:
+        sess.run(None, {"A": a})  # warm-up, as the single-session figures drop their first
+    start = threading.Barrier(len(sessions) + 1)
     counts = [0] * len(sessions)
+    errors: list[BaseException] = []
+    until = [0.0]
 
     def loop(i: int) -> None:
-        while time.monotonic() < until or counts[i] < 2:
-            sessions[i].run(None, {"A": a})
-            counts[i] += 1
+        try:
+            start.wait(timeout=60)
+            while time.monotonic() < until[0] or counts[i] < 2:
+                sessions[i].run(None, {"A": a})
+                counts[i] += 1
+        except BaseException as e:  # reported below, not lost with the thread
+            errors.append(e)
 
-    began = time.perf_counter()
     workers = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
     for w in workers:
         w.start()
+    began = time.perf_counter()
+    until[0] = time.monotonic() + seconds
+    start.wait(timeout=60)
     for w in workers:
-        w.join()
+        w.join(timeout=seconds + 120)
+    if errors:
+        raise errors[0]
+    if any(w.is_alive() for w in workers):
+        raise TimeoutError(f"a GEMM run took over {seconds + 120:.0f} s")
     return sum(counts), time.perf_counter() - began
 
 
 def gemm_peaks(threads: tuple[int, ...], seconds: float = 0.6) -> dict[str, Any]:
     """GFLOP/s (GOP/s for integers) per kind and thread count: the best shape's median of
     ~`seconds` of runs; kinds alternate shape by shape so they share the machine's mood.
+    The Nx1 rows are total work over ~`seconds` of wall time, all sessions running at once.
 
     On N > 1 cores also N single-thread sessions at once, one per thread (`mode` "Nx1"), as
     the limit's Nx1 layout and a worker's runners compute; `peak_gops[kind@N]` is the better
@@ -112,7 +129,7 @@ def gemm_peaks(threads: tuple[int, ...], seconds: float = 0.6) -> dict[str, Any]
             for kind in KINDS:  # one single-thread session per core, all at once
                 singles = [_session(_gemm_model(kind, k, n), 1) for _ in range(t)]
                 runs, took = _time_runs(
-                    singles, feeds["fp32" if kind == "fp32" else "int"], time.monotonic() + seconds
+                    singles, feeds["fp32" if kind == "fp32" else "int"], seconds
                 )
                 gops = 2.0 * m * k * n * runs / took / 1e9
                 shape = [m, k, n]

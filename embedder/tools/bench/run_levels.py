@@ -61,5 +61,8 @@ def prepare(opts: Options, clock: Clock) -> tuple[list[Level], list[str]]:
             if missing := bge.missing(spec):  # never downloaded nor built here
                 skipped.append(f"bge level {n} ({spec.id}): not in the models root ({missing[0]})")
                 continue
+            if bge.stale(spec):  # e.g. an older INT8 recipe's file: measure the current one
+                clock.say(f"rebuilding bge level {n} ({spec.id}): {bge.stale(spec)[0]}")
+                bge.ensure(spec)
             levels.append(Level(BGE, spec, bge))
     return levels, skipped

@@ -63,7 +63,13 @@ def test_an_empty_file_is_a_model_with_nothing_set(tmp_path: Path) -> None:
         b"not a model at all, just text",
         b"\x00\x01\x02",  # field number 0
         b"\x3a\xff\xff\xff\x7f",  # the graph field claims far more bytes than there are
-        b"\x72\x05\x0a\x01",  # a metadata entry cut short
+        b"\x72\x05\x0a\x01",  # the metadata field claims more bytes than there are
+        b"\x72\x02\x0a\x05",  # an entry's key claims more bytes than its entry has
+        b"\x72\x01\x0a",  # an entry's key without its length
+        b"\x72\x01\x08",  # a varint field inside an entry
+        b"\x08",  # a varint field without its value
+        b"\x09\x00\x00",  # a fixed 64-bit field cut short
+        b"\x1b\x00",  # wire type 3 (a group): never in a ModelProto
         b"\x08\x80",  # a varint cut short
     ],
 )

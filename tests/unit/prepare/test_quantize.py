@@ -50,8 +50,8 @@ from embedder.prepare.quantize import (
     _fold_attention_biases,
     quantize_int8,
     quantize_model,
-    runs_exactly_here,
     signed_weights_are_exact,
+    why_rebuild,
 )
 from embedder.tools.corpus import SPECIAL_TEXTS, corpus
 from tests.unit.prepare.test_bert_onnx import (
@@ -191,7 +191,9 @@ def test_any_opset_and_exact_structure(tmp_path: Path, opset: int) -> None:
     model = onnx.load(str(fp32))
     if opset != 17:
         model = version_converter.convert_version(model, opset)
+    before = model.SerializeToString()
     quantized = quantize_model(model)
+    assert model.SerializeToString() == before  # converted or copied, never edited
     ops = [n.op_type for n in quantized.graph.node]
     assert ops.count("MatMulIntegerToFloat") == 12  # 2 layers x (Q, K, V, O, FFN in, FFN out)
     assert ops.count("MatMul") == 4  # only the attention score/context products stay FP32
@@ -240,8 +242,9 @@ def test_both_weight_storages_match_fp32_where_exact(tmp_path: Path, signed: boo
     assert kind == ("int8" if signed else "uint8")
     path = tmp_path / "int8.onnx"
     onnx.save(quantized, str(path))
-    assert runs_exactly_here(path) == (not signed or signed_weights_are_exact())
-    if not runs_exactly_here(path):
+    exact = not signed or signed_weights_are_exact()
+    assert (why_rebuild(path) is None) == exact
+    if not exact:
         return  # this CPU would saturate: nothing to compare
     batch = _batch([[1, 5, 7, 9, 2, 3, 30, 31], [1, 4, 2]])
     want = _run(_session(model.SerializeToString()), batch)
@@ -311,6 +314,7 @@ def test_rows_quantize_in_one_op_at_opset_21(tmp_path: Path, blocked: bool) -> N
     instead of a shift Add. The opset-17 form (blocked=False) stays for graphs that do not
     convert; both compute the FP32 function."""
     model = _tiny_fp32(tmp_path)
+    before = model.SerializeToString()
     quantized = quantize_model(model, signed=False, blocked=blocked)
     onnx.checker.check_model(quantized)
     ops = [n.op_type for n in quantized.graph.node]
@@ -331,7 +335,7 @@ def test_rows_quantize_in_one_op_at_opset_21(tmp_path: Path, blocked: bool) -> N
         assert opset == 17 and ops.count("Reciprocal") == ops.count("QuantizeLinear")
         assert not blocks and zero_points == [0, 128] and len(shifts) == 2
     assert _pooled_cosines(model, quantized).min() >= 0.995
-    assert model.opset_import[0].version == 17  # the caller's model is left as it was
+    assert model.SerializeToString() == before  # the caller's model is left as it was
 
 
 def test_a_graph_that_does_not_convert_keeps_the_opset_17_form(
@@ -347,3 +351,32 @@ def test_a_graph_that_does_not_convert_keeps_the_opset_17_form(
     assert quantized.opset_import[0].version == 17
     assert "Reciprocal" in [n.op_type for n in quantized.graph.node]
     assert _pooled_cosines(model, quantized).min() >= 0.995
+
+
+def test_a_relu_input_quantizes_without_a_zero_point() -> None:
+    """A one-sided input that is never negative (ReLU: c = 0) needs no zero point: the blocked
+    QuantizeLinear then takes none, and the integer MatMul subtracts 0."""
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((50, 16)).astype(np.float32), "emb"),
+        numpy_helper.from_array(rng.standard_normal((16, 24)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((24, 8)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        onnx.helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
+        onnx.helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        onnx.helper.make_node("Relu", ["h"], ["r"]),
+        onnx.helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    ids = onnx.helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, ["b", "t"])
+    out = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    graph = onnx.helper.make_graph(nodes, "relu", [ids], [out], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    quantized = quantize_model(model, signed=False)
+    blocks = [n for n in quantized.graph.node if n.op_type == "QuantizeLinear"]
+    assert [len(n.input) for n in blocks] == [3, 2]  # Gather output: zero point 128; ReLU: none
+    feed = {"input_ids": rng.integers(0, 50, (3, 7)).astype(np.int64)}
+    want = _session(model.SerializeToString()).run(None, feed)[0]
+    got = _session(quantized.SerializeToString()).run(None, feed)[0]
+    cos = np.sum(want * got, -1) / np.linalg.norm(want, axis=-1) / np.linalg.norm(got, axis=-1)
+    assert cos.min() >= 0.99, cos

@@ -314,27 +314,65 @@ def test_built_files_are_made_once_from_their_inputs(store: ModelStore, hub: Fak
     assert store.disk_size(built) == 3 * len(TOKENIZER)
 
 
+def _stale_upper(monkeypatch: pytest.MonkeyPatch, usable: bool) -> None:
+    """upper.json counts as stale unless it holds what the recipe makes."""
+
+    def why(path: Path) -> prepare.Stale | None:
+        return None if path.read_bytes() == TOKENIZER.upper() else prepare.Stale("old", usable)
+
+    monkeypatch.setattr(prepare, "WHY_REBUILD", {"test-upper": why})
+
+
 def test_a_stale_built_file_is_built_again(
     store: ModelStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A models root from an older version (an INT8 file of an older recipe) or copied from
-    another kind of machine (int8 weights that saturate here): the store drops the file, says
-    why, and builds it again."""
+    another kind of machine (int8 weights that saturate here): the store builds the file
+    again in place, and says why."""
     built = CATALOG.get("built")
     store.ensure(built)
     upper = store.path(built, "upper.json")
     upper.write_bytes(b"made by an older recipe")
-    why = {"test-upper": lambda p: None if p.read_bytes() == TOKENIZER.upper() else "it is old"}
-    monkeypatch.setattr(prepare, "WHY_REBUILD", why)
-    assert store.missing(built) == ["upper.json"]  # `models list` and `pull` see it
+    _stale_upper(monkeypatch, usable=True)
+    assert store.missing(built) == []
+    assert store.stale(built) == ["upper.json: old"]  # `models list` and `pull` see it
     with caplog.at_level("WARNING"):
         store.ensure(built)
     assert upper.read_bytes() == TOKENIZER.upper()
-    assert f"{upper}: it is old; building it again" in caplog.text
+    assert f"{upper}: old; building it again" in caplog.text
     caplog.clear()
     store.ensure(built)  # now current: kept, nothing said
     assert "building it again" not in caplog.text
-    assert store.missing(built) == []
+    assert store.stale(built) == []
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_a_stale_file_that_fails_to_build(
+    store: ModelStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    usable: bool,
+) -> None:
+    """An older recipe's file serves on when building it again fails (an upgrade must not
+    break a working install); a file that is wrong on this CPU goes, and the error is the
+    model's."""
+    built = CATALOG.get("built")
+    store.ensure(built)
+    upper = store.path(built, "upper.json")
+    upper.write_bytes(b"made by an older recipe")
+    _stale_upper(monkeypatch, usable)
+    recipes = {**prepare.RECIPES, "test-upper": _fail}
+    monkeypatch.setattr(prepare, "RECIPES", recipes)
+    if usable:
+        with caplog.at_level("WARNING"):
+            store.ensure(built)
+        assert upper.read_bytes() == b"made by an older recipe"
+        assert "building it again failed, it serves on" in caplog.text
+    else:
+        with pytest.raises(ModelUnavailable, match="recipe exploded"):
+            store.ensure(built)
+        assert not upper.exists()
+        assert store.missing(built) == ["upper.json"]
 
 
 def test_int8_files_say_whether_they_must_be_built_again(
@@ -356,22 +394,25 @@ def test_int8_files_say_whether_they_must_be_built_again(
     for kind in ("int8", "uint8"):
         write({quantize.WEIGHTS_KEY: kind, quantize.RECIPE_KEY: current})
         monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: False)
-        assert quantize.runs_exactly_here(path) == (kind == "uint8")
         why = quantize.why_rebuild(path)
         assert (why is None) == (kind == "uint8")
-        assert why is None or "another kind of CPU" in why
+        assert why is None or ("another kind of CPU" in why.reason and not why.usable)
         monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: True)
-        assert quantize.runs_exactly_here(path)
         assert quantize.why_rebuild(path) is None
     write({quantize.WEIGHTS_KEY: "uint8"})  # written before recipes had versions
-    assert "older INT8 recipe (an unversioned one" in str(quantize.why_rebuild(path))
+    why = quantize.why_rebuild(path)
+    assert why is not None and why.usable and "recipe (an unversioned one" in why.reason
     write({quantize.WEIGHTS_KEY: "uint8", quantize.RECIPE_KEY: str(quantize.RECIPE - 1)})
     assert f"(version {quantize.RECIPE - 1}; this one" in str(quantize.why_rebuild(path))
+    write({quantize.WEIGHTS_KEY: "uint8", quantize.RECIPE_KEY: "\u00b2"})  # not a number
+    assert "unversioned" in str(quantize.why_rebuild(path))
     write({quantize.WEIGHTS_KEY: "uint8", quantize.RECIPE_KEY: str(quantize.RECIPE + 1)})
     assert quantize.why_rebuild(path) is None  # a newer program's file sharing the root: kept
     monkeypatch.setattr(quantize, "signed_weights_are_exact", lambda: False)
+    write({quantize.WEIGHTS_KEY: "int8"})  # older AND saturating here: it must not serve
+    why = quantize.why_rebuild(path)
+    assert why is not None and not why.usable
     path.write_bytes(b"not a model")  # a corrupt file is left for the loader to name
-    assert quantize.runs_exactly_here(path)
     assert quantize.why_rebuild(path) is None
     assert prepare.WHY_REBUILD["quantize-int8"] is not None
 
