@@ -511,8 +511,11 @@ def _rewrite_group(
         # one QuantizeLinear with the row scale as a block over the whole row (opset 21)
         inputs = [xs, row_scale]
         if zero_point:  # a blocked zero point has the scale's shape
-            shape = add(rw.node("Shape", [row_scale], "row_shape"))
-            inputs.append(add(rw.node("Expand", [zp_name, shape], "row_zero_point")))
+            # the zero point as a tensor of the row scale's shape, in one node: quantizing the
+            # (finite, positive) row scale by a huge scale gives exactly the zero point; as
+            # Shape + Expand it took lone 12-token texts 1.7 % longer (24 nodes more per run)
+            huge = scalar("huge", 1e30)
+            inputs.append(add(rw.node("QuantizeLinear", [row_scale, huge, zp_name], "row_zp")))
         width = int(stats.absmax.shape[0])
         q = add(rw.node("QuantizeLinear", inputs, "q", axis=-1, block_size=width))
     else:

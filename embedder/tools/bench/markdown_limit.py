@@ -77,7 +77,7 @@ def peaks(r: dict[str, Any]) -> list[str]:
             ]
         )
     head = ["level", "precision", "texts/s", "model G(FL)OP/s", "peak", "share", "top ops (1 t)"]
-    return section(
+    lines = section(
         out,
         head,
         rows,
@@ -85,6 +85,32 @@ def peaks(r: dict[str, Any]) -> list[str]:
         "16 x 48-token batch on one thread. The all-core peak is the better of one session "
         "with a thread per core and a single-thread session per core at once (Nx1).",
     )
+    return lines + _recipe_forms(r)
+
+
+def _recipe_forms(r: dict[str, Any]) -> list[str]:
+    """One line per INT8 level: its file as built against the recipe's opset-17 form."""
+    out = []
+    for lv in r.get("levels", []):
+        forms = lv.get("recipe_forms")
+        if not forms:
+            continue
+        if "skipped" in forms:
+            out.append(f"- {lv['key']}: {forms['skipped']}")
+            continue
+        each = ", ".join(
+            f"{s['batch']} x {s['tokens']} tokens {s['speedup']:.3f}x ({s['pairs']} pairs)"
+            for s in forms["shapes"]
+        )
+        out.append(f"- {lv['key']} ({lv['model']}): {each}")
+    if not out:
+        return []
+    head = (
+        "INT8 as built (opset 21: blocked QuantizeLinear, GELU zero point) against the "
+        "recipe's opset-17 form of the same FP32 graph, paired runs on one thread (above 1x: "
+        "the file as built is faster):"
+    )
+    return [head, "", *out, ""]
 
 
 def _torch_peer(r: dict[str, Any]) -> list[str]:

@@ -174,6 +174,50 @@ def op_profile(path: Path, feeds: dict[str, Any], runs: int = 3, top: int = 8) -
     return [[op, dur / total] for op, dur in by_op.most_common(top)]
 
 
+def recipe_forms(
+    fp32: Path, int8: Path, shapes: tuple[tuple[int, int], ...], seconds: float = 4.0
+) -> dict[str, Any]:
+    """The INT8 file as the store built it against the recipe's opset-17 form (a Reciprocal
+    and a Mul before each QuantizeLinear, a shift Add before GELU outputs; `quantize_model(...,
+    blocked=False)`) built here from the same FP32 graph: paired runs, one thread, the order
+    alternating. Per (batch, tokens) of random ids: the median of per-pair time ratios
+    (opset-17 form / as built; above 1: the current form is faster). The CPUs where the
+    element-wise work weighs most (VNNI, AMX) are where this figure matters."""
+    from embedder.prepare.quantize import quantize_model
+
+    built = onnx.load(str(int8), load_external_data=False)
+    opset = next((o.version for o in built.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 21:
+        return {"skipped": f"the built file is the opset-{opset} form already"}
+    older = quantize_model(onnx.load(str(fp32)), blocked=False).SerializeToString()
+    sessions = {"built": _session(str(int8), 1), "opset17": _session(older, 1)}
+    names = {i.name for i in sessions["built"].get_inputs()}
+    dims = {i.name: tuple(i.dims) for i in built.graph.initializer}
+    tables = [dims.get(n.input[0], (0,)) for n in built.graph.node if n.op_type == "Gather"]
+    vocab = max((t[0] for t in tables if len(t) == 2), default=1)  # the word embeddings
+    rng = np.random.default_rng(7)
+    out: dict[str, Any] = {"shapes": []}
+    for batch, tokens in shapes:
+        ids = rng.integers(min(1000, vocab // 2), vocab, (batch, tokens)).astype(np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        feed = {k: v for k, v in (feed | {"token_type_ids": ids * 0}).items() if k in names}
+        for sess in sessions.values():
+            sess.run(None, feed)
+        ratios: list[float] = []
+        until = time.monotonic() + seconds
+        while time.monotonic() < until or len(ratios) < 5:
+            took: dict[str, float] = {}
+            order = list(sessions) if len(ratios) % 2 == 0 else list(reversed(sessions))
+            for name in order:
+                began = time.perf_counter()
+                sessions[name].run(None, feed)
+                took[name] = time.perf_counter() - began
+            ratios.append(took["opset17"] / took["built"])
+        row = {"batch": batch, "tokens": tokens, "pairs": len(ratios)}
+        out["shapes"].append(row | {"speedup": float(np.median(ratios))})
+    return out
+
+
 def share_of_peak(
     ops_per_token: float, tokens_per_s: float, precision: str, peaks: dict[str, float], threads: int
 ) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.catalog import STARTER
+from embedder.catalog import STARTER, BuiltFile
 from embedder.tools.bench import engine, peaks, peer, peer_torch
 from embedder.tools.bench import rerank as rag
 from embedder.tools.bench.machine import Others, cores
@@ -128,6 +128,20 @@ def measure_peaks(opts: Options, clock: Clock, levels: list[Level], result: dict
             ops, eng["tokens_per_s"], lv.spec.precision, result["peaks"]["peak_gops"], cores()
         ) | {"ops_per_token": ops}
         row["profile"] = peaks.op_profile(path, feeds)
+        if (fp32 := _int8_source(lv)) is not None:
+            clock.say(f"INT8 recipe, as built vs its opset-17 form, for {lv.spec.id}")
+            seconds = 1.0 if opts.quick else 4.0
+            row["recipe_forms"] = peaks.recipe_forms(fp32, path, ((16, 48), (1, 12)), seconds)
+
+
+def _int8_source(lv: Level) -> Path | None:
+    """The FP32 graph the level's INT8 file is quantized from (None: no such level)."""
+    f = next((f for f in lv.spec.files if f.name == lv.spec.onnx), None)
+    o = f.origin if f is not None else None
+    if not isinstance(o, BuiltFile) or not o.recipe.startswith("quantize") or not o.inputs:
+        return None
+    ref = o.inputs[0]
+    return lv.store.path(lv.catalog.get(ref.model), ref.name)
 
 
 def run_peer(opts: Options, texts: Path, clock: Clock) -> dict[str, Any]:

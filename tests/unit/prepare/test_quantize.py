@@ -290,6 +290,15 @@ def test_attention_biases_fold_exactly(minilm_graphs: tuple[Path, Path]) -> None
     assert np.abs(want - got).max() < 1e-4 * np.abs(want).max(), np.abs(want - got).max()
 
 
+def _blocked(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The QuantizeLinear nodes that quantize rows (a block over each row)."""
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and any(a.name == "block_size" for a in n.attribute)
+    ]
+
+
 def _tiny_fp32(tmp_path: Path) -> onnx.ModelProto:
     weights, config = _tiny_checkpoint(tmp_path, "")
     fp32 = tmp_path / "fp32.onnx"
@@ -319,7 +328,7 @@ def test_rows_quantize_in_one_op_at_opset_21(tmp_path: Path, blocked: bool) -> N
     onnx.checker.check_model(quantized)
     ops = [n.op_type for n in quantized.graph.node]
     opset = next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx"))
-    blocks = [n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.attribute]
+    blocks = _blocked(quantized)
     inits = {i.name: numpy_helper.to_array(i) for i in quantized.graph.initializer}
     # each integer MatMul's activation zero point: 128 (two-sided) or the one-sided one
     zero_points = sorted(
@@ -329,7 +338,9 @@ def test_rows_quantize_in_one_op_at_opset_21(tmp_path: Path, blocked: bool) -> N
     if blocked:
         assert opset == 21 and "Reciprocal" not in ops
         # per layer: the LayerNorm outputs (Q/K/V and FFN in), the context, the GELU output
-        assert len(blocks) == ops.count("QuantizeLinear") == 2 * 4
+        assert len(blocks) == 2 * 4
+        # and one per group for its zero point tensor (see _rewrite_group)
+        assert ops.count("QuantizeLinear") == 2 * len(blocks)
         assert zero_points == [ONE_SIDED_ZERO_POINT, 128] and not shifts
     else:
         assert opset == 17 and ops.count("Reciprocal") == ops.count("QuantizeLinear")
@@ -373,8 +384,9 @@ def test_a_relu_input_quantizes_without_a_zero_point() -> None:
     graph = onnx.helper.make_graph(nodes, "relu", [ids], [out], inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     quantized = quantize_model(model, signed=False)
-    blocks = [n for n in quantized.graph.node if n.op_type == "QuantizeLinear"]
+    blocks = _blocked(quantized)
     assert [len(n.input) for n in blocks] == [3, 2]  # Gather output: zero point 128; ReLU: none
+    assert [n.op_type for n in quantized.graph.node].count("QuantizeLinear") == 3
     feed = {"input_ids": rng.integers(0, 50, (3, 7)).astype(np.int64)}
     want = _session(model.SerializeToString()).run(None, feed)[0]
     got = _session(quantized.SerializeToString()).run(None, feed)[0]

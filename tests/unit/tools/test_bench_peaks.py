@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,3 +33,22 @@ def test_every_session_runs_at_once_on_a_real_gemm() -> None:
     a = np.random.default_rng(0).integers(0, 256, (16, 64)).astype(np.uint8)
     runs, took = peaks._time_runs(sessions, a, seconds=0.05)
     assert runs >= 4 and took > 0  # at least two timed runs per session
+
+
+def test_recipe_forms_compare_the_built_file_with_the_opset_17_form(tmp_path: Path) -> None:
+    from embedder.prepare.bert_onnx import build_bert_onnx
+    from embedder.prepare.quantize import quantize_int8
+    from embedder.tools.bench.markdown_limit import peaks as peaks_section
+    from tests.unit.prepare.test_bert_onnx import _tiny_checkpoint
+
+    weights, config = _tiny_checkpoint(tmp_path, "")
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    build_bert_onnx(weights, config, fp32)
+    quantize_int8(fp32, int8)
+    got = peaks.recipe_forms(fp32, int8, ((2, 8), (1, 4)), seconds=0.05)
+    assert [(s["batch"], s["tokens"]) for s in got["shapes"]] == [(2, 8), (1, 4)]
+    assert all(s["pairs"] >= 5 and s["speedup"] > 0 for s in got["shapes"])
+    assert "opset-17 form already" in peaks.recipe_forms(fp32, fp32, ((1, 4),))["skipped"]
+    level = {"key": "starter:2", "model": "m", "recipe_forms": got}
+    text = "\n".join(peaks_section({"peaks": {"shapes": []}, "levels": [level]}))
+    assert "- starter:2 (m): 2 x 8 tokens" in text
