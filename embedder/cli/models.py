@@ -61,6 +61,10 @@ def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
             print(f"FAIL  {spec.id}: {e.message}", file=sys.stderr)
             continue
         bar.finish()
+        if stale := store.stale(spec):  # its rebuild failed (the log says why); the old serves
+            failed.append(spec.id)
+            print(f"FAIL  {spec.id}: could not build again {'; '.join(stale)}", file=sys.stderr)
+            continue
         print(f"ok    {spec.id}: {human_size(store.disk_size(spec))}", file=sys.stderr)
     return FAILURE if failed else OK
 

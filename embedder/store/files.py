@@ -132,20 +132,18 @@ class ModelStore:
     def ensure(self, spec: ModelSpec) -> None:
         """Download or build whatever `spec` needs; many processes may call this at once."""
         for m in self.catalog.closure(spec):  # dependencies first
-            self._refresh_stale(m)
-            if self._missing_own(m):
-                try:
-                    self._ensure_model(m)
-                except EmbedderError as e:
-                    if m.id == spec.id:
-                        raise
-                    # Say why another model's files are in the way of this one.
-                    why = f"{spec.id} {self._needs(spec, m)}"
-                    details = {
-                        **e.details,
-                        "summary": f"{why}: {e.details.get('summary', e.message)}",
-                    }
-                    raise type(e)(f"{why}: {e.message}", param=e.param, **details) from e
+            try:
+                self._ensure_own(m)
+            except EmbedderError as e:
+                if m.id == spec.id:
+                    raise
+                # Say why another model's files are in the way of this one.
+                why = f"{spec.id} {self._needs(spec, m)}"
+                details = {
+                    **e.details,
+                    "summary": f"{why}: {e.details.get('summary', e.message)}",
+                }
+                raise type(e)(f"{why}: {e.message}", param=e.param, **details) from e
 
     def _needs(self, spec: ModelSpec, dep: ModelSpec) -> str:
         for f in spec.files:
@@ -289,28 +287,35 @@ class ModelStore:
             return None
         return Path(str(dist.locate_file(f.origin.path)))
 
-    def _refresh_stale(self, m: ModelSpec) -> None:
-        """Build again what `prepare.WHY_REBUILD` says is stale (an older recipe's file, one made
-        for another kind of CPU), in place: the new file replaces the old one only once built.
-        If that fails, an older recipe's file serves on (it computes the same function) and the
-        log says so; one that is wrong on this CPU goes, and the error is the model's."""
+    def _ensure_own(self, m: ModelSpec) -> None:
+        """Make `m`'s absent files, and build again what `prepare.WHY_REBUILD` says is stale
+        (an older recipe's file, one made for another kind of CPU) in place: the new file
+        replaces the old one only once built. If that fails, an older recipe's file serves on
+        (it computes the same function) and the log says so; one that is wrong on this CPU
+        goes, and the error is the model's, as is any absent file's."""
         stale = [(f, p, why) for f in m.files if (why := _why_rebuild(f, p := self._own(m, f)))]
-        if not stale:
+        if not stale and not self._missing_own(m):
             return
         for _, path, why in stale:
             log.warning("%s: %s; building it again", path, why.reason)
         try:
-            self._ensure_model(m, rebuild=True)
+            self._ensure_model(m, rebuild=bool(stale))
         except EmbedderError as e:
+            if not stale or self._missing_own(m):
+                raise
             wrong = [(f, p) for f, p, why in stale if not why.usable]
+            removed = []
             if wrong:
                 with filelock.FileLock(self.root / ".locks" / f"{m.id}.lock"):
                     for f, path in wrong:  # unless another process has built it meanwhile
                         if (why := _why_rebuild(f, path)) is not None and not why.usable:
                             path.unlink(missing_ok=True)
+                            removed.append(path)
+            if removed:
                 raise
-            for _, path, _ in stale:
-                log.warning("%s: building it again failed, it serves on: %s", path, e.message)
+            for f, path, _ in stale:
+                if _why_rebuild(f, path) is not None:
+                    log.warning("%s: building it again failed, it serves on: %s", path, e.message)
 
     def _own(self, m: ModelSpec, f: ModelFile) -> Path:
         return self.root / m.id / f.name

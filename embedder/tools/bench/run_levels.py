@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedder.catalog import BGE, SHAPES, STARTER, Catalog, ModelSpec
+from embedder.errors import EmbedderError
 from embedder.store.files import ModelStore
 from embedder.tools.bench.plan import Options
 from embedder.tools.bench.scenarios import Clock
@@ -61,8 +62,15 @@ def prepare(opts: Options, clock: Clock) -> tuple[list[Level], list[str]]:
             if missing := bge.missing(spec):  # never downloaded nor built here
                 skipped.append(f"bge level {n} ({spec.id}): not in the models root ({missing[0]})")
                 continue
-            if bge.stale(spec):  # e.g. an older INT8 recipe's file: measure the current one
-                clock.say(f"rebuilding bge level {n} ({spec.id}): {bge.stale(spec)[0]}")
-                bge.ensure(spec)
+            if stale := bge.stale(spec):  # e.g. an older INT8 recipe's file: measure a current one
+                clock.say(f"rebuilding bge level {n} ({spec.id}): {stale[0]}")
+                try:
+                    bge.ensure(spec)
+                except EmbedderError as e:
+                    skipped.append(f"bge level {n} ({spec.id}): {e.message}")
+                    continue
+                if stale := bge.stale(spec):
+                    skipped.append(f"bge level {n} ({spec.id}): could not build again {stale[0]}")
+                    continue
             levels.append(Level(BGE, spec, bge))
     return levels, skipped

@@ -338,3 +338,37 @@ def test_models_commands_say_which_catalog_they_read(
     monkeypatch.setenv("EMBEDDER_CATALOG", "starter")
     assert run("--models-root", str(tmp_path), "models", "list") == cli.OK
     assert "catalog starter (from EMBEDDER_CATALOG" in capsys.readouterr().err
+
+
+def test_an_older_int8_file_is_listed_and_pulled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A models root from before the current INT8 recipe: `list` says so, `pull` builds the
+    file again; when that fails, `pull` says FAIL (exit 1) and the older file stays."""
+    from embedder import prepare
+    from embedder.prepare.metadata import read_metadata
+    from embedder.prepare.quantize import RECIPE, RECIPE_KEY
+
+    root = tmp_path / "models"
+    args = ("--catalog", "starter", "--models-root", str(root), "models")
+    assert run(*args, "pull", "all-minilm-l6-v2-int8") == cli.OK
+    int8 = root / "all-minilm-l6-v2-int8" / "model_int8.onnx"
+    model = onnx.load(str(int8))
+    del model.metadata_props[:]  # as files from before recipes had versions
+    onnx.save(model, str(int8))
+    capsys.readouterr()
+    assert run(*args, "list") == cli.OK
+    assert "present, 1 to rebuild" in capsys.readouterr().out
+
+    def broken(inputs: Any, out: Path) -> None:
+        raise RuntimeError("no disk today")
+
+    with monkeypatch.context() as patch:
+        patch.setitem(prepare.RECIPES, "quantize-int8", broken)
+        assert run(*args, "pull", "all-minilm-l6-v2-int8") == cli.FAILURE
+        assert "FAIL  all-minilm-l6-v2-int8: could not build again" in capsys.readouterr().err
+        assert RECIPE_KEY not in read_metadata(int8)  # the older file serves on
+    assert run(*args, "pull", "all-minilm-l6-v2-int8") == cli.OK
+    assert read_metadata(int8)[RECIPE_KEY] == str(RECIPE)
+    assert run(*args, "list") == cli.OK
+    assert "to rebuild" not in capsys.readouterr().out

@@ -375,6 +375,40 @@ def test_a_stale_file_that_fails_to_build(
         assert store.missing(built) == ["upper.json"]
 
 
+def test_stale_files_of_both_kinds_and_an_absent_one(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """upper.json wrong on this CPU (rebuilds), twice.json of an older recipe (its rebuild
+    fails): the model serves, with the older twice.json; with twice.json absent instead, its
+    failure is the model's error."""
+    built = CATALOG.get("built")
+    store.ensure(built)
+    upper, twice = store.path(built, "upper.json"), store.path(built, "twice.json")
+    upper.write_bytes(b"saturates here")
+    twice.write_bytes(b"older recipe")
+
+    def stale_unless(good: bytes, usable: bool) -> Any:
+        return lambda p: None if p.read_bytes() == good else prepare.Stale("stale", usable)
+
+    good = TOKENIZER.upper()
+    why = {"test-upper": stale_unless(good, False), "test-twice": stale_unless(good * 2, True)}
+    monkeypatch.setattr(prepare, "WHY_REBUILD", why)
+    monkeypatch.setattr(prepare, "RECIPES", {**prepare.RECIPES, "test-twice": _fail})
+    with caplog.at_level("WARNING"):
+        store.ensure(built)  # no error: every file left can serve
+    assert upper.read_bytes() == good and twice.read_bytes() == b"older recipe"
+    assert f"{twice}: building it again failed, it serves on" in caplog.text
+    assert f"{upper}: building it again failed" not in caplog.text
+    assert store.progress(built)["state"] == "ready"  # status and /health: it serves
+    assert store.stale(built) == ["twice.json: stale"]
+    upper.write_bytes(b"older too")
+    monkeypatch.setitem(why, "test-upper", stale_unless(good, True))
+    twice.unlink()
+    with pytest.raises(ModelUnavailable, match="recipe exploded"):
+        store.ensure(built)
+    assert upper.read_bytes() == good  # rebuilt before twice.json failed
+
+
 def test_int8_files_say_whether_they_must_be_built_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
