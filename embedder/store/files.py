@@ -293,7 +293,11 @@ class ModelStore:
         replaces the old one only once built. If that fails, an older recipe's file serves on
         (it computes the same function) and the log says so; one that is wrong on this CPU
         goes, and the error is the model's, as is any absent file's."""
-        stale = [(f, p, why) for f in m.files if (why := _why_rebuild(f, p := self._own(m, f)))]
+        stale = [
+            (f, path, why)
+            for f in m.files
+            if (why := _why_rebuild(f, path := self.root / m.id / f.name)) is not None
+        ]
         if not stale and not self._missing_own(m):
             return
         for _, path, why in stale:
@@ -316,9 +320,6 @@ class ModelStore:
             for f, path, _ in stale:
                 if _why_rebuild(f, path) is not None:
                     log.warning("%s: building it again failed, it serves on: %s", path, e.message)
-
-    def _own(self, m: ModelSpec, f: ModelFile) -> Path:
-        return self.root / m.id / f.name
 
     def _missing_own(self, m: ModelSpec, stale: bool = False) -> list[ModelFile]:
         """Own files that are absent, and with `stale` built ones to build again."""
