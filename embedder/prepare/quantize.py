@@ -129,12 +129,9 @@ def _weight_groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return dict(groups)
 
 
-def _calibration_feeds(model: onnx.ModelProto) -> list[dict[str, npt.NDArray[Any]]]:
-    """Deterministic batches of random token ids, sized from the graph's own vocabulary.
-
-    The ids input is the graph input that a Gather uses to index the largest 2-D initializer
-    (the word embeddings); masks are all ones, token types zeros, positions 0..n-1.
-    """
+def token_ids_input(model: onnx.ModelProto) -> tuple[str, int]:
+    """(name, vocabulary size) of the token ids input: the graph input that a Gather uses to
+    index the largest 2-D initializer (the word embeddings)."""
     inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
     inputs = {i.name for i in model.graph.input} - set(inits)
     ids_name, vocab = None, 0
@@ -145,6 +142,15 @@ def _calibration_feeds(model: onnx.ModelProto) -> list[dict[str, npt.NDArray[Any
                 ids_name, vocab = node.input[1], rows
     if ids_name is None:
         raise ValueError("cannot find the token ids input (no Gather on an embedding table)")
+    return ids_name, vocab
+
+
+def _calibration_feeds(model: onnx.ModelProto) -> list[dict[str, npt.NDArray[Any]]]:
+    """Deterministic batches of random token ids, sized from the graph's own vocabulary
+    (`token_ids_input`); masks are all ones, token types zeros, positions 0..n-1."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {i.name for i in model.graph.input} - inits
+    ids_name, vocab = token_ids_input(model)
     rng = np.random.default_rng(CALIBRATION_SEED)
     feeds = []
     for batch, tokens in CALIBRATION_SHAPES:

@@ -183,7 +183,7 @@ def recipe_forms(
     alternating. Per (batch, tokens) of random ids: the median of per-pair time ratios
     (opset-17 form / as built; above 1: the current form is faster). The CPUs where the
     element-wise work weighs most (VNNI, AMX) are where this figure matters."""
-    from embedder.prepare.quantize import quantize_model
+    from embedder.prepare.quantize import quantize_model, token_ids_input
 
     built = onnx.load(str(int8), load_external_data=False)
     opset = next((o.version for o in built.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -192,9 +192,7 @@ def recipe_forms(
     older = quantize_model(onnx.load(str(fp32)), blocked=False).SerializeToString()
     sessions = {"built": _session(str(int8), 1), "opset17": _session(older, 1)}
     names = {i.name for i in sessions["built"].get_inputs()}
-    dims = {i.name: tuple(i.dims) for i in built.graph.initializer}
-    tables = [dims.get(n.input[0], (0,)) for n in built.graph.node if n.op_type == "Gather"]
-    vocab = max((t[0] for t in tables if len(t) == 2), default=1)  # the word embeddings
+    _, vocab = token_ids_input(built)
     rng = np.random.default_rng(7)
     out: dict[str, Any] = {"shapes": []}
     for batch, tokens in shapes:
