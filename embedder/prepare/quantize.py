@@ -400,7 +400,7 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 def _to_opset21(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """`model` at opset 21, whose QuantizeLinear takes a scale per block of a row: one
+    """A copy of `model` at opset 21, whose QuantizeLinear takes a scale per block of a row: one
     block over the whole row quantizes with the per-row scale directly, instead of a
     Reciprocal and a Mul over the activation first. None where the graph does not convert.
 
@@ -408,7 +408,7 @@ def _to_opset21(model: onnx.ModelProto) -> onnx.ModelProto | None:
     LayerNorms into SkipLayerNormalization, measured 2-3 % slower on the INT8 graph (and 11 %
     in an earlier fusion of our own), so the shapes go again: ORT sees the graph it saw."""
     if _opset(model) >= 21:
-        return model
+        return _copy(model)
     from onnx import version_converter
 
     try:
@@ -604,10 +604,8 @@ def quantize_model(
     opset 21 (False: the opset-17 form, a Reciprocal and a Mul before a plain one)."""
     if signed is None:
         signed = signed_weights_are_exact()
-    if blocked and (converted := _to_opset21(model)) is not None and converted is not model:
-        model = converted  # a new model already: nothing of the caller's is edited below
-    else:
-        model = _copy(model)  # folding edits initializers in place
+    converted = _to_opset21(model) if blocked else None
+    model = converted if converted is not None else _copy(model)  # folding edits in place
     _fold_attention_biases(model)
     groups = _weight_groups(model)
     if not groups:
