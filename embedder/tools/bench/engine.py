@@ -75,10 +75,14 @@ def _parallel(
             took, tokens = took + seconds, tokens + n
         return took, tokens
     counts = [0] * len(embedders)
+    errors: list[BaseException] = []
 
     def work(k: int) -> None:
-        for part in calls[k :: len(embedders)]:
-            counts[k] += embedders[k].embed(part).total_tokens
+        try:
+            for part in calls[k :: len(embedders)]:
+                counts[k] += embedders[k].embed(part).total_tokens
+        except BaseException as exc:  # reaches the caller below, never lost with the thread
+            errors.append(exc)
 
     runners = [threading.Thread(target=work, args=(k,)) for k in range(len(embedders))]
     began = time.perf_counter()
@@ -86,6 +90,8 @@ def _parallel(
         runner.start()
     for runner in runners:
         runner.join()
+    if errors:
+        raise errors[0]
     return time.perf_counter() - began, sum(counts)
 
 

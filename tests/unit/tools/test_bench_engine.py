@@ -13,7 +13,7 @@ from embedder.encoder import TextEncoder
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import Tokenized, load_tokenizer
-from embedder.tools.bench.engine import _pooled, limit, round_rate, single_times
+from embedder.tools.bench.engine import _parallel, _pooled, limit, round_rate, single_times
 from embedder.tools.corpus import corpus
 from tests.models import paraphrase_onnx, tokenizer_json
 
@@ -54,6 +54,9 @@ def test_every_row_runs_once_and_tokens_add_up() -> None:
 def test_a_failed_run_reaches_the_caller() -> None:
     with pytest.raises(RuntimeError, match="the session failed"):
         _pooled([_spy(), _spy(fail=True)], corpus(48, 1))
+    calls = [corpus(4, seed) for seed in range(4)]  # request-shaped: calls dealt to threads
+    with pytest.raises(RuntimeError, match="the session failed"):
+        _parallel([_spy(), _spy(fail=True)], calls)
 
 
 class _Order:
