@@ -89,7 +89,7 @@ def peaks(r: dict[str, Any]) -> list[str]:
 
 
 def _recipe_forms(r: dict[str, Any]) -> list[str]:
-    """One line per INT8 level: its file as built against the recipe's opset-17 form."""
+    """One line per INT8 level: its file as built against the other INT8 forms."""
     out = []
     for lv in r.get("levels", []):
         forms = lv.get("recipe_forms")
@@ -98,17 +98,20 @@ def _recipe_forms(r: dict[str, Any]) -> list[str]:
         if "skipped" in forms:
             out.append(f"- {lv['key']}: {forms['skipped']}")
             continue
-        each = ", ".join(
-            f"{s['batch']} x {s['tokens']} tokens {s['speedup']:.3f}x ({s['pairs']} pairs)"
+        each = "; ".join(
+            f"{s['batch']} x {s['tokens']} tokens {s['opset17']:.3f}x / {s['nbits8']:.3f}x "
+            f"({s['rounds']} rounds)"
             for s in forms["shapes"]
         )
         out.append(f"- {lv['key']} ({lv['model']}): {each}")
     if not out:
         return []
     head = (
-        "INT8 as built (opset 21: blocked QuantizeLinear, GELU zero point) against the "
-        "recipe's opset-17 form of the same FP32 graph, paired runs on one thread (above 1x: "
-        "the file as built is faster):"
+        "INT8 as built against other INT8 forms of the same FP32 graph, one thread, rounds "
+        "in rotating order: the recipe's opset-17 form (a Reciprocal and a Mul per row scale, "
+        "a shift Add before GELU outputs) / MatMulNBits with 8-bit weight blocks of 32 "
+        "(activations quantized inside the kernel; `embedder.prepare.nbits`). Above 1x the "
+        "file as built is faster:"
     )
     return [head, "", *out, ""]
 

@@ -174,23 +174,38 @@ def op_profile(path: Path, feeds: dict[str, Any], runs: int = 3, top: int = 8) -
     return [[op, dur / total] for op, dur in by_op.most_common(top)]
 
 
+def _forms(fp32: Path) -> dict[str, bytes]:
+    """The other INT8 forms of the FP32 graph at `fp32`, by name (see `recipe_forms`)."""
+    from embedder.prepare.nbits import nbits_model
+    from embedder.prepare.quantize import quantize_model
+
+    source = onnx.load(str(fp32))
+    return {
+        "opset17": quantize_model(source, blocked=False).SerializeToString(),
+        "nbits8": nbits_model(source).SerializeToString(),
+    }
+
+
 def recipe_forms(
     fp32: Path, int8: Path, shapes: tuple[tuple[int, int], ...], seconds: float = 4.0
 ) -> dict[str, Any]:
-    """The INT8 file as the store built it against the recipe's opset-17 form (a Reciprocal
-    and a Mul before each QuantizeLinear, a shift Add before GELU outputs; `quantize_model(...,
-    blocked=False)`) built here from the same FP32 graph: paired runs, one thread, the order
-    alternating. Per (batch, tokens) of random ids: the median of per-pair time ratios
-    (opset-17 form / as built; above 1: the current form is faster). The CPUs where the
-    element-wise work weighs most (VNNI, AMX) are where this figure matters."""
-    from embedder.prepare.quantize import quantize_model, token_ids_input
+    """The INT8 file as the store built it against other INT8 forms of the same FP32 graph,
+    built here: the recipe's opset-17 form (a Reciprocal and a Mul before each
+    QuantizeLinear, a shift Add before GELU outputs; `quantize_model(..., blocked=False)`)
+    and MatMulNBits with 8-bit weight blocks (`embedder.prepare.nbits`). Runs on one thread,
+    in rounds whose order rotates. Per (batch, tokens) of random ids and per form: the median
+    over rounds of the form's time / the file's (above 1: the file as built is faster). The
+    CPUs where the element-wise work weighs most (VNNI, AMX), and where ONNX Runtime has fast
+    8-bit MatMulNBits kernels, are where these figures matter."""
+    from embedder.prepare.quantize import token_ids_input
 
     built = onnx.load(str(int8), load_external_data=False)
     opset = next((o.version for o in built.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 21:
         return {"skipped": f"the built file is the opset-{opset} form already"}
-    older = quantize_model(onnx.load(str(fp32)), blocked=False).SerializeToString()
-    sessions = {"built": _session(str(int8), 1), "opset17": _session(older, 1)}
+    sessions = {"built": _session(str(int8), 1)}
+    sessions |= {form: _session(model, 1) for form, model in _forms(fp32).items()}
+    forms = [name for name in sessions if name != "built"]
     names = {i.name for i in sessions["built"].get_inputs()}
     _, vocab = token_ids_input(built)
     rng = np.random.default_rng(7)
@@ -201,18 +216,22 @@ def recipe_forms(
         feed = {k: v for k, v in (feed | {"token_type_ids": ids * 0}).items() if k in names}
         for sess in sessions.values():
             sess.run(None, feed)
-        ratios: list[float] = []
+        ratios: dict[str, list[float]] = {form: [] for form in forms}
+        order = list(sessions)
         until = time.monotonic() + seconds
-        while time.monotonic() < until or len(ratios) < 5:
+        rounds = 0
+        while time.monotonic() < until or rounds < 5:
             took: dict[str, float] = {}
-            order = list(sessions) if len(ratios) % 2 == 0 else list(reversed(sessions))
+            order = order[1:] + order[:1]
             for name in order:
                 began = time.perf_counter()
                 sessions[name].run(None, feed)
                 took[name] = time.perf_counter() - began
-            ratios.append(took["opset17"] / took["built"])
-        row = {"batch": batch, "tokens": tokens, "pairs": len(ratios)}
-        out["shapes"].append(row | {"speedup": float(np.median(ratios))})
+            for form in forms:
+                ratios[form].append(took[form] / took["built"])
+            rounds += 1
+        speedup = {form: float(np.median(r)) for form, r in ratios.items()}
+        out["shapes"].append({"batch": batch, "tokens": tokens, "rounds": rounds} | speedup)
     return out
 
 

@@ -129,7 +129,7 @@ def measure_peaks(opts: Options, clock: Clock, levels: list[Level], result: dict
         ) | {"ops_per_token": ops}
         row["profile"] = peaks.op_profile(path, feeds)
         if (fp32 := _int8_source(lv)) is not None:
-            clock.say(f"INT8 recipe, as built vs its opset-17 form, for {lv.spec.id}")
+            clock.say(f"INT8 recipe, as built vs other INT8 forms, for {lv.spec.id}")
             seconds = 1.0 if opts.quick else 4.0
             row["recipe_forms"] = peaks.recipe_forms(fp32, path, ((16, 48), (1, 12)), seconds)
 
