@@ -23,7 +23,7 @@ integer kernels, with these changes:
 4. The attention context's smoothing is folded into the value projection (its weight columns
    and bias), exact because each softmax row sums to one: no runtime Mul for that input.
 5. Before any of that, the key and value biases leave the attention (exact, see
-   `_fold_attention_biases`): two bias Adds fewer per layer. all-MiniLM-L6-v2, AVX2-only EPYC,
+   `fold_attention_biases`): two bias Adds fewer per layer. all-MiniLM-L6-v2, AVX2-only EPYC,
    one thread, 16 x 48 tokens, 41 interleaved runs on a loaded machine: 1.04x; fidelity
    0.99773 / 0.99920 / 97.9 % (before: 0.99766 / 0.99921 / 98.3 %, 1 text of 234 apart).
 6. Where the graph converts to opset 21 (`_to_opset21`), each row is quantized by ONE
@@ -47,19 +47,14 @@ integer kernels, with these changes:
    codes instead (u8 x s8, activations 0..180, weights +-90) measured 0.9943 / 0.9983 / 97.4 %
    on an AVX2-only EPYC: ~15 % faster than uint8 weights there, but under the fidelity bar.
 
-Tried and dropped (ORT 1.32): MatMulIntegerToFloat's own bias input, to save the bias Adds:
-with a per-row A scale the kernel multiplies the bias by that scale too (measured on a 2x3x8
-case), so the result is wrong. MatMulNBits (bits=8, accuracy_level=4, block 32) quantizes
-activations per 32-channel block inside the kernel and scored 0.9990 / 0.9996 / 98.3 %, but
-ran at 0.71x FP32 on an AVX2-only EPYC (its int8 path there is not a fast one); `make bench`
-sets it beside the recipe on every CPU (`embedder.prepare.nbits`). The attention cores fused
-into com.microsoft.MultiHeadAttention (82 nodes fewer, same outputs to the bit): 0.985-1.013x
-on that EPYC over the bench corpus (1 and 2 threads, MiniLM and the bge-base stand-in), ORT's
-CPU kernel costing about what the unfused nodes cost (branch mha-fusion, for a VNNI/AMX
-measurement). Int8 weights in 7 bits (+-63, exact with u8 x s8 on AVX2): 1.04-1.07x, but min
-cosine 0.988. One activation group left FP32 at a time (18 of the 24, layers 0-3): each moves
-the mean cosine by at most 1.1e-4 and the same-neighbour rate within its noise (+-2 % on 300
-texts): the error is spread evenly, no group is worth FP32.
+Tried and dropped (ORT 1.32; details and figures in the README's Fidelity section):
+- MatMulIntegerToFloat's own bias input: with a per-row A scale the kernel multiplies the bias
+  by that scale too (measured on a 2x3x8 case), so the result is wrong.
+- MatMulNBits, 8-bit weight blocks (`embedder.prepare.nbits`): higher cosines than this
+  recipe, 0.69-0.72x FP32 on an AVX2-only EPYC; `make bench` sets it beside the recipe.
+- The attention cores fused into MultiHeadAttention: 0.985-1.013x this recipe on that EPYC.
+- Int8 weights in 7 bits (exact with u8 x s8 on AVX2): 1.04-1.07x this recipe, min cosine 0.988.
+- One activation group left in FP32: no group carries much of the error.
 
 Weights are symmetric 8-bit, one scale per output column. The activation statistics that pick
 the mode and the smoothing factors come from a built-in calibration run on deterministic
@@ -312,14 +307,14 @@ def _value_projection(
     if probs is None or probs.op_type != "Softmax" or value is None:
         return None
     if value.op_type == "MatMul" and value.input[1] in weights:
-        return value.input[1], None  # its bias was folded away (`_fold_attention_biases`)
+        return value.input[1], None  # its bias was folded away (`fold_attention_biases`)
     found = _linear(producers, inits, ctx.input[1])
     if found is None or found[1].input[1] not in weights:
         return None
     return found[1].input[1], found[2]
 
 
-def _fold_attention_biases(model: onnx.ModelProto) -> int:
+def fold_attention_biases(model: onnx.ModelProto) -> int:
     """Take the key and value biases out of every attention (exact; edits `model`).
 
     A key bias adds q.b to every score of a query row: softmax over the row ignores it, so it
@@ -614,7 +609,7 @@ def quantize_model(
         signed = signed_weights_are_exact()
     converted = _to_opset21(model) if blocked else None
     model = converted if converted is not None else _copy(model)  # folding edits in place
-    _fold_attention_biases(model)
+    fold_attention_biases(model)
     groups = _weight_groups(model)
     if not groups:
         raise ValueError("no MatMul with a constant weight to quantize")

@@ -90,16 +90,18 @@ def peaks(r: dict[str, Any]) -> list[str]:
 
 def _recipe_forms(r: dict[str, Any]) -> list[str]:
     """One line per INT8 level: its file as built against the other INT8 forms."""
+    from embedder.prepare.nbits import BLOCK
+
+    def ratio(shape: dict[str, Any], form: str) -> str:
+        return f"{shape[form]:.3f}x" if form in shape else "-"
+
     out = []
     for lv in r.get("levels", []):
         forms = lv.get("recipe_forms")
         if not forms:
             continue
-        if "skipped" in forms:
-            out.append(f"- {lv['key']}: {forms['skipped']}")
-            continue
         each = "; ".join(
-            f"{s['batch']} x {s['tokens']} tokens {s['opset17']:.3f}x / {s['nbits8']:.3f}x "
+            f"{s['batch']} x {s['tokens']} tokens {ratio(s, 'opset17')} / {ratio(s, 'nbits8')} "
             f"({s['rounds']} rounds)"
             for s in forms["shapes"]
         )
@@ -109,9 +111,9 @@ def _recipe_forms(r: dict[str, Any]) -> list[str]:
     head = (
         "INT8 as built against other INT8 forms of the same FP32 graph, one thread, rounds "
         "in rotating order: the recipe's opset-17 form (a Reciprocal and a Mul per row scale, "
-        "a shift Add before GELU outputs) / MatMulNBits with 8-bit weight blocks of 32 "
-        "(activations quantized inside the kernel; `embedder.prepare.nbits`). Above 1x the "
-        "file as built is faster:"
+        f"a shift Add before GELU outputs; - where the file is that form) / MatMulNBits with "
+        f"8-bit weight blocks of {BLOCK} (activations quantized inside the kernel; "
+        "`embedder.prepare.nbits`). Above 1x the file as built is faster:"
     )
     return [head, "", *out, ""]
 

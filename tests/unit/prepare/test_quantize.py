@@ -47,7 +47,7 @@ from embedder.prepare.bert_onnx import build_bert_onnx
 from embedder.prepare.quantize import (
     ONE_SIDED_ZERO_POINT,
     WEIGHTS_KEY,
-    _fold_attention_biases,
+    fold_attention_biases,
     quantize_int8,
     quantize_model,
     signed_weights_are_exact,
@@ -274,7 +274,7 @@ def test_attention_biases_fold_exactly(minilm_graphs: tuple[Path, Path]) -> None
     projection's bias (softmax rows sum to one): two Adds fewer per layer, same function."""
     original = onnx.load(str(minilm_graphs[0]))
     folded = onnx.load(str(minilm_graphs[0]))
-    assert _fold_attention_biases(folded) == 6  # every layer of all-MiniLM-L6-v2
+    assert fold_attention_biases(folded) == 6  # every layer of all-MiniLM-L6-v2
 
     def adds(m: onnx.ModelProto) -> int:
         return sum(n.op_type == "Add" for n in m.graph.node)
