@@ -11,16 +11,9 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from embedder.prepare.bert_onnx import build_bert_onnx
 from embedder.prepare.nbits import nbits_model
-from tests.unit.prepare.test_bert_onnx import _batch, _run, _session, _tiny_checkpoint
-
-
-def _tiny(tmp_path: Path) -> onnx.ModelProto:
-    weights, config = _tiny_checkpoint(tmp_path, "")
-    out = tmp_path / "fp32.onnx"
-    build_bert_onnx(weights, config, out)
-    return onnx.load(str(out))
+from tests.unit.prepare.test_bert_onnx import _batch, _run, _session
+from tests.unit.prepare.test_quantize import _tiny_fp32
 
 
 def _cosines(a: onnx.ModelProto, b: onnx.ModelProto) -> npt.NDArray[np.float32]:
@@ -32,7 +25,7 @@ def _cosines(a: onnx.ModelProto, b: onnx.ModelProto) -> npt.NDArray[np.float32]:
 
 
 def test_weight_matmuls_become_8_bit_blocks_with_the_same_function(tmp_path: Path) -> None:
-    model = _tiny(tmp_path)
+    model = _tiny_fp32(tmp_path)
     before = model.SerializeToString()
     converted = nbits_model(model)
     assert model.SerializeToString() == before  # a copy
@@ -54,7 +47,7 @@ def test_weight_matmuls_become_8_bit_blocks_with_the_same_function(tmp_path: Pat
 
 def test_only_weights_whose_rows_the_block_divides_convert(tmp_path: Path) -> None:
     """Blocks of 64: only the FFN output projections (K = 64) convert; the rest (K = 32) stay."""
-    model = _tiny(tmp_path)
+    model = _tiny_fp32(tmp_path)
     converted = nbits_model(model, block=64)
     onnx.checker.check_model(converted)
     ops = [n.op_type for n in converted.graph.node]
