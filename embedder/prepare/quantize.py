@@ -52,7 +52,8 @@ Tried and dropped (ORT 1.32; details and figures in the README's Fidelity sectio
   by that scale too (measured on a 2x3x8 case), so the result is wrong.
 - MatMulNBits, 8-bit weight blocks (`embedder.prepare.nbits`): higher cosines than this
   recipe, 0.69-0.72x FP32 on an AVX2-only EPYC; `make bench` sets it beside the recipe.
-- The attention cores fused into MultiHeadAttention: 0.985-1.013x this recipe on that EPYC.
+- The attention cores fused into MultiHeadAttention (`embedder.prepare.attention`): 0.985-1.013x
+  this recipe on that EPYC; `make bench` sets it beside the recipe too.
 - Int8 weights in 7 bits (exact with u8 x s8 on AVX2): 1.04-1.07x this recipe, min cosine 0.988.
 - One activation group left in FP32: no group carries much of the error.
 
@@ -148,24 +149,32 @@ def token_ids_input(model: onnx.ModelProto) -> tuple[str, int]:
     return ids_name, vocab
 
 
-def _calibration_feeds(model: onnx.ModelProto) -> list[dict[str, npt.NDArray[Any]]]:
+def calibration_feeds(
+    model: onnx.ModelProto,
+    shapes: tuple[tuple[int, int], ...] = CALIBRATION_SHAPES,
+    padded: str | None = None,
+) -> list[dict[str, npt.NDArray[Any]]]:
     """Deterministic batches of random token ids, sized from the graph's own vocabulary
-    (`token_ids_input`); masks are all ones, token types zeros, positions 0..n-1."""
+    (`token_ids_input`); masks are all ones, token types zeros, positions 0..n-1. `padded`
+    names the mask input to pad instead: row i keeps its first n / (i + 1) tokens."""
     inits = {i.name for i in model.graph.initializer}
     inputs = {i.name for i in model.graph.input} - inits
     ids_name, vocab = token_ids_input(model)
     rng = np.random.default_rng(CALIBRATION_SEED)
     feeds = []
-    for batch, tokens in CALIBRATION_SHAPES:
+    for batch, tokens in shapes:
         feed: dict[str, npt.NDArray[Any]] = {}
         for inp in model.graph.input:
             if inp.name not in inputs:
                 continue
             elem = inp.type.tensor_type.elem_type
-            dtype = np.int32 if elem == TensorProto.INT32 else np.int64
+            dtype = {TensorProto.INT32: np.int32, TensorProto.FLOAT: np.float32}.get(elem, np.int64)
             name = inp.name.lower()
             if inp.name == ids_name:
                 feed[inp.name] = rng.integers(0, vocab, size=(batch, tokens)).astype(dtype)
+            elif inp.name == padded:
+                kept = np.arange(tokens)[None, :] < (tokens // np.arange(1, batch + 1))[:, None]
+                feed[inp.name] = kept.astype(dtype)
             elif "mask" in name:
                 feed[inp.name] = np.ones((batch, tokens), dtype)
             elif "position" in name:
@@ -192,7 +201,7 @@ def _calibrate(model: onnx.ModelProto, tensors: list[str]) -> dict[str, _Stats]:
         probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     stats: dict[str, _Stats] = {}
-    for feed in _calibration_feeds(model):
+    for feed in calibration_feeds(model):
         try:
             values = session.run(tensors, feed)
         except Exception:  # e.g. longer than the model's position table: use what fits

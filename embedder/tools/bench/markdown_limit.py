@@ -102,7 +102,7 @@ def _recipe_forms(r: dict[str, Any]) -> list[str]:
             continue
         each = "; ".join(
             f"{s['batch']} x {s['tokens']} tokens {ratio(s, 'opset17')} / {ratio(s, 'nbits8')} "
-            f"({s['rounds']} rounds)"
+            f"/ {ratio(s, 'mha')} ({s['rounds']} rounds)"
             for s in forms["shapes"]
         )
         out.append(f"- {lv['key']} ({lv['model']}): {each}")
@@ -113,7 +113,9 @@ def _recipe_forms(r: dict[str, Any]) -> list[str]:
         "in rotating order: the recipe's opset-17 form (a Reciprocal and a Mul per row scale, "
         f"a shift Add before GELU outputs; - where the file is that form) / MatMulNBits with "
         f"8-bit weight blocks of {BLOCK} (activations quantized inside the kernel; "
-        "`embedder.prepare.nbits`). Above 1x the file as built is faster:"
+        "`embedder.prepare.nbits`) / the file's graph with its attention cores fused into "
+        "MultiHeadAttention (`embedder.prepare.attention`; - where nothing fused). Above 1x "
+        "the file as built is faster:"
     )
     return [head, "", *out, ""]
 

@@ -176,6 +176,7 @@ def op_profile(path: Path, feeds: dict[str, Any], runs: int = 3, top: int = 8) -
 
 def _forms(fp32: Path, opset17: bool) -> dict[str, bytes]:
     """The other INT8 forms of the FP32 graph at `fp32`, by name (see `recipe_forms`)."""
+    from embedder.prepare.attention import fused_if_same
     from embedder.prepare.nbits import nbits_model
     from embedder.prepare.quantize import quantize_model
 
@@ -183,6 +184,9 @@ def _forms(fp32: Path, opset17: bool) -> dict[str, bytes]:
     forms = {"nbits8": nbits_model(source).SerializeToString()}
     if opset17:
         forms["opset17"] = quantize_model(source, blocked=False).SerializeToString()
+    fused, layers = fused_if_same(quantize_model(source))
+    if layers:
+        forms["mha"] = fused.SerializeToString()
     return forms
 
 
@@ -191,14 +195,16 @@ def recipe_forms(
 ) -> dict[str, Any]:
     """The INT8 file as the store built it against other INT8 forms of the same FP32 graph,
     built here: the recipe's opset-17 form (a Reciprocal and a Mul before each
-    QuantizeLinear, a shift Add before GELU outputs; `quantize_model(..., blocked=False)`)
-    and MatMulNBits with 8-bit weight blocks (`embedder.prepare.nbits`). Runs on one thread,
-    in rounds whose order rotates. Per (batch, tokens) of random ids and per form: the median
-    over rounds of the form's time / the file's (above 1: the file as built is faster). The
-    CPUs where the element-wise work weighs most (VNNI, AMX), and where ONNX Runtime has fast
-    8-bit MatMulNBits kernels, are where these figures matter. (The name is older than the
-    MatMulNBits form; kept for the JSON's readers.) A file that is the opset-17 form already
-    is compared with MatMulNBits only."""
+    QuantizeLinear, a shift Add before GELU outputs; `quantize_model(..., blocked=False)`),
+    MatMulNBits with 8-bit weight blocks (`embedder.prepare.nbits`) and the recipe's graph
+    with its attention cores fused into MultiHeadAttention (`embedder.prepare.attention`).
+    Runs on one thread, in rounds whose order rotates. Per (batch, tokens) of random ids and
+    per form: the median over rounds of the form's time / the file's (above 1: the file as
+    built is faster). The CPUs where the element-wise work weighs most (VNNI, AMX), and where
+    ONNX Runtime has fast 8-bit MatMulNBits kernels, are where these figures matter. (The
+    name is older than the other forms; kept for the JSON's readers.) A file that is the
+    opset-17 form already is not set against that form; a graph whose attention does not
+    fuse, not against the fused one."""
     from embedder.prepare.quantize import token_ids_input
 
     built = onnx.load(str(int8), load_external_data=False)

@@ -49,18 +49,18 @@ def test_recipe_forms_compare_the_built_file_with_the_other_forms(tmp_path: Path
     quantize_int8(fp32, int8)
     got = peaks.recipe_forms(fp32, int8, ((2, 8), (1, 4)), seconds=0.05)
     assert [(s["batch"], s["tokens"]) for s in got["shapes"]] == [(2, 8), (1, 4)]
-    assert all(s["rounds"] >= 5 and {"opset17", "nbits8"} <= set(s) for s in got["shapes"])
+    assert all(s["rounds"] >= 5 and {"opset17", "nbits8", "mha"} <= set(s) for s in got["shapes"])
     # a file that is the opset-17 form already is set against MatMulNBits only
     older = tmp_path / "older.onnx"
     onnx.save(quantize_model(onnx.load(str(fp32)), blocked=False), str(older))
     alone = peaks.recipe_forms(fp32, older, ((1, 4),), seconds=0.05)
-    assert [set(s) - {"batch", "tokens", "rounds"} for s in alone["shapes"]] == [{"nbits8"}]
+    assert [set(s) - {"batch", "tokens", "rounds"} for s in alone["shapes"]] == [{"nbits8", "mha"}]
     levels = [
         {"key": "starter:2", "model": "m", "recipe_forms": got},
         {"key": "starter:9", "model": "o", "recipe_forms": alone},
     ]
     text = "\n".join(peaks_section({"peaks": {"shapes": []}, "levels": levels}))
-    assert re.search(
-        r"- starter:2 \(m\): 2 x 8 tokens \d\.\d{3}x / \d\.\d{3}x \(\d+ rounds\); 1 x 4", text
-    )
-    assert re.search(r"- starter:9 \(o\): 1 x 4 tokens - / \d\.\d{3}x \(\d+ rounds\)", text)
+    three = r"\d\.\d{3}x / \d\.\d{3}x / \d\.\d{3}x \(\d+ rounds\)"
+    assert re.search(rf"- starter:2 \(m\): 2 x 8 tokens {three}; 1 x 4 tokens {three}", text)
+    two = r"- / \d\.\d{3}x / \d\.\d{3}x \(\d+ rounds\)"
+    assert re.search(rf"- starter:9 \(o\): 1 x 4 tokens {two}", text)
