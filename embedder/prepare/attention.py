@@ -12,9 +12,12 @@ the bench corpus (1 and 2 threads, MiniLM and the bge-base stand-in), so the rec
 fuse. Where the integer GEMMs are fast (VNNI, AMX) the attention's FP32 work and the per-node
 overhead weigh more: the bench line says whether it pays there.
 
-The match is strict (every layer must have exactly this shape, whatever the exporter named the
-nodes or however it computed the reshape targets); a layer that does not match stays as it
-is, and `fused_if_same` keeps the fused graph only if it gives the same outputs.
+The match is strict: every layer must have exactly this shape (whatever the exporter named
+the nodes or however it computed the reshape targets), its mask must be made from the mask
+input alone by the ops of a text mask (a layer that does not match stays as it is), and none
+of a fused layer's inner tensors may be needed elsewhere (else nothing is fused). The
+benchmark keeps a fused graph only if it gives the same outputs
+(`embedder.tools.bench.forms.fused_if_same`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from embedder.prepare.graph_edit import all_defined, keep_live
+from embedder.prepare.quantize import token_ids_input
 
 F32 = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
@@ -120,24 +126,35 @@ def _split(
     return None if heads is None else (reshape.input[0], heads, factor, reshape)
 
 
+# What a text mask is made of: element-wise and layout ops on the mask input, scalar constants
+# ((1 - mask) * lowest, say); from the index given on, an op's inputs are axes or shapes
+_MASK_OPS = {"Unsqueeze": 1, "Squeeze": 1, "Reshape": 1, "Expand": 1, "Cast": 1, "Identity": 1}
+_MASK_OPS |= {"Sub": 2, "Mul": 2, "Neg": 1, "Not": 1, "Equal": 2, "Where": 3}
+
+
 def _mask_input(g: _Graph, name: str) -> str | None:
-    """The graph input an additive attention mask is computed from, if only from one (shape
-    reads aside: a mask expanded to the ids' shape is still the text mask)."""
+    """The graph input an additive attention mask is computed from, when it is computed from
+    that one input by the ops of a text mask only (a constant tensor term, such as a position
+    bias, or a second input makes it something else)."""
     found: set[str] = set()
     todo, seen = [name], set()
     while todo:
         cur = todo.pop()
-        if cur in seen or g.const(cur) is not None:
+        if cur in seen:
             continue
         seen.add(cur)
+        value = g.const(cur)
+        if value is not None:
+            if value.size != 1:
+                return None
+            continue
         if cur in g.inputs:
             found.add(cur)
             continue
         node = g.producer.get(cur)
-        if node is None:
+        if node is None or node.op_type not in _MASK_OPS:
             return None
-        if node.op_type != "Shape":
-            todo.extend(i for i in node.input if i)
+        todo.extend(i for i in node.input[: _MASK_OPS[node.op_type]] if i)
     return found.pop() if len(found) == 1 else None
 
 
@@ -152,9 +169,12 @@ class _Core:
     mask: str
     merge: onnx.NodeProto  # the head-merge Reshape: the fused node takes its place and output
     absorbed: list[onnx.NodeProto]  # bias Adds the fused node takes over
+    inner: list[onnx.NodeProto]  # every node from the projections to the merge: must all go
 
 
-def _bias(g: _Graph, name: str, split: onnx.NodeProto | None) -> tuple[str, F32 | None, Any]:
+def _bias(
+    g: _Graph, name: str, split: onnx.NodeProto | None
+) -> tuple[str, F32 | None, onnx.NodeProto | None]:
     """(input, bias, Add node) when `name` is x + b with a constant vector b used by nothing
     but the head split (and shape reads of it); else (name, None, None)."""
     add = g.op(name, "Add")
@@ -170,9 +190,9 @@ def _bias(g: _Graph, name: str, split: onnx.NodeProto | None) -> tuple[str, F32 
     return name, None, None
 
 
-def _scores(g: _Graph, add: onnx.NodeProto) -> tuple[onnx.NodeProto, float, str] | None:
-    """(score MatMul, constant factor on it, mask input) when `add` adds a text mask to the
-    scaled products of the queries and keys."""
+def _scores(g: _Graph, add: onnx.NodeProto) -> tuple[onnx.NodeProto, float, str, str] | None:
+    """(score MatMul, constant factor on it, mask input, mask tensor) when `add` adds a text
+    mask to the scaled products of the queries and keys."""
     for scores_in, mask in (add.input, list(reversed(add.input))):
         scores_in, factor = _scaled(g, scores_in)
         div = g.op(scores_in, "Div")
@@ -181,13 +201,29 @@ def _scores(g: _Graph, add: onnx.NodeProto) -> tuple[onnx.NodeProto, float, str]
         scores = g.op(scores_in, "MatMul")
         mask_input = _mask_input(g, mask)
         if scores is not None and mask_input is not None:
-            return scores, factor, mask_input
+            return scores, factor, mask_input, mask
     return None
 
 
-def _match(g: _Graph, probs: onnx.NodeProto) -> _Core | None:
-    axis = [a.i for a in probs.attribute if a.name == "axis"]
-    if axis and axis[0] not in (-1, 3):
+def _inner(g: _Graph, out: str, stops: set[str]) -> list[onnx.NodeProto]:
+    """The nodes `out` is computed by back to the tensors in `stops`, through data inputs only
+    (a Reshape's target shape is not data)."""
+    nodes: dict[int, onnx.NodeProto] = {}
+    todo = [out]
+    while todo:
+        node = g.producer.get(todo.pop())
+        if node is None or id(node) in nodes or node.op_type == "Constant":
+            continue
+        nodes[id(node)] = node
+        data = node.input[:1] if node.op_type == "Reshape" else node.input
+        todo.extend(i for i in data if i and i not in stops and g.const(i) is None)
+    return list(nodes.values())
+
+
+def _match(g: _Graph, probs: onnx.NodeProto, opset: int) -> _Core | None:
+    """The attention core whose Softmax is `probs`, if it has exactly the expected shape."""
+    axis = [a.i for a in probs.attribute if a.name == "axis"] or [-1 if opset >= 13 else 1]
+    if axis[0] not in (-1, 3):
         return None
     add = g.op(probs.input[0], "Add")
     ctxs = g.consumers[probs.output[0]]
@@ -196,7 +232,7 @@ def _match(g: _Graph, probs: onnx.NodeProto) -> _Core | None:
     found = _scores(g, add)
     if found is None:
         return None
-    scores, factor, mask_input = found
+    scores, factor, mask_input, mask_tensor = found
     q = _split(g, scores.input[0], _SPLIT)
     k = _split(g, scores.input[1], _SPLIT_T)
     v = _split(g, ctxs[0].input[1], _SPLIT)
@@ -218,6 +254,7 @@ def _match(g: _Graph, probs: onnx.NodeProto) -> _Core | None:
         if add_node is not None:
             absorbed.append(add_node)
     q_in, k_in, v_in = inputs
+    inner = _inner(g, merges[0].output[0], {q_in, k_in, v_in, mask_tensor})
     return _Core(
         q_in,
         k_in,
@@ -228,17 +265,25 @@ def _match(g: _Graph, probs: onnx.NodeProto) -> _Core | None:
         mask=mask_input,
         merge=merges[0],
         absorbed=absorbed,
+        inner=inner,
     )
 
 
 def fuse_attention(model: onnx.ModelProto) -> tuple[int, str | None]:
     """Fuse every matching attention core of `model` (edited in place): (layers fused, the
-    graph input their key padding mask comes from). Nodes left unused are removed."""
+    graph input their key padding mask comes from). Nodes left unused are removed. If any
+    node of a fused core would still be needed (its output is a graph output or read
+    elsewhere), nothing is fused and `model` is left as it was."""
     g = _Graph(model)
-    cores = [c for p in g.producer.values() if p.op_type == "Softmax" if (c := _match(g, p))]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    cores = [c for p in g.producer.values() if p.op_type == "Softmax" if (c := _match(g, p, opset))]
     masks = {c.mask for c in cores}
-    if not cores or len(masks) != 1:
-        return 0, None
+    try:
+        ids = token_ids_input(model)[0]
+    except ValueError:
+        ids = None
+    if not cores or len(masks) != 1 or ids in masks:  # a mask made from the ids is not a
+        return 0, None  # key padding mask the text's own mask input can stand for
     (mask,) = masks
     width = next((len(b) for c in cores for b in c.biases if b is not None), 0)
     new_inits: list[onnx.TensorProto] = []
@@ -268,6 +313,10 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[int, str | None]:
             num_heads=core.heads,
             scale=float(core.scale),
         )
+    if not fused:
+        return 0, None
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
     # shape reads of an absorbed bias Add's output read its input instead (the same shape)
     renamed = {
         n.output[0]: x
@@ -281,82 +330,18 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[int, str | None]:
         if node.op_type == "Shape" and node.input[0] in renamed:
             node.input[0] = renamed[node.input[0]]
     nodes: list[onnx.NodeProto] = []
-    if fused and mask_i32 != mask:
+    if mask_i32 != mask:
         nodes.append(helper.make_node("Cast", [mask], [mask_i32], to=TensorProto.INT32))
     for node in model.graph.node:
         if id(node) in fused:
             nodes.append(fused[id(node)])
         elif id(node) not in absorbed:
             nodes.append(node)
-    _keep_live(model, nodes, new_inits)
+    live = keep_live(model, nodes, new_inits)
+    gone = {id(n) for c in cores if id(c.merge) in fused for n in c.inner if n is not c.merge}
+    if any(id(n) in gone for n in live) or not all_defined(model):
+        model.CopyFrom(original)
+        return 0, None
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(fused), mask
-
-
-def _keep_live(
-    model: onnx.ModelProto, nodes: list[onnx.NodeProto], new_inits: list[onnx.TensorProto]
-) -> None:
-    """Set the graph's nodes to `nodes` minus those whose outputs nothing uses any more."""
-    wanted = {o.name for o in model.graph.output}
-    live: list[onnx.NodeProto] = []
-    for node in reversed(nodes):
-        if any(o in wanted for o in node.output):
-            live.append(node)
-            wanted.update(i for i in node.input if i)
-    live.reverse()
-    inits = [i for i in [*model.graph.initializer, *new_inits] if i.name in wanted]
-    del model.graph.node[:]
-    model.graph.node.extend(live)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(inits)
-
-
-def fused_if_same(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """(`model` with its attention cores fused, layers fused) if the fused graph gives the same
-    outputs on a padded batch and runs here; else (`model`, 0), with the reason logged."""
-    import onnxruntime as ort
-
-    from embedder.prepare.quantize import calibration_feeds
-
-    fused = onnx.ModelProto()
-    fused.CopyFrom(model)
-    try:
-        layers, mask = fuse_attention(fused)
-        if not layers or mask is None:
-            log.info("no attention core to fuse")
-            return model, 0
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        got = []
-        for graph in (model, fused):
-            session = ort.InferenceSession(
-                graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-            )
-            (feed,) = calibration_feeds(graph, ((3, 16),), padded=mask)
-            got.append((session.run(None, feed), feed[mask]))
-        (want, kept), (have, _) = got
-        if all(_same(a, b, kept) for a, b in zip(want, have, strict=True)):
-            return fused, layers
-        log.warning("the fused attention disagrees with the graph: not fused")
-    except Exception as e:  # an ONNX Runtime without the kernel, or a graph it refuses
-        log.warning("the fused attention does not run here (%r): not fused", e)
-    return model, 0
-
-
-def _same(a: npt.NDArray[Any], b: npt.NDArray[Any], kept: npt.NDArray[Any]) -> bool:
-    """Whether two outputs agree: every vector (last axis; of real tokens only where the output
-    is per token) within 1e-5 in cosine and 1e-3 in norm. An INT8 graph may round one value
-    the other way, which moves a vector by far less than any real difference."""
-    if a.shape != b.shape:
-        return False
-    if not np.issubdtype(a.dtype, np.floating):
-        return bool(np.array_equal(a, b))
-    if a.ndim >= 3 and a.shape[:2] == kept.shape:
-        a, b = a[kept != 0], b[kept != 0]
-    x = a.reshape(-1, a.shape[-1] if a.ndim else 1).astype(np.float64)
-    y = b.reshape(x.shape).astype(np.float64)
-    nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
-    cos = np.sum(x * y, axis=1) / np.maximum(nx * ny, 1e-30)
-    tiny = np.maximum(nx, ny) < 1e-6
-    return bool(np.all(tiny | ((cos >= 1 - 1e-5) & (np.abs(nx - ny) <= 1e-3 * nx))))

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from embedder.prepare.graph_edit import keep_live
 from embedder.prepare.quantize import fold_attention_biases
 
 BLOCK = 32
@@ -101,12 +102,7 @@ def nbits_model(
                 accuracy_level=accuracy_level,
             )
         )
-    used = {name for node in nodes for name in node.input}
-    kept = [i for i in g.initializer if i.name in used]
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    keep_live(out, nodes, [])
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return out

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from embedder.catalog import STARTER, BuiltFile
-from embedder.tools.bench import engine, peaks, peer, peer_torch
+from embedder.tools.bench import engine, forms, peaks, peer, peer_torch
 from embedder.tools.bench import rerank as rag
 from embedder.tools.bench.machine import Others, cores
 from embedder.tools.bench.plan import Options
@@ -131,7 +131,7 @@ def measure_peaks(opts: Options, clock: Clock, levels: list[Level], result: dict
         if (fp32 := _int8_source(lv)) is not None:
             clock.say(f"INT8 recipe, as built vs other INT8 forms, for {lv.spec.id}")
             seconds = 1.0 if opts.quick else 4.0
-            row["recipe_forms"] = peaks.recipe_forms(fp32, path, ((16, 48), (1, 12)), seconds)
+            row["recipe_forms"] = forms.recipe_forms(fp32, path, ((16, 48), (1, 12)), seconds)
 
 
 def _int8_source(lv: Level) -> Path | None:
