@@ -33,7 +33,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from embedder.prepare.graph_edit import all_defined, keep_live
-from embedder.prepare.quantize import token_ids_input
+from embedder.prepare.quantize import opset_of, token_ids_input
 
 F32 = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[int, str | None]:
     node of a fused core would still be needed (its output is a graph output or read
     elsewhere), nothing is fused and `model` is left as it was."""
     g = _Graph(model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = opset_of(model)
     cores = [c for p in g.producer.values() if p.op_type == "Softmax" if (c := _match(g, p, opset))]
     masks = {c.mask for c in cores}
     try:
