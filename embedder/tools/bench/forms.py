@@ -112,21 +112,15 @@ def recipe_forms(
     name is older than the other forms; kept for the JSON's readers.) A file that is the
     opset-17 form already is not set against that form; a graph whose attention does not
     fuse, not against the fused one."""
-    from embedder.prepare.quantize import token_ids_input
+    from embedder.prepare.quantize import calibration_feeds, opset_of
 
     built = onnx.load(str(int8), load_external_data=False)
-    opset = next((o.version for o in built.opset_import if o.domain in ("", "ai.onnx")), 0)
     sessions = {"built": _session(str(int8), 1)}
-    sessions |= {form: _session(m, 1) for form, m in _forms(fp32, int8, opset >= 21).items()}
+    older = opset_of(built) >= 21  # else the file is the opset-17 form itself
+    sessions |= {form: _session(m, 1) for form, m in _forms(fp32, int8, older).items()}
     forms = [name for name in sessions if name != "built"]
-    names = {i.name for i in sessions["built"].get_inputs()}
-    _, vocab = token_ids_input(built)
-    rng = np.random.default_rng(7)
     out: dict[str, Any] = {"shapes": []}
-    for batch, tokens in shapes:
-        ids = rng.integers(min(1000, vocab // 2), vocab, (batch, tokens)).astype(np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        feed = {k: v for k, v in (feed | {"token_type_ids": ids * 0}).items() if k in names}
+    for (batch, tokens), feed in zip(shapes, calibration_feeds(built, shapes), strict=True):
         for sess in sessions.values():
             sess.run(None, feed)
         ratios: dict[str, list[float]] = {form: [] for form in forms}
