@@ -50,10 +50,11 @@ integer kernels, with these changes:
 Tried and dropped (ORT 1.32; details and figures in the README's Fidelity section):
 - MatMulIntegerToFloat's own bias input: with a per-row A scale the kernel multiplies the bias
   by that scale too (measured on a 2x3x8 case), so the result is wrong.
-- MatMulNBits, 8-bit weight blocks (`embedder.prepare.nbits`): higher cosines than this
-  recipe, 0.69-0.72x FP32 on an AVX2-only EPYC; `make bench` sets it beside the recipe.
-- The attention cores fused into MultiHeadAttention (`embedder.prepare.attention`): 0.985-1.013x
-  this recipe on that EPYC; `make bench` sets it beside the recipe too.
+- MatMulNBits, 8-bit weight blocks (the bench's `graphs.nbits`): higher cosines than
+  this recipe, 0.69-0.72x FP32 on an AVX2-only EPYC; `make bench` sets it beside the recipe.
+- The attention cores fused into MultiHeadAttention (the bench's
+  `graphs.attention`): 0.985-1.013x this recipe on that EPYC; `make bench` sets it
+  beside the recipe too.
 - Int8 weights in 7 bits (exact with u8 x s8 on AVX2): 1.04-1.07x this recipe, min cosine 0.988.
 - One activation group left in FP32: no group carries much of the error.
 

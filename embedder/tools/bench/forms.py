@@ -3,8 +3,8 @@
 The INT8 recipe's choices were measured on the CPUs these runs land on; on others (AVX-512
 VNNI, AMX) the balance between the integer GEMMs and the element-wise work around them
 differs, and so may the best form. So each run also builds, from the same FP32 graph, the
-recipe's older opset-17 form, MatMulNBits with 8-bit weight blocks (`embedder.prepare.nbits`)
-and the file's graph with its attention cores fused (`embedder.prepare.attention`), and
+recipe's older opset-17 form, MatMulNBits with 8-bit weight blocks (`graphs.nbits`)
+and the file's graph with its attention cores fused (`graphs.attention`), and
 times them against the file on one thread: the report says on every CPU whether one pays.
 """
 
@@ -30,8 +30,8 @@ def fused_if_same(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     logged."""
     import onnxruntime as ort
 
-    from embedder.prepare.attention import fuse_attention
     from embedder.prepare.quantize import calibration_feeds
+    from embedder.tools.bench.graphs.attention import fuse_attention
 
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
@@ -84,8 +84,8 @@ def _same(a: npt.NDArray[Any], b: npt.NDArray[Any], kept: npt.NDArray[Any]) -> b
 
 def _forms(fp32: Path, int8: Path, opset17: bool) -> dict[str, bytes]:
     """The other INT8 forms, by name (see `recipe_forms`)."""
-    from embedder.prepare.nbits import nbits_model
     from embedder.prepare.quantize import quantize_model
+    from embedder.tools.bench.graphs.nbits import nbits_model
 
     source = onnx.load(str(fp32))
     forms = {"nbits8": nbits_model(source).SerializeToString()}
@@ -103,7 +103,7 @@ def recipe_forms(
     """The INT8 file as the store built it against other INT8 forms of the same FP32 graph,
     built here: the recipe's opset-17 form (a Reciprocal and a Mul before each
     QuantizeLinear, a shift Add before GELU outputs; `quantize_model(..., blocked=False)`),
-    MatMulNBits with 8-bit weight blocks (`embedder.prepare.nbits`) and the file's own graph
+    MatMulNBits with 8-bit weight blocks (`graphs.nbits`) and the file's own graph
     with its attention cores fused into MultiHeadAttention (`fused_if_same`).
     Runs on one thread, in rounds whose order rotates. Per (batch, tokens) of random ids and
     per form: the median over rounds of the form's time / the file's (above 1: the file as

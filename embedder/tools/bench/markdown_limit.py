@@ -90,7 +90,7 @@ def peaks(r: dict[str, Any]) -> list[str]:
 
 def _recipe_forms(r: dict[str, Any]) -> list[str]:
     """One line per INT8 level: its file as built against the other INT8 forms."""
-    from embedder.prepare.nbits import BLOCK
+    from embedder.tools.bench.graphs.nbits import BLOCK
 
     def ratio(shape: dict[str, Any], form: str) -> str:
         return f"{shape[form]:.3f}x" if form in shape else "-"
@@ -113,8 +113,8 @@ def _recipe_forms(r: dict[str, Any]) -> list[str]:
         "in rotating order: the recipe's opset-17 form (a Reciprocal and a Mul per row scale, "
         f"a shift Add before GELU outputs; - where the file is that form) / MatMulNBits with "
         f"8-bit weight blocks of {BLOCK} (activations quantized inside the kernel; "
-        "`embedder.prepare.nbits`) / the file's graph with its attention cores fused into "
-        "MultiHeadAttention (`embedder.prepare.attention`; - where nothing fused). Above 1x "
+        "`graphs.nbits`) / the file's graph with its attention cores fused into "
+        "MultiHeadAttention (`graphs.attention`; - where nothing fused). Above 1x "
         "the file as built is faster:"
     )
     return [head, "", *out, ""]

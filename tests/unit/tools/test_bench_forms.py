@@ -41,7 +41,7 @@ def test_a_fusion_that_disagrees_or_fails_is_not_kept(
     """The fused graph is run against the unfused one on a padded batch before it is kept: a
     fusion that computes something else (here a scale 10 % off), or that ONNX Runtime refuses
     (a head count that does not divide the width), leaves the graph as it was, and says so."""
-    from embedder.prepare import attention
+    from embedder.tools.bench.graphs import attention
 
     real = attention.fuse_attention
 

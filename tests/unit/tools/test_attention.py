@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from embedder.prepare.attention import fuse_attention
+from embedder.tools.bench.graphs.attention import fuse_attention
 from tests.unit.prepare.test_bert_onnx import _session
 from tests.unit.prepare.test_quantize import _tiny_fp32
 

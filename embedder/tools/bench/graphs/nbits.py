@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from embedder.prepare.graph_edit import keep_live
 from embedder.prepare.quantize import fold_attention_biases
+from embedder.tools.bench.graphs.graph_edit import keep_live
 
 BLOCK = 32
 ACCURACY_LEVEL = 4  # int8 activations inside the kernel (the fast path where there is one)

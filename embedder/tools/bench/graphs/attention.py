@@ -32,8 +32,8 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from embedder.prepare.graph_edit import all_defined, keep_live
 from embedder.prepare.quantize import opset_of, token_ids_input
+from embedder.tools.bench.graphs.graph_edit import all_defined, keep_live
 
 F32 = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)

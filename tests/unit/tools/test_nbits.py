@@ -11,7 +11,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from embedder.prepare.nbits import nbits_model
+from embedder.tools.bench.graphs.nbits import nbits_model
 from tests.unit.prepare.test_bert_onnx import _batch, _run, _session
 from tests.unit.prepare.test_quantize import _tiny_fp32
 
