@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,10 @@ class HttpOptions:
     body_timeout: float = 30.0
     tcp_expose: tuple[str, ...] = ()
     api_key: str | None = None
+    # The service's socket folder: its three sockets are known by their full path there.
+    socket_dir: Path | None = None
+    # Requests with no gunicorn socket (falcon.testing, tools) served everything, unkeyed.
+    trust_in_process: bool = True
     master_pid: int | None = None
     access_log: bool = False  # JSON lines on the embedder.access logger
     admin_static: Path = ADMIN_STATIC
@@ -73,26 +76,6 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     _openai_error(resp, INTERNAL.status, "internal error", INTERNAL.type, INTERNAL.code)
 
 
-class ApiKey:
-    """Bearer key on the TCP listener only (unix sockets are guarded by file mode); /health
-    stays open so probes need no secret."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key.encode()
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if getattr(req.context, "listener", "") != "tcp" or req.path == "/health":
-            return
-        auth = req.get_header("Authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
-            raise falcon.HTTPUnauthorized(
-                title="unauthorized",
-                description="a valid API key is required: Authorization: Bearer <key>",
-                challenges=["Bearer"],
-            )
-
-
 def create_app(
     service: Service,
     options: HttpOptions | None = None,
@@ -110,12 +93,15 @@ def create_app(
     m.observe(service)
     middleware: list[Any] = [
         RequestLog(opts.access_log),
-        ListenerGuard(opts.tcp_expose),
+        ListenerGuard(
+            opts.tcp_expose,
+            socket_dir=opts.socket_dir,
+            api_key=opts.api_key,
+            trust_in_process=opts.trust_in_process,
+        ),
         ClientWatch(),
+        MetricsMiddleware(m),
     ]
-    if opts.api_key:
-        middleware.append(ApiKey(opts.api_key))
-    middleware.append(MetricsMiddleware(m))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
