@@ -148,3 +148,14 @@ class ListenerGuard:
                 description="a valid API key is required: Authorization: Bearer <key>",
                 challenges=["Bearer"],
             )
+
+
+def speaks_rpc(req: falcon.Request) -> bool:
+    """Whether the request reached JSON-RPC: the /rpc route, on a listener that serves it.
+    Its errors are then JSON-RPC error objects, whichever layer refused it."""
+    door = getattr(req.context, "door", None)
+    return (
+        door is not None
+        and RPC in door.surfaces
+        and ROUTE_SURFACES.get(req.uri_template or "") == RPC
+    )
