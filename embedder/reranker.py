@@ -6,6 +6,7 @@ starter catalog's cosine scorer, which is an embedding model's cosine similarity
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -90,9 +91,11 @@ class PairScorer:
         self.limits = limits or RunLimits()
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=2)
-        self._doc_side = tokenizer
+        # Copies: the truncation is set here, and the caller's tokenizers (possibly one object
+        # given twice) stay as they were.
+        self._doc_side = copy.deepcopy(tokenizer)
         self._doc_side.enable_truncation(spec.max_tokens, strategy="only_second")
-        self._longest = tokenizer_longest
+        self._longest = copy.deepcopy(tokenizer_longest)
         self._longest.enable_truncation(spec.max_tokens, strategy="longest_first")
 
     def tokenize(self, query: str, docs: Sequence[Doc]) -> Tokenized:

@@ -120,6 +120,27 @@ def test_document_is_truncated_not_the_query(reranker: CrossEncoderReranker) -> 
     assert ranking.tokens == SPEC.max_tokens
 
 
+def test_the_scorer_leaves_the_tokenizers_it_is_given_alone(tmp_path: Path) -> None:
+    """Issue 23 item 5: PairScorer set the truncation of the tokenizers it was given, so one
+    object passed for both ended up cutting the longest side first, and a query of half the
+    window lost tokens to the document. The scorer now works on copies of its own."""
+    tok = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
+    given = tok.truncation
+    path = tmp_path / "model.onnx"
+    ceg.build(path, tok.get_vocab_size())
+    session = open_session(path, SessionConfig(threads=1))
+    other = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
+    PairScorer(SPEC, session, tok, other)
+    assert tok.truncation == other.truncation == given
+    scorer = PairScorer(SPEC, session, tok, tok)
+    query = "the quick brown fox jumps over the lazy dog and then it runs far away from"
+    q_ids = tok.encode(query, add_special_tokens=False).ids
+    assert len(q_ids) == SPEC.max_tokens // 2  # the most that is still cut on the doc side
+    enc = scorer.tokenize(query, [DOCS[1]]).encodings[0]
+    assert len(enc.ids) == SPEC.max_tokens
+    assert enc.ids[1 : 1 + len(q_ids)] == q_ids, "the whole query is kept"
+
+
 def test_query_longer_than_window_still_scores(reranker: CrossEncoderReranker) -> None:
     query = "long query " * 40
     ranking = reranker.rerank(query, DOCS, raw=True)
