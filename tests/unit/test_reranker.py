@@ -13,7 +13,7 @@ import pytest
 
 from embedder.batcher import Batcher
 from embedder.catalog import ModelSpec
-from embedder.errors import Overloaded
+from embedder.errors import NothingToRead, Overloaded
 from embedder.planning import RunLimits
 from embedder.reranker import CrossEncoderReranker, Doc, PairScorer, Ranking, sigmoid
 from embedder.service import Service
@@ -139,6 +139,23 @@ def test_the_scorer_leaves_the_tokenizers_it_is_given_alone(tmp_path: Path) -> N
     enc = scorer.tokenize(query, [DOCS[1]]).encodings[0]
     assert len(enc.ids) == SPEC.max_tokens
     assert enc.ids[1 : 1 + len(q_ids)] == q_ids, "the whole query is kept"
+
+
+@pytest.mark.parametrize("query", ["capital", "long query " * 40], ids=["short", "long"])
+def test_a_pair_side_with_nothing_to_read_is_refused(
+    reranker: CrossEncoderReranker, query: str
+) -> None:
+    """Issue 23 item 5: a document (or query) of characters the tokenizer drops was scored as
+    an empty sequence. Both truncation paths (a query within half the window, and longer)."""
+    docs = [DOCS[0], Doc("z", "\u200b" * 100 + "\u0000")]
+    with pytest.raises(NothingToRead) as caught:
+        reranker.rerank(query, docs)
+    assert caught.value.param == "documents" and caught.value.index == 1
+    assert caught.value.message.startswith("documents[1] has nothing to read")
+    with pytest.raises(NothingToRead) as caught:
+        reranker.rerank("\u200b\u2060\u0000", DOCS)
+    assert caught.value.param == "query"
+    assert len(reranker.rerank(query, [Doc("x", "\u200bx")]).results) == 1
 
 
 def test_query_longer_than_window_still_scores(reranker: CrossEncoderReranker) -> None:
