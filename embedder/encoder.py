@@ -11,8 +11,16 @@ from tokenizers import Tokenizer
 
 from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
+from embedder.errors import NothingToRead
 from embedder.planning import RunLimits, plan
-from embedder.tokens import Tokenized, assemble, encode_texts, graph_inputs, pick_output
+from embedder.tokens import (
+    Tokenized,
+    assemble,
+    blank,
+    encode_texts,
+    graph_inputs,
+    pick_output,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class TextEncoder:
         """`query` prepends the model's retrieval-query instruction, if it has one."""
         prefix = (self.spec.query_instruction or "") if query else ""
         encodings = encode_texts(self.tokenizer, [prefix + t for t in texts], self.spec.max_tokens)
+        empty = blank(self.tokenizer, texts, encodings, prefix)
+        if empty is not None:
+            raise NothingToRead(f"input[{empty}]", param="input", index=empty)
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:

@@ -19,6 +19,21 @@ class InvalidInput(EmbedderError):
     """The caller sent something the engine cannot process (empty, wrong type, bad option)."""
 
 
+class NothingToRead(InvalidInput):
+    """A text with nothing a model reads: empty, whitespace only, or only characters the
+    tokenizer drops (control and format characters such as U+0000 and U+200B, lone combining
+    marks). One rule and one message, whether it is caught before tokenising (empty,
+    whitespace) or after; `index` is its place among the texts of one call."""
+
+    def __init__(self, what: str, *, param: str, index: int = 0) -> None:
+        super().__init__(
+            f"{what} has nothing to read: it is empty, or only whitespace and characters the "
+            "tokenizer drops (control, zero-width and other invisible characters)",
+            param=param,
+        )
+        self.index = index
+
+
 class ConfigError(EmbedderError):
     """A setting or a catalog is wrong: the service cannot start as configured. Not a request
     error: it stops a start (or a CLI command) with its message, never becomes a 4xx."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from embedder.errors import InvalidInput, TooLarge
+from embedder.errors import InvalidInput, NothingToRead, TooLarge
 from embedder.reranker import Doc
 
 
@@ -33,11 +33,8 @@ class RequestLimits:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInput(f"{param}[{i}] must be a string", param=param)
-            if not t.strip():
-                what = "an empty string" if not t else "whitespace only"
-                raise InvalidInput(
-                    f"{param}[{i}] is {what}: there is nothing to embed", param=param
-                )
+            if not t.strip():  # the rest of the rule needs the tokenizer: see `tokens.blank`
+                raise NothingToRead(f"{param}[{i}]", param=param, index=i)
             if len(t) > self.max_input_chars:
                 raise TooLarge(
                     f"{param}[{i}] has {len(t)} characters; the limit is {self.max_input_chars}",
@@ -47,10 +44,10 @@ class RequestLimits:
 
     def rerank(self, query: object, docs: Sequence[Doc], top_k: object) -> tuple[str, int | None]:
         """The query and top_k, once they and the documents are valid and within bounds."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput(
-                "query must be a string with something besides whitespace", param="query"
-            )
+        if not isinstance(query, str):
+            raise InvalidInput("query must be a string", param="query")
+        if not query.strip():
+            raise NothingToRead("query", param="query")
         if len(query) > self.max_query_chars:
             raise TooLarge(
                 f"query has {len(query)} characters; the limit is {self.max_query_chars}",
@@ -69,9 +66,7 @@ class RequestLimits:
         seen: set[str] = set()
         for i, d in enumerate(docs):
             if not d.text.strip():
-                raise InvalidInput(
-                    f"documents[{i}] has no text (empty or whitespace only)", param="documents"
-                )
+                raise NothingToRead(f"documents[{i}]", param="documents", index=i)
             if len(d.text) > self.max_input_chars:
                 raise TooLarge(f"documents[{i}] is too long", param="documents")
             if d.id in seen:

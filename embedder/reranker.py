@@ -6,6 +6,7 @@ starter catalog's cosine scorer, which is an embedding model's cosine similarity
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,9 +17,17 @@ from tokenizers import Tokenizer
 from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding
-from embedder.errors import ModelUnavailable
+from embedder.errors import ModelUnavailable, NothingToRead
 from embedder.planning import RunLimits, plan
-from embedder.tokens import Tokenized, assemble, encode_pairs, graph_inputs, head, pick_output
+from embedder.tokens import (
+    Tokenized,
+    assemble,
+    blank_second,
+    encode_pairs,
+    graph_inputs,
+    head,
+    pick_output,
+)
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,11 @@ class PairScorer:
         self.limits = limits or RunLimits()
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=2)
-        self._doc_side = tokenizer
+        # Copies: the truncation is set here, and the caller's tokenizers (possibly one object
+        # given twice) stay as they were.
+        self._doc_side = copy.deepcopy(tokenizer)
         self._doc_side.enable_truncation(spec.max_tokens, strategy="only_second")
-        self._longest = tokenizer_longest
+        self._longest = copy.deepcopy(tokenizer_longest)
         self._longest.enable_truncation(spec.max_tokens, strategy="longest_first")
 
     def tokenize(self, query: str, docs: Sequence[Doc]) -> Tokenized:
@@ -100,11 +111,18 @@ class PairScorer:
         query_len = self._query_len(q_head)
         if query_len <= self.spec.max_tokens // 2 and q_head is not query:
             query_len = self._query_len(query)  # its head fell short of the half
+        if query_len == 0:
+            raise NothingToRead("query", param="query")
         if query_len <= self.spec.max_tokens // 2:
             texts = [d.text for d in docs]
-            encodings = encode_pairs(self._doc_side, query, texts, self.spec.max_tokens)
+            tok = self._doc_side
+            encodings = encode_pairs(tok, query, texts, self.spec.max_tokens)
         else:  # what longest_first keeps depends on both lengths: no heads
-            encodings = self._longest.encode_batch([(query, d.text) for d in docs])
+            tok = self._longest
+            encodings = tok.encode_batch([(query, d.text) for d in docs])
+        empty = blank_second(tok, query, encodings)
+        if empty is not None:
+            raise NothingToRead(f"documents[{empty}]", param="documents", index=empty)
         return Tokenized(encodings, [len(e.ids) for e in encodings])
 
     def _query_len(self, query: str) -> int:
@@ -174,7 +192,13 @@ class CosineReranker:
     ) -> Ranking:
         if not docs:
             return Ranking(results=[], tokens=0)
-        emb = self.embedding.embed([query, *(d.text for d in docs)], cancelled=cancelled)
+        try:
+            emb = self.embedding.embed([query, *(d.text for d in docs)], cancelled=cancelled)
+        except NothingToRead as exc:  # said of the query and the documents, not of "input"
+            if exc.index == 0:
+                raise NothingToRead("query", param="query") from None
+            i = exc.index - 1
+            raise NothingToRead(f"documents[{i}]", param="documents", index=i) from None
         cosines = (emb.vectors[1:] @ emb.vectors[0]).astype(np.float64)
         scores = cosines if raw else np.clip((cosines + 1.0) / 2.0, 0.0, 1.0)
         return Ranking(results=rank(docs, scores, top_k), tokens=emb.total_tokens)

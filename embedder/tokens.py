@@ -99,6 +99,31 @@ def _same(enc: Encoding, sequence: int, head_len: int, margin: int) -> bool:
     return not ends or max(ends) <= head_len - margin
 
 
+def blank(
+    tok: Tokenizer, texts: Sequence[str], encodings: Sequence[Encoding], prefix: str = ""
+) -> int | None:
+    """The first of `texts` that yields no token of its own, or None: the tokenizer drops all
+    of it (control and format characters such as U+0000 and U+200B, lone combining marks),
+    and its vector would be the empty sequence's. `encodings` are of `prefix + text`; only
+    one no longer than the prefix's own can be blank, and only those are encoded again."""
+    bare = len(tok.encode(prefix))
+    for i, enc in enumerate(encodings):
+        if len(enc) <= bare and not tok.encode(texts[i], add_special_tokens=False).ids:
+            return i
+    return None
+
+
+def blank_second(tok: Tokenizer, query: str, encodings: Sequence[Encoding]) -> int | None:
+    """For (query, document) pairs encoded by `tok`: the first whose document yields no
+    token, or None. Only an encoding no longer than the query's with an empty document can
+    be one; those are looked at token by token."""
+    bare = len(tok.encode(query, ""))
+    for i, enc in enumerate(encodings):
+        if len(enc) <= bare and 1 not in enc.sequence_ids:
+            return i
+    return None
+
+
 @dataclass(frozen=True)
 class Tokenized:
     """Texts after the tokenizer: what planning and runs need."""

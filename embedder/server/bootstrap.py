@@ -74,6 +74,8 @@ def build_app(
             body_timeout=settings.body_timeout,
             tcp_expose=settings.tcp_expose,
             api_key=settings.api_key,
+            socket_dir=settings.socket_dir,
+            trust_in_process=False,
             master_pid=master_pid,
             access_log=settings.access_log_json,
         ),

@@ -12,6 +12,8 @@ import re
 import socket
 import stat
 import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -20,8 +22,56 @@ from embedder.settings import Settings
 
 log = logging.getLogger("embedder.server.listeners")
 
-SOCKETS = ("rest.sock", "rpc.sock", "admin.sock")
 MYCELIUM_NET = ipaddress.ip_network("400::/7")
+
+# What each listener may serve. TCP may face an overlay network with no auth, so it serves only
+# the OpenAI REST API and /health unless more is asked for (EMBEDDER_TCP_EXPOSE); each unix
+# socket of the socket folder serves its own part.
+REST, RPC, ADMIN, METRICS, HEALTH = "rest", "rpc", "admin", "metrics", "health"
+SOCKET_SURFACES: dict[str, frozenset[str]] = {
+    "rest.sock": frozenset({REST, HEALTH, METRICS}),
+    "rpc.sock": frozenset({RPC, HEALTH, METRICS}),
+    "admin.sock": frozenset({ADMIN, RPC, REST, HEALTH, METRICS}),
+}
+SOCKETS = tuple(SOCKET_SURFACES)
+TCP_SURFACES = frozenset({REST, HEALTH})
+EVERYTHING = frozenset({REST, RPC, ADMIN, METRICS, HEALTH})
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A listener as the service treats it: its name (for logs and messages), what it serves,
+    and whether EMBEDDER_API_KEY applies on it."""
+
+    name: str
+    surfaces: frozenset[str]
+    keyed: bool
+
+
+class ListenerRules:
+    """Which listener a socket address is, failing closed.
+
+    Only the three sockets in the socket folder (owner-only, 0700) are trusted, and they are
+    known by their full path: a socket elsewhere named `admin.sock` is not one of them. Any
+    other address (TCP, a unix socket EMBEDDER_BIND put elsewhere, an abstract or unnamed one)
+    is served as TCP is: TCP_SURFACES plus EMBEDDER_TCP_EXPOSE, behind the API key."""
+
+    def __init__(self, socket_dir: Path | None, tcp_expose: Iterable[str] = ()) -> None:
+        self.own = {str(socket_dir / n): n for n in SOCKETS} if socket_dir is not None else {}
+        self.tcp = TCP_SURFACES | frozenset(tcp_expose)
+
+    def of(self, address: object) -> Listener:
+        """The listener of an address as `getsockname()` gives it, on the listening socket or
+        on a connection it accepted (the same path for unix sockets)."""
+        if isinstance(address, bytes):
+            address = address.decode("utf-8", "replace")
+        if isinstance(address, str):
+            name = self.own.get(address)
+            if name is not None:
+                return Listener(name, SOCKET_SURFACES[name], keyed=False)
+            named = address[:1] not in ("", "\0")  # not unnamed, not abstract
+            return Listener(f"unix:{address}" if named else "unix", self.tcp, keyed=True)
+        return Listener("tcp", self.tcp, keyed=True)
 
 
 class ListenError(Exception):

@@ -11,10 +11,13 @@ import pytest
 
 from embedder.catalog import STARTER
 from embedder.server.http.app import HttpOptions, create_app
-from embedder.server.http.errors import RPC_NOT_READY, RPC_UNKNOWN_MODEL
+from embedder.server.http.errors import RPC_NOT_READY, RPC_UNAUTHORIZED, RPC_UNKNOWN_MODEL
 from embedder.server.http.rpc import MAX_BATCH
 from embedder.service import Service
 from embedder.store.files import ModelStore
+from tests.http.conftest import on
+
+JSON = {"Content-Type": "application/json"}
 
 
 def rpc(client: falcon.testing.TestClient, body: Any) -> falcon.testing.Result:
@@ -254,3 +257,36 @@ def test_empty_and_oversized_batches(client) -> None:
     assert _code(rpc(client, []).json) == -32600
     big = [{"jsonrpc": "2.0", "method": "health", "id": i} for i in range(MAX_BATCH + 1)]
     assert _code(rpc(client, big).json) == -32600
+
+
+def _rpc_error(r: falcon.testing.Result, status: int, code: int, name: str) -> None:
+    """A JSON-RPC 2.0 error response (id null: the request was not read), with its status."""
+    assert r.status_code == status, r.text
+    body = r.json
+    assert set(body) == {"jsonrpc", "error", "id"} and body["jsonrpc"] == "2.0", body
+    assert body["id"] is None and body["error"]["code"] == code, body
+    assert body["error"]["message"] and body["error"]["data"]["code"].endswith(name), body
+
+
+def test_http_refusals_on_rpc_are_json_rpc_errors(starter_service: Service, listeners) -> None:
+    """Issue 23 item 5: the refusals the shared middleware makes (the API key, the HTTP method,
+    the media type) came in OpenAI's error shape on /rpc. Now every error there is JSON-RPC's;
+    where /rpc is not served, the answer stays REST's (nothing there speaks JSON-RPC)."""
+    opts = HttpOptions(api_key="s3cret", tcp_expose=("rpc",))
+    c = falcon.testing.TestClient(create_app(starter_service, opts))
+    health = orjson.dumps({"jsonrpc": "2.0", "method": "health", "id": 1})
+    tcp = on(listeners, "tcp")
+    r = c.simulate_post("/rpc", body=health, headers=JSON, extras=tcp)
+    _rpc_error(r, 401, RPC_UNAUTHORIZED, "unauthorized")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    key = {"Authorization": "Bearer s3cret"}
+    r = c.simulate_post(
+        "/rpc", body=health, headers={"Content-Type": "text/html", **key}, extras=tcp
+    )
+    _rpc_error(r, 415, -32600, "unsupported_media_type")
+    _rpc_error(c.simulate_get("/rpc", headers=key, extras=tcp), 405, -32600, "method_not_allowed")
+    assert c.simulate_post("/rpc", body=health, headers={**JSON, **key}, extras=tcp).json["result"]
+    # Where /rpc is not served (TCP without EMBEDDER_TCP_EXPOSE=rpc), REST's shape.
+    plain = falcon.testing.TestClient(create_app(starter_service, HttpOptions(api_key="s3cret")))
+    r = plain.simulate_post("/rpc", body=health, headers=JSON, extras=tcp)
+    assert r.status_code == 401 and r.json["error"]["code"] == "unauthorized", r.text

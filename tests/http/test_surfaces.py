@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -36,6 +37,8 @@ MATRIX = {
     "rpc.sock": (404, 200, 404, 200),
     "admin.sock": (200, 200, None, 200),
     "tcp": (200, 404, 404, 200),
+    # EMBEDDER_BIND=unix:/elsewhere/admin.sock: not the socket folder's, so served as TCP
+    "elsewhere/admin.sock": (200, 404, 404, 200),
 }
 
 
@@ -54,16 +57,28 @@ def test_tcp_refusal_says_how_to_enable(client, listeners) -> None:
     assert "EMBEDDER_TCP_EXPOSE=rpc" in r.json["error"]["message"]
 
 
-def test_tcp_expose_rpc(starter_service: Service, listeners) -> None:
-    c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(tcp_expose=("rpc",))))
+def test_tcp_expose_rpc(starter_service: Service, listeners, socket_dir: Path) -> None:
+    opts = HttpOptions(tcp_expose=("rpc",), socket_dir=socket_dir)
+    c = falcon.testing.TestClient(create_app(starter_service, opts))
     assert status(c, listeners, "tcp", "rpc") == 200
+    assert status(c, listeners, "elsewhere/admin.sock", "rpc") == 200
+    assert status(c, listeners, "elsewhere/admin.sock", "admin") == 404
 
 
-def test_api_key_on_tcp_only(starter_service: Service, listeners) -> None:
-    c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(api_key="s3cret")))
+def test_api_key_on_every_listener_but_the_socket_folders(
+    starter_service: Service, listeners, socket_dir: Path
+) -> None:
+    opts = HttpOptions(api_key="s3cret", socket_dir=socket_dir)
+    c = falcon.testing.TestClient(create_app(starter_service, opts))
     assert status(c, listeners, "tcp", "embed") == 401
     assert status(c, listeners, "tcp", "health") == 200
+    assert status(c, listeners, "elsewhere/admin.sock", "embed") == 401
+    assert status(c, listeners, "elsewhere/admin.sock", "rpc") == 401
+    assert status(c, listeners, "elsewhere/admin.sock", "health") == 200
+    for name in ("rest.sock", "rpc.sock", "admin.sock"):
+        assert status(c, listeners, name, "health") == 200
     assert status(c, listeners, "rest.sock", "embed") == 200
+    assert status(c, listeners, "rpc.sock", "rpc") == 200
     ok = c.simulate_post(
         "/v1/embeddings",
         body=EMBED,
@@ -78,6 +93,29 @@ def test_api_key_on_tcp_only(starter_service: Service, listeners) -> None:
         extras=on(listeners, "tcp"),
     )
     assert bad.status_code == 401
+
+
+def test_unknown_listeners_fail_closed(starter_service: Service, listeners) -> None:
+    """Issue 23 item 4: a listener the app cannot name as one of the socket folder's three got
+    everything, unkeyed. Now it is served as TCP is: an app told of no socket folder serves
+    even sockets named rest.sock, rpc.sock and admin.sock so, and the service's own app (which
+    runs under gunicorn) does the same with a request that came with no socket at all."""
+    c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(api_key="s3cret")))
+    for name in ("rest.sock", "rpc.sock", "admin.sock", "elsewhere/admin.sock"):
+        assert status(c, listeners, name, "embed") == 401, name
+        assert status(c, listeners, name, "health") == 200, name
+    key = {"Authorization": "Bearer s3cret"}
+    for name in ("rpc.sock", "admin.sock"):
+        r = c.simulate_post("/rpc", body=RPC, headers={**JSON, **key}, extras=on(listeners, name))
+        assert r.status_code == 404 and "EMBEDDER_TCP_EXPOSE=rpc" in r.text, (name, r.text)
+    served = HttpOptions(api_key="s3cret", trust_in_process=False)
+    c = falcon.testing.TestClient(create_app(starter_service, served))
+    assert c.simulate_post("/v1/embeddings", body=EMBED, headers=JSON).status_code == 401
+    assert c.simulate_get("/health").status_code == 200
+    r = c.simulate_post("/rpc", body=RPC, headers={**JSON, **key})
+    assert r.status_code == 404 and "(direct)" in r.text, r.text
+    ok = c.simulate_post("/v1/embeddings", body=EMBED, headers={**JSON, **key})
+    assert ok.status_code == 200
 
 
 # Issue 15 item 1: spellings of a path that the router reads as another surface's route.

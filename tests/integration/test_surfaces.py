@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from embedder.client.unixhttp import UnixHTTPConnection
+from embedder.server.http.errors import RPC_REQUEST_TIMEOUT
 from tests.integration import server as srv
 
 pytestmark = pytest.mark.integration
@@ -240,3 +241,26 @@ def test_a_body_that_stops_arriving_gets_408(short_deadline: srv.Server, framing
             out += chunk
     assert out.startswith(b"HTTP/1.1 408 "), out[:300]
     assert b"did not arrive within 1 s" in out
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_late_body_on_rpc_gets_a_json_rpc_408(short_deadline: srv.Server, framing: str) -> None:
+    """Issue 23 item 5: /rpc answered a late body with OpenAI's error shape (from the poller
+    for a Content-Length body, from the app's body deadline for a chunked one). Now both are
+    JSON-RPC error objects, with the request timeout's own code."""
+    if framing == "chunked":
+        head = b'Transfer-Encoding: chunked\r\n\r\n8\r\n{"jsonrp'
+    else:
+        head = b'Content-Length: 100\r\n\r\n{"jsonrpc": '
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(60)  # a bound on a broken server only: 60x the deadline
+        s.connect(str(short_deadline.sock("rpc.sock")))
+        s.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 408 "), out[:300]
+    body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert body["jsonrpc"] == "2.0" and body["id"] is None, body
+    assert body["error"]["code"] == RPC_REQUEST_TIMEOUT, body
+    assert "did not arrive within 1 s" in body["error"]["message"], body

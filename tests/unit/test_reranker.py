@@ -13,7 +13,7 @@ import pytest
 
 from embedder.batcher import Batcher
 from embedder.catalog import ModelSpec
-from embedder.errors import Overloaded
+from embedder.errors import NothingToRead, Overloaded
 from embedder.planning import RunLimits
 from embedder.reranker import CrossEncoderReranker, Doc, PairScorer, Ranking, sigmoid
 from embedder.service import Service
@@ -118,6 +118,44 @@ def test_document_is_truncated_not_the_query(reranker: CrossEncoderReranker) -> 
     ranking = reranker.rerank(query, [DOCS[1]], raw=True)
     assert ranking.results[0].score == pytest.approx(_expected(query, [DOCS[1]])[0], abs=1e-5)
     assert ranking.tokens == SPEC.max_tokens
+
+
+def test_the_scorer_leaves_the_tokenizers_it_is_given_alone(tmp_path: Path) -> None:
+    """Issue 23 item 5: PairScorer set the truncation of the tokenizers it was given, so one
+    object passed for both ended up cutting the longest side first, and a query of half the
+    window lost tokens to the document. The scorer now works on copies of its own."""
+    tok = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
+    given = tok.truncation
+    path = tmp_path / "model.onnx"
+    ceg.build(path, tok.get_vocab_size())
+    session = open_session(path, SessionConfig(threads=1))
+    other = load_tokenizer(tokenizer_json(), SPEC.max_tokens)
+    PairScorer(SPEC, session, tok, other)
+    assert tok.truncation == other.truncation == given
+    scorer = PairScorer(SPEC, session, tok, tok)
+    query = "the quick brown fox jumps over the lazy dog and then it runs far away from"
+    q_ids = tok.encode(query, add_special_tokens=False).ids
+    assert len(q_ids) == SPEC.max_tokens // 2  # the most that is still cut on the doc side
+    enc = scorer.tokenize(query, [DOCS[1]]).encodings[0]
+    assert len(enc.ids) == SPEC.max_tokens
+    assert enc.ids[1 : 1 + len(q_ids)] == q_ids, "the whole query is kept"
+
+
+@pytest.mark.parametrize("query", ["capital", "long query " * 40], ids=["short", "long"])
+def test_a_pair_side_with_nothing_to_read_is_refused(
+    reranker: CrossEncoderReranker, query: str
+) -> None:
+    """Issue 23 item 5: a document (or query) of characters the tokenizer drops was scored as
+    an empty sequence. Both truncation paths (a query within half the window, and longer)."""
+    docs = [DOCS[0], Doc("z", "\u200b" * 100 + "\u0000")]
+    with pytest.raises(NothingToRead) as caught:
+        reranker.rerank(query, docs)
+    assert caught.value.param == "documents" and caught.value.index == 1
+    assert caught.value.message.startswith("documents[1] has nothing to read")
+    with pytest.raises(NothingToRead) as caught:
+        reranker.rerank("\u200b\u2060\u0000", DOCS)
+    assert caught.value.param == "query"
+    assert len(reranker.rerank(query, [Doc("x", "\u200bx")]).results) == 1
 
 
 def test_query_longer_than_window_still_scores(reranker: CrossEncoderReranker) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +14,15 @@ from embedder.server.http.access import RequestLog
 from embedder.server.http.admin import ADMIN_STATIC, add_admin_routes
 from embedder.server.http.body import BodyLimits, BodyReader, dumps
 from embedder.server.http.deadline import Watchdog
-from embedder.server.http.errors import INTERNAL, mapping_for, retry_after
+from embedder.server.http.errors import INTERNAL, mapping_for, retry_after, rpc_code
 from embedder.server.http.gone import ClientWatch
 from embedder.server.http.metrics import Metrics, MetricsMiddleware, MetricsResource
 from embedder.server.http.openapi import OpenApiResource
 from embedder.server.http.rerank import RerankResource
 from embedder.server.http.rest import EmbeddingsResource, HealthResource, ModelsResource
-from embedder.server.http.rpc import Dispatcher, RpcResource
+from embedder.server.http.rpc import Dispatcher, RpcResource, refusal
 from embedder.server.http.rpc_methods import admit_batch, build_methods
-from embedder.server.http.surfaces import ListenerGuard
+from embedder.server.http.surfaces import ListenerGuard, speaks_rpc
 from embedder.service import Service
 
 log = logging.getLogger("embedder.server.http")
@@ -35,23 +34,40 @@ class HttpOptions:
     body_timeout: float = 30.0
     tcp_expose: tuple[str, ...] = ()
     api_key: str | None = None
+    # The service's socket folder: its three sockets are known by their full path there.
+    socket_dir: Path | None = None
+    # Requests with no gunicorn socket (falcon.testing, tools) served everything, unkeyed.
+    trust_in_process: bool = True
     master_pid: int | None = None
     access_log: bool = False  # JSON lines on the embedder.access logger
     admin_static: Path = ADMIN_STATIC
 
 
-def _openai_error(
-    resp: falcon.Response, status: int, message: str, etype: str, code: str, param: Any = None
+def _error(
+    req: falcon.Request,
+    resp: falcon.Response,
+    status: int,
+    message: str,
+    etype: str,
+    code: str,
+    param: Any = None,
+    rpc: int | None = None,
 ) -> None:
+    """An error answer in OpenAI's shape; where the request reached JSON-RPC, a JSON-RPC error
+    object instead (code `rpc`, else the status's), whichever layer refused it."""
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = falcon.MEDIA_JSON
+    if speaks_rpc(req):
+        data = {"code": code, "param": param} if param else {"code": code}
+        resp.data = dumps(refusal(rpc_code(status) if rpc is None else rpc, message, data))
+        return
     resp.data = dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
 
 
 def _domain_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
     assert isinstance(exc, EmbedderError)
     m = mapping_for(exc)
-    _openai_error(resp, m.status, exc.message, m.type, m.code, exc.param)
+    _error(req, resp, m.status, exc.message, m.type, m.code, exc.param, m.rpc)
     after = retry_after(exc)
     if after is not None:
         resp.set_header("Retry-After", str(after))
@@ -63,34 +79,14 @@ def _http_error(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     message = exc.description or exc.title or "error"
     code = (exc.title or "error").lower().replace(" ", "_")
     etype = "invalid_request_error" if status < 500 else "server_error"
-    _openai_error(resp, status, message, etype, code)
+    _error(req, resp, status, message, etype, code)
     if exc.headers:
         resp.set_headers(exc.headers)
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
     log.exception("unhandled error on %s %s", req.method, req.path)
-    _openai_error(resp, INTERNAL.status, "internal error", INTERNAL.type, INTERNAL.code)
-
-
-class ApiKey:
-    """Bearer key on the TCP listener only (unix sockets are guarded by file mode); /health
-    stays open so probes need no secret."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key.encode()
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if getattr(req.context, "listener", "") != "tcp" or req.path == "/health":
-            return
-        auth = req.get_header("Authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
-            raise falcon.HTTPUnauthorized(
-                title="unauthorized",
-                description="a valid API key is required: Authorization: Bearer <key>",
-                challenges=["Bearer"],
-            )
+    _error(req, resp, INTERNAL.status, "internal error", INTERNAL.type, INTERNAL.code)
 
 
 def create_app(
@@ -110,12 +106,15 @@ def create_app(
     m.observe(service)
     middleware: list[Any] = [
         RequestLog(opts.access_log),
-        ListenerGuard(opts.tcp_expose),
+        ListenerGuard(
+            opts.tcp_expose,
+            socket_dir=opts.socket_dir,
+            api_key=opts.api_key,
+            trust_in_process=opts.trust_in_process,
+        ),
         ClientWatch(),
+        MetricsMiddleware(m),
     ]
-    if opts.api_key:
-        middleware.append(ApiKey(opts.api_key))
-    middleware.append(MetricsMiddleware(m))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)

@@ -24,6 +24,9 @@ RPC_TOO_LARGE = -32004
 RPC_OVERLOADED = -32005
 RPC_DOWNLOAD = -32006
 RPC_CLIENT_GONE = -32007  # never seen: nobody is there to read it
+RPC_UNAUTHORIZED = -32008
+RPC_REQUEST_TIMEOUT = -32009
+RPC_INVALID_REQUEST = -32600  # JSON-RPC 2.0's own
 
 TABLE: dict[type[e.EmbedderError], Mapping] = {
     e.InvalidInput: Mapping(400, "invalid_request_error", "invalid_input", -32602),
@@ -38,6 +41,20 @@ TABLE: dict[type[e.EmbedderError], Mapping] = {
 }
 
 INTERNAL = Mapping(500, "server_error", "internal_error", -32603)
+
+
+# Refusals made over HTTP before any JSON-RPC request is read (the API key, the HTTP method,
+# the media type, a body that did not arrive): on /rpc they are JSON-RPC errors too, with
+# these codes; any other status is an invalid request if it is the caller's (4xx), an
+# internal error if it is the server's.
+HTTP_RPC: dict[int, int] = {401: RPC_UNAUTHORIZED, 408: RPC_REQUEST_TIMEOUT}
+
+
+def rpc_code(status: int) -> int:
+    """The JSON-RPC error code of an HTTP refusal on /rpc."""
+    if status in HTTP_RPC:
+        return HTTP_RPC[status]
+    return RPC_INVALID_REQUEST if status < 500 else INTERNAL.rpc
 
 
 def mapping_for(exc: BaseException) -> Mapping:

@@ -59,6 +59,11 @@ def _error(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, 
     return {"jsonrpc": "2.0", "error": err, "id": req_id}
 
 
+def refusal(code: int, message: str, data: Any = None) -> dict[str, Any]:
+    """The answer to a request refused before its JSON-RPC id could be read (id null)."""
+    return _error(None, code, message, data)
+
+
 def _bind(method: Method, params: Any) -> dict[str, Any]:
     names = [p.name for p in method.params]
     if params is None:

@@ -1,7 +1,8 @@
-"""Which listener a request came in on, and what each listener may serve.
+"""Which listener a request came in on, what that listener may serve, and the API key.
 
-TCP may face an overlay network with no auth, so it serves only the OpenAI REST API and
-/health unless more is asked for (EMBEDDER_TCP_EXPOSE); each unix socket serves its own part.
+The listener is told from the accepted socket gunicorn hands the app, failing closed
+(`embedder.server.listeners.ListenerRules`): only the three sockets of the socket folder are
+trusted; TCP and any other address get TCP's surfaces and EMBEDDER_API_KEY.
 
 The surface is decided from the route the router matched (its URI template), never from the
 raw path: the router ignores leading slashes and gunicorn decodes %2F, so `//rpc` and
@@ -11,21 +12,24 @@ raw path: the router ignores leading slashes and gunicorn decodes %2F, so `//rpc
 
 from __future__ import annotations
 
-import socket
+import hmac
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import falcon
 
-REST, RPC, ADMIN, METRICS, HEALTH = "rest", "rpc", "admin", "metrics", "health"
-
-SOCKET_SURFACES: dict[str, frozenset[str]] = {
-    "rest.sock": frozenset({REST, HEALTH, METRICS}),
-    "rpc.sock": frozenset({RPC, HEALTH, METRICS}),
-    "admin.sock": frozenset({ADMIN, RPC, REST, HEALTH, METRICS}),
-}
-TCP_SURFACES = frozenset({REST, HEALTH})
-EVERYTHING = frozenset({REST, RPC, ADMIN, METRICS, HEALTH})
+from embedder.server.listeners import (
+    ADMIN,
+    EVERYTHING,
+    HEALTH,
+    METRICS,
+    REST,
+    RPC,
+    Listener,
+    ListenerRules,
+)
 
 # Every route the app adds, by the URI template falcon reports for it. A route missing here
 # is served nowhere (fail closed); tests/http/test_listeners.py checks the table is complete.
@@ -44,21 +48,6 @@ ROUTE_SURFACES: dict[str, str] = {
     "/": ADMIN,
     "/static/{name}": ADMIN,
 }
-
-
-def listener_of(env: dict[str, Any]) -> str:
-    """'rest.sock' / 'rpc.sock' / 'admin.sock' / 'tcp', or 'direct' outside gunicorn."""
-    sock = env.get("gunicorn.socket")
-    if sock is None:
-        return "direct"
-    try:
-        if sock.family == socket.AF_UNIX:
-            name = sock.getsockname()
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            return name.rsplit("/", 1)[-1] or "unix"
-    except OSError:
-        return "tcp"
-    return "tcp"
 
 
 def ambiguity(raw_target: str, path: str) -> str | None:
@@ -86,19 +75,42 @@ def ambiguity(raw_target: str, path: str) -> str | None:
 
 
 class ListenerGuard:
-    """Falcon middleware: refuses ambiguous paths, and routes the request's listener does not
-    serve (decided once the router has matched the route)."""
+    """Falcon middleware: names the request's listener, refuses ambiguous paths, then (once the
+    router has matched the route) requests without the API key where it applies, and routes
+    the listener does not serve.
 
-    def __init__(self, tcp_expose: frozenset[str] | set[str] | tuple[str, ...] = ()) -> None:
-        self.tcp = TCP_SURFACES | frozenset(tcp_expose)
+    `trust_in_process`: a request with no gunicorn socket comes from within the process
+    (falcon.testing, tools) and is served everything; the service's own app turns it off, so
+    under any other server such requests are served as TCP is."""
 
-    def allowed(self, listener: str) -> frozenset[str]:
-        if listener == "tcp":
-            return self.tcp
-        return SOCKET_SURFACES.get(listener, EVERYTHING)
+    def __init__(
+        self,
+        tcp_expose: Iterable[str] = (),
+        *,
+        socket_dir: Path | None = None,
+        api_key: str | None = None,
+        trust_in_process: bool = True,
+    ) -> None:
+        self.rules = ListenerRules(socket_dir, tcp_expose)
+        self.key = api_key.encode() if api_key else None
+        self.in_process = (
+            Listener("direct", EVERYTHING, keyed=False)
+            if trust_in_process
+            else Listener("direct", self.rules.tcp, keyed=True)
+        )
+
+    def listener(self, env: dict[str, Any]) -> Listener:
+        sock = env.get("gunicorn.socket")
+        if sock is None:
+            return self.in_process
+        try:
+            return self.rules.of(sock.getsockname())
+        except OSError:
+            return self.rules.of(None)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.listener = listener_of(req.env)
+        req.context.door = door = self.listener(req.env)
+        req.context.listener = door.name
         raw = req.env.get("RAW_URI") or req.env.get("REQUEST_URI") or req.path
         why = ambiguity(str(raw), req.path)
         if why is not None:
@@ -113,15 +125,37 @@ class ListenerGuard:
     ) -> None:
         if resource is None:
             return  # no route: falcon answers 404
-        listener = req.context.listener
+        door: Listener = req.context.door
         surface = ROUTE_SURFACES.get(req.uri_template or "")
-        if surface is None or surface not in self.allowed(listener):
-            hint = (
-                f"; set EMBEDDER_TCP_EXPOSE={surface} to serve it"
-                if listener == "tcp" and surface
-                else ""
-            )
+        if door.keyed and self.key is not None and surface != HEALTH:
+            self._check_key(req)  # /health stays open: probes need no secret
+        if surface is None or surface not in door.surfaces:
+            hint = ""
+            if door.keyed and surface:
+                hint = f"; set EMBEDDER_TCP_EXPOSE={surface} to serve it"
             raise falcon.HTTPNotFound(
                 title="not served here",
-                description=f"{req.path} is not served on this listener ({listener}){hint}",
+                description=f"{req.path} is not served on this listener ({door.name}){hint}",
             )
+
+    def _check_key(self, req: falcon.Request) -> None:
+        assert self.key is not None
+        auth = req.get_header("Authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+            raise falcon.HTTPUnauthorized(
+                title="unauthorized",
+                description="a valid API key is required: Authorization: Bearer <key>",
+                challenges=["Bearer"],
+            )
+
+
+def speaks_rpc(req: falcon.Request) -> bool:
+    """Whether the request reached JSON-RPC: the /rpc route, on a listener that serves it.
+    Its errors are then JSON-RPC error objects, whichever layer refused it."""
+    door = getattr(req.context, "door", None)
+    return (
+        door is not None
+        and RPC in door.surfaces
+        and ROUTE_SURFACES.get(req.uri_template or "") == RPC
+    )

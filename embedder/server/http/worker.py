@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import selectors
 import time
 from concurrent import futures
@@ -32,6 +33,7 @@ from gunicorn import http
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from embedder.server.http.errors import rpc_code
 from embedder.server.http.linger import (
     MAX_HEADER_BLOCK,
     RECV_BYTES,
@@ -40,19 +42,39 @@ from embedder.server.http.linger import (
     header_end,
     next_request,
 )
+from embedder.server.listeners import RPC, ListenerRules
 from embedder.settings import Settings
 
 
-def _response(status: str, code: str, message: str) -> bytes:
-    body = (
-        b'{"error": {"message": "%s", "type": "invalid_request_error", "param": null, '
-        b'"code": "%s"}}' % (message.encode(), code.encode())
-    )
+def _response(status: str, code: str, message: str, rpc: bool = False) -> bytes:
+    """A refusal from the poller: OpenAI's error shape, or a JSON-RPC error object for a
+    request to JSON-RPC (as the app answers there)."""
+    if rpc:
+        error = {"code": rpc_code(int(status[:3])), "message": message, "data": {"code": code}}
+        body = json.dumps({"jsonrpc": "2.0", "error": error, "id": None}).encode()
+    else:
+        body = (
+            b'{"error": {"message": "%s", "type": "invalid_request_error", "param": null, '
+            b'"code": "%s"}}' % (message.encode(), code.encode())
+        )
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+def _targets_rpc(buf: bytes | bytearray) -> bool:
+    """Whether a request line, once whole, names /rpc as the router reads it (a query and
+    one trailing slash aside; origin or absolute form)."""
+    end = buf.find(b"\n")
+    parts = bytes(buf[:end]).split() if end >= 0 else []
+    if len(parts) != 3:
+        return False
+    target = parts[1].split(b"?", 1)[0]
+    if b"://" in target:
+        target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
+    return target in (b"/rpc", b"/rpc/")
 
 
 class Conn(gthread.TConn):  # type: ignore[misc]
@@ -111,6 +133,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.body_timeout = float(settings.body_timeout)
         self.max_body = settings.max_body_bytes
         self.per_listener = settings.max_connections
+        self.rules = ListenerRules(settings.socket_dir, settings.tcp_expose)
         # Bodies the poller holds at once (announced lengths); beyond it a thread reads them.
         self.budget = 4 * settings.max_body_bytes
         self.committed = 0
@@ -289,8 +312,9 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
                 else f"the request body did not arrive within {self.body_timeout:g} s"
             ),
         }[code]
+        rpc = _targets_rpc(g.buf) and RPC in self.rules.of(g.conn.server).surfaces
         with contextlib.suppress(OSError):
-            g.conn.sock.send(_response(status, code, message))
+            g.conn.sock.send(_response(status, code, message, rpc))
         self._drop(g)
 
     def murder_pending(self) -> None:
