@@ -40,8 +40,8 @@ def disable_ort_telemetry(environ: MutableMapping[str, str] = os.environ) -> Non
 class SessionConfig:
     """How sessions are built. The arena is on, and shrunk after every run (`Session`): without
     the shrink it keeps the high-water mark of the largest batch for good (the seed's OOM after
-    weeks); without the arena, 32-text requests ran 10 % slower here (INT8: 130 vs 146
-    texts/s on one thread). The memory pattern stays off: shapes vary with every batch."""
+    weeks); without the arena, batched requests run slower (docs/performance.md). The memory
+    pattern stays off: shapes vary with every batch."""
 
     threads: int = 1
     arena: bool = True
@@ -126,9 +126,9 @@ def session_options(config: SessionConfig) -> Any:
 class Session:
     """An ORT session plus the run options every call uses.
 
-    With the arena on, each run asks ORT to shrink the arena back afterwards: measured here it
-    keeps most of the arena's speed (123 vs 126 texts/s) without holding the high-water mark
-    of the largest batch ever seen, which is what grew the seed's RSS until the OOM killer came.
+    With the arena on, each run asks ORT to shrink the arena back afterwards: that keeps most
+    of the arena's speed without holding the high-water mark of the largest batch ever seen,
+    which is what grew the seed's RSS until the OOM killer came.
     """
 
     def __init__(self, inner: Any, run_options: Any | None) -> None:

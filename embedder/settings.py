@@ -195,10 +195,10 @@ class Settings:
 
         A worker runs one single-thread ONNX Runtime session per core it owns, sharing one
         micro-batch queue per model (`embedder.batcher`), so default to few workers: one per
-        `CORES_PER_WORKER` cores. Measured on 2 cores (INT8, 32-text requests): 1x2 served 253
-        texts/s at concurrency 1 and 263 at 4, where 2x1 served 135 at 1 (one core idle) and
-        177 at 4 (kept-alive connections pinned 3:1 to the workers). More workers bound what
-        one Python process (the GIL) must handle on large machines.
+        `CORES_PER_WORKER` cores: one worker's runners keep every core busy for one client,
+        where kept-alive connections pinned to several workers leave cores idle
+        (docs/performance.md has the runs). More workers bound what one Python process (the
+        GIL) must handle on large machines.
         """
         cores = self.cores or cpu_count or os.cpu_count() or 1
         if self.workers and self.threads:
