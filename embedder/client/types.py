@@ -54,6 +54,20 @@ _BY_CODE: dict[int, type[RpcError]] = {
     -32602: InvalidParamsError,
 }
 
+# The wire's pairing of REST error codes (OpenAI's `code` field) with JSON-RPC codes: the
+# service's API contract, so REST errors raise the same classes as JSON-RPC's. A test holds it
+# to the server's error table.
+RPC_BY_REST_CODE: dict[str, int] = {
+    "invalid_input": -32602,
+    "too_large": -32004,
+    "model_not_found": -32002,
+    "model_not_ready": -32001,
+    "model_unavailable": -32003,
+    "model_download_failed": -32006,
+    "overloaded": -32005,
+    "client_gone": -32007,
+}
+
 
 @dataclass(frozen=True, eq=False)
 class _EmbedMeta:
