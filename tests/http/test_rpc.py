@@ -217,6 +217,32 @@ def test_unknown_model(client) -> None:
     assert body["error"]["data"]["code"] == "model_not_found"
 
 
+def test_rerank_takes_plain_strings_as_docs(client) -> None:
+    """As REST and the client do: a string's id is its position, beside objects' own ids."""
+    texts = ["How to cook pasta al dente", "Paris is the capital of France.", "Stocks fell."]
+    ranked = call(client, "rerank", {"query": "capital of France?", "docs": texts})["result"]
+    assert ranked[0] == {**ranked[0], "id": "1", "index": 1}
+    assert sorted(r["id"] for r in ranked) == ["0", "1", "2"]
+    objects = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    same = call(client, "rerank", {"query": "capital of France?", "docs": objects})["result"]
+    assert ranked == same
+    mixed = [texts[0], {"id": "paris", "text": texts[1]}]
+    top = call(client, "rerank", ["capital of France?", mixed, 1])["result"]
+    assert top == [{**top[0], "id": "paris", "index": 1}]
+    assert _code(call(client, "rerank", {"query": "q", "docs": ["a", 7]})) == -32602
+
+
+def test_rerank_model_names_of_cohere_and_jina_mean_the_served_reranker(client) -> None:
+    docs = ["Paris is the capital of France.", "Bananas are yellow."]
+    plain = call(client, "rerank", {"query": "capital?", "docs": docs})["result"]
+    for name in ("rerank-english-v3.0", "rerank-v3.5", "jina-reranker-v2-base-multilingual"):
+        got = call(client, "rerank", {"query": "capital?", "docs": docs, "model": name})
+        assert got["result"] == plain, name
+    unknown = call(client, "rerank", {"query": "capital?", "docs": docs, "model": "nope"})
+    assert _code(unknown) == RPC_UNKNOWN_MODEL
+    assert "rerankers here: minilm-cosine-rerank" in unknown["error"]["message"]
+
+
 def test_top_k_above_docs_returns_all(client) -> None:
     docs = [{"id": i, "text": f"doc {i}"} for i in range(3)]
     res = call(client, "rerank", {"query": "q", "docs": docs, "top_k": 10})["result"]
