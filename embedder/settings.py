@@ -215,3 +215,34 @@ class Settings:
         out = asdict(self)
         out["api_key"] = "set" if self.api_key else None
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+    def log_lines(self, width: int = 100) -> list[str]:
+        """The start-up log's `settings:` lines: what was changed from the defaults first (what
+        an operator looks for), then the rest, `name=value` wrapped to `width` characters."""
+        defaults = type(self)().public()
+        values = {k: v for k, v in self.public().items() if k not in _SET_BY_THE_MASTER}
+        changed = [f"{k}={_shown(v)}" for k, v in values.items() if v != defaults[k]]
+        rest = [f"{k}={_shown(v)}" for k, v in values.items() if v == defaults[k]]
+        return _wrap("settings changed:", changed or ["none"], width) + _wrap(
+            "settings at defaults:", rest, width
+        )
+
+
+_SET_BY_THE_MASTER = ("worker_board", "metrics_dir")  # for its workers, after this log
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "-"
+    return "-" if value is None else str(value) or '""'
+
+
+def _wrap(head: str, items: list[str], width: int) -> list[str]:
+    lines, line = [], head
+    for item in items:
+        if len(line) + 1 + len(item) > width and line != head:
+            lines.append(line)
+            line = " " * 2 + item
+        else:
+            line += " " + item
+    return [*lines, line]
