@@ -72,8 +72,14 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+# The execution providers every session is opened with: the CPU's, whatever else the
+# installed onnxruntime build has compiled in (`ort_info` names both).
+PROVIDERS = ("CPUExecutionProvider",)
+
+
 def ort_info() -> dict[str, Any]:
-    """Version, library path and whether it meets the minimum the engine is tested with."""
+    """Version, library path, whether it meets the minimum the engine is tested with, and the
+    providers the sessions use (`available`: every one this build has)."""
     ort = _ort()
     version = str(ort.__version__)
     return {
@@ -81,7 +87,8 @@ def ort_info() -> dict[str, Any]:
         "min_version": ".".join(map(str, MIN_ORT_VERSION)),
         "version_ok": _version_tuple(version) >= MIN_ORT_VERSION,
         "library_path": str(Path(ort.__file__).parent),
-        "providers": list(ort.get_available_providers()),
+        "providers": list(PROVIDERS),
+        "available_providers": list(ort.get_available_providers()),
         "device": str(ort.get_device()),
     }
 
@@ -150,7 +157,7 @@ def open_session(path: Path, config: SessionConfig) -> Session:
     ort = _ort()
     try:
         inner = ort.InferenceSession(
-            str(path), sess_options=session_options(config), providers=["CPUExecutionProvider"]
+            str(path), sess_options=session_options(config), providers=list(PROVIDERS)
         )
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise ModelUnavailable(f"cannot load {path.name}: {exc}".splitlines()[0]) from exc

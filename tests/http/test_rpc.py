@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from embedder.catalog import STARTER
+from embedder.encoder import TextEncoder
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.http.errors import RPC_NOT_READY, RPC_UNKNOWN_MODEL
 from embedder.server.http.rpc import MAX_BATCH
@@ -53,6 +54,15 @@ def test_models_mem_ort(client) -> None:
     assert mem["models_disk"]["all-minilm-l6-v2"] > 0
     ort = call(client, "ort_info")["result"]
     assert ort["version_ok"] is True
+
+
+def test_ort_info_names_the_providers_the_sessions_use(client, starter_service: Service) -> None:
+    """Not every provider the wheel has compiled in (Azure's, for one): what runs the models."""
+    ort = call(client, "ort_info")["result"]
+    encoder = starter_service.loader.embeddings["all-minilm-l6-v2"].encoder
+    assert isinstance(encoder, TextEncoder)
+    assert ort["providers"] == encoder.session.inner.get_providers()
+    assert set(ort["providers"]) <= set(ort["available_providers"])
 
 
 def test_embed_compact_int8_dequantises_close(client, starter_service: Service) -> None:

@@ -176,7 +176,7 @@ class InstanceMethods:
             Method(
                 "ort_info",
                 ort_info,
-                "ONNX Runtime version, library path, providers.",
+                "ONNX Runtime version, library path, the providers the sessions use.",
                 result=S.ORT_INFO,
             ),
         ]
