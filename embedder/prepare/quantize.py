@@ -43,10 +43,10 @@ integer kernels, with these changes:
 Tried and dropped (ORT 1.32; the figures in docs/fidelity.md):
 - MatMulIntegerToFloat's own bias input: with a per-row A scale the kernel multiplies the bias
   by that scale too, so the result is wrong.
-- MatMulNBits, 8-bit weight blocks (`embedder.prepare.nbits`): higher cosines than this
+- MatMulNBits, 8-bit weight blocks (the bench's `graphs.nbits`): higher cosines than this
   recipe, but slower than FP32 on an AVX2-only CPU; `make bench` sets it beside the recipe.
-- The attention cores fused into MultiHeadAttention (`embedder.prepare.attention`): no faster
-  than this recipe on that CPU; `make bench` sets it beside the recipe too.
+- The attention cores fused into MultiHeadAttention (the bench's `graphs.attention`): no
+  faster than this recipe on that CPU; `make bench` sets it beside the recipe too.
 - Int8 weights in 7 bits (exact with u8 x s8 on AVX2): a little faster, under the fidelity bar.
 - One activation group left in FP32: no group carries much of the error.
 
