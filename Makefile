@@ -91,3 +91,22 @@ soak: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts
+
+# What each target does (`make help`); a test checks every target is listed.
+.PHONY: help
+help:
+	@echo "make install       .venv with the project, its test tools and the offline starter models"
+	@echo "make test          ruff, mypy and the whole test suite (installs what it needs first)"
+	@echo "make quick         the inner loop: unit + http tests without the slow ones, models cached"
+	@echo "make unit          the unit tests only"
+	@echo "make lint          ruff check and ruff format --check"
+	@echo "make typecheck     mypy (strict)"
+	@echo "make run           the service on the offline starter catalog"
+	@echo "make run-bge       the service on the BGE set (downloads the pinned files on first start)"
+	@echo "make bench         the benchmark: engine, live server and sentence-transformers (~8 min)"
+	@echo "                   BENCH_ARGS=\"--levels 2,4\"; EMBEDDER_CATALOG=shapes for BGE-sized models"
+	@echo "make soak          a long soak (up to 50,000 requests or 2 hours), RSS per worker"
+	@echo "make system-deps   the Debian packages the integration tests drive (curl, nginx)"
+	@echo "make browser-deps  Debian chromium and chromium-driver for the dashboard tests"
+	@echo "make clean         remove .venv, caches and artifacts/"
+	@echo "make help          this list"

@@ -98,7 +98,8 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         raise SystemExit(2) from None
     server.cfg.set("bind", addresses)
     os.environ["EMBEDDER_RESOLVED_BIND"] = ",".join(addresses)
-    server.log.info("settings: %s", _settings.public())
+    for line in _settings.log_lines():
+        server.log.info("%s", line)
     server.log.info(
         "workers=%d x cores per worker=%d; listening on %s", _workers, _ort_threads, addresses
     )

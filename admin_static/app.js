@@ -13,7 +13,7 @@ function embeddingOptions(models) {
   const byLevel = h(
     "optgroup",
     { label: "Quality level" },
-    levels.map((m) => h("option", { value: `q:${m.level}` }, `Q${m.level} · ${m.id} (${m.precision}, ${m.dims}d)`)),
+    levels.map((m) => h("option", { value: `q:${m.level}`, title: `${m.precision}, ${m.dims} dims` }, `Q${m.level} · ${m.id}`)),
   );
   const byId = h(
     "optgroup",

@@ -10,10 +10,10 @@ share the sub-batches. There is no waiting window: a lone request at idle starts
 idle latency is the compute time; under load, requests arriving during a run form the next
 group. The same pool serves embedding models and cross-encoders: the batcher only moves rows.
 
-Measured here (INT8 all-MiniLM-L6-v2, 2 cores, in-process): one session with two threads ran
-request-sized batches at 121 texts/s and two single-thread runners at 274, since small
-sub-batches do not split well over threads; and one worker with a runner per core balances
-the load itself, where kept-alive connections pinned to 2 workers split 3:1.
+Runners of single-thread sessions, not one session with a thread per core: small
+sub-batches do not split well over threads (two single-thread runners ran more than twice the
+texts/s of one two-thread session; docs/performance.md); and one worker with a runner per
+core balances the load itself, where kept-alive connections pinned to several workers do not.
 """
 
 from __future__ import annotations
@@ -89,8 +89,7 @@ class _Done:
     """A job's one-shot "done" on a single bare lock, held until the runner releases it.
 
     threading.Event waits on a Condition: the woken caller must also take the Condition's own
-    lock back, one more hand-over on every request's way out (measured in-process: a lone job's
-    round trip through a runner 61 -> 52 us)."""
+    lock back, one more hand-over on every request's way out."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -381,7 +380,7 @@ class Batcher:
         """The next sub-batch, and whether it runs on the all-core `lone` engine: only when it
         is all there is to do and no other runner is inside a run (a lone text at idle, the
         planner having split anything larger over the runners). Its cores are then idle, and
-        one text on all of them runs 1.3-2x faster than on one (issue 14); work arriving
+        one text on all of them runs faster than on one (issue 14); work arriving
         meanwhile still starts at once on a runner's own session."""
         with self._cv:
             while not self._tasks:

@@ -11,7 +11,7 @@ from embedder.reranker import Doc
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """Per-request bounds; documented in the README with their settings."""
+    """Per-request bounds; the README lists their settings."""
 
     max_inputs: int = 2048  # what OpenAI allows per embeddings request
     max_input_chars: int = 100_000  # far beyond any model window; bounds tokenizer work

@@ -82,8 +82,8 @@ class Opener:
         count; otherwise (EMBEDDER_SHARED_SESSIONS=0) each runner has its own.
 
         With `lone_session` (EMBEDDER_LONE_SESSION=1) a second copy runs with a thread per core
-        for a lone text at idle (`Batcher`): 1.5-1.7x faster there, at the price of the model's
-        memory once more (RSS after load: bge-base-sized FP32 460 -> 896 MiB). Its threads
+        for a lone text at idle (`Batcher`): faster there, at the price of the model's memory
+        once more (docs/configuration.md has the figures). Its threads
         spin during a run only, so they take no core from the runners between runs."""
         if not self.micro_batching:
             encoder = self._encoder(spec, self.session_config)
@@ -171,7 +171,7 @@ class Loader:
     ) -> None:
         self.specs = list(specs)
         # Loading runs inside `work` (the worker's idle trim): the graph's parse buffers, freed
-        # but kept by malloc (~0.2-0.4 GiB on the BGE-sized set), go back once it is idle.
+        # but kept by malloc, go back once it is idle.
         self.work = work if work is not None else nullcontext()
         self.store = store
         self.opener = opener

@@ -1,11 +1,10 @@
 """Give freed batch memory back to the system once a worker falls idle.
 
 glibc keeps freed activation buffers in its heaps for reuse, so a worker's RSS creeps up
-with each new mix of batch shapes (measured here: +11-14 % in 40 s of random batches). The
-first fix, a low fixed mmap threshold, returned every buffer at once but made each run
-fault its pages in again: 7.5 texts/s instead of 130-146 for 32-text requests on one
-thread, two thirds of it system time. `malloc_trim(0)` after work stops does the same for
-the idle process (flat to 0.2 %) and costs nothing while requests flow.
+with each new mix of batch shapes. The first fix, a low fixed mmap threshold, returned
+every buffer at once but made each run fault its pages in again, most of the CPU then going
+to the system. `malloc_trim(0)` after work stops does the same for the idle process and
+costs nothing while requests flow (docs/memory.md has the figures).
 """
 
 from __future__ import annotations
@@ -29,10 +28,8 @@ def limit_arenas(count: int = 2) -> bool:
     """Cap glibc's malloc arenas (by default up to 8 per core, one per allocating thread).
 
     With 16 HTTP threads each tokenising into its own arena, freed memory fragments across
-    them and trimming gives less back. Measured in-process on the starter catalog, idle RSS
-    after trims over 8 busy spells: 463-518 MiB by default, 416-438 MiB with 2 arenas, and the
-    server's throughput unchanged. Call before the threads start. False where there is no
-    glibc."""
+    them and trimming gives less back; two arenas kept idle RSS lower at the same throughput
+    (docs/memory.md). Call before the threads start. False where there is no glibc."""
     mallopt = _libc("mallopt")
     return mallopt is not None and mallopt(M_ARENA_MAX, count) == 1
 

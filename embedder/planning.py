@@ -43,14 +43,14 @@ def plan_batches(
     """Sort by length, then cut into the sub-batches that cost least to run.
 
     Every row of a sub-batch is padded to its longest, so one 256-token text among 31 short
-    ones made a 32-row batch mostly padding (measured: 27% real tokens, 35 texts/s against
-    102-136 with small batches). The cut points come from a dynamic programme over the sorted
-    lengths minimising the modelled run cost (per-run overhead + padded tokens, attention
-    growing with length). A sub-batch also ends at `max_batch` rows or `max_batch_tokens`
-    padded tokens (peak activation memory, and cache: per-token cost rose up to 2x past
-    ~2048 padded tokens here), though a single row may exceed that.
+    ones made a 32-row batch mostly padding (docs/performance.md). The cut points come from a
+    dynamic programme over the sorted lengths minimising the modelled run cost (per-run
+    overhead + padded tokens, attention growing with length). A sub-batch also ends at
+    `max_batch` rows or `max_batch_tokens` padded tokens (peak activation memory, and cache:
+    per-token cost rises past a few thousand padded tokens), though a single row may exceed
+    that.
     """
-    if len(lengths) == 1:  # a lone text: one run (the general path costs ~15 us of numpy)
+    if len(lengths) == 1:  # a lone text: one run, without the general path's numpy
         yield np.zeros(1, dtype=np.intp)
         return
     order = np.argsort(np.asarray(lengths), kind="stable")[::-1]

@@ -40,8 +40,8 @@ def disable_ort_telemetry(environ: MutableMapping[str, str] = os.environ) -> Non
 class SessionConfig:
     """How sessions are built. The arena is on, and shrunk after every run (`Session`): without
     the shrink it keeps the high-water mark of the largest batch for good (the seed's OOM after
-    weeks); without the arena, 32-text requests ran 10 % slower here (INT8: 130 vs 146
-    texts/s on one thread). The memory pattern stays off: shapes vary with every batch."""
+    weeks); without the arena, batched requests run slower (docs/performance.md). The memory
+    pattern stays off: shapes vary with every batch."""
 
     threads: int = 1
     arena: bool = True
@@ -72,8 +72,14 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+# The execution providers every session is opened with: the CPU's, whatever else the
+# installed onnxruntime build has compiled in (`ort_info` names both).
+PROVIDERS = ("CPUExecutionProvider",)
+
+
 def ort_info() -> dict[str, Any]:
-    """Version, library path and whether it meets the minimum the engine is tested with."""
+    """Version, library path, whether it meets the minimum the engine is tested with, and the
+    providers the sessions use (`available`: every one this build has)."""
     ort = _ort()
     version = str(ort.__version__)
     return {
@@ -81,7 +87,8 @@ def ort_info() -> dict[str, Any]:
         "min_version": ".".join(map(str, MIN_ORT_VERSION)),
         "version_ok": _version_tuple(version) >= MIN_ORT_VERSION,
         "library_path": str(Path(ort.__file__).parent),
-        "providers": list(ort.get_available_providers()),
+        "providers": list(PROVIDERS),
+        "available_providers": list(ort.get_available_providers()),
         "device": str(ort.get_device()),
     }
 
@@ -126,9 +133,9 @@ def session_options(config: SessionConfig) -> Any:
 class Session:
     """An ORT session plus the run options every call uses.
 
-    With the arena on, each run asks ORT to shrink the arena back afterwards: measured here it
-    keeps most of the arena's speed (123 vs 126 texts/s) without holding the high-water mark
-    of the largest batch ever seen, which is what grew the seed's RSS until the OOM killer came.
+    With the arena on, each run asks ORT to shrink the arena back afterwards: that keeps most
+    of the arena's speed without holding the high-water mark of the largest batch ever seen,
+    which is what grew the seed's RSS until the OOM killer came.
     """
 
     def __init__(self, inner: Any, run_options: Any | None) -> None:
@@ -150,7 +157,7 @@ def open_session(path: Path, config: SessionConfig) -> Session:
     ort = _ort()
     try:
         inner = ort.InferenceSession(
-            str(path), sess_options=session_options(config), providers=["CPUExecutionProvider"]
+            str(path), sess_options=session_options(config), providers=list(PROVIDERS)
         )
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise ModelUnavailable(f"cannot load {path.name}: {exc}".splitlines()[0]) from exc

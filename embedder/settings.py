@@ -195,10 +195,10 @@ class Settings:
 
         A worker runs one single-thread ONNX Runtime session per core it owns, sharing one
         micro-batch queue per model (`embedder.batcher`), so default to few workers: one per
-        `CORES_PER_WORKER` cores. Measured on 2 cores (INT8, 32-text requests): 1x2 served 253
-        texts/s at concurrency 1 and 263 at 4, where 2x1 served 135 at 1 (one core idle) and
-        177 at 4 (kept-alive connections pinned 3:1 to the workers). More workers bound what
-        one Python process (the GIL) must handle on large machines.
+        `CORES_PER_WORKER` cores: one worker's runners keep every core busy for one client,
+        where kept-alive connections pinned to several workers leave cores idle
+        (docs/performance.md has the runs). More workers bound what one Python process (the
+        GIL) must handle on large machines.
         """
         cores = self.cores or cpu_count or os.cpu_count() or 1
         if self.workers and self.threads:
@@ -215,3 +215,34 @@ class Settings:
         out = asdict(self)
         out["api_key"] = "set" if self.api_key else None
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+    def log_lines(self, width: int = 100) -> list[str]:
+        """The start-up log's `settings:` lines: what was changed from the defaults first (what
+        an operator looks for), then the rest, `name=value` wrapped to `width` characters."""
+        defaults = type(self)().public()
+        values = {k: v for k, v in self.public().items() if k not in _SET_BY_THE_MASTER}
+        changed = [f"{k}={_shown(v)}" for k, v in values.items() if v != defaults[k]]
+        rest = [f"{k}={_shown(v)}" for k, v in values.items() if v == defaults[k]]
+        return _wrap("settings changed:", changed or ["none"], width) + _wrap(
+            "settings at defaults:", rest, width
+        )
+
+
+_SET_BY_THE_MASTER = ("worker_board", "metrics_dir")  # for its workers, after this log
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "-"
+    return "-" if value is None else str(value) or '""'
+
+
+def _wrap(head: str, items: list[str], width: int) -> list[str]:
+    lines, line = [], head
+    for item in items:
+        if len(line) + 1 + len(item) > width and line != head:
+            lines.append(line)
+            line = " " * 2 + item
+        else:
+            line += " " + item
+    return [*lines, line]

@@ -30,8 +30,8 @@ def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
 
 
 # Texts far longer than the window are cut to a head before the tokenizer sees them: it
-# tokenizes a whole text before truncating, so 160 texts of 100,000 characters (a 16 MiB body)
-# took 23 s and 527 MiB here to keep 256 tokens each; their heads, 0.2 s and 16 MiB.
+# tokenizes a whole text before truncating, so a body of very long texts cost seconds and
+# hundreds of MiB to keep one window each (docs/withstands.md has the figures).
 CHARS_PER_TOKEN = 16  # a head's budget per token: far above real text (English ~4-5)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedder.cli import ask
 from embedder.cli.models import (
     human_size,
     models_list,
@@ -26,7 +27,16 @@ from embedder.cli.models import (
     quantize,
     text_table,
 )
-from embedder.client import Client, ClientError, NotReadyError, ServiceUnreachable
+from embedder.client import (
+    Client,
+    ClientError,
+    HttpError,
+    InvalidParamsError,
+    NotReadyError,
+    ServiceUnreachable,
+    UnknownModelError,
+)
+from embedder.client.transport import default_socket
 from embedder.errors import ConfigError, EmbedderError, InvalidInput, UnknownModel
 from embedder.sessions import disable_ort_telemetry
 from embedder.settings import Settings
@@ -49,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(parser=parser)  # not catalog=None: the actions are shared with `common`
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(p: Any, name: str, text: str, epilog: str = EXIT_CODES) -> argparse.ArgumentParser:
+    def add(
+        p: Any, name: str, text: str, epilog: str = EXIT_CODES, catalog: bool = True
+    ) -> argparse.ArgumentParser:
         out: argparse.ArgumentParser = p.add_parser(
-            name, help=text, description=text, parents=[common], epilog=epilog
+            name, help=text, description=text, parents=[common] if catalog else [], epilog=epilog
         )
         out.set_defaults(parser=out)  # the innermost parser: its help and errors are the apt ones
         return out
@@ -65,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = add(
         sub,
         "models",
-        "Model files of a catalog: EMBEDDER_CATALOG's, else bge (`make run` serves starter: "
-        "add --catalog starter).",
+        "Model files of a catalog: --catalog's, else EMBEDDER_CATALOG's, else the one the "
+        "service on this socket root serves, else bge.",
     )
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
     listing = add(msub, "list", "Every model: level, precision, dims, files present, size.")
@@ -83,20 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     status = add(
         sub,
         "status",
-        "Ask a running instance over rpc.sock: state, models, downloads.",
+        "Ask a running instance over rpc.sock: state, models, downloads. With --url, over TCP: "
+        "the same if the server exposes JSON-RPC there, else its /health.",
         "exit codes: 0 ok, 1 degraded/error/failure, 2 usage, 3 unreachable, 4 still starting",
     )
     status.add_argument("--json", action="store_true", help="the raw `status` result")
     status.add_argument("--socket", type=Path, help="rpc.sock (default: from PATH_SOCKETS)")
     status.add_argument(
-        "--url", help="http://host:port (needs EMBEDDER_TCP_EXPOSE=rpc; key: EMBEDDER_API_KEY)"
+        "--url", help="http://host:port: TCP instead (the key, if any: EMBEDDER_API_KEY)"
     )
     status.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
-    add(
-        sub,
-        "bench",
-        "Benchmark (embedder.tools.bench); its arguments follow, after `--` if needed.",
+    embed = add(sub, "embed", "Embed texts with a running instance (a smoke test).", catalog=False)
+    embed.add_argument("texts", nargs="+", metavar="TEXT")
+    embed.add_argument("--quality", type=int, help="quality level (1-4)")
+    embed.add_argument("--model", help="model id or alias")
+    embed.add_argument(
+        "--query", action="store_true", help="add the model's query instruction (JSON-RPC only)"
     )
+    ask.add_target(embed)
+    rerank = add(
+        sub, "rerank", "Rank documents against a query with a running instance.", catalog=False
+    )
+    rerank.add_argument("query", metavar="QUERY")
+    rerank.add_argument("docs", nargs="+", metavar="DOC")
+    rerank.add_argument("--top-k", type=int, help="keep the best K")
+    rerank.add_argument("--model", help="reranker id or alias")
+    rerank.add_argument("--raw", action="store_true", help="unmapped scores (logits, cosines)")
+    ask.add_target(rerank)
+    text = "Benchmark (embedder.tools.bench): `embedder bench --help` lists its options."
+    # No options of its own: --help, --catalog and the rest go to the bench's parser.
+    sub.add_parser("bench", help=text, add_help=False).set_defaults(parser=parser)
     return parser
 
 
@@ -119,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, NotReadyError | ServiceUnreachable):
             return NOT_READY if isinstance(e, NotReadyError) else UNREACHABLE
         # a bad setting or catalog, an unknown model id: the caller's to fix, like bad arguments
-        return USAGE if isinstance(e, ConfigError | InvalidInput | UnknownModel) else FAILURE
+        mistakes = ConfigError | InvalidInput | UnknownModel | InvalidParamsError
+        return USAGE if isinstance(e, mistakes | UnknownModelError) else FAILURE
     except KeyboardInterrupt:
         return 130
 
@@ -129,13 +158,18 @@ def _dispatch(args: argparse.Namespace, extra: list[str], env: dict[str, str]) -
         return serve(extra, env)
     if args.command == "status":
         return status(args, env)
+    if args.command == "embed":
+        return ask.embed(args, env)
+    if args.command == "rerank":
+        return ask.rerank(args, env)
     if args.command == "bench":
         return bench(extra)
     if args.command == "models" and args.models_command == "quantize":
         return quantize(args.src, args.out)
     if args.command == "models" and args.models_command:
+        env, source = _catalog_source(args, env)
         settings, catalog, store = _context(env)
-        print(_which_catalog(catalog.name, args, env), file=sys.stderr)
+        print(f"catalog {catalog.name} ({source}; another: {OTHER_CATALOG})", file=sys.stderr)
         if args.models_command == "list":
             return models_list(settings, catalog, store, as_json=args.json)
         ids = args.ids or list(settings.models) or [m.id for m in catalog]
@@ -145,17 +179,33 @@ def _dispatch(args: argparse.Namespace, extra: list[str], env: dict[str, str]) -
     return USAGE
 
 
-def _which_catalog(name: str, args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    """Says which catalog a command reads and how to read another: `make run` serves
-    `starter` while the default is `bge`, so a bare `embedder models list` lists other models
-    than the running service's."""
+OTHER_CATALOG = "--catalog bge|starter|shapes|FILE"
+
+
+def _catalog_source(args: argparse.Namespace, env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """Which catalog a `models` command reads, and why: --catalog, else EMBEDDER_CATALOG, else
+    the one the service on this socket root serves (and its models root, unless one is
+    given), else bge. A bare `embedder models list` then lists the running service's models,
+    whatever catalog it was started with."""
+    from embedder.catalog import BUILTIN
+
     if getattr(args, "catalog", None):
-        source = "from --catalog"
-    elif env.get("EMBEDDER_CATALOG"):
-        source = "from EMBEDDER_CATALOG"
-    else:
-        source = "the default"
-    return f"catalog {name} ({source}; another: --catalog bge|starter|FILE)"
+        return env, "from --catalog"
+    if env.get("EMBEDDER_CATALOG"):
+        return env, "from EMBEDDER_CATALOG"
+    sock = default_socket("rpc.sock", env)
+    try:
+        with Client(sock, timeout=2.0) as client:
+            served = client.call("status")
+    except ClientError:
+        return env, f"the default: no service answers on {sock}"
+    name, root = str(served.get("catalog")), served.get("models_root")
+    if name not in BUILTIN:
+        return env, f"the default; the service on {sock} serves {name!r}, from a catalog file"
+    env = {**env, "EMBEDDER_CATALOG": name}
+    if root and not env.get("EMBEDDER_MODELS_ROOT"):
+        env["EMBEDDER_MODELS_ROOT"] = str(root)
+    return env, f"the one the service on {sock} serves"
 
 
 def _context(env: Mapping[str, str]) -> tuple[Settings, Catalog, ModelStore]:
@@ -193,7 +243,12 @@ def status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     sock = None if args.url else args.socket or Settings.from_env(env).socket_dir / "rpc.sock"
     key = env.get("EMBEDDER_API_KEY") if args.url else None
     with Client(sock, url=args.url, timeout=args.timeout, api_key=key) as client:
-        st = client.status()
+        try:
+            st = client.status()
+        except HttpError as e:
+            if not args.url or e.status != 404:
+                raise
+            return ask.health_only(client, args.json)  # TCP without JSON-RPC: its /health
     if args.json:
         print(json.dumps(st.raw, indent=2))
     else:

@@ -13,20 +13,17 @@ for transport failures.
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from embedder.client.rest import RestCalls
-from embedder.client.types import (
+from .rest import RestCalls
+from .transport import Transport, default_socket
+from .types import (
     _BY_CODE,
     CompactEmbedResult,
     EmbedResult,
@@ -35,15 +32,11 @@ from embedder.client.types import (
     ModelInfo,
     RerankHit,
     RpcError,
-    ServiceTimeout,
-    ServiceUnreachable,
     Status,
     _EmbedMeta,
     _health,
     _model,
 )
-from embedder.client.unixhttp import UnixHTTPConnection
-from embedder.settings import default_socket_root
 
 
 class Client:
@@ -60,12 +53,12 @@ class Client:
         if socket_path is not None and url is not None:
             raise ValueError("give socket_path or url, not both")
         self.url = url
-        self.socket_path = None if url else Path(socket_path or _default_socket())
+        self.socket_path = None if url else Path(socket_path or default_socket())
         self.timeout, self.api_key = timeout, api_key
-        self.address = url or str(self.socket_path)
-        self._local = threading.local()
+        self._transport = Transport(self.socket_path, url, timeout, api_key)
+        self.address = self._transport.address
         self._ids = itertools.count(1)
-        self._rest = RestCalls(self)
+        self._rest = RestCalls(self._transport)
 
     # --- methods ------------------------------------------------------------------------
 
@@ -169,7 +162,7 @@ class Client:
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": next(self._ids)}
         if params is not None:
             msg["params"] = params
-        status, raw = self._post(json.dumps(msg).encode())
+        status, raw = self.send("POST", "/rpc", json.dumps(msg).encode())
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -179,15 +172,16 @@ class Client:
             cls = _BY_CODE.get(code, RpcError)
             raise cls(code, str(err.get("message", "")), err.get("data"))
         if status != 200 or not isinstance(body, dict) or "result" not in body:
-            raise HttpError(status, self._http_message(status, body, raw))
+            raise HttpError(status, self._transport.http_message(status, body, raw))
         return body["result"]
+
+    def send(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+        """One HTTP request on this thread's connection: (status, body)."""
+        return self._transport.send(method, path, data)
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._transport.close()
 
     def __enter__(self) -> Client:
         return self
@@ -195,81 +189,8 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
-        if self.socket_path is not None:
-            conn = UnixHTTPConnection(self.socket_path, self.timeout)
-        else:
-            parts = urlsplit(self.url or "")
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"url must look like http://host:port, got {self.url!r}")
-            https = parts.scheme == "https"
-            cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
-            conn = cls(parts.hostname, parts.port, timeout=self.timeout)
-        self._local.conn = conn
-        return conn, False
-
-    def _post(self, data: bytes) -> tuple[int, bytes]:
-        return self.send("POST", "/rpc", data)
-
-    def send(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
-        """One HTTP request on this thread's connection: (status, body)."""
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        path = (urlsplit(self.url).path.rstrip("/") if self.url else "") + path
-        for attempt in (1, 2):
-            conn, reused = self._connection()
-            try:
-                conn.request(method, path, body=data, headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-                if resp.will_close:
-                    self.close()
-                return resp.status, body
-            except TimeoutError as e:
-                self.close()
-                raise ServiceTimeout(f"no answer from {self.address} in {self.timeout}s") from e
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                self.close()
-                if reused and attempt == 1:
-                    continue  # the server closed an idle keep-alive connection: reopen once
-                raise ServiceUnreachable(f"{self.address} closed the connection: {e}") from e
-            except OSError as e:
-                self.close()
-                raise ServiceUnreachable(self._unreachable(e)) from e
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _unreachable(self, e: OSError) -> str:
-        why = e.strerror or str(e)
-        if self.socket_path is None:
-            return f"cannot reach hero_embedder_provider at {self.url}: {why}"
-        return (
-            f"cannot reach hero_embedder_provider on {self.socket_path}: {why}. Is the service "
-            "running, with the same PATH_SOCKETS (and as a user allowed into that directory)?"
-        )
-
-    def _http_message(self, status: int, body: Any, raw: bytes) -> str:
-        detail = raw[:300].decode(errors="replace")
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            detail = str(body["error"].get("message", detail))
-        elif isinstance(body, dict) and "description" in body:
-            detail = str(body["description"])
-        hint = ""
-        if status == 404 and self.url and "EMBEDDER_TCP_EXPOSE" not in detail:
-            hint = " (JSON-RPC is served on TCP only when the server sets EMBEDDER_TCP_EXPOSE=rpc)"
-        return f"HTTP {status} from {self.address}: {detail}{hint}"
-
 
 def _texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
     return list(texts)
-
-
-def _default_socket() -> Path:
-    """Only the socket root matters to a client: the server's other settings, valid or not,
-    are none of its business."""
-    return default_socket_root(os.environ) / "hero_embedder_provider" / "rpc.sock"

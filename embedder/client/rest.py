@@ -1,36 +1,32 @@
 """The client's calls over the OpenAI-style REST API: what a TCP listener serves by default.
 
 `Client(url=...)` embeds, reranks and reads `/health` here; REST errors come back as the same
-typed errors as JSON-RPC's (the server's one error table maps both).
+typed errors as JSON-RPC's: the service gives each error the same meaning on both APIs (an
+OpenAI-style `code` string on REST, a number on JSON-RPC), and `types` pairs them.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from embedder.client.types import _BY_CODE, EmbedResult, HttpError, RerankHit, RpcError
-from embedder.server.http.errors import TABLE
-
-if TYPE_CHECKING:
-    from embedder.client.api import Client
-
-_RPC_BY_REST_CODE = {m.code: m.rpc for m in TABLE.values()}
+from .transport import Transport
+from .types import _BY_CODE, RPC_BY_REST_CODE, EmbedResult, HttpError, RerankHit, RpcError
 
 
 class RestCalls:
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
         self._levels: dict[str, int | None] | None = None  # read once
 
     def get(self, path: str) -> Any:
-        return self._answer(*self.client.send("GET", path))
+        return self._answer(*self.transport.send("GET", path))
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        return self._answer(*self.client.send("POST", path, json.dumps(body).encode()))
+        return self._answer(*self.transport.send("POST", path, json.dumps(body).encode()))
 
     def embed(self, texts: list[str], quality: int | None, model: str | None) -> EmbedResult:
         if quality is not None:
@@ -93,9 +89,9 @@ class RestCalls:
         if status == 200 and body is not None:
             return body
         err = body.get("error") if isinstance(body, dict) else None
-        if isinstance(err, dict) and err.get("code") in _RPC_BY_REST_CODE:
-            code = _RPC_BY_REST_CODE[err["code"]]
+        if isinstance(err, dict) and err.get("code") in RPC_BY_REST_CODE:
+            code = RPC_BY_REST_CODE[err["code"]]
             cls = _BY_CODE.get(code, RpcError)
             data = {"type": err.get("type"), "code": err["code"], "param": err.get("param")}
             raise cls(code, str(err.get("message", "")), data)
-        raise HttpError(status, self.client._http_message(status, body, raw))
+        raise HttpError(status, self.transport.http_message(status, body, raw))

@@ -54,6 +54,20 @@ _BY_CODE: dict[int, type[RpcError]] = {
     -32602: InvalidParamsError,
 }
 
+# The wire's pairing of REST error codes (OpenAI's `code` field) with JSON-RPC codes: the
+# service's API contract, so REST errors raise the same classes as JSON-RPC's. A test holds it
+# to the server's error table.
+RPC_BY_REST_CODE: dict[str, int] = {
+    "invalid_input": -32602,
+    "too_large": -32004,
+    "model_not_found": -32002,
+    "model_not_ready": -32001,
+    "model_unavailable": -32003,
+    "model_download_failed": -32006,
+    "overloaded": -32005,
+    "client_gone": -32007,
+}
+
 
 @dataclass(frozen=True, eq=False)
 class _EmbedMeta:
@@ -70,6 +84,9 @@ class EmbedResult(_EmbedMeta):
 
     vectors: np.ndarray
 
+    def __repr__(self) -> str:
+        return _repr(self, f"<{_shape(self.vectors)} float32>")
+
 
 @dataclass(frozen=True)
 class CompactEmbedResult(_EmbedMeta):
@@ -79,6 +96,9 @@ class CompactEmbedResult(_EmbedMeta):
     precision: str  # "int8" | "fp16"
     vectors: tuple[tuple[float, ...], ...]
     scales: tuple[float, ...] | None
+
+    def __repr__(self) -> str:
+        return _repr(self, f"<{_shape(self.vectors)} {self.precision}>")
 
     def to_float(self) -> np.ndarray:
         v = np.asarray(self.vectors, dtype=np.float32).reshape(len(self.vectors), self.dims)
@@ -124,6 +144,22 @@ class Status:
     models: tuple[ModelInfo, ...]
     aliases: dict[str, str]
     raw: dict[str, Any] = field(repr=False, compare=False)  # downloads and anything newer
+
+
+def _shape(vectors: Any) -> str:
+    rows = len(vectors)
+    return f"{rows}x{len(vectors[0]) if rows else 0}"
+
+
+def _repr(result: _EmbedMeta, vectors: str) -> str:
+    """What a result is, without its numbers: thousands of floats help nobody in a REPL or log."""
+    counts = result.token_counts
+    shown = str(counts)
+    if len(counts) > 8:
+        shown = f"({', '.join(map(str, counts[:8]))}, ... {len(counts)} in all)"
+    fields = f"model={result.model!r}, quality={result.quality}, dims={result.dims}, "
+    fields += f"tokens={result.tokens}, token_counts={shown}, vectors={vectors}"
+    return f"{type(result).__name__}({fields})"
 
 
 def _health(r: dict[str, Any]) -> Health:

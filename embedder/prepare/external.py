@@ -4,7 +4,7 @@ ONNX Runtime maps external-data weights from the file instead of copying them in
 session, so with prepacking off (`session.disable_prepacking`) every session of the model,
 in one worker or in several, reads the same page-cache pages: the memory of one copy. That
 costs speed (MatMul without its prepacked layout), so it is a setting
-(EMBEDDER_SHARED_WEIGHTS) for large models on small memory; the README has the numbers.
+(EMBEDDER_SHARED_WEIGHTS) for large models on small memory; docs/memory.md has the numbers.
 """
 
 from __future__ import annotations

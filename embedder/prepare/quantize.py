@@ -2,10 +2,10 @@
 
 Why not `onnxruntime.quantization.quantize_dynamic`: it quantizes each MatMul's activation with
 ONE scale for the whole batch tensor. BERT activations have outlier tokens and outlier
-channels, so that scale is far too coarse: on all-MiniLM-L6-v2 it reaches min cosine 0.98 /
-mean 0.993 against FP32 and keeps the nearest neighbour for only 87% of texts. Keeping the 10
-most sensitive of the 36 MatMuls in FP32 still misses (mean 0.9977, 94%) and is only 1.3x
-faster than FP32. The alternatives measured are listed in tests/unit/test_quantize.py.
+channels, so that scale is far too coarse: the nearest neighbour of many texts changes.
+Keeping the most sensitive MatMuls in FP32 still misses the fidelity bar and gives up most of
+the speed. The alternatives measured are listed in tests/unit/test_quantize.py, their
+figures in docs/fidelity.md.
 
 This recipe rewrites every MatMul that has a constant 2-D weight into ONNX Runtime's own
 integer kernels, with these changes:
@@ -23,39 +23,31 @@ integer kernels, with these changes:
 4. The attention context's smoothing is folded into the value projection (its weight columns
    and bias), exact because each softmax row sums to one: no runtime Mul for that input.
 5. Before any of that, the key and value biases leave the attention (exact, see
-   `fold_attention_biases`): two bias Adds fewer per layer. all-MiniLM-L6-v2, AVX2-only EPYC,
-   one thread, 16 x 48 tokens, 41 interleaved runs on a loaded machine: 1.04x; fidelity
-   0.99773 / 0.99920 / 97.9 % (before: 0.99766 / 0.99921 / 98.3 %, 1 text of 234 apart).
+   `fold_attention_biases`): two bias Adds fewer per layer, at the same fidelity.
 6. Where the graph converts to opset 21 (`_to_opset21`), each row is quantized by ONE
    QuantizeLinear whose scale is a block over the whole row, instead of a Reciprocal, a Mul
-   over the activation and a plain QuantizeLinear (1.5-1.9x faster for that step alone); and
+   over the activation and a plain QuantizeLinear (a faster step); and
    one-sided inputs take a fixed zero point ONE_SIDED_ZERO_POINT (32) with the row scale
    max(rowmax / 223, c / 32), which the integer kernel takes off exactly: no shift Add on
-   the widest tensor (the GELU output) and no bias correction. On all-MiniLM-L6-v2's GELU
-   outputs (234 texts) row maxima are p1 0.8-1.5 / p10 1.3-2.1 / p50 2.1-3.2 per layer, so
-   only the ~5 % of rows under ~1.2 get a coarser scale; 16 coarsened over half of them
-   (same neighbour 97.0 %). AVX2-only EPYC, paired runs per batch against the opset-17 form
-   (recipe 2): 1.03-1.04x on 16-text batches and lone texts (1 thread), 1.02-1.03x (2
-   threads), 1.02x on bge-base-q3-shape; fidelity 0.99778 / 0.99918 / 98.3 % (before
-   0.99773 / 0.99920 / 97.9 %), on 300 other texts 0.99848 / 0.99922 / 96.0 % (0.99883 /
-   0.99925 / 95.0 %). Integer GEMMs are 2/3 of the INT8 run there; the steps cut are
-   element-wise work, a larger share on VNNI/AMX CPUs, where the GEMMs are 3-11x faster.
+   the widest tensor (the GELU output) and no bias correction. GELU outputs' row maxima are
+   mostly well above the point under which a row gets a coarser scale, so fidelity holds. The
+   steps cut are element-wise work: a small gain where the integer GEMMs dominate the run
+   (plain AVX2), a larger share on VNNI/AMX CPUs, whose GEMMs are much faster.
 7. Weights are int8 where ORT's u8 x s8 kernel is exact (VNNI, AMX, non-x86), else uint8
    with zero point 128 (see `signed_weights_are_exact`: plain AVX2 saturates in int16).
    The file records which (metadata WEIGHTS_KEY) and the recipe's version (RECIPE_KEY):
    `why_rebuild` has the store build it again where it saturates, or when older. Int16-safe
-   codes instead (u8 x s8, activations 0..180, weights +-90) measured 0.9943 / 0.9983 / 97.4 %
-   on an AVX2-only EPYC: ~15 % faster than uint8 weights there, but under the fidelity bar.
+   codes instead (u8 x s8 with narrower activations and weights) are faster than uint8
+   weights on plain AVX2, but under the fidelity bar.
 
-Tried and dropped (ORT 1.32; details and figures in the README's Fidelity section):
+Tried and dropped (ORT 1.32; the figures in docs/fidelity.md):
 - MatMulIntegerToFloat's own bias input: with a per-row A scale the kernel multiplies the bias
-  by that scale too (measured on a 2x3x8 case), so the result is wrong.
-- MatMulNBits, 8-bit weight blocks (the bench's `graphs.nbits`): higher cosines than
-  this recipe, 0.69-0.72x FP32 on an AVX2-only EPYC; `make bench` sets it beside the recipe.
-- The attention cores fused into MultiHeadAttention (the bench's
-  `graphs.attention`): 0.985-1.013x this recipe on that EPYC; `make bench` sets it
-  beside the recipe too.
-- Int8 weights in 7 bits (exact with u8 x s8 on AVX2): 1.04-1.07x this recipe, min cosine 0.988.
+  by that scale too, so the result is wrong.
+- MatMulNBits, 8-bit weight blocks (the bench's `graphs.nbits`): higher cosines than this
+  recipe, but slower than FP32 on an AVX2-only CPU; `make bench` sets it beside the recipe.
+- The attention cores fused into MultiHeadAttention (the bench's `graphs.attention`): no
+  faster than this recipe on that CPU; `make bench` sets it beside the recipe too.
+- Int8 weights in 7 bits (exact with u8 x s8 on AVX2): a little faster, under the fidelity bar.
 - One activation group left in FP32: no group carries much of the error.
 
 Weights are symmetric 8-bit, one scale per output column. The activation statistics that pick
@@ -86,7 +78,7 @@ from embedder.prepare.metadata import read_metadata
 ALPHA = 0.5  # SmoothQuant migration strength; 0.4-0.6 measured equally well, 0.3 or 0.8 worse
 ONE_SIDED = 0.1  # an input whose calibrated min >= -ONE_SIDED * max is quantized unsigned
 # Its fixed zero point: rows whose max is under (255 - Z) c / Z (~1.2 for GELU's c = 0.17)
-# get a coarser scale than 255 levels over [-c, max] would give; measured below.
+# get a coarser scale than 255 levels over [-c, max] would give (docs/fidelity.md: few do).
 ONE_SIDED_ZERO_POINT = 32
 CALIBRATION_SEED = 0
 # (batch, tokens), shortest first: a model with a shorter position table stops early
@@ -235,8 +227,8 @@ def signed_weights_are_exact(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether ORT's u8 x s8 kernel is exact on this CPU.
 
     Without VNNI/AMX, MLAS's x86 u8 x s8 kernel (AVX2 `vpmaddubsw`) adds pairs of products in
-    int16 and saturates: 255 x 127 x 2 > 32767. Measured on a Zen 3 EPYC (AVX2 only) the
-    recipe fell to min cosine 0.988 / mean 0.9955 / 92 % same neighbour. Unsigned weights
+    int16 and saturates: 255 x 127 x 2 > 32767, which takes the recipe under the fidelity
+    bar on such a CPU (docs/fidelity.md). Unsigned weights
     (zero point 128) take MLAS's u8 x u8 kernel, which widens to int16 first: exact, slower.
     Non-x86 CPUs (NEON dot products) are taken as exact."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
@@ -419,8 +411,8 @@ def _to_opset21(model: onnx.ModelProto) -> onnx.ModelProto | None:
     Reciprocal and a Mul over the activation first. None where the graph does not convert.
 
     The converter records every tensor's shape; with them ORT fuses the residual Adds and
-    LayerNorms into SkipLayerNormalization, measured 2-3 % slower on the INT8 graph (and 11 %
-    in an earlier fusion of our own), so the shapes go again: ORT sees the graph it saw."""
+    LayerNorms into SkipLayerNormalization, measured slower on the INT8 graph (as was an
+    earlier fusion of our own), so the shapes go again: ORT sees the graph it saw."""
     if opset_of(model) >= 21:
         return _copy(model)
     from onnx import version_converter
@@ -533,8 +525,8 @@ def _rewrite_group(
         if zero_point:  # a blocked zero point has the scale's shape
             # the zero point as a tensor of the row scale's shape, in one node: quantizing the
             # row scale (positive; finite unless the activations are not) by float32's largest
-            # value rounds it to 0 and leaves exactly the zero point. As Shape + Expand it took
-            # lone 12-token texts 1.7 % longer (24 nodes more per run).
+            # value rounds it to 0 and leaves exactly the zero point. Shape + Expand would be
+            # 24 nodes more per run, measurably slower on lone texts.
             huge = scalar("huge", float(np.finfo(np.float32).max))
             inputs.append(add(rw.node("QuantizeLinear", [row_scale, huge, zp_name], "row_zp")))
         width = int(stats.absmax.shape[0])

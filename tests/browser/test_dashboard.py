@@ -70,6 +70,9 @@ def test_page_loads_and_status_reaches_ok(dashboard: Browser) -> None:
     procs = d.find_elements(CSS, "#mem-table tbody tr")
     assert [p.find_element(CSS, "td").text for p in procs] == ["master", "worker", "worker"]
     assert "All model files are on disk" in text(b, "downloads")
+    # the providers the sessions use, not every one the onnxruntime wheel has compiled in
+    b.wait(lambda d: "Providers" in text(b, "runtime"), message="no runtime facts")
+    assert "Providers\nCPUExecutionProvider\n" in text(b, "runtime")
     assert not b.console_errors()
     b.screenshot("status-light")
 
@@ -256,6 +259,28 @@ def test_benchmark_bounds_are_enforced(dashboard: Browser) -> None:
     d.find_element(ID, "bench-start").click()
     b.wait(lambda d: "Concurrency" in text(b, "bench-error"), message="no concurrency error")
     assert not d.find_element(ID, "bench-result").is_displayed()
+
+
+# Each model picker's width against the width it needs to show its longest option whole.
+PICKER_WIDTHS = """
+return ["embed-model", "bench-model", "rerank-model"].map((id) => {
+  const s = document.getElementById(id);
+  const probe = s.cloneNode(true);
+  Object.assign(probe.style, {width: "max-content", maxWidth: "none", position: "absolute"});
+  s.parentElement.appendChild(probe);
+  const need = probe.getBoundingClientRect().width;
+  probe.remove();
+  return [id, s.getBoundingClientRect().width, need];
+});
+"""
+
+
+@pytest.mark.parametrize("window", [1280, 1000, 800, 600, 420])
+def test_model_pickers_show_whole_names(dashboard: Browser, window: int) -> None:
+    """The level picker's "Q3 · all-minilm-l6-v2-int8-stored (fp32, 384d)" was cut off."""
+    dashboard.driver.set_window_size(window, 900)
+    for element_id, width, need in dashboard.driver.execute_script(PICKER_WIDTHS):
+        assert width >= need - 0.5, f"{element_id} is {width:.0f}px wide, its names need {need:.0f}"
 
 
 def test_dark_mode_and_narrow_width(dashboard: Browser) -> None:

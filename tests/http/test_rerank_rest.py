@@ -96,11 +96,22 @@ def test_bad_requests_are_400(client, body: object) -> None:
     assert set(r.json["error"]) == {"message", "type", "param", "code"}
 
 
-def test_unknown_rerank_model_is_404(client) -> None:
-    r = post(
-        client, "/v1/rerank", {"model": "rerank-english-v3.0", "query": QUERY, "documents": DOCS}
-    )
+def test_unknown_rerank_model_is_404_naming_the_rerankers(client) -> None:
+    r = post(client, "/v1/rerank", {"model": "no-such-reranker", "query": QUERY, "documents": DOCS})
     assert r.status_code == 404
+    assert "rerankers here: minilm-cosine-rerank" in r.json["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "name", ["rerank-english-v3.0", "rerank-multilingual-v3.0", "rerank-v3.5", "jina-reranker-v2"]
+)
+def test_cohere_and_jina_model_names_mean_the_served_reranker(client, name: str) -> None:
+    """Their clients send those names, often fixed in code: the served reranker answers."""
+    r = post(client, "/v1/rerank", {"model": name, "query": QUERY, "documents": DOCS})
+    assert r.status_code == 200, r.text
+    plain = post(client, "/v1/rerank", {"query": QUERY, "documents": DOCS})
+    assert r.json["results"] == plain.json["results"]
+    assert r.json["model"] == name
 
 
 def test_empty_documents_are_refused(client) -> None:

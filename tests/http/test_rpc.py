@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from embedder.catalog import STARTER
+from embedder.encoder import TextEncoder
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.http.errors import RPC_NOT_READY, RPC_UNAUTHORIZED, RPC_UNKNOWN_MODEL
 from embedder.server.http.rpc import MAX_BATCH
@@ -56,6 +57,15 @@ def test_models_mem_ort(client) -> None:
     assert mem["models_disk"]["all-minilm-l6-v2"] > 0
     ort = call(client, "ort_info")["result"]
     assert ort["version_ok"] is True
+
+
+def test_ort_info_names_the_providers_the_sessions_use(client, starter_service: Service) -> None:
+    """Not every provider the wheel has compiled in (Azure's, for one): what runs the models."""
+    ort = call(client, "ort_info")["result"]
+    encoder = starter_service.loader.embeddings["all-minilm-l6-v2"].encoder
+    assert isinstance(encoder, TextEncoder)
+    assert ort["providers"] == encoder.session.inner.get_providers()
+    assert set(ort["providers"]) <= set(ort["available_providers"])
 
 
 def test_embed_compact_int8_dequantises_close(client, starter_service: Service) -> None:
@@ -218,6 +228,32 @@ def test_unknown_model(client) -> None:
     body = call(client, "embed", {"texts": ["a"], "model": "nope"})
     assert _code(body) == RPC_UNKNOWN_MODEL
     assert body["error"]["data"]["code"] == "model_not_found"
+
+
+def test_rerank_takes_plain_strings_as_docs(client) -> None:
+    """As REST and the client do: a string's id is its position, beside objects' own ids."""
+    texts = ["How to cook pasta al dente", "Paris is the capital of France.", "Stocks fell."]
+    ranked = call(client, "rerank", {"query": "capital of France?", "docs": texts})["result"]
+    assert ranked[0] == {**ranked[0], "id": "1", "index": 1}
+    assert sorted(r["id"] for r in ranked) == ["0", "1", "2"]
+    objects = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    same = call(client, "rerank", {"query": "capital of France?", "docs": objects})["result"]
+    assert ranked == same
+    mixed = [texts[0], {"id": "paris", "text": texts[1]}]
+    top = call(client, "rerank", ["capital of France?", mixed, 1])["result"]
+    assert top == [{**top[0], "id": "paris", "index": 1}]
+    assert _code(call(client, "rerank", {"query": "q", "docs": ["a", 7]})) == -32602
+
+
+def test_rerank_model_names_of_cohere_and_jina_mean_the_served_reranker(client) -> None:
+    docs = ["Paris is the capital of France.", "Bananas are yellow."]
+    plain = call(client, "rerank", {"query": "capital?", "docs": docs})["result"]
+    for name in ("rerank-english-v3.0", "rerank-v3.5", "jina-reranker-v2-base-multilingual"):
+        got = call(client, "rerank", {"query": "capital?", "docs": docs, "model": name})
+        assert got["result"] == plain, name
+    unknown = call(client, "rerank", {"query": "capital?", "docs": docs, "model": "nope"})
+    assert _code(unknown) == RPC_UNKNOWN_MODEL
+    assert "rerankers here: minilm-cosine-rerank" in unknown["error"]["message"]
 
 
 def test_top_k_above_docs_returns_all(client) -> None:

@@ -198,3 +198,69 @@ def test_status_command_against_the_live_server(every_worker_ready: srv.Server) 
     assert all(m.id in done.stdout for m in STARTER)
     done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == cli.OK and json.loads(done.stdout)["status"] == "ok"
+
+
+def _cli(live: srv.Server, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH_SOCKETS": str(live.socket_dir.parent)}
+    env.pop("EMBEDDER_CATALOG", None)
+    env.pop("EMBEDDER_MODELS_ROOT", None)
+    cmd = [sys.executable, "-m", "embedder.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_cli_embeds_and_reranks_over_the_socket_and_tcp(every_worker_ready: srv.Server) -> None:
+    live = every_worker_ready
+    url = f"http://127.0.0.1:{live.port}"
+    done = _cli(live, "embed", "hello", "world", "--quality", "2")
+    assert done.returncode == cli.OK, done.stderr
+    head, first, second = done.stdout.splitlines()
+    assert second.startswith("1  [") and second.endswith("world")
+    assert head.startswith("all-minilm-l6-v2-int8 (level 2): 2 texts, 384 dims, ")
+    assert head.endswith(f"via {live.sock('rpc.sock')}")
+    assert first.startswith("0  [") and "norm 1.000" in first and first.endswith("hello")
+    unix = json.loads(_cli(live, "embed", "hello", "--model", "all-minilm-l6-v2", "--json").stdout)
+    done = _cli(live, "embed", "hello", "--model", "all-minilm-l6-v2", "--json", "--url", url)
+    assert done.returncode == cli.OK, done.stderr
+    tcp = json.loads(done.stdout)
+    assert tcp["embeddings"] == unix["embeddings"] and len(tcp["embeddings"][0]) == 384
+    docs = [text for _, text in DOCS]
+    for where in ([], ["--url", url]):
+        done = _cli(live, "rerank", "What is the capital of France?", *docs, *where)
+        assert done.returncode == cli.OK, done.stderr
+        rows = done.stdout.splitlines()
+        assert rows[0].split() == ["rank", "score", "doc", "text"]
+        assert rows[1].split()[2:4] == ["1", "Paris"]
+    done = _cli(live, "rerank", "q", "a", "b", "--top-k", "1", "--json")
+    assert len(json.loads(done.stdout)) == 1
+    done = _cli(live, "embed", "x", "--model", "no-such-model")
+    assert done.returncode == cli.USAGE and "unknown model 'no-such-model'" in done.stderr
+
+
+def test_cli_status_over_tcp_reads_health(every_worker_ready: srv.Server) -> None:
+    """TCP serves REST only by default: `status --url` says what /health says, and why no more."""
+    live = every_worker_ready
+    done = _cli(live, "status", "--url", f"http://127.0.0.1:{live.port}")
+    assert done.returncode == cli.OK, done.stderr
+    assert done.stdout.startswith("ok: models ready: ")
+    assert all(m.id in done.stdout for m in STARTER)
+    assert "EMBEDDER_TCP_EXPOSE=rpc" in done.stdout
+    done = _cli(live, "status", "--url", f"http://127.0.0.1:{live.port}", "--json")
+    assert json.loads(done.stdout)["status"] == "ok"
+
+
+def test_cli_models_list_shows_the_running_services_catalog(every_worker_ready: srv.Server) -> None:
+    live = every_worker_ready
+    done = _cli(live, "models", "list", "--json")
+    assert done.returncode == cli.OK, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["catalog"] == "starter"
+    assert doc["models_root"] == live.rpc("status")["result"]["models_root"]
+    assert all(m["present"] for m in doc["models"])
+    assert f"the one the service on {live.sock('rpc.sock')} serves" in done.stderr
+
+
+def test_the_start_up_log_lists_the_settings_in_short_lines(live: srv.Server) -> None:
+    lines = [line for line in live.log.read_text().splitlines() if "settings " in line]
+    assert any("settings changed: " in line for line in lines)
+    assert any("settings at defaults: " in line for line in lines)
+    assert all(len(line) <= 160 for line in lines), max(lines, key=len)

@@ -133,8 +133,11 @@ def test_parse_docs(value: Any) -> None:
         assert isinstance(got, InvalidInput) and got.param == "docs"
         return
     assert isinstance(got, list) and len(got) == len(value)
-    for doc, raw in zip(got, value, strict=True):
-        assert isinstance(doc.id, str) and doc.id == str(raw["id"]) and doc.text == raw["text"]
+    for i, (doc, raw) in enumerate(zip(got, value, strict=True)):
+        if isinstance(raw, str):  # a plain string: its position is its id
+            assert (doc.id, doc.text) == (str(i), raw)
+        else:
+            assert isinstance(doc.id, str) and doc.id == str(raw["id"]) and doc.text == raw["text"]
 
 
 @SETTINGS

@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert s.bind is None
     assert s.socket_dir.name == "hero_embedder_provider"
     # One session per model per worker: the 1-hour soak at the shapes catalog's largest
-    # shapes cleared it (README, "Memory at real size"); 0 gives each runner its own.
+    # shapes cleared it (docs/memory.md); 0 gives each runner its own.
     assert s.shared_sessions is True
     assert Settings.from_env({"EMBEDDER_SHARED_SESSIONS": "0"}).shared_sessions is False
 

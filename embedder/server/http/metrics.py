@@ -122,8 +122,8 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, kept: labels() validates and takes a lock on every call
-        (~6 us, eight times per request). Label values are bounded (routes, catalog models,
+        """`metric.labels(*labels)`, kept: labels() validates and takes a lock on every call,
+        eight times per request. Label values are bounded (routes, catalog models,
         statuses), so is this."""
         key = (id(metric), labels)
         found = self._children.get(key)

@@ -21,6 +21,7 @@ from embedder.errors import EmbedderError, InvalidInput
 from embedder.reranker import Doc
 from embedder.server.http import rpc_schemas as S
 from embedder.server.http.body import flag, model_name
+from embedder.server.http.rerank import reranker_name
 from embedder.server.http.rpc import Method, Param
 from embedder.server.system import mem_info
 from embedder.service import Service
@@ -30,9 +31,14 @@ _TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItem
 _DOCS = {
     "type": "array",
     "items": {
-        "type": "object",
-        "properties": {"id": {"type": ["string", "integer"]}, "text": {"type": "string"}},
-        "required": ["id", "text"],
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "properties": {"id": {"type": ["string", "integer"]}, "text": {"type": "string"}},
+                "required": ["id", "text"],
+            },
+        ]
     },
 }
 _EMBED_PARAMS = (
@@ -44,7 +50,13 @@ _EMBED_PARAMS = (
         "quality level; with model, both must name the same model",
     ),
     Param("model", {"type": "string"}, False, "model id or alias"),
-    Param("query", {"type": "boolean"}, False, "add the query instruction"),
+    Param(
+        "query",
+        {"type": "boolean"},
+        False,
+        "prepend the model's retrieval instruction (BGE): for a search's question, not for "
+        "the documents it searches",
+    ),
     Param(
         "format",
         {"enum": ["compact", "float"]},
@@ -60,20 +72,33 @@ _EMBED_PARAMS = (
 )
 _RERANK_PARAMS = (
     Param("query", {"type": "string", "minLength": 1}, True),
-    Param("docs", _DOCS, True),
+    Param("docs", _DOCS, True, "{id, text} objects, or strings (their id: their position)"),
     Param("top_k", {"type": "integer", "minimum": 1}),
-    Param("model", {"type": "string"}),
+    Param(
+        "model",
+        {"type": "string"},
+        False,
+        "a reranker's id or alias; Cohere's and Jina's "
+        "model names (rerank-english-v3.0, ...) mean this instance's reranker",
+    ),
     Param("raw", {"type": "boolean"}, False, "unmapped scores (logits, cosines)"),
 )
 
 
 def parse_docs(docs: Any) -> list[Doc]:
+    """`{id, text}` objects (the seed's), or plain strings as REST and the client take them,
+    whose id is then their position."""
     if not isinstance(docs, list):
-        raise InvalidInput("docs must be an array of {id, text}", param="docs")
+        raise InvalidInput("docs must be an array of {id, text} objects or strings", param="docs")
     out: list[Doc] = []
     for i, d in enumerate(docs):
+        if isinstance(d, str):
+            out.append(Doc(id=str(i), text=d))
+            continue
         if not isinstance(d, dict) or "text" not in d or "id" not in d:
-            raise InvalidInput(f"docs[{i}] must be an object with id and text", param="docs")
+            raise InvalidInput(
+                f"docs[{i}] must be a string or an object with id and text", param="docs"
+            )
         if not isinstance(d["text"], str):
             raise InvalidInput(f"docs[{i}].text must be a string", param="docs")
         if isinstance(d["id"], bool) or not isinstance(d["id"], str | int):
@@ -151,7 +176,7 @@ class InstanceMethods:
             Method(
                 "ort_info",
                 ort_info,
-                "ONNX Runtime version, library path, providers.",
+                "ONNX Runtime version, library path, the providers the sessions use.",
                 result=S.ORT_INFO,
             ),
         ]
@@ -186,8 +211,9 @@ class WorkMethods:
     def rerank(
         self, query: Any, docs: Any, top_k: Any = None, model: Any = None, raw: Any = False
     ) -> list[dict[str, Any]]:
+        name = reranker_name(self.service.catalog, model_name(model))
         _, ranking = self.service.rerank(
-            query, parse_docs(docs), model=model_name(model), top_k=top_k, raw=flag(raw, "raw")
+            query, parse_docs(docs), model=name, top_k=top_k, raw=flag(raw, "raw")
         )
         return [{"id": r.id, "score": r.score, "index": r.index} for r in ranking.results]
 

@@ -113,7 +113,11 @@ ORT_INFO: dict[str, Any] = {
         "min_version": {"type": "string"},
         "version_ok": {"type": "boolean"},
         "library_path": {"type": "string"},
-        "providers": _STRINGS,
+        "providers": {**_STRINGS, "description": "the execution providers the sessions use"},
+        "available_providers": {
+            **_STRINGS,
+            "description": "every provider the installed onnxruntime build has",
+        },
         "device": {"type": "string"},
     },
 }

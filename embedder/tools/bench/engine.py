@@ -193,8 +193,8 @@ def single_times(
 ) -> dict[str, float]:
     """ms per text embedded alone, keyed by the text's index: the median of `repeats` tries (a
     best-of would flatter the engine by its noise) taken in rounds over the texts, as the load
-    generator sends them. The same text back to back ran ~1 ms faster here (its shapes and
-    memory still warm), which the paired overhead then charged to the server. Past `until`
+    generator sends them. The same text back to back runs faster (its shapes and memory
+    still warm), which the paired overhead would then charge to the server. Past `until`
     no new round starts, and the first round stops after its `least`-th text."""
     for t in texts[: min(4, least)]:
         embedder.embed([t])  # warm-up for batch size 1

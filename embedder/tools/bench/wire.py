@@ -1,11 +1,10 @@
 """HTTP/1.1 client pieces for the load generator: loopback TCP or a unix socket only.
 
 The client is a lean one on purpose. http.client parses every answer's headers with the
-email package: measured on one request over a socketpair with the answer already waiting, its
-request plus answer cost 510 us of CPU against 30 us here (loaded 2-core EPYC, min of 7 x 500),
-and the load generator reported that time as the server's latency. This one writes the request
-in one send and reads the status line, Content-Length, Retry-After and Connection: all the
-service sends (it never answers these requests chunked).
+email package, at many times this client's CPU per request (docs/performance.md, "Lone
+requests"), and the load generator reported that time as the server's latency. This one
+writes the request in one send and reads the status line, Content-Length, Retry-After and
+Connection: all the service sends (it never answers these requests chunked).
 """
 
 from __future__ import annotations

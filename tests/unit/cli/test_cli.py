@@ -51,7 +51,7 @@ def run_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.Com
 # --- help and exit codes --------------------------------------------------------------------
 
 
-COMMANDS = ["", "serve", "status", "bench", "models"]
+COMMANDS = ["", "serve", "status", "embed", "rerank", "models"]
 COMMANDS += [f"models {action}" for action in ("list", "pull", "verify", "quantize")]
 
 
@@ -63,6 +63,17 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith(f"usage: embedder {command}".rstrip())
     assert "exit codes: 0 ok, 1 failure" in out or "exit codes: 0 ok, 1 degraded" in out
+
+
+def test_bench_help_is_the_benchs_own(capsys: pytest.CaptureFixture[str]) -> None:
+    """`embedder bench --help` lists what the bench takes, not an empty wrapper's help."""
+    with pytest.raises(SystemExit) as exc:
+        run("bench", "--help")
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage: embedder bench")
+    for option in ("--quick", "--levels", "--layouts", "--catalog", "--budget", "--server-env"):
+        assert option in out
 
 
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,7 +230,7 @@ def test_models_list_json_and_table(
     assert doc["aliases"]["text-embedding-3-small"] == "all-minilm-l6-v2-int8"
     assert run("models", "list", "--catalog", "starter", "--models-root", root) == 0
     out, err = capsys.readouterr()
-    assert "catalog starter (from --catalog; another: --catalog bge|starter|FILE)" in err
+    assert "catalog starter (from --catalog; another: --catalog bge|starter|shapes|FILE)" in err
     table = out.splitlines()
     assert " ".join(table[0].split()) == "ID LEVEL KIND PRECISION DIMS MAX TOKENS FILES SIZE"
     assert (
@@ -329,15 +340,60 @@ def test_models_pull_downloads_with_progress(
 def test_models_commands_say_which_catalog_they_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`make run` serves starter, the CLI defaults to bge: a bare `models list` says so."""
+    """With no service running, the CLI defaults to bge, and says so and why."""
     monkeypatch.delenv("EMBEDDER_CATALOG", raising=False)
+    monkeypatch.setenv("PATH_SOCKETS", str(tmp_path))
     assert run("--models-root", str(tmp_path), "models", "list", "--json") == cli.OK
     out, err = capsys.readouterr()
     assert json.loads(out)["catalog"] == "bge"
-    assert "catalog bge (the default; another: --catalog bge|starter|FILE)" in err
+    sock = tmp_path / "hero_embedder_provider" / "rpc.sock"
+    assert f"catalog bge (the default: no service answers on {sock}; another: --catalog " in err
+    assert "--catalog bge|starter|shapes|FILE" in err
     monkeypatch.setenv("EMBEDDER_CATALOG", "starter")
     assert run("--models-root", str(tmp_path), "models", "list") == cli.OK
     assert "catalog starter (from EMBEDDER_CATALOG" in capsys.readouterr().err
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A stand-in service answering `status` on rpc.sock under PATH_SOCKETS=tmp_path."""
+    sock = tmp_path / "hero_embedder_provider" / "rpc.sock"
+    sock.parent.mkdir()
+    server = socketserver.ThreadingUnixStreamServer(str(sock), _Canned)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("PATH_SOCKETS", str(tmp_path))
+    monkeypatch.delenv("EMBEDDER_CATALOG", raising=False)
+    monkeypatch.delenv("EMBEDDER_MODELS_ROOT", raising=False)
+    yield sock
+    server.shutdown()
+    server.server_close()
+
+
+def test_models_list_reads_the_catalog_the_running_service_serves(
+    served: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make run` serves starter while the default is bge: a bare `models list` lists the
+    running service's catalog and models root, and says where it got them."""
+    monkeypatch.setattr(_Canned, "answer", {"result": _status("ok") | {"models_root": "/m"}})
+    assert run("models", "list", "--json") == cli.OK
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert (doc["catalog"], doc["models_root"]) == ("starter", "/m")
+    assert [m["id"] for m in doc["models"]] == [m.id for m in STARTER]
+    assert f"catalog starter (the one the service on {served} serves; another: " in err
+    assert run("models", "list", "--json", "--models-root", str(tmp_path)) == cli.OK
+    assert json.loads(capsys.readouterr().out)["models_root"] == str(tmp_path)
+    assert run("models", "list", "--json", "--catalog", "shapes") == cli.OK
+    assert json.loads(capsys.readouterr().out)["catalog"] == "shapes"
+    monkeypatch.setattr(_Canned, "answer", {"result": _status("ok") | {"catalog": "mine"}})
+    assert run("models", "list", "--json") == cli.OK
+    out, err = capsys.readouterr()
+    assert json.loads(out)["catalog"] == "bge"
+    assert f"the service on {served} serves 'mine', from a catalog file" in err
 
 
 def test_an_older_int8_file_is_listed_and_pulled_again(
