@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from embedder.server.http.surfaces import ROUTE_SURFACES, SOCKET_SURFACES, TCP_SURFACES
+from embedder.server.http.surfaces import ROUTE_SURFACES
+from embedder.server.listeners import SOCKET_SURFACES, TCP_SURFACES
 from embedder.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
