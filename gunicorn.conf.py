@@ -124,14 +124,16 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    """Worker, before the app loads: cap malloc arenas (flat RSS, see embedder.memory), and
-    say "starting" at once, so /health is never ok early."""
+    """Worker, before the app loads: cap malloc arenas (flat RSS, see embedder.memory), tell
+    the app its worker, and say "starting" at once, so /health is never ok early."""
     from pathlib import Path
 
     from embedder.memory import limit_arenas
+    from embedder.server import bootstrap
     from embedder.server.workers import WorkerBoard
 
     limit_arenas(_settings.malloc_arenas)
+    bootstrap.runs_in(worker)  # a joining worker keeps its heartbeat while it loads
 
     board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")  # set in on_starting, after _settings
     if board_dir and not WorkerBoard(Path(board_dir)).has_served():

@@ -10,6 +10,11 @@ share the sub-batches. There is no waiting window: a lone request at idle starts
 idle latency is the compute time; under load, requests arriving during a run form the next
 group. The same pool serves embedding models and cross-encoders: the batcher only moves rows.
 
+The lock guards the queue only: a runner takes its group's jobs under it, then joins their
+tokens, plans the sub-batches and tells the metrics outside it (for a 2048-text request that
+is real work, and every caller queueing and every runner finishing a run needs the lock).
+`close` stops the runners when the model stops serving.
+
 Runners of single-thread sessions, not one session with a thread per core: small
 sub-batches do not split well over threads (two single-thread runners ran more than twice the
 texts/s of one two-thread session; docs/performance.md); and one worker with a runner per
@@ -24,12 +29,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
-from embedder.errors import ClientGone, Overloaded, TimedOut
+from embedder.errors import ClientGone, ModelUnavailable, Overloaded, TimedOut
 from embedder.planning import text_cost
 from embedder.tokens import Tokenized
 
@@ -136,11 +141,12 @@ class _Group:
     tok: Tokenized
     out: np.ndarray
     pending: int  # sub-batches not yet run
+    waited: float = 0.0  # seconds its jobs spent queued, in all
     error: BaseException | None = None
 
 
 @dataclass
-class BatcherStats:
+class BatcherStats:  # written under the batcher's lock; `Batcher.stats` hands out copies
     runs: int = 0
     texts: int = 0
     jobs: int = 0
@@ -172,7 +178,8 @@ class Batcher:
         self.name = name
         self._engines = list(engines)
         self._lone = lone
-        self._running = 0  # runners inside a run
+        self._running = 0  # runners inside a run or planning one
+        self._closed = False  # see `close`
         self._observe = observe
         self._clock = clock
         self.max_texts = max_texts
@@ -186,7 +193,7 @@ class Batcher:
         self._ew_cost = 0.0  # decayed sums of cost run and runner-seconds spent
         self._ew_seconds = 0.0
         self._cv = threading.Condition()
-        self.stats = BatcherStats()
+        self._stats = BatcherStats()
         self._threads = [
             threading.Thread(target=self._loop, args=(k,), name=f"batcher-{name}-{k}", daemon=True)
             for k in range(len(self._engines))
@@ -205,6 +212,39 @@ class Batcher:
     def queued_texts(self) -> int:
         return self._queued_texts
 
+    @property
+    def stats(self) -> BatcherStats:
+        """A consistent copy of the counters (they change under the lock, in runner threads)."""
+        with self._cv:
+            return replace(self._stats)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop serving: what is queued fails at once with ModelUnavailable (so is anything
+        submitted later), a run in progress finishes, and the runner threads end. Waits at most
+        `timeout` seconds for them (a run cannot be cut short); True once all have ended."""
+        with self._cv:
+            if not self._closed:
+                self._closed = True
+                error = self._stopped()
+                jobs = list(self._jobs)
+                self._jobs.clear()
+                for group, _ in self._tasks:  # sub-batches that will not run
+                    group.error = group.error or error
+                    group.pending -= 1
+                    if not group.pending:
+                        self._finish(group.jobs, group.error, group.out)
+                self._tasks.clear()
+                self._finish(jobs, error)
+                self._cv.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads if t is not threading.current_thread())
+
+    def _stopped(self) -> ModelUnavailable:
+        return ModelUnavailable(f"model {self.name} has stopped serving", param="model")
+
     def run(
         self,
         count: int,
@@ -221,7 +261,7 @@ class Batcher:
         gone), the job is dropped and ClientGone raised; a job already running finishes."""
         if not reserved:
             with self._cv:
-                self._admit(count, 0.0)
+                self._admit(count, 0.0)  # refuses too once closed
         try:
             tok = tokenize()
         except BaseException:
@@ -230,6 +270,10 @@ class Batcher:
             raise
         job = _Job(tok, sum(text_cost(n) for n in tok.lengths), self._clock())
         with self._cv:
+            if self._closed:
+                if reserved:
+                    self._queued_texts -= count
+                raise self._stopped()
             if reserved:
                 self._queued_texts += job.size - count  # the reservation counted `count`
             else:
@@ -265,13 +309,13 @@ class Batcher:
                 return
             if job.done.wait(min(left, CANCEL_POLL) if cancelled is not None else left):
                 return
-            if cancelled is not None and cancelled() and self._unqueue(job):
-                self.stats.dropped += 1
+            if cancelled is not None and cancelled() and self._unqueue(job, dropped=True):
                 raise ClientGone("the client closed its connection; its texts were dropped")
 
-    def _unqueue(self, job: _Job) -> bool:
-        """Take a job out of the queue (its texts no longer count against admission); False
-        once it is running or done (its result is coming)."""
+    def _unqueue(self, job: _Job, *, dropped: bool = False) -> bool:
+        """Take a job out of the queue (its texts no longer count against admission; with
+        `dropped`, counted as dropped); False once it is running or done (its result is
+        coming)."""
         with self._cv:
             try:
                 self._jobs.remove(job)
@@ -279,6 +323,7 @@ class Batcher:
                 return False
             self._queued_texts -= job.size
             self._queued_cost -= job.cost
+            self._stats.dropped += dropped
             return True
 
     def reserve(self, n: int) -> None:
@@ -307,7 +352,10 @@ class Batcher:
     def _admit(self, n: int, cost: float) -> None:
         """Refuse work that would wait longer than `max_wait` (its own run included) or
         overflow the queue, so overload gives a fast 503 instead of unbounded latency. An idle
-        model takes any request: a large one alone could never run otherwise."""
+        model takes any request: a large one alone could never run otherwise. Called with the
+        lock held."""
+        if self._closed:
+            raise self._stopped()
         queued = self._queued_texts
         if not queued:
             return
@@ -322,40 +370,35 @@ class Batcher:
                     retry_after=max(1, math.ceil(wait - self.max_wait)),
                 )
 
-    def _group(self) -> None:
-        """Queued jobs, oldest first, up to max_texts (a larger job alone) become one group,
-        its sub-batches the next tasks. Called with the lock held; whatever fails here fails
-        the taken jobs (their callers get the error), never the runner."""
+    def _take(self) -> tuple[list[_Job], int]:
+        """Queued jobs, oldest first, up to max_texts (a larger job alone), to become one group;
+        and over how many runners to spread it. Called with the lock held."""
         jobs = [self._jobs.popleft()]
         count = jobs[0].size
         while self._jobs and count + self._jobs[0].size <= self.max_texts:
             jobs.append(self._jobs.popleft())
             count += jobs[-1].size
-        try:
-            tok = jobs[0].tok
-            for j in jobs[1:]:
-                tok = tok + j.tok
-            # Alone in the queue, the group may use every runner: balance it over them.
-            idle = len(self._engines) if not self._jobs and not self._tasks else 1
-            plan = self._engines[0].plan(tok.lengths, idle)
-            if not plan:
-                raise ValueError(f"the planner gave no sub-batches for {count} rows")
-            out = np.empty((count, self._engines[0].dims), dtype=np.float32)
-            now = self._clock()
-            waits = [now - j.queued_at for j in jobs]
-            if self._observe is not None:
-                self._observe(count, waits)
-        except BaseException as exc:
-            log.exception("batcher %s: planning a group failed", self.name)
-            self._finish(jobs, exc)
-            return
-        group = _Group(jobs, tok, out, pending=len(plan))
-        self._tasks.extend((group, rows) for rows in plan)
-        self.stats.jobs += len(jobs)
-        self.stats.texts += count
-        self.stats.queue_seconds += sum(waits)
-        if len(plan) > 1:
-            self._cv.notify_all()  # idle runners can take the other sub-batches
+        # Alone in the queue, the group may use every runner: balance it over them.
+        spread = len(self._engines) if not self._jobs and not self._tasks else 1
+        return jobs, spread
+
+    def _plan(self, jobs: list[_Job], spread: int) -> tuple[_Group, list[np.ndarray]]:
+        """The taken jobs as one group and its sub-batches. Runs without the lock: the jobs
+        are no longer in the queue (a caller giving up finds its job running), yet still
+        counted in it until they finish."""
+        count = sum(j.size for j in jobs)
+        tok = jobs[0].tok
+        for j in jobs[1:]:
+            tok = tok + j.tok
+        plan = self._engines[0].plan(tok.lengths, spread)
+        if not plan:
+            raise ValueError(f"the planner gave no sub-batches for {count} rows")
+        out = np.empty((count, self._engines[0].dims), dtype=np.float32)
+        now = self._clock()
+        waits = [now - j.queued_at for j in jobs]
+        if self._observe is not None:
+            self._observe(count, waits)
+        return _Group(jobs, tok, out, pending=len(plan), waited=sum(waits)), plan
 
     def _finish(
         self, jobs: list[_Job], error: BaseException | None, out: np.ndarray | None = None
@@ -376,39 +419,76 @@ class Batcher:
         if not self._jobs and not self._tasks:
             self._queued_cost = 0.0  # no float drift while idle
 
-    def _next(self) -> tuple[_Group, np.ndarray, bool]:
+    def _next(self) -> tuple[_Group, np.ndarray, bool] | None:
         """The next sub-batch, and whether it runs on the all-core `lone` engine: only when it
-        is all there is to do and no other runner is inside a run (a lone text at idle, the
-        planner having split anything larger over the runners). Its cores are then idle, and
-        one text on all of them runs faster than on one (issue 14); work arriving
-        meanwhile still starts at once on a runner's own session."""
-        with self._cv:
-            while not self._tasks:
-                if self._jobs:
-                    self._group()
-                else:
+        is all there is to do and no other runner is busy (a lone text at idle, the planner
+        having split anything larger over the runners). Its cores are then idle, and one text
+        on all of them runs faster than on one (issue 14); work arriving meanwhile
+        still starts at once on a runner's own session. None once the batcher is closed.
+
+        With no sub-batch waiting, the runner takes queued jobs and plans them outside the
+        lock (`_plan`), then queues their sub-batches and takes the first one to run."""
+        planned: tuple[list[_Job], tuple[_Group, list[np.ndarray]] | BaseException] | None = None
+        while True:
+            with self._cv:
+                if planned is not None:
+                    self._running -= 1
+                    self._queue_group(*planned)
+                    planned = None
+                while not self._tasks and not self._jobs and not self._closed:
                     self._cv.wait()
-            group, rows = self._tasks.popleft()
-            alone = (
-                self._lone is not None
-                and len(rows) == 1
-                and not self._running
-                and not self._tasks
-                and not self._jobs
-            )
-            self._running += 1
-            return group, rows, alone
+                if self._closed:
+                    return None
+                if self._tasks:
+                    group, rows = self._tasks.popleft()
+                    alone = (
+                        self._lone is not None
+                        and len(rows) == 1
+                        and not self._running
+                        and not self._tasks
+                        and not self._jobs
+                    )
+                    self._running += 1
+                    return group, rows, alone
+                jobs, spread = self._take()
+                self._running += 1
+            try:
+                planned = jobs, self._plan(jobs, spread)
+            except BaseException as exc:  # fails the taken jobs (their callers get it), not us
+                log.exception("batcher %s: planning a group failed", self.name)
+                planned = jobs, exc
+
+    def _queue_group(
+        self, jobs: list[_Job], planned: tuple[_Group, list[np.ndarray]] | BaseException
+    ) -> None:
+        """The planned group's sub-batches become the next tasks; a failed plan (or one that
+        ended after `close`) fails its jobs instead. Called with the lock held."""
+        if isinstance(planned, BaseException) or self._closed:
+            self._finish(jobs, planned if isinstance(planned, BaseException) else self._stopped())
+            return
+        group, plan = planned
+        self._tasks.extend((group, rows) for rows in plan)
+        self._stats.jobs += len(jobs)
+        self._stats.texts += len(group.out)
+        self._stats.queue_seconds += group.waited
+        if len(plan) > 1:
+            self._cv.notify_all()  # idle runners can take the other sub-batches
 
     def _loop(self, k: int) -> None:
         engine = self._engines[k]
         while True:
             try:
-                self._step(engine)
+                if not self._step(engine):
+                    return  # closed
             except BaseException:  # a runner never dies; the jobs' errors went to their callers
                 log.exception("batcher %s runner %d: unexpected error", self.name, k)
 
-    def _step(self, engine: Engine) -> None:
-        group, rows, alone = self._next()
+    def _step(self, engine: Engine) -> bool:
+        """Run one sub-batch; False once the batcher is closed."""
+        taken = self._next()
+        if taken is None:
+            return False
+        group, rows, alone = taken
         if alone:
             assert self._lone is not None
             engine = self._lone
@@ -419,14 +499,16 @@ class Batcher:
             except BaseException as exc:  # delivered to every caller of the group
                 group.error = exc
         elapsed = self._clock() - started
+        if alone:  # it held every core: counted as that many runner-seconds (cautious)
+            elapsed *= len(self._engines)
+        cost = sum(text_cost(group.tok.lengths[r]) for r in rows)
         with self._cv:
             self._running -= 1
-            self.stats.runs += 1
-            self.stats.lone_runs += alone
-            if alone:  # it held every core: counted as that many runner-seconds (cautious)
-                elapsed *= len(self._engines)
-            self._ew_cost = 0.9 * self._ew_cost + sum(text_cost(group.tok.lengths[r]) for r in rows)
+            self._stats.runs += 1
+            self._stats.lone_runs += alone
+            self._ew_cost = 0.9 * self._ew_cost + cost
             self._ew_seconds = 0.9 * self._ew_seconds + elapsed
             group.pending -= 1
             if not group.pending:
                 self._finish(group.jobs, group.error, group.out)
+        return True

@@ -157,7 +157,12 @@ class Loader:
     """Every model of the service from files to served objects, in a background thread (so the
     listeners answer `starting` at once), and failed downloads retried with backoff (30 s
     doubling to 15 min) for as long as the worker lives: a Hub that was unreachable may come
-    back. Each model's state is kept in `status_by_id`; `on_change` hears of every change."""
+    back. Each model's state is kept in `status_by_id` (replaced whole on each change, see
+    `model_state`; this thread is its only writer); `on_change` hears of every change.
+
+    The thread never ends while a retry is promised: whatever a load or a listener raises that
+    the loading does not expect is logged, and a model it left half-way is marked failed with
+    the reason, so `/health` never shows a `retry_in` that no thread will keep."""
 
     def __init__(
         self,
@@ -191,14 +196,26 @@ class Loader:
     def ready(self) -> bool:
         return all(s.state == "ready" for s in self.status_by_id.values())
 
+    @property
+    def settled(self) -> bool:
+        """The first load of every model has ended (ready or failed)."""
+        return self._loaded.is_set()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Ends download retries (the thread is a daemon; this is for tests and tools)."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ends download retries and stops the models' runner threads (each `Batcher.close`
+        waits at most `timeout` for a run in progress); False when some runner had not ended
+        by then. A model still loading closes its own batcher once it sees the stop."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
+        ended = True
+        for batcher in list(self.batchers.values()):
+            ended &= batcher.close(max(0.0, deadline - time.monotonic()))
+        return ended
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the first load of every model has ended (ready or failed), not the retries."""
@@ -208,62 +225,94 @@ class Loader:
 
     def load_all(self) -> None:
         self.failure_log.new_round()
-        self.on_change()
+        self._changed()
         try:
             check_ort_version()
         except EmbedderError as exc:
-            for st in self.status_by_id.values():
-                st.state, st.error = "error", exc.message
-            self.on_change()
+            for spec in self.specs:
+                self._set(spec.id, state="error", error=exc.message)
+            self._changed()
             return
         for spec in self.specs:
-            with self.work:
-                self._load(spec)
-            self.on_change()
+            self._attempt(spec)
 
     def _run(self) -> None:
         try:
             self.load_all()
-        except Exception:  # a bug: say so, and let wait() return rather than hang
+        except Exception as exc:  # a bug: say so, and let wait() return rather than hang
             log.exception("loading models failed")
+            self._abandon(exc, "loading stopped")
         finally:
             self._loaded.set()
-        self._retry_downloads()
+        try:
+            self._retry_downloads()
+        except Exception as exc:
+            log.exception("retrying failed downloads stopped")
+            self._abandon(exc, "download retries stopped")
 
     def _retry_downloads(self) -> None:
         delay = self.retry_first
-        while True:
-            pending = [
-                s for s in self.specs if self.status_by_id[s.id].retry and not self._stop.is_set()
-            ]
+        while not self._stop.is_set():
+            pending = [s for s in self.specs if self.status_by_id[s.id].retry]
             if not pending:
                 return
             log.warning("retrying %d failed downloads in %.0f s", len(pending), delay)
             for spec in pending:
-                self.status_by_id[spec.id].retry_at = time.time() + delay
-            self.on_change()
+                self._set(spec.id, retry_at=time.time() + delay)
+            self._changed()
             if self._stop.wait(delay):
                 return
             self.failure_log.new_round()
             for spec in pending:
-                with self.work:
-                    self._load(spec)
-                self.on_change()
+                self._attempt(spec)
             delay = min(delay * 2, 900.0)
 
-    def _load(self, spec: ModelSpec) -> None:
-        st = self.status_by_id[spec.id]
-        st.started = time.time()
+    def _attempt(self, spec: ModelSpec) -> None:
+        """One load of `spec`, then `on_change`. What escapes `_load` is a bug (in a listener,
+        the idle trim, the failure log): it is logged, and a model it left half-way is marked
+        failed with the reason; a download retry it had scheduled stays scheduled."""
         try:
-            st.state, st.retry, st.retry_at = "downloading", False, None
+            with self.work:
+                self._load(spec)
+        except Exception as exc:
+            log.exception("loading model %s failed unexpectedly", spec.id)
+            if self.status_by_id[spec.id].state not in ("ready", "error"):
+                self._set(spec.id, state="error", error=_bug(exc), cause=None)
+        self._changed()
+
+    def _abandon(self, exc: Exception, what: str) -> None:
+        """The loader thread is ending on a bug: no model may still look as if it were loading
+        or about to be retried. Each such one is marked failed, the reason in its error."""
+        for spec in self.specs:
+            st = self.status_by_id[spec.id]
+            if st.state == "ready" or (st.state == "error" and not st.retry):
+                continue
+            error = f"{st.error}; {what}: {_bug(exc)}" if st.error else f"{what}: {_bug(exc)}"
+            self._set(spec.id, state="error", error=error, retry=False, retry_at=None)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Tell `on_change`; a listener that fails is logged, and loading goes on."""
+        try:
             self.on_change()
+        except Exception:
+            log.exception("a listener of model states failed")
+
+    def _set(self, model: str, **changes: Any) -> None:
+        self.status_by_id[model] = replace(self.status_by_id[model], **changes)
+
+    def _load(self, spec: ModelSpec) -> None:
+        started = time.time()
+        self._set(spec.id, state="downloading", started=started, retry=False, retry_at=None)
+        try:
+            self._changed()
             self.store.ensure(spec)
-            st.state = "loading"
+            self._set(spec.id, state="loading")
             observe = self.observer(spec.id)
             if spec.kind == "embedding":
                 embedding = self.opener.embedding(spec, observe)
                 if isinstance(embedding.runner, Batcher):
-                    self.batchers[spec.id] = embedding.runner
+                    self._keep(spec.id, embedding.runner)
                 self.embeddings[spec.id] = embedding
             else:
                 embeds_with = self.embeddings.get(spec.embedder or "")
@@ -271,14 +320,27 @@ class Loader:
                 if isinstance(reranker, CrossEncoderReranker) and isinstance(
                     reranker.runner, Batcher
                 ):
-                    self.batchers[spec.id] = reranker.runner
+                    self._keep(spec.id, reranker.runner)
                 self.rerankers[spec.id] = reranker
-            st.load_seconds = round(time.time() - st.started, 3)
-            st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
-            log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
+            seconds = round(time.time() - started, 3)
+            # an earlier failure is over
+            self._set(spec.id, state="ready", error=None, cause=None, load_seconds=seconds)
+            log.info("model %s ready in %.1fs", spec.id, seconds)
         except EmbedderError as exc:
-            st.failed(exc, retry=isinstance(exc, DownloadError))
+            st = self.status_by_id[spec.id].failed(exc, retry=isinstance(exc, DownloadError))
+            self.status_by_id[spec.id] = st
             self.failure_log.log(spec.id, st)
         except Exception as exc:  # a bug or an unexpected file: report it, keep the others
-            st.state, st.error, st.cause = "error", f"{type(exc).__name__}: {exc}", None
+            self._set(spec.id, state="error", error=_bug(exc), cause=None)
             log.exception("model %s failed", spec.id)
+
+    def _keep(self, model: str, batcher: Batcher) -> None:
+        """Register a model's batcher; one made after `stop` is closed at once (stop may have
+        gone over the registered ones before this one was there)."""
+        self.batchers[model] = batcher
+        if self._stop.is_set():
+            batcher.close()
+
+
+def _bug(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

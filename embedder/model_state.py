@@ -1,12 +1,17 @@
 """One model's load state in a worker, and how failures are told: a cause several models share
-(a Hub that cannot be reached) is said once, under a key each model's error refers to."""
+(a Hub that cannot be reached) is said once, under a key each model's error refers to.
+
+A state is a frozen snapshot: the loader thread replaces a model's whole `ModelStatus` (one
+dict assignment) rather than changing its fields, so a request thread that takes a model's
+status reads one consistent state, never a "ready" next to an old error, or a retry time
+cleared between its check and its use."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from embedder.errors import EmbedderError
@@ -18,7 +23,7 @@ State = Literal["pending", "downloading", "loading", "ready", "error"]
 ORDER = {"error": 0, "pending": 1, "downloading": 2, "loading": 3, "ready": 4}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelStatus:
     state: State = "pending"
     error: str | None = None  # this model's part of the story
@@ -28,11 +33,12 @@ class ModelStatus:
     retry: bool = False  # failed to download: tried again later
     retry_at: float | None = None  # time.time() of the next try
 
-    def failed(self, exc: EmbedderError, *, retry: bool) -> None:
-        """Record a domain error; its `cause` detail (if any) is kept apart from its own part."""
-        self.cause = exc.details.get("cause")
-        self.error = exc.details.get("summary") if self.cause else exc.message
-        self.state, self.retry = "error", retry
+    def failed(self, exc: EmbedderError, *, retry: bool) -> ModelStatus:
+        """This state after a domain error; its `cause` detail (if any) is kept apart from its
+        own part."""
+        cause = exc.details.get("cause")
+        error = exc.details.get("summary") if cause else exc.message
+        return replace(self, state="error", error=error, cause=cause, retry=retry)
 
     def retry_after(self) -> int | None:
         """Whole seconds (at least 1) until a scheduled retry; None when none is."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Protocol
 
 import falcon
 
@@ -18,6 +19,48 @@ from embedder.service import Service
 from embedder.sessions import SessionConfig, disable_ort_telemetry
 from embedder.settings import Settings
 from embedder.store.files import ModelStore
+
+log = logging.getLogger("embedder")
+
+# How long a worker joining a serving instance loads before it accepts anyway (answering for
+# the models still loading as at a first start): a download that hangs must not keep it out
+# for good, while any ordinary download or rebuild ends well within it.
+JOIN_WAIT = 600.0
+
+
+class Heart(Protocol):
+    """What a joining worker needs of the gunicorn worker it runs in."""
+
+    alive: bool  # false once the master has told it to exit
+
+    def notify(self) -> None: ...  # the heartbeat the master checks against its timeout
+
+
+_worker: Heart | None = None
+
+
+def runs_in(worker: Heart) -> None:
+    """Called by gunicorn's post_fork hook: the worker this process is, for `join`."""
+    global _worker
+    _worker = worker
+
+
+def join(service: Service, worker: Heart | None, *, bound: float, beat: float) -> bool:
+    """Wait for the first load of every model, telling the master every `beat` seconds that
+    this worker lives: the master kills a worker silent for EMBEDDER_TIMEOUT, and a worker
+    killed while it loads is replaced by one that loads again, for good when the load takes
+    longer than that. Ends after `bound` seconds, or once the worker is told to exit; True
+    when the load has ended (whatever its outcome)."""
+    deadline = time.monotonic() + bound
+    while True:
+        if worker is not None:
+            worker.notify()
+            if not worker.alive:
+                return False
+        left = deadline - time.monotonic()
+        if service.loader.settled or left <= 0:
+            return service.loader.settled
+        service.wait(min(beat, left))
 
 
 def build_service(settings: Settings, board: WorkerBoard | None = None) -> Service:
@@ -51,7 +94,8 @@ def build_app(
     At first start every worker accepts at once, so /health can say "starting". A worker that
     joins a service already serving (a reload, or a replacement for a killed worker) instead
     loads its models before it accepts anything, so it never answers "not ready" while its
-    siblings could have served the request.
+    siblings could have served the request; meanwhile it keeps its heartbeat going (`join`),
+    and after JOIN_WAIT it accepts anyway.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     disable_ort_telemetry()  # set by gunicorn's master already; this covers any other server
@@ -62,8 +106,15 @@ def build_app(
     service.view.joining = joining
     service.start()
     if joining:
-        logging.getLogger("embedder").info("joining a serving instance: loading models first")
-        service.wait()
+        log.info("joining a serving instance: loading models first")
+        beat = min(1.0, settings.timeout / 4)
+        loaded = join(service, _worker, bound=JOIN_WAIT, beat=beat)
+        if not loaded and (_worker is None or _worker.alive):
+            log.warning(
+                "models still loading after %.0f s: accepting requests meanwhile", JOIN_WAIT
+            )
+            service.view.joining = False  # this worker's state counts from now on
+            service.view.publish()
     # The worker owns these for its life; its exit ends their threads.
     metrics = Metrics(multiprocess=settings.metrics_dir is not None)
     metrics.start_refresh(service)
