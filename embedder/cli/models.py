@@ -22,25 +22,33 @@ OK, FAILURE = 0, 1
 
 
 def models_list(settings: Settings, catalog: Catalog, store: ModelStore, *, as_json: bool) -> int:
+    """Every model of the catalog and its files: present only when every file is there and is
+    what it should be (`ModelStore.unusable`); what is wrong with a file is said below."""
     rows = []
     for spec in catalog:
-        missing, stale = store.missing(spec), store.stale(spec)
+        missing, stale, unusable = store.missing(spec), store.stale(spec), store.unusable(spec)
         disk = store.disk_size(spec)
-        row = {**spec.describe(), "present": not missing, "missing": missing, "stale": stale}
-        rows.append(row | {"disk": disk})
+        row = {**spec.describe(), "present": not missing and not unusable, "missing": missing}
+        rows.append(row | {"stale": stale, "unusable": unusable, "disk": disk})
     if as_json:
         doc = {"catalog": catalog.name, "models_root": str(settings.models_root), "models": rows}
         print(json.dumps({**doc, "aliases": dict(catalog.aliases)}, indent=2))
         return OK
+    notes = []
     for r in rows:
-        files = "present" if r["present"] else f"missing {len(r['missing'])}"
-        r.update(files=files + (f", {len(r['stale'])} to rebuild" if r["stale"] else ""))
-        r.update(size=human_size(r["disk"]))
+        files = ["present"] if r["present"] else []
+        files += [f"missing {len(r['missing'])}"] if r["missing"] else []
+        files += [f"{len(r['unusable'])} unusable"] if r["unusable"] else []
+        files += [f"{len(r['stale'])} to rebuild"] if r["stale"] else []
+        r.update(files=", ".join(files), size=human_size(r["disk"]))
+        notes += [f"{r['id']}: {why}" for why in dict.fromkeys(r["unusable"] + r["stale"])]
     print(
         text_table(
             ("id", "level", "kind", "precision", "dims", "max_tokens", "files", "size"), rows
         )
     )
+    if notes:
+        print("\n" + "\n".join(notes))
     aliases = ", ".join(f"{a} -> {t}" for a, t in catalog.aliases.items())
     print(f"\ncatalog {catalog.name}; models root {settings.models_root}\naliases: {aliases}")
     return OK
@@ -70,12 +78,12 @@ def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
 
 
 def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
-    """Files first (offline: verify never downloads or builds), then a real load and one run."""
+    """Files first (read only: verify never downloads or builds), then a real load and one run."""
     from embedder.reranker import Doc
     from embedder.service import Service
     from embedder.store.files import ModelStore as Store
 
-    store = Store(store.root, store.catalog, offline=True, hf_cache=store.hf_cache)
+    store = Store(store.root, store.catalog, offline=True, hf_cache=store.hf_cache, read_only=True)
     failed: list[ModelSpec] = []
     sound: list[ModelSpec] = []
     for spec in specs:
