@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class ModelStatus:
     started: float | None = None
     retry: bool = False  # failed to download: tried again later
     retry_at: float | None = None  # time.time() of the next try
+    broken: bool = False  # it computed NaN or Inf (`mark_broken`)
 
     def failed(self, exc: EmbedderError, *, retry: bool) -> None:
         """Record a domain error; its `cause` detail (if any) is kept apart from its own part."""
@@ -39,6 +41,21 @@ class ModelStatus:
         if not (self.retry and self.retry_at):
             return None
         return max(1, round(self.retry_at - time.time()))
+
+
+_marking = threading.Lock()
+
+
+def mark_broken(st: ModelStatus, model: str, exc: EmbedderError) -> bool:
+    """Mark a served model failed for computing NaN or Inf (`errors.BrokenModel`). True for the
+    one call that did so, which logs it; False when the model was failed already."""
+    with _marking:
+        if st.state == "error":
+            return False
+        st.state, st.error, st.cause, st.broken = "error", exc.message, None, True
+        st.retry, st.retry_at = False, None
+    log.error("model %s failed: %s", model, exc.message)
+    return True
 
 
 def keyed_causes(statuses: Iterable[ModelStatus]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -78,7 +79,8 @@ def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
 
 
 def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
-    """Files first (read only: verify never downloads or builds), then a real load and one run."""
+    """Files first (read only: verify never downloads or builds), then a real load and one run,
+    whose output must be finite and, for embeddings, of unit length."""
     from embedder.reranker import Doc
     from embedder.service import Service
     from embedder.store.files import ModelStore as Store
@@ -96,18 +98,22 @@ def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
         service.load_all()
     for spec in sound:
         try:
-            if (error := service.status_by_id[spec.id].error) is not None:
-                raise EmbedderError(f"does not load: {error}")
+            if (error := (st := service.status_by_id[spec.id]).error) is not None:
+                raise EmbedderError(error if st.broken else f"does not load: {error}")
             if spec.kind == "embedding":
                 got = service.embed(["verify this model"], spec)
                 norm = float((got.vectors[0] ** 2).sum() ** 0.5)
-                if abs(norm - 1) > 1e-3 or (spec.dims and got.vectors.shape[1] != spec.dims):
+                # written so that a NaN norm fails it too (every comparison with NaN is false)
+                if not abs(norm - 1) <= 1e-3 or (spec.dims and got.vectors.shape[1] != spec.dims):
                     raise EmbedderError(f"odd output: shape {got.vectors.shape}, norm {norm}")
                 what = f"{got.vectors.shape[1]} dims"
             else:
                 docs = [Doc("a", "a matching text"), Doc("b", "something else")]
                 _, ranking = service.rerank("a matching text", docs, model=spec.id)
-                what = f"scores {[round(r.score, 3) for r in ranking.results]}"
+                scores = [r.score for r in ranking.results]
+                if not all(math.isfinite(s) for s in scores):
+                    raise EmbedderError(f"odd output: scores {scores}")
+                what = f"scores {[round(s, 3) for s in scores]}"
         except EmbedderError as e:
             failed.append(spec)
             print(f"FAIL  {spec.id}: {e.message}")

@@ -24,6 +24,7 @@ RPC_TOO_LARGE = -32004
 RPC_OVERLOADED = -32005
 RPC_DOWNLOAD = -32006
 RPC_CLIENT_GONE = -32007  # never seen: nobody is there to read it
+RPC_MODEL_BROKEN = -32008
 
 TABLE: dict[type[e.EmbedderError], Mapping] = {
     e.InvalidInput: Mapping(400, "invalid_request_error", "invalid_input", -32602),
@@ -32,6 +33,7 @@ TABLE: dict[type[e.EmbedderError], Mapping] = {
     e.NotReady: Mapping(503, "service_unavailable", "model_not_ready", RPC_NOT_READY),
     e.ModelUnavailable: Mapping(503, "server_error", "model_unavailable", RPC_MODEL_UNAVAILABLE),
     e.DownloadError: Mapping(503, "server_error", "model_download_failed", RPC_DOWNLOAD),
+    e.BrokenModel: Mapping(503, "server_error", "model_broken", RPC_MODEL_BROKEN),
     e.Overloaded: Mapping(503, "service_unavailable", "overloaded", RPC_OVERLOADED),
     # nginx's 499: logged and counted in metrics; the client is not there to read it
     e.ClientGone: Mapping(499, "client_closed_request", "client_gone", RPC_CLIENT_GONE),

@@ -28,6 +28,7 @@ from embedder.cli import main as cli
 from embedder.service import Service
 from embedder.store import integrity
 from embedder.store.files import ModelStore
+from tests.damage import as_built, copy_models, spoil_weight
 from tests.fakehub import DEFAULT_COMMIT, FakeHub
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -251,6 +252,29 @@ def test_models_verify_reports_missing_and_broken_files(
     assert "FAIL  all-minilm-l6-v2-int8: model_int8.onnx: missing" in out
     assert "FAIL  all-minilm-l6-v2: does not load" in out
     assert not (root / "all-minilm-l6-v2-int8" / "model_int8.onnx").exists(), "verify never builds"
+
+
+def test_models_verify_fails_on_damaged_weights(
+    starter_store: ModelStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's damage: 4 KB of 0xFF in a weight of all-minilm-l6-v2/model.onnx. Before,
+    verify printed "ok ... scores [nan, nan]" and exited 0."""
+    l6, cosine = "all-minilm-l6-v2", "minilm-cosine-rerank"
+    root = copy_models(starter_store, tmp_path / "models", l6)
+    graph = root / l6 / "model.onnx"
+    spoil_weight(graph)
+    args = ("--catalog", "starter", "--models-root", str(root), "models", "verify", l6, cosine)
+    assert run(*args) == cli.FAILURE
+    out = capsys.readouterr().out
+    assert f"FAIL  {l6}: model.onnx: sha256 " in out, out
+    assert f"FAIL  {cosine}: {l6}/model.onnx: sha256 " in out, out
+    # The same bytes recorded as if their build had made them: the files pass, the run fails.
+    as_built(graph)
+    assert run(*args) == cli.FAILURE
+    out = capsys.readouterr().out
+    assert f"FAIL  {l6}: model {l6} computed NaN or Inf" in out, out
+    assert f"FAIL  {cosine}: model {l6} computed NaN or Inf" in out, out
+    assert "ok " not in out
 
 
 @pytest.mark.slow
