@@ -132,6 +132,7 @@ class Digests:
             return (
                 f"it is {size} bytes where {want.source} says {want.size}: truncated or overwritten"
             )
-        if (got := self.of(path)) != want.sha256:
-            return f"sha256 {got} where {want.source} says {want.sha256}: it changed on disk"
+        if (got := self.of(path)) != want.sha256:  # a prefix says which: the lines stay short
+            said = f"{want.source} says {want.sha256[:16]}…"
+            return f"sha256 {got[:16]}… where {said}: it changed on disk"
         return None

@@ -321,7 +321,7 @@ def test_a_damaged_download_is_fetched_again_or_refused(
         store.ensure(TINY)
     assert onnx.read_bytes() == ONNX and hub.gets[_key("onnx/model.onnx")] == 2
     assert f"{onnx}: sha256 " in caplog.text and "; fetching it again" in caplog.text
-    assert f"where the catalog says {ONNX_SHA}: it changed on disk" in caplog.text
+    assert f"where the catalog says {ONNX_SHA[:16]}…: it changed on disk" in caplog.text
     assert store.unusable(TINY) == [] and store.verify(TINY) == []
 
     tok.write_bytes(TOKENIZER.upper())  # no pin: the sha256 its download was checked against
