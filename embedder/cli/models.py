@@ -58,7 +58,7 @@ def models_list(settings: Settings, catalog: Catalog, store: ModelStore, *, as_j
 def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
     failed = []
     for spec in specs:
-        if not store.missing(spec) and not store.stale(spec):
+        if not store.missing(spec) and not store.stale(spec) and not store.unusable(spec):
             print(f"ok    {spec.id}: already present", file=sys.stderr)
             continue
         bar = _Bars(store, spec, sys.stderr)

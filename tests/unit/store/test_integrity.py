@@ -14,6 +14,7 @@ import pytest
 
 from embedder.catalog import STARTER, Catalog, ModelFile, ModelSpec, PackageFile
 from embedder.cli import main as cli
+from embedder.cli import models
 from embedder.encoder import TextEncoder
 from embedder.errors import DownloadError
 from embedder.sessions import SessionConfig, open_session
@@ -108,7 +109,7 @@ def _package(site: Path, content: bytes) -> Path:
 
 
 def test_a_damaged_package_file_is_refused_and_left_to_pip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     content = bytes(range(256)) * 64
     weights = _package(tmp_path / "site", content)
@@ -136,3 +137,6 @@ def test_a_damaged_package_file_is_refused_and_left_to_pip(
     assert why.startswith("w.bin: sha256 ") and "where pip's record of wpkg says" in why
     assert store.verify(spec) == [f"{why} ({weights})"]
     assert store.stale(spec) == []  # nothing the store can make again
+    assert models.models_pull(store, [spec]) == cli.FAILURE
+    said = "FAIL  pkg: model 'pkg': w.bin is wpkg/w.bin of the Python package wpkg, which is"
+    assert f"{said} damaged here" in capsys.readouterr().err
