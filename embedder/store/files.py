@@ -34,7 +34,6 @@ from embedder.catalog import (
 from embedder.errors import DownloadError, EmbedderError, ModelUnavailable, UnknownModel
 from embedder.store import downloads, integrity
 from embedder.store.downloads import OFFLINE, STAGING_DIR, Corrupt, disk_error, disk_full, why
-from embedder.store.integrity import Expected
 from embedder.store.progress import PROGRESS_FILE, REPORTED, Progress, pending, recorded, summary
 
 log = logging.getLogger("embedder.store.files")
@@ -350,38 +349,24 @@ class ModelStore:
 
     def _why_remake(self, m: ModelSpec, f: ModelFile, path: Path | None) -> prepare.Stale | None:
         """Why `m`'s present file `f` at `path` must be made again (or, a package's, must not
-        serve), else None: it is not the bytes it should be (`_expected`), it is stale by its
+        serve), else None: it is not the bytes it should be (`integrity`), it is stale by its
         recipe (`prepare.WHY_REBUILD`), or, built, it has no record to check it against."""
         o = f.origin
         if isinstance(o, SharedFile) or not _present(path):
             return None
         assert path is not None
-        want = self._expected(m, f, path)
-        if want is not None and (wrong := self.digests.problem(path, want)) is not None:
+        want = integrity.expected(f.origin, path, self.root / m.id)
+        try:
+            wrong = self.digests.problem(path, want) if want is not None else None
+        except OSError as e:  # unreadable: as unfit to serve as damaged
+            wrong = f"it cannot be read ({e.strerror or e})"
+        if wrong is not None:
             return prepare.Stale(wrong, usable=False)
         if not isinstance(o, BuiltFile):
             return None
         if (check := prepare.WHY_REBUILD.get(o.recipe)) and (why := check(path)) is not None:
             return why
         return prepare.Stale(_NO_RECORD, usable=True) if want is None else None
-
-    def _expected(self, m: ModelSpec, f: ModelFile, path: Path) -> Expected | None:
-        """What `m`'s file `f` at `path` must be: a Hub file's pinned sha256 (else the one its
-        download was checked against), a package file's as pip recorded it, a built file's as
-        its build recorded it. None when nothing says."""
-        o = f.origin
-        if isinstance(o, PackageFile):
-            return integrity.installed(o.dist, o.path)
-        if isinstance(o, BuiltFile):
-            return integrity.read_record(path, "the record of its build")
-        if not isinstance(o, HubFile):
-            return None
-        record = integrity.read_record(path, "the record of its download")
-        if o.sha256:
-            return Expected(o.sha256, record.size if record else None, "the catalog")
-        if record is None and (sha := recorded(self.root / m.id).get(f.name, {}).get("sha256")):
-            return Expected(sha, None, "the record of its download")  # an earlier version's
-        return record
 
     def _closure_files(self, spec: ModelSpec) -> list[_Located]:
         """(label, owner, file, path) over the closure, each real file once."""

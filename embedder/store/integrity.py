@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedder.catalog import BuiltFile, HubFile, Origin, PackageFile
+from embedder.store.progress import recorded
+
 RECORD_SUFFIX = ".record.json"
 
 
@@ -71,6 +74,26 @@ def remove(path: Path) -> None:
     """The file and its record."""
     path.unlink(missing_ok=True)
     record_path(path).unlink(missing_ok=True)
+
+
+def expected(origin: Origin, path: Path, model_dir: Path) -> Expected | None:
+    """What the file of `origin` at `path` must be: a Hub file's pinned sha256 (else the one its
+    download was checked against), a package file's as pip recorded it, a built file's as its
+    build recorded it. None when nothing says."""
+    if isinstance(origin, PackageFile):
+        return installed(origin.dist, origin.path)
+    if isinstance(origin, BuiltFile):
+        return read_record(path, "the record of its build")
+    if not isinstance(origin, HubFile):
+        return None
+    record = read_record(path, "the record of its download")
+    if origin.sha256:
+        return Expected(origin.sha256, record.size if record else None, "the catalog")
+    if record is None:  # downloaded by an earlier version: its progress file kept the sha256
+        name = path.relative_to(model_dir).as_posix()
+        if sha := recorded(model_dir).get(name, {}).get("sha256"):
+            return Expected(sha, None, "the record of its download")
+    return record
 
 
 def installed(dist: str, path: str) -> Expected | None:
