@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 
 from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
-from embedder.errors import NothingToRead
+from embedder.errors import BrokenModel, NothingToRead
 from embedder.planning import RunLimits, plan
 from embedder.tokens import (
     Tokenized,
@@ -47,6 +47,18 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     weights = mask.astype(hidden.dtype)
     summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
     return np.asarray(summed / np.maximum(weights.sum(axis=1, keepdims=True), 1.0))
+
+
+def check_finite(values: np.ndarray, model: str) -> None:
+    """A model whose output holds NaN or Inf has damaged weights (or graph): what it computed
+    is no answer, and the caller must not get it as one."""
+    if not np.isfinite(values).all():
+        raise BrokenModel(
+            f"model {model} computed NaN or Inf (damaged weights?) and is out of service until "
+            f"a restart, which checks its files; `embedder models verify {model}` checks them now",
+            param="model",
+            model=model,
+        )
 
 
 class Encoder(Protocol):
@@ -101,6 +113,8 @@ class TextEncoder:
         return pool(hidden, sub.mask, self.pooling)
 
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings:
+        """The embeddings of pooled rows; BrokenModel if any value is NaN or Inf."""
+        check_finite(pooled, self.spec.id)
         return Embeddings(
             vectors=l2_normalize(pooled),
             tokens=list(tok.lengths),

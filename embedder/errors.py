@@ -64,6 +64,11 @@ class ModelUnavailable(EmbedderError):
         self.retry_after = retry_after
 
 
+class BrokenModel(EmbedderError):
+    """The model's output held NaN or Inf: its weights (or its graph) are damaged. Never an
+    answer; the model is marked failed, and waiting does not mend it."""
+
+
 class DownloadError(EmbedderError):
     """Model files are missing and could not be fetched (offline, Hub unreachable, bad file)."""
 

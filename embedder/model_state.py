@@ -9,6 +9,7 @@ cleared between its check and its use."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ class ModelStatus:
     started: float | None = None
     retry: bool = False  # failed to download: tried again later
     retry_at: float | None = None  # time.time() of the next try
+    broken: bool = False  # it computed NaN or Inf (`mark_broken`)
 
     def failed(self, exc: EmbedderError, *, retry: bool) -> ModelStatus:
         """This state after a domain error; its `cause` detail (if any) is kept apart from its
@@ -45,6 +47,30 @@ class ModelStatus:
         if not (self.retry and self.retry_at):
             return None
         return max(1, round(self.retry_at - time.time()))
+
+
+_marking = threading.Lock()
+
+
+def mark_broken(statuses: dict[str, ModelStatus], model: str, exc: EmbedderError) -> bool:
+    """Mark a served model failed for computing NaN or Inf (`errors.BrokenModel`), replacing its
+    state whole as the loader does. True for the one call that did so, which logs it; False
+    when the model was failed already."""
+    with _marking:
+        st = statuses.get(model)
+        if st is None or st.state == "error":
+            return False
+        statuses[model] = replace(
+            st,
+            state="error",
+            error=exc.message,
+            cause=None,
+            broken=True,
+            retry=False,
+            retry_at=None,
+        )
+    log.error("model %s failed: %s", model, exc.message)
+    return True
 
 
 def keyed_causes(statuses: Iterable[ModelStatus]) -> dict[str, str]:

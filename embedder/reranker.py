@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from embedder.batcher import Inline, Runner
 from embedder.catalog import ModelSpec
-from embedder.encoder import Embedding
+from embedder.encoder import Embedding, check_finite
 from embedder.errors import ModelUnavailable, NothingToRead
 from embedder.planning import RunLimits, plan
 from embedder.tokens import (
@@ -166,6 +166,7 @@ class CrossEncoderReranker:
             len(docs), lambda: self.scorer.tokenize(query, docs), cancelled=cancelled
         )
         logits = out[:, 0]
+        check_finite(logits, self.spec.id)
         scores = logits.astype(np.float64) if raw else sigmoid(logits)
         return Ranking(results=rank(docs, scores, top_k), tokens=sum(tok.lengths))
 

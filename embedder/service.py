@@ -17,6 +17,7 @@ from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
 from embedder.encoder import Embeddings, shorten
 from embedder.errors import (
+    BrokenModel,
     ClientGone,
     InvalidInput,
     ModelUnavailable,
@@ -28,7 +29,7 @@ from embedder.health import Board, Health
 from embedder.limits import RequestLimits
 from embedder.loading import Loader, Observe, Opener
 from embedder.memory import IdleTrim
-from embedder.model_state import ModelStatus
+from embedder.model_state import ModelStatus, mark_broken
 from embedder.planning import RunLimits
 from embedder.reranker import Doc, Ranking
 from embedder.sessions import SessionConfig
@@ -170,6 +171,10 @@ class Service:
         st = self.status_by_id.get(spec.id)
         if st is None:
             raise UnknownModel(f"model {spec.id!r} is not loaded by this instance", param="model")
+        if st.state == "error" and st.broken:
+            raise BrokenModel(
+                st.error or f"model {spec.id} is broken", param="model", model=spec.id
+            )
         if st.state == "error":
             why = f"{st.error}: {st.cause}" if st.cause else st.error
             after = st.retry_after()
@@ -179,6 +184,21 @@ class Service:
             )
         if st.state != "ready":
             raise NotReady(f"model {spec.id} is {st.state}; retry shortly", param="model")
+
+    @contextmanager
+    def _guarded(self, spec: ModelSpec) -> Iterator[None]:
+        """A run of `spec` that computed NaN or Inf marks the model that did failed, with the
+        models that run on it (a cosine scorer): said once in the log, at once in health and
+        status."""
+        try:
+            yield
+        except BrokenModel as exc:
+            broken = exc.details.get("model", spec.id)
+            ids = [broken, spec.id, *(s.id for s in self.specs if s.embedder == broken)]
+            marked = [mark_broken(self.status_by_id, i, exc) for i in dict.fromkeys(ids)]
+            if any(marked):
+                self._changed()
+            raise
 
     def validate_texts(self, texts: object, param: str = "input") -> list[str]:
         return self.limits.texts(texts, param)
@@ -213,7 +233,7 @@ class Service:
         reserved = request.reserved.get(spec.id, 0) >= len(clean)
         if reserved:
             request.reserved[spec.id] -= len(clean)
-        with self.activity:
+        with self.activity, self._guarded(spec):
             out = self.loader.embeddings[spec.id].embed(
                 clean, query=query, cancelled=request.gone, reserved=reserved
             )
@@ -237,7 +257,7 @@ class Service:
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
         self._served(spec)
         request = _still_wanted()
-        with self.activity:
+        with self.activity, self._guarded(spec):
             ranking = self.loader.rerankers[spec.id].rerank(
                 query, docs, top_k=top_k, raw=raw, cancelled=request.gone
             )

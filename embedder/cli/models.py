@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -22,25 +23,33 @@ OK, FAILURE = 0, 1
 
 
 def models_list(settings: Settings, catalog: Catalog, store: ModelStore, *, as_json: bool) -> int:
+    """Every model of the catalog and its files: present only when every file is there and is
+    what it should be (`ModelStore.unusable`); what is wrong with a file is said below."""
     rows = []
     for spec in catalog:
-        missing, stale = store.missing(spec), store.stale(spec)
+        missing, stale, unusable = store.missing(spec), store.stale(spec), store.unusable(spec)
         disk = store.disk_size(spec)
-        row = {**spec.describe(), "present": not missing, "missing": missing, "stale": stale}
-        rows.append(row | {"disk": disk})
+        row = {**spec.describe(), "present": not missing and not unusable, "missing": missing}
+        rows.append(row | {"stale": stale, "unusable": unusable, "disk": disk})
     if as_json:
         doc = {"catalog": catalog.name, "models_root": str(settings.models_root), "models": rows}
         print(json.dumps({**doc, "aliases": dict(catalog.aliases)}, indent=2))
         return OK
+    notes = []
     for r in rows:
-        files = "present" if r["present"] else f"missing {len(r['missing'])}"
-        r.update(files=files + (f", {len(r['stale'])} to rebuild" if r["stale"] else ""))
-        r.update(size=human_size(r["disk"]))
+        files = ["present"] if r["present"] else []
+        files += [f"missing {len(r['missing'])}"] if r["missing"] else []
+        files += [f"{len(r['unusable'])} unusable"] if r["unusable"] else []
+        files += [f"{len(r['stale'])} to rebuild"] if r["stale"] else []
+        r.update(files=", ".join(files), size=human_size(r["disk"]))
+        notes += [f"{r['id']}: {why}" for why in dict.fromkeys(r["unusable"] + r["stale"])]
     print(
         text_table(
             ("id", "level", "kind", "precision", "dims", "max_tokens", "files", "size"), rows
         )
     )
+    if notes:
+        print("\n" + "\n".join(notes))
     aliases = ", ".join(f"{a} -> {t}" for a, t in catalog.aliases.items())
     print(f"\ncatalog {catalog.name}; models root {settings.models_root}\naliases: {aliases}")
     return OK
@@ -49,7 +58,7 @@ def models_list(settings: Settings, catalog: Catalog, store: ModelStore, *, as_j
 def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
     failed = []
     for spec in specs:
-        if not store.missing(spec) and not store.stale(spec):
+        if not store.missing(spec) and not store.stale(spec) and not store.unusable(spec):
             print(f"ok    {spec.id}: already present", file=sys.stderr)
             continue
         bar = _Bars(store, spec, sys.stderr)
@@ -70,12 +79,13 @@ def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
 
 
 def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
-    """Files first (offline: verify never downloads or builds), then a real load and one run."""
+    """Files first (read only: verify never downloads or builds), then a real load and one run,
+    whose output must be finite and, for embeddings, of unit length."""
     from embedder.reranker import Doc
     from embedder.service import Service
     from embedder.store.files import ModelStore as Store
 
-    store = Store(store.root, store.catalog, offline=True, hf_cache=store.hf_cache)
+    store = Store(store.root, store.catalog, offline=True, hf_cache=store.hf_cache, read_only=True)
     failed: list[ModelSpec] = []
     sound: list[ModelSpec] = []
     for spec in specs:
@@ -88,18 +98,22 @@ def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
         service.load_all()
     for spec in sound:
         try:
-            if (error := service.status_by_id[spec.id].error) is not None:
-                raise EmbedderError(f"does not load: {error}")
+            if (error := (st := service.status_by_id[spec.id]).error) is not None:
+                raise EmbedderError(error if st.broken else f"does not load: {error}")
             if spec.kind == "embedding":
                 got = service.embed(["verify this model"], spec)
                 norm = float((got.vectors[0] ** 2).sum() ** 0.5)
-                if abs(norm - 1) > 1e-3 or (spec.dims and got.vectors.shape[1] != spec.dims):
+                # written so that a NaN norm fails it too (every comparison with NaN is false)
+                if not abs(norm - 1) <= 1e-3 or (spec.dims and got.vectors.shape[1] != spec.dims):
                     raise EmbedderError(f"odd output: shape {got.vectors.shape}, norm {norm}")
                 what = f"{got.vectors.shape[1]} dims"
             else:
                 docs = [Doc("a", "a matching text"), Doc("b", "something else")]
                 _, ranking = service.rerank("a matching text", docs, model=spec.id)
-                what = f"scores {[round(r.score, 3) for r in ranking.results]}"
+                scores = [r.score for r in ranking.results]
+                if not all(math.isfinite(s) for s in scores):
+                    raise EmbedderError(f"odd output: scores {scores}")
+                what = f"scores {[round(s, 3) for s in scores]}"
         except EmbedderError as e:
             failed.append(spec)
             print(f"FAIL  {spec.id}: {e.message}")

@@ -64,6 +64,7 @@ RPC_BY_REST_CODE: dict[str, int] = {
     "model_not_ready": -32001,
     "model_unavailable": -32003,
     "model_download_failed": -32006,
+    "model_broken": -32010,
     "overloaded": -32005,
     "client_gone": -32007,
 }

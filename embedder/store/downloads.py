@@ -31,6 +31,7 @@ from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
 from embedder.catalog import HubFile
 from embedder.errors import DownloadError
+from embedder.store.integrity import sha256
 from embedder.store.progress import Progress, bar_class
 
 STAGING_DIR = ".download"  # under the model's directory; a file leaves it only once verified
@@ -199,14 +200,6 @@ def tidy(staging: Path, *, keep_partials: bool) -> None:
     for folder in [*sorted(folders, key=lambda p: len(p.parts), reverse=True), staging]:
         with contextlib.suppress(OSError):  # not empty, or gone
             folder.rmdir()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def disk_full(e: BaseException) -> TypeGuard[OSError]:

@@ -5,8 +5,9 @@ or build while the others wait and then find the files present. Hub files come t
 `downloads` into a staging directory (resuming what a killed process left there; without the
 Hub, from the user's Hugging Face cache) and reach their final name only after size and sha256
 check out; built files are renamed into place only once their recipe has finished; so a reader
-never sees a half-written or corrupt file. Progress goes to a small JSON file per model
-(`progress`), so any process can report it."""
+never sees a half-written or corrupt file. Every file is checked again whenever a model is made
+ready (`integrity`): one that is no longer what it was is built or fetched again, or refused.
+Progress goes to a small JSON file per model (`progress`), so any process can report it."""
 
 from __future__ import annotations
 
@@ -31,16 +32,8 @@ from embedder.catalog import (
     SharedFile,
 )
 from embedder.errors import DownloadError, EmbedderError, ModelUnavailable, UnknownModel
-from embedder.store import downloads
-from embedder.store.downloads import (
-    OFFLINE,
-    STAGING_DIR,
-    Corrupt,
-    disk_error,
-    disk_full,
-    sha256,
-    why,
-)
+from embedder.store import downloads, integrity
+from embedder.store.downloads import OFFLINE, STAGING_DIR, Corrupt, disk_error, disk_full, why
 from embedder.store.progress import PROGRESS_FILE, REPORTED, Progress, pending, recorded, summary
 
 log = logging.getLogger("embedder.store.files")
@@ -48,10 +41,13 @@ log = logging.getLogger("embedder.store.files")
 __all__ = ["PROGRESS_FILE", "STAGING_DIR", "ModelStore"]
 
 _Located = tuple[str, ModelSpec, ModelFile, Path | None]  # label, owner, file, path
+_NO_RECORD = "there is no record of its build (an earlier version made it, or its build was cut)"
 
 
 class ModelStore:
     """The models root (`root/<model id>/<file name>`) and the only code that writes to it.
+
+    `read_only`: `ensure` downloads and builds nothing (`models verify` checks what is there).
 
     `hf_cache` is the user's Hugging Face cache (default `$HF_HUB_CACHE`, else huggingface_hub's):
     a missing Hub file found there at its pinned revision is used when the Hub cannot be.
@@ -65,8 +61,10 @@ class ModelStore:
         endpoint: str | None = None,
         offline: bool | None = None,
         hf_cache: Path | None = None,
+        read_only: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.read_only = read_only  # `ensure` makes nothing: it fails unless every file is sound
         self.catalog = catalog
         endpoint = endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
         self.endpoint = endpoint.rstrip("/")
@@ -75,6 +73,7 @@ class ModelStore:
         self._offline_by_env = offline is None and env_offline  # then unsetting it is a way out
         cache = hf_cache or os.environ.get("HF_HUB_CACHE") or hf_constants.HF_HUB_CACHE
         self.hf_cache = Path(cache).expanduser()
+        self.digests = integrity.Digests()
 
     # --- where files are and what state they are in ------------------------------------------
 
@@ -96,12 +95,22 @@ class ModelStore:
         return [label for label, _, _, p in self._closure_files(spec) if not _present(p)]
 
     def stale(self, spec: ModelSpec) -> list[str]:
-        """Present built files of `spec` and its dependencies that `ensure` builds again
-        (`prepare.WHY_REBUILD`), as `<label>: <why>`."""
+        """Present files of `spec` and its dependencies that `ensure` builds or fetches again
+        (damaged, or stale by `prepare.WHY_REBUILD`), as `<label>: <why>`."""
         return [
             f"{label}: {why.reason}"
-            for label, _, f, p in self._closure_files(spec)
-            if (why := _why_rebuild(f, p)) is not None
+            for label, m, f, p in self._closure_files(spec)
+            if not isinstance(f.origin, PackageFile)
+            and (why := self._why_remake(m, f, p)) is not None
+        ]
+
+    def unusable(self, spec: ModelSpec) -> list[str]:
+        """Present files of `spec` and its dependencies that must not serve as they are (not
+        the bytes they should be; made for another kind of CPU), as `<label>: <why>`."""
+        return [
+            f"{label}: {why.reason}"
+            for label, m, f, p in self._closure_files(spec)
+            if (why := self._why_remake(m, f, p)) is not None and not why.usable
         ]
 
     def disk_size(self, spec: ModelSpec) -> int:
@@ -110,17 +119,13 @@ class ModelStore:
         return sum(p.stat().st_size for p in paths if p is not None and p.is_file())
 
     def verify(self, spec: ModelSpec) -> list[str]:
-        """Problems on disk: missing files, sha256 other than the pinned (or downloaded) one."""
+        """Problems on disk: missing files, and files that must not serve (see `unusable`)."""
         problems: list[str] = []
         for label, m, f, p in self._closure_files(spec):
             if p is None or not p.is_file():
                 problems.append(f"{label}: missing" + (f" (expected at {p})" if p else ""))
-                continue
-            want = f.origin.sha256 if isinstance(f.origin, HubFile) else None
-            want = want or recorded(self.root / m.id).get(f.name, {}).get("sha256")
-            if want and (got := sha256(p)) != want:
-                size = p.stat().st_size
-                problems.append(f"{label}: sha256 {got} ({size} bytes), expected {want} at {p}")
+            elif (why := self._why_remake(m, f, p)) is not None and not why.usable:
+                problems.append(f"{label}: {why.reason} ({p})")
         return problems
 
     def progress(self, spec: ModelSpec) -> dict[str, Any]:
@@ -131,6 +136,10 @@ class ModelStore:
 
     def ensure(self, spec: ModelSpec) -> None:
         """Download or build whatever `spec` needs; many processes may call this at once."""
+        if self.read_only:
+            if problems := self.verify(spec):
+                raise ModelUnavailable(f"model {spec.id!r}: {'; '.join(problems)}", model=spec.id)
+            return
         for m in self.catalog.closure(spec):  # dependencies first
             try:
                 self._ensure_own(m)
@@ -197,7 +206,8 @@ class ModelStore:
         self, m: ModelSpec, f: ModelFile, prog: Progress, seen: set[str], rebuild: bool = False
     ) -> None:
         path = self._resolve(*self._owner(m, f))
-        if _present(path) and not (rebuild and _why_rebuild(f, path) is not None):
+        why = self._why_remake(m, f, path) if rebuild else None
+        if _present(path) and why is None:
             return
         if f.name in seen:
             raise ModelUnavailable(f"model {m.id!r}: {f.name} is built from itself")
@@ -212,7 +222,8 @@ class ModelStore:
                         self._make(m, m.file(ref.name), prog, seen, rebuild)
                 self._build(m, f, o, prog)
             elif isinstance(o, PackageFile):
-                raise DownloadError(self._pip_message(m, f, o), model=m.id)
+                damage = why.reason if why is not None else None
+                raise DownloadError(self._pip_message(m, f, o, damage), model=m.id)
             elif o.model == m.id:
                 self._make(m, m.file(o.name), prog, seen, rebuild)
             else:  # another model's file: `ensure` made that model present first
@@ -232,6 +243,7 @@ class ModelStore:
                 raise self._fetch_error(m, self._offline_reason())
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(got.path, final)
+            integrity.write_record(final, got.size, got.sha256, f"downloaded from {o.repo}")
         except EmbedderError:
             raise
         except Corrupt as e:
@@ -243,6 +255,7 @@ class ModelStore:
                 raise disk_error(staging, e) from e
             raise self._fetch_error(m, why(e, o)) from e
         size, sha = got.size, got.sha256
+        self.digests.remember(final, sha)
         prog.update(f.name, state="done", bytes_done=size, bytes_total=size, sha256=sha)
 
     def _build(self, m: ModelSpec, f: ModelFile, o: BuiltFile, prog: Progress) -> None:
@@ -257,7 +270,9 @@ class ModelStore:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             recipe([p for p in inputs if p is not None], tmp)
-            os.replace(tmp, final)  # FileNotFoundError if the recipe wrote nothing
+            size, sha = tmp.stat().st_size, integrity.sha256(tmp)  # FileNotFoundError: no file
+            os.replace(tmp, final)
+            integrity.write_record(final, size, sha, f"built by the recipe {o.recipe}")
         except Exception as e:
             if disk_full(e):
                 raise disk_error(final.parent, e) from e
@@ -265,7 +280,7 @@ class ModelStore:
             raise ModelUnavailable(msg, model=m.id) from e
         finally:
             tmp.unlink(missing_ok=True)
-        size = final.stat().st_size
+        self.digests.remember(final, sha)
         prog.update(f.name, state="done", bytes_done=size, bytes_total=size)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -288,43 +303,70 @@ class ModelStore:
         return Path(str(dist.locate_file(f.origin.path)))
 
     def _ensure_own(self, m: ModelSpec) -> None:
-        """Make `m`'s absent files, and build again what `prepare.WHY_REBUILD` says is stale
-        (an older recipe's file, one made for another kind of CPU) in place: the new file
-        replaces the old one only once built. If that fails, an older recipe's file serves on
-        (it computes the same function) and the log says so; one that is wrong on this CPU
-        goes, and the error is the model's, as is any absent file's."""
+        """Make `m`'s absent files, and again those `_why_remake` finds (damaged on disk, an
+        older recipe's, made for another kind of CPU) in place: the new file replaces the old
+        one only once made. If that fails, an older recipe's file serves on (it computes the
+        same function) and the log says so; one that must not serve goes (a package's file is
+        left to pip), and the error is the model's, as is any absent file's."""
         stale = [
             (f, path, why)
             for f in m.files
-            if (why := _why_rebuild(f, path := self.root / m.id / f.name)) is not None
+            if not isinstance(f.origin, SharedFile)  # its owner, made ready first, checks it
+            and (path := self._resolve(m, f)) is not None
+            and (why := self._why_remake(m, f, path)) is not None
         ]
         if not stale and not self._missing_own(m):
             return
-        for _, path, why in stale:
-            log.warning("%s: %s; building it again", path, why.reason)
+        for f, path, why in stale:
+            log.warning("%s: %s; %s", path, why.reason, _remedy(f))
         try:
             self._ensure_model(m, rebuild=bool(stale))
         except EmbedderError as e:
             if not stale or self._missing_own(m):
                 raise
-            wrong = [(f, p) for f, p, why in stale if not why.usable]
-            removed = []
-            if wrong:
+            refused = []
+            if any(not why.usable for _, _, why in stale):
                 with filelock.FileLock(self.root / ".locks" / f"{m.id}.lock"):
-                    for f, path in wrong:  # unless another process has built it meanwhile
-                        if (why := _why_rebuild(f, path)) is not None and not why.usable:
-                            path.unlink(missing_ok=True)
-                            removed.append(path)
-            if removed:
+                    for f, path, _ in stale:  # unless another process has made it meanwhile
+                        if (why := self._why_remake(m, f, path)) is not None and not why.usable:
+                            if not isinstance(f.origin, PackageFile):
+                                integrity.remove(path)
+                            refused.append(path)
+            if refused:
                 raise
             for f, path, _ in stale:
-                if _why_rebuild(f, path) is not None:
+                if self._why_remake(m, f, path) is not None:
                     log.warning("%s: building it again failed, it serves on: %s", path, e.message)
 
     def _missing_own(self, m: ModelSpec, stale: bool = False) -> list[ModelFile]:
-        """Own files that are absent, and with `stale` built ones to build again."""
+        """Own files that are absent, and with `stale` those to make again (`_why_remake`)."""
         paths = [(f, self._resolve(*self._owner(m, f))) for f in m.files]
-        return [f for f, p in paths if not _present(p) or (stale and _why_rebuild(f, p))]
+        return [
+            f
+            for f, p in paths
+            if not _present(p) or (stale and self._why_remake(m, f, p) is not None)
+        ]
+
+    def _why_remake(self, m: ModelSpec, f: ModelFile, path: Path | None) -> prepare.Stale | None:
+        """Why `m`'s present file `f` at `path` must be made again (or, a package's, must not
+        serve), else None: it is not the bytes it should be (`integrity`), it is stale by its
+        recipe (`prepare.WHY_REBUILD`), or, built, it has no record to check it against."""
+        o = f.origin
+        if isinstance(o, SharedFile) or not _present(path):
+            return None
+        assert path is not None
+        want = integrity.expected(f.origin, path, self.root / m.id)
+        try:
+            wrong = self.digests.problem(path, want) if want is not None else None
+        except OSError as e:  # unreadable: as unfit to serve as damaged
+            wrong = f"it cannot be read ({e.strerror or e})"
+        if wrong is not None:
+            return prepare.Stale(wrong, usable=False)
+        if not isinstance(o, BuiltFile):
+            return None
+        if (check := prepare.WHY_REBUILD.get(o.recipe)) and (why := check(path)) is not None:
+            return why
+        return prepare.Stale(_NO_RECORD, usable=True) if want is None else None
 
     def _closure_files(self, spec: ModelSpec) -> list[_Located]:
         """(label, owner, file, path) over the closure, each real file once."""
@@ -338,11 +380,19 @@ class ModelStore:
                 )
         return list(out.values())
 
-    def _pip_message(self, m: ModelSpec, f: ModelFile, o: PackageFile) -> str:
-        cmd = " ".join(["pip install", *o.pip_flags.split(), o.dist])
+    def _pip_message(
+        self, m: ModelSpec, f: ModelFile, o: PackageFile, damage: str | None = None
+    ) -> str:
+        """How to install the package, or with `damage` (what is wrong with its file) how to
+        install it again."""
+        if damage is None:
+            cmd = " ".join(["pip install", *o.pip_flags.split(), o.dist])
+            state = "which is not installed here; install it with"
+        else:
+            cmd = " ".join(["pip install --force-reinstall", *o.pip_flags.split(), o.dist])
+            state = f"which is damaged here ({damage}); install it again with"
         return (
-            f"model {m.id!r}: {f.name} is {o.path} of the Python package {o.dist}, which is not "
-            f"installed here; install it with `{cmd}`"
+            f"model {m.id!r}: {f.name} is {o.path} of the Python package {o.dist}, {state} `{cmd}`"
         )
 
     def _offline_reason(self) -> str:
@@ -352,7 +402,8 @@ class ModelStore:
         """The whole story for whoever asked for `m` (`message`), told apart as the model's own
         part (`summary`) and the part every model that failed alike shares (`cause`), so a
         service with many such models can say the shared part once."""
-        hub = [(f.name, o) for f in self._missing_own(m) if isinstance(o := f.origin, HubFile)]
+        todo = self._missing_own(m, stale=True)  # a damaged one is removed if it stays so
+        hub = [(f.name, o) for f in todo if isinstance(o := f.origin, HubFile)]
         names, where = [name for name, _ in hub], self.root / m.id
         sources = ", ".join(sorted({f"{o.repo}@{o.revision}" for _, o in hub}))
         full = (
@@ -398,13 +449,13 @@ class ModelStore:
         return out
 
 
-def _why_rebuild(f: ModelFile, path: Path | None) -> prepare.Stale | None:
-    """Why the present built file at `path` must be built again, else None."""
-    o = f.origin
-    check = prepare.WHY_REBUILD.get(o.recipe) if isinstance(o, BuiltFile) else None
-    if check is None or path is None or not _present(path):
-        return None
-    return check(path)
+def _remedy(f: ModelFile) -> str:
+    """What `ensure` does about a file that `_why_remake` names."""
+    if isinstance(f.origin, HubFile):
+        return "fetching it again"
+    if isinstance(f.origin, PackageFile):
+        return f"it cannot serve until the package {f.origin.dist} is installed again"
+    return "building it again"
 
 
 def _present(p: Path | None) -> bool:

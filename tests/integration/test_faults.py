@@ -9,8 +9,10 @@
 | flight                                 | exit 0 within the graceful timeout                     |
 | SIGHUP under light continuous load     | new worker pids, no failed request, every listener     |
 |                                        | (rest.sock, rpc.sock, admin.sock, TCP) still answers   |
-| a model file corrupt at start          | health "degraded" naming it; REST 503 model_unavailable|
-|                                        | and JSON-RPC -32003 for it; the other models serve     |
+| a built model file damaged at start    | the log names it, it is built again, the model serves  |
+| a model computing NaN (damaged weights | its first request gets 503 model_broken / -32010 and   |
+| that pass every check)                 | health "degraded" names it, the log once; the others   |
+|                                        | serve                                                  |
 | models root not creatable              | a clear error in status and health; nothing crashes    |
 | socket directory not creatable         | gunicorn exits non-zero naming the path                |
 | load above capacity                    | fast 503 + Retry-After / -32005, bounded latency of    |
@@ -40,6 +42,7 @@ from typing import Any
 import pytest
 
 from embedder.tools.corpus import corpus
+from tests.damage import as_built, spoil_weight
 from tests.integration import server as srv
 from tests.polling import PATIENCE, wait_until
 
@@ -418,45 +421,72 @@ def test_sighup_replaces_workers_without_a_failed_request(
 
 # --- bad files and directories ----------------------------------------------------------------
 
-CORRUPT = "all-minilm-l6-v2-int8"
 
-
-def test_corrupt_model_file_degrades_only_that_model(
-    tmp_path: Path, built_root: Path, started: list[srv.Server]
-) -> None:
+def _copy_root(built_root: Path, tmp_path: Path) -> Path:
     root = tmp_path / "models"
     shutil.copytree(built_root, root, ignore=shutil.ignore_patterns(".locks"))
-    onnx = root / CORRUPT / "model_int8.onnx"
-    onnx.unlink()  # a new file: never write through to the shared root
-    onnx.write_bytes(os.urandom(4096))
+    return root
+
+
+def test_a_damaged_built_file_is_built_again_at_start(
+    tmp_path: Path, built_root: Path, started: list[srv.Server]
+) -> None:
+    int8_id = "all-minilm-l6-v2-int8"
+    root = _copy_root(built_root, tmp_path)
+    int8 = root / int8_id / "model_int8.onnx"
+    size = int8.stat().st_size
+    int8.unlink()  # a new file: never write through to the shared root
+    int8.write_bytes(os.urandom(4096))
     server = srv.start(tmp_path, root, workers=1)
     started.append(server)
     health = settled_health(server)
-    assert health["status"] == "degraded", health
-    assert set(health["errors"]) == {CORRUPT}
-    assert "model_int8.onnx" in health["errors"][CORRUPT], health["errors"]
-    assert health["models_ready"] is False
-    assert CORRUPT not in health["models_loaded"] and "all-minilm-l6-v2" in health["models_loaded"]
+    assert health["status"] == "ok", health
+    log = server.log.read_text()
+    assert f"{int8}: it is 4096 bytes where the record of its build says {size}" in log
+    assert int8.stat().st_size == size
+    res = server.rpc("embed", {"texts": ["x"], "quality": 2, "format": "float"})["result"]
+    assert res["model"] == int8_id and all(math.isfinite(v) for v in res["embeddings"][0])
+
+
+def test_a_model_computing_nan_degrades_only_that_model(
+    tmp_path: Path, built_root: Path, started: list[srv.Server]
+) -> None:
+    """all-minilm-l6-v2 with 4 KB of a weight overwritten with 0xFF (NaN) and a build record
+    that matches those bytes (a recipe or an upload that made them): it loads, and computes
+    NaN. Before, every listener answered 200 with null values and health said "ok"."""
+    broken, cosine = "all-minilm-l6-v2", "minilm-cosine-rerank"
+    root = _copy_root(built_root, tmp_path)
+    spoil_weight(root / broken / "model.onnx")
+    as_built(root / broken / "model.onnx")
+    server = srv.start(tmp_path, root, workers=1)
+    started.append(server)
+    assert settled_health(server)["status"] == "ok"  # the damage shows only in what it computes
 
     status, headers, raw = server.request(
-        "rest.sock", "POST", "/v1/embeddings", {"input": "x", "model": CORRUPT}
+        "rest.sock", "POST", "/v1/embeddings", {"input": "x", "model": broken}
     )
     error = json.loads(raw)["error"]
-    assert status == 503 and error["code"] == "model_unavailable"
-    assert "retry-after" not in headers, "waiting will not mend a corrupt file"
-    assert CORRUPT in error["message"] and "failed to load" in error["message"]
-    assert "Traceback" not in raw.decode()
-    rpc = server.rpc("embed", {"texts": ["x"], "quality": 2})["error"]
-    assert rpc["code"] == -32003 and rpc["data"]["code"] == "model_unavailable"
-    # The others serve: every other level, by id and by level, and the reranker.
-    for level in (1, 3, 4):
-        assert "result" in server.rpc("embed", {"texts": ["x"], "quality": level}), level
-    assert send(server, *embed("all-minilm-l6-v2", ["x"])("tcp")).ok
+    assert status == 503 and error["code"] == "model_broken", raw
+    assert "retry-after" not in headers, "waiting will not mend damaged weights"
+    assert f"model {broken} computed NaN or Inf" in error["message"]
+    health = server.json("rest.sock", "GET", "/health")[1]
+    assert health["status"] == "degraded" and set(health["errors"]) == {broken, cosine}, health
+    assert (
+        broken not in health["models_loaded"] and "all-minilm-l6-v2-int8" in health["models_loaded"]
+    )
+    rpc = server.rpc("embed", {"texts": ["x"], "quality": 4})["error"]
+    assert rpc["code"] == -32010 and rpc["data"]["code"] == "model_broken"
     docs = [{"id": "a", "text": "cats"}, {"id": "b", "text": "stocks"}]
-    assert server.rpc("rerank", {"query": "kitten", "docs": docs})["result"]
+    assert server.rpc("rerank", {"query": "kitten", "docs": docs})["error"]["code"] == -32010
+    shot = send(server, "tcp", "/v1/embeddings", {"input": ["x"], "model": broken})
+    assert shot.status == 503 and shot.code == "model_broken"
+    # The others serve: every other level, by id and by level.
+    for level in (1, 2, 3):
+        assert "result" in server.rpc("embed", {"texts": ["x"], "quality": level}), level
     model = server.rpc("status")["result"]["models"]
-    broken = next(m for m in model if m["id"] == CORRUPT)
-    assert broken["state"] == "error" and "model_int8.onnx" in broken["error"]
+    state = next(m for m in model if m["id"] == broken)
+    assert state["state"] == "error" and "computed NaN or Inf" in state["error"]
+    assert server.log.read_text().count(f"model {broken} failed:") == 1
 
 
 def test_models_root_not_creatable_is_reported(tmp_path: Path, started: list[srv.Server]) -> None:

@@ -26,6 +26,7 @@ RPC_DOWNLOAD = -32006
 RPC_CLIENT_GONE = -32007  # never seen: nobody is there to read it
 RPC_UNAUTHORIZED = -32008
 RPC_REQUEST_TIMEOUT = -32009
+RPC_MODEL_BROKEN = -32010
 RPC_INVALID_REQUEST = -32600  # JSON-RPC 2.0's own
 
 TABLE: dict[type[e.EmbedderError], Mapping] = {
@@ -35,6 +36,7 @@ TABLE: dict[type[e.EmbedderError], Mapping] = {
     e.NotReady: Mapping(503, "service_unavailable", "model_not_ready", RPC_NOT_READY),
     e.ModelUnavailable: Mapping(503, "server_error", "model_unavailable", RPC_MODEL_UNAVAILABLE),
     e.DownloadError: Mapping(503, "server_error", "model_download_failed", RPC_DOWNLOAD),
+    e.BrokenModel: Mapping(503, "server_error", "model_broken", RPC_MODEL_BROKEN),
     e.Overloaded: Mapping(503, "service_unavailable", "overloaded", RPC_OVERLOADED),
     # nginx's 499: logged and counted in metrics; the client is not there to read it
     e.ClientGone: Mapping(499, "client_closed_request", "client_gone", RPC_CLIENT_GONE),

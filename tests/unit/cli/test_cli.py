@@ -26,7 +26,9 @@ import pytest
 from embedder.catalog import STARTER
 from embedder.cli import main as cli
 from embedder.service import Service
+from embedder.store import integrity
 from embedder.store.files import ModelStore
+from tests.damage import as_built, copy_models, spoil_weight
 from tests.fakehub import DEFAULT_COMMIT, FakeHub
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -263,6 +265,29 @@ def test_models_verify_reports_missing_and_broken_files(
     assert not (root / "all-minilm-l6-v2-int8" / "model_int8.onnx").exists(), "verify never builds"
 
 
+def test_models_verify_fails_on_damaged_weights(
+    starter_store: ModelStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's damage: 4 KB of 0xFF in a weight of all-minilm-l6-v2/model.onnx. Before,
+    verify printed "ok ... scores [nan, nan]" and exited 0."""
+    l6, cosine = "all-minilm-l6-v2", "minilm-cosine-rerank"
+    root = copy_models(starter_store, tmp_path / "models", l6)
+    graph = root / l6 / "model.onnx"
+    spoil_weight(graph)
+    args = ("--catalog", "starter", "--models-root", str(root), "models", "verify", l6, cosine)
+    assert run(*args) == cli.FAILURE
+    out = capsys.readouterr().out
+    assert f"FAIL  {l6}: model.onnx: sha256 " in out, out
+    assert f"FAIL  {cosine}: {l6}/model.onnx: sha256 " in out, out
+    # The same bytes recorded as if their build had made them: the files pass, the run fails.
+    as_built(graph)
+    assert run(*args) == cli.FAILURE
+    out = capsys.readouterr().out
+    assert f"FAIL  {l6}: model {l6} computed NaN or Inf" in out, out
+    assert f"FAIL  {cosine}: model {l6} computed NaN or Inf" in out, out
+    assert "ok " not in out
+
+
 @pytest.mark.slow
 def test_models_quantize(starter_store: ModelStore, tmp_path: Path) -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
@@ -410,8 +435,9 @@ def test_an_older_int8_file_is_listed_and_pulled_again(
     assert run(*args, "pull", "all-minilm-l6-v2-int8") == cli.OK
     int8 = root / "all-minilm-l6-v2-int8" / "model_int8.onnx"
     model = onnx.load(str(int8))
-    del model.metadata_props[:]  # as files from before recipes had versions
+    del model.metadata_props[:]  # as files from before recipes had versions (and records)
     onnx.save(model, str(int8))
+    integrity.record_path(int8).unlink()
     capsys.readouterr()
     assert run(*args, "list") == cli.OK
     assert "present, 1 to rebuild" in capsys.readouterr().out

@@ -33,7 +33,7 @@ from embedder.catalog import (
 )
 from embedder.errors import DownloadError, ModelUnavailable, UnknownModel
 from embedder.settings import default_models_root
-from embedder.store import downloads, progress
+from embedder.store import downloads, integrity, progress
 from embedder.store.files import PROGRESS_FILE, STAGING_DIR, ModelStore
 from tests.fakehub import DEFAULT_COMMIT, FakeHub, git_blob_sha1
 from tests.polling import PATIENCE
@@ -299,8 +299,58 @@ def test_verify_reports_a_file_changed_on_disk(store: ModelStore) -> None:
     (store.root / "tiny/config.json").unlink()
     problems = store.verify(TINY)
     assert len(problems) == 2
-    assert problems[0].startswith("tokenizer.json: sha256")
+    size = len(TOKENIZER)
+    assert problems[0].startswith(
+        f"tokenizer.json: it is 2 bytes where the record of its download says {size}"
+    )
     assert problems[1].startswith("config.json: missing")
+
+
+def test_a_damaged_download_is_fetched_again_or_refused(
+    store: ModelStore, hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A downloaded file changed on disk since (same size, other bytes): checked at every load
+    against the catalog's sha256, else the one its download was checked against. Online it is
+    fetched again; offline it is removed and the model's error names it."""
+    store.ensure(TINY)
+    onnx, tok = store.root / "tiny/onnx/model.onnx", store.root / "tiny/tokenizer.json"
+    with onnx.open("r+b") as f:
+        f.seek(MIB)
+        f.write(b"\xff" * 4096)
+    with caplog.at_level("WARNING"):
+        store.ensure(TINY)
+    assert onnx.read_bytes() == ONNX and hub.gets[_key("onnx/model.onnx")] == 2
+    assert f"{onnx}: sha256 " in caplog.text and "; fetching it again" in caplog.text
+    assert f"where the catalog says {ONNX_SHA[:16]}…: it changed on disk" in caplog.text
+    assert store.unusable(TINY) == [] and store.verify(TINY) == []
+
+    tok.write_bytes(TOKENIZER.upper())  # no pin: the sha256 its download was checked against
+    offline = ModelStore(store.root, CATALOG, offline=True)
+    with pytest.raises(DownloadError, match=r"missing tokenizer\.json") as info:
+        offline.ensure(TINY)
+    assert info.value.details["files"] == ["tokenizer.json"]
+    assert "tokenizer.json: sha256 " in caplog.text
+    assert not tok.exists() and offline.missing(TINY) == ["tokenizer.json"]
+    store.ensure(TINY)  # back online
+    assert tok.read_bytes() == TOKENIZER and hub.gets[_key("tokenizer.json")] == 2
+
+
+def test_a_built_file_without_a_record_is_built_again(
+    store: ModelStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Built by an earlier version, which recorded nothing: nothing says what its bytes should
+    be, so it is built again once (serving on if that fails, as an older recipe's file)."""
+    built = CATALOG.get("built")
+    store.ensure(built)
+    upper = store.path(built, "upper.json")
+    integrity.record_path(upper).unlink()
+    (why,) = store.stale(built)
+    assert why.startswith("upper.json: there is no record of its build")
+    assert store.unusable(built) == [] and store.verify(built) == []
+    with caplog.at_level("WARNING"):
+        store.ensure(built)
+    assert f"{upper}: there is no record of its build" in caplog.text
+    assert integrity.record_path(upper).is_file() and store.stale(built) == []
 
 
 def test_built_files_are_made_once_from_their_inputs(store: ModelStore, hub: FakeHub) -> None:
@@ -312,6 +362,12 @@ def test_built_files_are_made_once_from_their_inputs(store: ModelStore, hub: Fak
     assert store.path(built, "twice.json").read_bytes() == TOKENIZER.upper() * 2
     assert store.progress(built)["state"] == "ready"
     assert store.disk_size(built) == 3 * len(TOKENIZER)
+
+
+def _built(path: Path, content: bytes) -> None:
+    """`content` at `path` as a build (an older recipe's) wrote it: with its record."""
+    path.write_bytes(content)
+    integrity.write_record(path, len(content), hashlib.sha256(content).hexdigest(), "a test")
 
 
 def _stale_upper(monkeypatch: pytest.MonkeyPatch, usable: bool) -> None:
@@ -332,7 +388,7 @@ def test_a_stale_built_file_is_built_again(
     built = CATALOG.get("built")
     store.ensure(built)
     upper = store.path(built, "upper.json")
-    upper.write_bytes(b"made by an older recipe")
+    _built(upper, b"made by an older recipe")
     _stale_upper(monkeypatch, usable=True)
     assert store.missing(built) == []
     assert store.stale(built) == ["upper.json: old"]  # `models list` and `pull` see it
@@ -359,7 +415,7 @@ def test_a_stale_file_that_fails_to_build(
     built = CATALOG.get("built")
     store.ensure(built)
     upper = store.path(built, "upper.json")
-    upper.write_bytes(b"made by an older recipe")
+    _built(upper, b"made by an older recipe")
     _stale_upper(monkeypatch, usable)
     recipes = {**prepare.RECIPES, "test-upper": _fail}
     monkeypatch.setattr(prepare, "RECIPES", recipes)
@@ -384,8 +440,8 @@ def test_stale_files_of_both_kinds_and_an_absent_one(
     built = CATALOG.get("built")
     store.ensure(built)
     upper, twice = store.path(built, "upper.json"), store.path(built, "twice.json")
-    upper.write_bytes(b"saturates here")
-    twice.write_bytes(b"older recipe")
+    _built(upper, b"saturates here")
+    _built(twice, b"older recipe")
 
     def stale_unless(good: bytes, usable: bool) -> Any:
         return lambda p: None if p.read_bytes() == good else prepare.Stale("stale", usable)
@@ -401,7 +457,7 @@ def test_stale_files_of_both_kinds_and_an_absent_one(
     assert f"{upper}: building it again failed" not in caplog.text
     assert store.progress(built)["state"] == "ready"  # status and /health: it serves
     assert store.stale(built) == ["twice.json: stale"]
-    upper.write_bytes(b"older too")
+    _built(upper, b"older too")
     monkeypatch.setitem(why, "test-upper", stale_unless(good, True))
     twice.unlink()
     with pytest.raises(ModelUnavailable, match="recipe exploded"):
