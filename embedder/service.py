@@ -25,7 +25,7 @@ from embedder.errors import (
     UnknownModel,
 )
 from embedder.health import Board, Health
-from embedder.limits import RequestLimits
+from embedder.limits import RequestLimits, estimated_cost
 from embedder.loading import Loader, Observe, Opener
 from embedder.memory import IdleTrim
 from embedder.model_state import ModelStatus
@@ -245,14 +245,17 @@ class Service:
     ) -> AbstractContextManager[Reservation | None]:
         """Queue space for `texts` on `spec`'s micro-batcher, held from before they are
         tokenised: their part of what the request's RPC batch reserved, or else reserved now
-        (Overloaded at once if the queue cannot take them). None for a model run inline."""
+        on their estimated cost (Overloaded at once if the queue cannot take them, so a burst
+        of large requests is shed without tokenising them). None for a model run inline."""
         batcher = self.batchers.get(spec.id)
         if batcher is None:
             return nullcontext()
+        prefix = len(spec.query_instruction or "") if query else 0
+        cost = estimated_cost(texts, spec.max_tokens, prefix)
         whole = request.reserved.get(spec.id)
         if whole is not None and whole.texts >= len(texts):
-            return whole.take(len(texts), 0.0)
-        return batcher.reserve(len(texts))
+            return whole.take(len(texts), cost)
+        return batcher.reserve(len(texts), cost)
 
     @contextmanager
     def batch(self, texts: Mapping[str, Sequence[object]], docs: int = 0) -> Iterator[None]:
@@ -278,8 +281,9 @@ class Service:
                 batcher = self.batchers.get(model)
                 if batcher is None or not given:
                     continue
+                cost = estimated_cost(given, self.catalog.get(model).max_tokens)
                 request.reserved[model] = held.enter_context(
-                    batcher.reserve(len(given), whole=True)
+                    batcher.reserve(len(given), cost, whole=True)
                 )
                 held.callback(request.reserved.pop, model, None)
             with work.serving(request):  # current from here on, also outside any HTTP request
