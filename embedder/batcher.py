@@ -148,7 +148,8 @@ class Reservation:
     the job then holds the space until it is done) or gives it back; as a context manager it
     gives back whatever is left when the block ends, however it ends. `recheck`: the rows are
     admitted again on what they really cost once tokenised, when that is more than was held
-    (a request of its own; an RPC batch is admitted once, as a whole)."""
+    (a request of its own; an RPC batch is admitted once, as a whole). Used by the thread of
+    the request that made it."""
 
     def __init__(self, batcher: Batcher, texts: int, cost: float, *, recheck: bool) -> None:
         self.batcher = batcher

@@ -142,6 +142,7 @@ class Health:
         worker can serve it)."""
         statuses = self.loader.status_by_id
         st = statuses.get(spec.id, ModelStatus())
+        batcher = self.loader.batchers.get(spec.id)
         state: str = st.state
         for w in (workers or {}).values():
             other = w.get("models", {}).get(spec.id, state)
@@ -154,8 +155,8 @@ class Health:
             "error": error_text(st, keyed_causes(statuses.values())),
             "load_seconds": st.load_seconds,
             "disk_bytes": self.store.disk_size(spec),
-            "batching": asdict(b.stats) if (b := self.loader.batchers.get(spec.id)) else None,
-            "queue": queue(b) if b else None,
+            "batching": asdict(batcher.stats) if batcher else None,
+            "queue": queue(batcher) if batcher else None,
         }
 
     def models(self) -> list[dict[str, Any]]:
