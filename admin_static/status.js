@@ -1,6 +1,6 @@
 // The status panel: polls health, status, mem_info and ort_info (one JSON-RPC batch) every 2 s.
 
-import { $, fmtBytes, fmtDuration, fmtInt, h, setText, showError } from "./dom.js";
+import { $, fmtBytes, fmtDuration, fmtInt, fmtNum, h, setText, showError } from "./dom.js";
 import { batch, health, RpcError } from "./rpc.js";
 
 const POLL_MS = 2000;
@@ -127,6 +127,14 @@ function summed(id) {
   return found ? out : null;
 }
 
+// The answering worker's queue for a model: texts, and the seconds of work they hold.
+function queued(q) {
+  if (!q) return "—";
+  if (!q.texts) return "0";
+  const work = q.seconds === null || q.seconds === undefined ? "" : ` · ~${fmtNum(q.seconds)} s`;
+  return `${fmtInt(q.texts)}${work}`;
+}
+
 function renderModels(models) {
   const rows = models.map((m) => {
     const c = summed(m.id);
@@ -150,6 +158,7 @@ function renderModels(models) {
       h("td", { class: "num" }, c ? fmtInt(c.runs) : "—"),
       h("td", { class: "num" }, c ? fmtInt(c.texts) : "—"),
       h("td", { class: "num" }, c ? fmtInt(c.jobs) : "—"),
+      h("td", { class: "num queued", dataset: { texts: m.queue ? m.queue.texts : "" } }, queued(m.queue)),
     );
   });
   $("models-body").replaceChildren(...rows);
@@ -294,6 +303,6 @@ function renderRuntime(st, ort, mem) {
   const seen = [...counters.keys()].filter((pid) => (mem.workers || []).some((w) => w.pid === pid)).length;
   setText(
     "counters-note",
-    `Runs, texts and jobs are summed over the ${seen} of ${(mem.workers || []).length} workers that have answered a poll so far; each worker counts its own.`,
+    `Runs, texts and jobs are summed over the ${seen} of ${(mem.workers || []).length} workers that have answered a poll so far; each worker counts its own. Queued is the queue of the worker that answered this poll (${mem.answered_by}).`,
   );
 }

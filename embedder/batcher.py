@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from types import TracebackType
 from typing import Protocol
 
 import numpy as np
@@ -64,7 +65,7 @@ class Runner(Protocol):
         tokenize: Callable[[], Tokenized],
         *,
         cancelled: Callable[[], bool] | None = None,
-        reserved: bool = False,
+        reserved: Reservation | None = None,
     ) -> tuple[Tokenized, np.ndarray]: ...
 
 
@@ -81,7 +82,7 @@ class Inline:
         tokenize: Callable[[], Tokenized],
         *,
         cancelled: Callable[[], bool] | None = None,
-        reserved: bool = False,
+        reserved: Reservation | None = None,
     ) -> tuple[Tokenized, np.ndarray]:
         tok = tokenize()
         out = np.empty((len(tok.lengths), self.engine.dims), dtype=np.float32)
@@ -143,6 +144,51 @@ class _Group:
     pending: int  # sub-batches not yet run
     waited: float = 0.0  # seconds its jobs spent queued, in all
     error: BaseException | None = None
+
+
+class Reservation:
+    """Queue space held on one model for rows still to come: `texts`, and their `cost`
+    (`text_cost` units, estimated before they are tokenised), counted against admission from
+    the moment they are reserved. Its holder hands it to the job that runs the rows (`run`:
+    the job then holds the space until it is done) or gives it back; as a context manager it
+    gives back whatever is left when the block ends, however it ends. `recheck`: the rows are
+    admitted again on what they really cost once tokenised, when that is more than was held
+    (a request of its own; an RPC batch is admitted once, as a whole). Used by the thread of
+    the request that made it."""
+
+    def __init__(self, batcher: Batcher, texts: int, cost: float, *, recheck: bool) -> None:
+        self.batcher = batcher
+        self.texts = texts
+        self.cost = cost
+        self.recheck = recheck
+
+    def take(self, texts: int, cost: float) -> Reservation:
+        """Part of this space for one of the calls it was reserved for: `texts` of it and up to
+        `cost` (all that is left with the last texts), admitted already."""
+        if not 0 < texts <= self.texts:
+            raise ValueError(f"cannot take {texts} of {self.texts} reserved texts")
+        part = self.cost if texts == self.texts else min(cost, self.cost)
+        self.texts -= texts
+        self.cost -= part
+        return Reservation(self.batcher, texts, part, recheck=False)
+
+    def release(self) -> None:
+        """Give back what is left (nothing once handed to a job, or given back already)."""
+        texts, cost = self.texts, self.cost
+        self.texts, self.cost = 0, 0.0
+        if texts or cost:
+            self.batcher._give_back(texts, cost)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 @dataclass
@@ -245,44 +291,38 @@ class Batcher:
     def _stopped(self) -> ModelUnavailable:
         return ModelUnavailable(f"model {self.name} has stopped serving", param="model")
 
+    def backlog(self) -> tuple[int, float | None]:
+        """What is queued now, reservations included: its texts, and the seconds its work
+        takes at the rate of recent runs (None before the first run)."""
+        with self._cv:
+            rate = self.rate
+            return self._queued_texts, (self._queued_cost / rate if rate > 0 else None)
+
     def run(
         self,
         count: int,
         tokenize: Callable[[], Tokenized],
         *,
         cancelled: Callable[[], bool] | None = None,
-        reserved: bool = False,
+        reserved: Reservation | None = None,
     ) -> tuple[Tokenized, np.ndarray]:
-        """Admit `count` rows on the queue's length (cheap), then tokenise in the caller's
-        thread, admit on the estimated cost, queue, and wait (bounded) for the rows' output.
+        """Tokenise `count` rows in the caller's thread, queue them, and wait (bounded) for
+        their output. Queue space is held before tokenising: `reserved` (see `reserve`), or
+        else reserved here on the rows' count; the job takes it over once queued, and it is
+        given back on any way out before that.
 
-        `reserved`: the rows were admitted already, as part of a whole (`reserve`).
         `cancelled` is polled while the job waits in the queue: once true (its client has
         gone), the job is dropped and ClientGone raised; a job already running finishes."""
-        if not reserved:
-            with self._cv:
-                self._admit(count, 0.0)  # refuses too once closed
-        try:
+        with reserved if reserved is not None else self.reserve(count) as held:
             tok = tokenize()
-        except BaseException:
-            if reserved:
-                self.release(count)
-            raise
-        job = _Job(tok, sum(text_cost(n) for n in tok.lengths), self._clock())
-        with self._cv:
-            if self._closed:
-                if reserved:
-                    self._queued_texts -= count
-                raise self._stopped()
-            if reserved:
-                self._queued_texts += job.size - count  # the reservation counted `count`
-            else:
-                self._admit(job.size, job.cost)
-                self._queued_texts += job.size
-            self._queued_cost += job.cost
-            bound = self.request_bound(self._queued_cost)
-            self._jobs.append(job)
-            self._cv.notify()
+            job = _Job(tok, sum(text_cost(n) for n in tok.lengths), self._clock())
+            with self._cv:
+                if self._closed:
+                    raise self._stopped()  # `held` is given back on the way out
+                self._take_over(held, job)
+                bound = self.request_bound(self._queued_cost)
+                self._jobs.append(job)
+                self._cv.notify()
         self._wait(job, cancelled, bound)
         if job.error is not None:
             raise job.error
@@ -326,17 +366,35 @@ class Batcher:
             self._stats.dropped += dropped
             return True
 
-    def reserve(self, n: int) -> None:
-        """Admit `n` rows of work to come as one request (the calls of an RPC batch): refused
-        as a whole, and counted in the queue until run with `reserved=True` or released."""
+    def reserve(self, n: int, cost: float = 0.0, *, whole: bool = False) -> Reservation:
+        """Admit `n` rows of work to come, of estimated `cost`, before they are tokenised
+        (Overloaded if refused), and hold their queue space until `run` takes it over or the
+        `Reservation` gives it back. `whole`: several calls admitted as one request (an RPC
+        batch), for good; otherwise what they really cost is admitted again once known."""
         with self._cv:
-            self._admit(n, 0.0)
+            self._admit(n, cost)
             self._queued_texts += n
+            self._queued_cost += cost
+        return Reservation(self, n, cost, recheck=not whole)
 
-    def release(self, n: int) -> None:
-        """Give back what a reservation did not use."""
+    def _give_back(self, n: int, cost: float) -> None:
         with self._cv:
             self._queued_texts -= n
+            self._queued_cost -= cost
+            if not self._queued_texts:
+                self._queued_cost = 0.0  # no float drift while idle
+
+    def _take_over(self, held: Reservation, job: _Job) -> None:
+        """The job holds `held`'s queue space from now on, counted at its real size and cost.
+        Called with the lock held."""
+        if held.batcher is not self:
+            raise ValueError(f"a reservation on {held.batcher.name} used on {self.name}")
+        texts, cost = job.size - held.texts, job.cost - held.cost
+        if held.recheck and (texts > 0 or cost > 0):
+            self._admit(max(texts, 0), max(cost, 0.0), mine=held.texts)
+        self._queued_texts += texts
+        self._queued_cost += cost
+        held.texts, held.cost = 0, 0.0
 
     def _abandon(self, job: _Job, bound: float) -> None:
         """The caller stops waiting: a job still queued leaves the queue; one already running
@@ -349,17 +407,17 @@ class Batcher:
             retry_after=max(1, math.ceil(self.max_wait)),
         )
 
-    def _admit(self, n: int, cost: float) -> None:
-        """Refuse work that would wait longer than `max_wait` (its own run included) or
-        overflow the queue, so overload gives a fast 503 instead of unbounded latency. An idle
-        model takes any request: a large one alone could never run otherwise. Called with the
-        lock held."""
+    def _admit(self, n: int, cost: float, mine: int = 0) -> None:
+        """Refuse `n` more rows of `cost` if the work would wait longer than `max_wait` (its
+        own run included) or overflow the queue, so overload gives a fast 503 instead of
+        unbounded latency. An idle model takes any request: a large one alone could never run
+        otherwise. `mine`: texts of the same request counted already (its reservation)."""
         if self._closed:
             raise self._stopped()
-        queued = self._queued_texts
+        queued = self._queued_texts - mine
         if not queued:
             return
-        if queued + n > self.max_queued_texts:
+        if self._queued_texts + n > self.max_queued_texts:
             raise Overloaded(f"{queued} texts are already queued for this model; retry shortly")
         rate = self.rate
         if rate > 0:
@@ -416,7 +474,7 @@ class Batcher:
             self._queued_texts -= j.size
             self._queued_cost -= j.cost
             j.done.set()
-        if not self._jobs and not self._tasks:
+        if not self._queued_texts:  # nothing queued, running or reserved
             self._queued_cost = 0.0  # no float drift while idle
 
     def _next(self) -> tuple[_Group, np.ndarray, bool] | None:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedder.batcher import Inline, Runner
+from embedder.batcher import Inline, Reservation, Runner
 from embedder.catalog import ModelSpec
 from embedder.errors import BrokenModel, NothingToRead
 from embedder.planning import RunLimits, plan
@@ -140,7 +140,7 @@ class Embedding:
         *,
         query: bool = False,
         cancelled: Callable[[], bool] | None = None,
-        reserved: bool = False,
+        reserved: Reservation | None = None,
     ) -> Embeddings:
         """Unit vectors for `texts`; `cancelled` and `reserved` as in `Runner.run`."""
         tok, pooled = self.runner.run(

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Protocol
 
+from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
 from embedder.loading import Loader
 from embedder.model_state import ORDER, ModelStatus, error_text, keyed_causes, report
@@ -47,6 +48,15 @@ def combine(states: list[str]) -> str:
     if all(s == "ok" for s in states):
         return "ok"
     return "error" if all(s == "error" for s in states) else "degraded"
+
+
+def queue(batcher: Batcher) -> dict[str, Any]:
+    """A micro-batched model's queue in this worker: texts reserved, waiting or running, and
+    the seconds their work takes at the rate of its recent runs (None before its first run).
+    Each worker has its own; a request is refused while its own would take its queue past
+    the bounds."""
+    texts, seconds = batcher.backlog()
+    return {"texts": texts, "seconds": None if seconds is None else round(seconds, 3)}
 
 
 class Health:
@@ -132,6 +142,7 @@ class Health:
         worker can serve it)."""
         statuses = self.loader.status_by_id
         st = statuses.get(spec.id, ModelStatus())
+        batcher = self.loader.batchers.get(spec.id)
         state: str = st.state
         for w in (workers or {}).values():
             other = w.get("models", {}).get(spec.id, state)
@@ -144,7 +155,8 @@ class Health:
             "error": error_text(st, keyed_causes(statuses.values())),
             "load_seconds": st.load_seconds,
             "disk_bytes": self.store.disk_size(spec),
-            "batching": asdict(b.stats) if (b := self.loader.batchers.get(spec.id)) else None,
+            "batching": asdict(batcher.stats) if batcher else None,
+            "queue": queue(batcher) if batcher else None,
         }
 
     def models(self) -> list[dict[str, Any]]:

@@ -1,12 +1,33 @@
-"""Per-request bounds and the checks that enforce them (before any model work starts)."""
+"""Per-request bounds and the checks that enforce them (before any model work starts), and
+what a request's texts will cost, estimated before they are tokenised (admission)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from embedder.errors import InvalidInput, NothingToRead, TooLarge
+from embedder.planning import text_cost
 from embedder.reranker import Doc
+from embedder.tokens import CHARS_PER_TOKEN
+
+SPECIAL_TOKENS = 2  # [CLS] ... [SEP], <s> ... </s>: what every text gets besides its own
+
+
+def estimated_cost(texts: Iterable[object], max_tokens: int, prefix: int = 0) -> float:
+    """What `texts` will cost to run (`planning.text_cost` units), from their characters
+    alone, so that a request the queue cannot take is refused before the tokenizer spends
+    seconds on it. Errs low: a token is taken to be `CHARS_PER_TOKEN` characters, several
+    times what real text has, so a request is refused on its estimate only where its tokens
+    would refuse it too (a text of spaces aside); long texts reach the model's window all
+    the same, which is what makes a request of many long texts costly. `prefix`: characters
+    added to every text (a query instruction). The real cost replaces this once known."""
+    total = 0.0
+    for t in texts:
+        chars = prefix + (len(t) if isinstance(t, str) else 0)
+        total += text_cost(min(max_tokens, SPECIAL_TOKENS + math.ceil(chars / CHARS_PER_TOKEN)))
+    return total
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ Knows nothing of HTTP. Every failure it raises is a domain error from `embedder.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
 from embedder import work
-from embedder.batcher import Batcher
+from embedder.batcher import Batcher, Reservation
 from embedder.catalog import Catalog, ModelSpec
 from embedder.encoder import Embeddings, shorten
 from embedder.errors import (
@@ -26,7 +26,7 @@ from embedder.errors import (
     UnknownModel,
 )
 from embedder.health import Board, Health
-from embedder.limits import RequestLimits
+from embedder.limits import RequestLimits, estimated_cost
 from embedder.loading import Loader, Observe, Opener
 from embedder.memory import IdleTrim
 from embedder.model_state import ModelStatus, mark_broken
@@ -230,13 +230,13 @@ class Service:
         dims = self.dimensions(spec, dimensions)
         self._served(spec)
         request = _still_wanted()
-        reserved = request.reserved.get(spec.id, 0) >= len(clean)
-        if reserved:
-            request.reserved[spec.id] -= len(clean)
-        with self.activity, self._guarded(spec):
-            out = self.loader.embeddings[spec.id].embed(
-                clean, query=query, cancelled=request.gone, reserved=reserved
-            )
+        embedding = self.loader.embeddings[spec.id]
+        with (
+            self._queue_space(spec, clean, query, request) as held,
+            self.activity,
+            self._guarded(spec),
+        ):
+            out = embedding.embed(clean, query=query, cancelled=request.gone, reserved=held)
         self._did(spec.id, len(clean), out.total_tokens)
         if dims is not None:
             out = replace(out, vectors=shorten(out.vectors, dims))
@@ -264,12 +264,31 @@ class Service:
         self._did(spec.id, len(docs), ranking.tokens)
         return spec, ranking
 
+    def _queue_space(
+        self, spec: ModelSpec, texts: list[str], query: bool, request: work.Request
+    ) -> AbstractContextManager[Reservation | None]:
+        """Queue space for `texts` on `spec`'s micro-batcher, held from before they are
+        tokenised: their part of what the request's RPC batch reserved, or else reserved now
+        on their estimated cost (Overloaded at once if the queue cannot take them, so a burst
+        of large requests is shed without tokenising them). None for a model run inline."""
+        batcher = self.batchers.get(spec.id)
+        if batcher is None:
+            return nullcontext()
+        prefix = len(spec.query_instruction or "") if query else 0
+        cost = estimated_cost(texts, spec.max_tokens, prefix)
+        whole = request.reserved.get(spec.id)
+        if whole is not None and whole.texts >= len(texts):
+            return whole.take(len(texts), cost)
+        return batcher.reserve(len(texts), cost)
+
     @contextmanager
-    def batch(self, texts: Mapping[str, int], docs: int = 0) -> Iterator[None]:
+    def batch(self, texts: Mapping[str, Sequence[object]], docs: int = 0) -> Iterator[None]:
         """The calls of one RPC batch, admitted as one request: `texts` per embedding model id
         and `docs` to rerank in all are held to one request's limits, and queue space for the
-        texts is reserved up front (overload refuses the batch as a whole, before any work)."""
-        total = sum(texts.values())
+        texts is reserved up front on every model (overload on any refuses the batch as a
+        whole, before any work). Each reservation is given back when the batch ends or, if a
+        later model refuses, at once."""
+        total = sum(len(t) for t in texts.values())
         if total > self.limits.max_inputs:
             raise TooLarge(
                 f"the batch has {total} texts in all; the limit is {self.limits.max_inputs}",
@@ -281,21 +300,18 @@ class Service:
                 param="docs",
             )
         request = work.current()
-        held: dict[str, int] = {}
-        try:
-            for model, n in texts.items():
+        with ExitStack() as held:
+            for model, given in texts.items():
                 batcher = self.batchers.get(model)
-                if batcher is not None and n:
-                    batcher.reserve(n)
-                    held[model] = n
-            request.reserved.update(held)
+                if batcher is None or not given:
+                    continue
+                cost = estimated_cost(given, self.catalog.get(model).max_tokens)
+                request.reserved[model] = held.enter_context(
+                    batcher.reserve(len(given), cost, whole=True)
+                )
+                held.callback(request.reserved.pop, model, None)
             with work.serving(request):  # current from here on, also outside any HTTP request
                 yield
-        finally:
-            for model in held:
-                left = request.reserved.pop(model, 0)
-                if left:
-                    self.batchers[model].release(left)
 
 
 def _served_specs(catalog: Catalog, models: Sequence[str] | None) -> list[ModelSpec]:

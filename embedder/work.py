@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedder.batcher import Reservation
 
 Probe = Callable[[], bool]  # True once the client has gone
 
@@ -19,8 +23,8 @@ Probe = Callable[[], bool]  # True once the client has gone
 @dataclass
 class Request:
     gone: Probe | None = None
-    # texts per model admitted for the calls still to come (an RPC batch; see Service.admit)
-    reserved: dict[str, int] = field(default_factory=dict)
+    # queue space per model held for the calls still to come (an RPC batch; Service.batch)
+    reserved: dict[str, Reservation] = field(default_factory=dict)
 
     def client_gone(self) -> bool:
         return self.gone is not None and self.gone()

@@ -114,6 +114,34 @@ def test_status_shows_download_progress(dashboard: Browser) -> None:
     b.screenshot("status-downloading")
 
 
+def test_each_models_queue_is_shown(dashboard: Browser) -> None:
+    """The answering worker's queue per model: 0 at rest for the micro-batched models, none
+    of its own for the cosine scorer; a queue from a rewritten reply, with its seconds."""
+    b, d = dashboard, dashboard.driver
+    cells = d.find_elements(CSS, "#models-body td.queued")
+    assert [c.text for c in cells] == ["0", "0", "0", "0", "—"]
+    d.execute_script(
+        """
+        const real = window.fetch;
+        window.fetch = async (...args) => {
+          const resp = await real(...args);
+          if (String(args[0]) !== "/rpc") return resp;
+          const body = await resp.clone().json();
+          for (const r of Array.isArray(body) ? body : []) {
+            const st = r.result;
+            if (st && st.downloads) st.models[0].queue = {texts: 4096, seconds: 12.5};
+          }
+          return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
+        };
+        """
+    )
+    first = "#models-body tr:first-child td.queued"
+    b.wait(lambda d: d.find_element(CSS, first).text != "0", message="no queue shown")
+    assert d.find_element(CSS, first).text == "4,096 · ~12.5 s"
+    assert d.find_element(CSS, first).get_attribute("data-texts") == "4096"
+    assert "Queued is the queue of the worker that answered" in text(b, "counters-note")
+
+
 def test_a_shared_download_failure_is_shown_once(dashboard: Browser) -> None:
     """Five models failing for one cause (no Hub) showed its ~450 characters ten times; the
     cause now comes once under `failures`, each model's error refers to it. The replies are

@@ -5,13 +5,19 @@ no more work done for it."""
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
 import falcon.testing
+import numpy as np
 import orjson
+import pytest
 
+from embedder.encoder import TextEncoder
 from embedder.server.http.errors import RPC_OVERLOADED, RPC_TOO_LARGE
 from embedder.service import Service
+from embedder.tokens import Tokenized
+from tests.polling import PATIENCE, wait_until
 
 MODEL = "all-minilm-l6-v2-int8"
 
@@ -27,9 +33,9 @@ def rpc(
     )
 
 
-def embed(texts: list[str], id: int | None = None) -> dict[str, Any]:
+def embed(texts: list[str], id: int | None = None, model: str = MODEL) -> dict[str, Any]:
     msg: dict[str, Any] = {"jsonrpc": "2.0", "method": "embed"}
-    msg["params"] = {"texts": texts, "model": MODEL}
+    msg["params"] = {"texts": texts, "model": model}
     if id is not None:
         msg["id"] = id
     return msg
@@ -77,15 +83,12 @@ def test_an_overloaded_queue_refuses_the_batch_as_a_whole(
 ) -> None:
     batcher = starter_service.batchers[MODEL]
     held = batcher.max_queued_texts - 10  # stands for other clients' queued work
-    batcher.reserve(held)
-    try:
+    with batcher.reserve(held):
         before = texts_run(starter_service)
         out = rpc(client, [embed(["x"] * 8, i) for i in range(3)]).json  # 24 > 10 left
         assert isinstance(out, dict) and out["error"]["code"] == RPC_OVERLOADED
         assert out["error"]["data"]["retry_after"] >= 1
         assert texts_run(starter_service) == before
-    finally:
-        batcher.release(held)
     # With the queue free again the same batch runs, and leaves no reservation behind.
     out = rpc(client, [embed(["x"] * 8, i) for i in range(3)]).json
     assert [o["id"] for o in out] == [0, 1, 2]
@@ -104,3 +107,46 @@ def test_a_batch_stops_when_its_client_has_gone(
         assert texts_run(starter_service) == before
     finally:
         here.close()
+
+
+BUSY = "paraphrase-minilm-l3-v2"
+
+
+def test_a_batch_refused_on_its_second_model_leaves_the_first_no_queue_space(
+    client: falcon.testing.TestClient, starter_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch for two models, refused because the second one is busy: the queue space it had
+    reserved on the first must come back. Before, it stayed reserved for good: three such
+    batches left the first model refusing every request ("4096 texts are already queued")."""
+    first, busy = starter_service.batchers[MODEL], starter_service.batchers[BUSY]
+    encoder = starter_service.loader.embeddings[BUSY].encoder
+    assert isinstance(encoder, TextEncoder)
+    gate = threading.Event()
+    real = encoder.run_rows
+
+    def held(tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        assert gate.wait(PATIENCE), "the test never opened the gate"
+        return real(tok, rows)
+
+    monkeypatch.setattr(encoder, "run_rows", held)
+    full = busy.max_queued_texts // 2
+    spec = starter_service.resolve(BUSY)
+    others = [
+        threading.Thread(target=starter_service.embed, args=(["x"] * full, spec)) for _ in (1, 2)
+    ]
+    try:
+        for t in others:  # one running (held at the gate), one queued behind it: queue full
+            t.start()
+        wait_until("the busy model's queue full", lambda: busy.queued_texts == 2 * full)
+        for n in [first.max_queued_texts // 2 - 1] * 2 + [2]:  # 4096 texts for the first
+            out = rpc(client, [embed(["x"] * n, 1), embed(["y"], 2, model=BUSY)]).json
+            assert isinstance(out, dict) and out["error"]["code"] == RPC_OVERLOADED, out
+        out = rpc(client, embed(["x"] * starter_service.limits.max_inputs, 3)).json
+        assert "result" in out, f"the first model no longer serves: {out}"
+        assert first.queued_texts == 0, "the refused batches left queue space reserved"
+    finally:
+        gate.set()
+        for t in others:
+            t.join(PATIENCE)
+    wait_until("the busy model's queue empty", lambda: busy.queued_texts == 0)
+    assert first.queued_texts == 0

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from embedder.batcher import Batcher
+from embedder.batcher import Batcher, Reservation
 from embedder.catalog import STARTER
 from embedder.encoder import Embedding, Embeddings, TextEncoder
 from embedder.errors import Overloaded, TimedOut
@@ -101,7 +101,7 @@ def embed(
     texts: Sequence[str],
     *,
     cancelled: Callable[[], bool] | None = None,
-    reserved: bool = False,
+    reserved: Reservation | None = None,
 ) -> Embeddings:
     """What a served model does with its batcher (`encoder.Embedding`)."""
     engine = b._engines[0]

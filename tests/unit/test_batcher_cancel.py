@@ -73,14 +73,13 @@ def test_a_running_job_is_not_dropped_its_result_arrives() -> None:
 
 def test_reserved_work_is_admitted_once_and_counted_until_used_or_released() -> None:
     b = Batcher([FakeEngine()], name="t", max_queued_texts=10)
-    b.reserve(6)
-    assert b.queued_texts == 6
-    embed(b, ["a", "b"], reserved=True)  # not admitted again, and not counted twice
-    assert b.queued_texts == 4
-    with pytest.raises(Overloaded):
-        b.reserve(7)  # 4 still held + 7 > 10
-    b.release(4)
-    assert b.queued_texts == 0
+    with b.reserve(6, whole=True) as whole:
+        assert b.queued_texts == 6
+        embed(b, ["a", "b"], reserved=whole.take(2, 0.0))  # not admitted or counted again
+        assert b.queued_texts == 4 and whole.texts == 4
+        with pytest.raises(Overloaded):
+            b.reserve(7)  # 4 still held + 7 > 10
+    assert b.queued_texts == 0, "what was not used is given back when the block ends"
 
 
 def test_the_socket_probe_sees_a_peer_that_has_gone() -> None:

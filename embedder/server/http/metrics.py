@@ -107,6 +107,21 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=reg,
         )
+        self.queued = Gauge(
+            "embedder_queued_texts",
+            "Texts queued for a model (reserved, waiting or running), over all workers",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.queued_work = Gauge(
+            "embedder_queued_work_seconds",
+            "Seconds of work queued for a model at the rate of its recent runs (0 before its "
+            "first run); the longest of any worker's queue",
+            ["model"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
         self.rss = Gauge(
             "embedder_worker_resident_memory_bytes",
             "RSS of each worker",
@@ -146,6 +161,10 @@ class Metrics:
             self.ready.labels(model).set(1 if st.state == "ready" else 0)
             if st.load_seconds is not None:
                 self.load.labels(model).set(st.load_seconds)
+        for model, batcher in list(service.batchers.items()):
+            texts, seconds = batcher.backlog()
+            self.child(self.queued, model).set(texts)
+            self.child(self.queued_work, model).set(seconds or 0.0)
         self.rss.set(psutil.Process(os.getpid()).memory_info().rss)
 
     def exposition(self) -> bytes:

@@ -7,7 +7,7 @@ params and results are the wire contract the Rust seed fixed: change none of the
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -255,7 +255,7 @@ def admit_batch(
     """A batch's embed texts (per model) and rerank documents count as one request's."""
 
     def admit(calls: list[tuple[str, dict[str, Any]]]) -> AbstractContextManager[None]:
-        texts: Counter[str] = Counter()
+        texts: defaultdict[str, list[object]] = defaultdict(list)
         docs = 0
         for name, kwargs in calls:
             if name == "embed":
@@ -264,7 +264,7 @@ def admit_batch(
                 except EmbedderError:
                     continue  # the call fails on its own
                 given = kwargs.get("texts")
-                texts[spec.id] += len(given) if isinstance(given, list) else 1
+                texts[spec.id].extend(given if isinstance(given, list) else [given])
             elif name == "rerank":
                 given = kwargs.get("docs")
                 docs += len(given) if isinstance(given, list) else 0

@@ -54,6 +54,17 @@ MODEL: dict[str, Any] = {
         "load_seconds": {"type": ["number", "null"]},
         "disk_bytes": {"type": "integer"},
         "batching": {"type": ["object", "null"]},
+        "queue": {
+            "type": ["object", "null"],
+            "description": "the answering worker's queue for a micro-batched model: texts "
+            "reserved, waiting or running, and the seconds of work they are at the rate of "
+            "recent runs (null before the first run)",
+            "required": ["texts", "seconds"],
+            "properties": {
+                "texts": {"type": "integer", "minimum": 0},
+                "seconds": {"type": ["number", "null"], "minimum": 0},
+            },
+        },
     },
 }
 
