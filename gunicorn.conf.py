@@ -72,6 +72,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         prepare_socket_dir,
     )
     from embedder.sessions import disable_ort_telemetry
+    from embedder.settings import unread
 
     disable_ort_telemetry()  # before any worker imports onnxruntime; workers inherit it
     try:
@@ -96,6 +97,8 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     os.environ["EMBEDDER_RESOLVED_BIND"] = ",".join(addresses)
     for line in _settings.log_lines():
         server.log.info("%s", line)
+    for line in unread(os.environ):
+        server.log.warning("%s", line)
     server.log.info(
         "workers=%d x cores per worker=%d; listening on %s", _workers, _ort_threads, addresses
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,68 @@ def _wrap(head: str, items: list[str], width: int) -> list[str]:
         else:
             line += " " + item
     return [*lines, line]
+
+
+_RECYCLING = "no worker is recycled unless gunicorn's own --max-requests is given"
+
+# Settings that went, and what the service does instead: named at start (`unread`), so that
+# an old configuration does not lose one without a word (docs/configuration.md says why each
+# went).
+RETIRED = {
+    "EMBEDDER_MICRO_BATCH": "concurrent requests in a worker always share runs",
+    "EMBEDDER_SHARED_SESSIONS": "a worker's runners always share one session per model",
+    "EMBEDDER_LONE_SESSION": "a lone text runs on a runner's session like any other",
+    "EMBEDDER_ORT_ARENA": "ONNX Runtime's arena is always on, shrunk after every run",
+    "EMBEDDER_MALLOC_ARENAS": "a worker always caps glibc's malloc arenas at 2",
+    "EMBEDDER_IDLE_TRIM": "a worker hands freed memory back 1 s after its last request",
+    "EMBEDDER_MAX_BATCH": "a run has at most 32 rows; EMBEDDER_MAX_BATCH_TOKENS bounds it",
+    "EMBEDDER_MAX_REQUESTS": _RECYCLING,
+    "EMBEDDER_MAX_REQUESTS_JITTER": _RECYCLING,
+    "EMBEDDER_ACCESS_LOG": "EMBEDDER_ACCESS_LOG_JSON=1 is the access log; gunicorn's own is "
+    "its --access-logfile (in GUNICORN_CMD_ARGS)",
+    "EMBEDDER_CONTROL_SOCKET": "gunicorn's control socket stays off; signals manage the master",
+}
+
+# Set by the master for its own processes, never by hand (gunicorn.conf.py reads it).
+_INTERNAL = frozenset({"EMBEDDER_RESOLVED_BIND"})
+
+
+class _Asked(Mapping[str, str]):
+    """An empty environment that notes every name asked of it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.names.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def variables() -> frozenset[str]:
+    """Every variable `Settings.from_env` reads."""
+    asked = _Asked()
+    Settings.from_env(asked)
+    return frozenset(asked.names)
+
+
+def unread(env: Mapping[str, str]) -> list[str]:
+    """A warning for each EMBEDDER_* variable in `env` that no setting reads: one that went
+    (and what the service does instead), or a misspelt one (with the nearest name)."""
+    known = variables() | _INTERNAL
+    lines = []
+    for name in sorted(n for n in env if n.startswith("EMBEDDER_") and n not in known):
+        if name in RETIRED:
+            lines.append(f"{name} is no longer read (ignored): {RETIRED[name]}")
+            continue
+        # Compared without the common prefix, which would make every name look alike.
+        names = {n.removeprefix("EMBEDDER_"): n for n in sorted(known)}
+        near = difflib.get_close_matches(name.removeprefix("EMBEDDER_"), names, n=1, cutoff=0.8)
+        hint = f"; did you mean {names[near[0]]}?" if near else ""
+        lines.append(f"{name} is not a setting of this service (ignored){hint}")
+    return lines

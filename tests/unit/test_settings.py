@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from embedder.errors import ConfigError
-from embedder.settings import Settings
+from embedder.settings import RETIRED, Settings, unread, variables
 
 
 def test_defaults() -> None:
@@ -110,23 +110,8 @@ def test_gunicorn_stops_on_a_bad_value_with_one_line_naming_it(tmp_path: Path) -
     assert not (tmp_path / "hero_embedder_provider").exists(), "nothing was bound"
 
 
-# Settings that went (docs/configuration.md).
-RETIRED = (
-    "EMBEDDER_MICRO_BATCH",
-    "EMBEDDER_SHARED_SESSIONS",
-    "EMBEDDER_LONE_SESSION",
-    "EMBEDDER_ORT_ARENA",
-    "EMBEDDER_MALLOC_ARENAS",
-    "EMBEDDER_IDLE_TRIM",
-    "EMBEDDER_MAX_BATCH",
-    "EMBEDDER_MAX_REQUESTS",
-    "EMBEDDER_MAX_REQUESTS_JITTER",
-    "EMBEDDER_ACCESS_LOG",
-    "EMBEDDER_CONTROL_SOCKET",
-)
-
-
 def test_settings_that_went_are_not_read_whatever_their_value() -> None:
+    assert not variables() & set(RETIRED)
     old = {name: "not even a value" for name in RETIRED}
     assert Settings.from_env(old) == Settings.from_env({})
 
@@ -156,3 +141,22 @@ def test_gunicorn_config_is_the_same_with_the_settings_that_went(
     assert config() == before
     assert "max_requests" not in before and "accesslog" not in before
     assert before["control_socket_disable"] is True
+
+
+def test_unread_variables_are_named_with_what_to_do() -> None:
+    env = {
+        "EMBEDDER_SHARED_SESSIONS": "0",  # went
+        "EMBEDDER_WORKER": "2",  # misspelt
+        "EMBEDDER_COLOUR": "blue",  # nothing like it
+        "EMBEDDER_WORKERS": "1",  # a setting
+        "EMBEDDER_RESOLVED_BIND": "unix:/x",  # the master's own
+        "HOME": "/home/u",  # not ours
+    }
+    assert unread(env) == [
+        "EMBEDDER_COLOUR is not a setting of this service (ignored)",
+        "EMBEDDER_SHARED_SESSIONS is no longer read (ignored): a worker's runners always share "
+        "one session per model",
+        "EMBEDDER_WORKER is not a setting of this service (ignored); did you mean "
+        "EMBEDDER_WORKERS?",
+    ]
+    assert unread({name: "" for name in variables()}) == []
