@@ -32,8 +32,7 @@ bind = _resolved.split(",") if _resolved else [f"unix:{_settings.socket_dir / 'r
 umask = 0o117  # applied only while binding: socket files get 0660
 backlog = _settings.backlog
 # gunicorn 25+ opens a control socket at one per-user path: two instances would collide.
-control_socket_disable = _settings.control_socket is None
-control_socket = _settings.control_socket or str(_settings.socket_dir / "gunicorn.ctl")
+control_socket_disable = True
 
 # --- workers: workers x cores per worker = the cores the service may use -----------------
 # Each worker runs a single-thread ONNX Runtime session per core it owns (embedder.batcher).
@@ -47,8 +46,6 @@ threads = _settings.http_threads
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = _settings.keepalive
-max_requests = _settings.max_requests
-max_requests_jitter = _settings.max_requests_jitter
 
 # --- request limits ----------------------------------------------------------------------
 limit_request_line = 8190
@@ -62,7 +59,6 @@ forwarder_headers = ""
 # --- logging -----------------------------------------------------------------------------
 loglevel = _settings.log_level
 errorlog = "-"
-accesslog = _settings.access_log
 
 
 # --- hooks -------------------------------------------------------------------------------
@@ -76,6 +72,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         prepare_socket_dir,
     )
     from embedder.sessions import disable_ort_telemetry
+    from embedder.settings import unread
 
     disable_ort_telemetry()  # before any worker imports onnxruntime; workers inherit it
     try:
@@ -100,6 +97,8 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     os.environ["EMBEDDER_RESOLVED_BIND"] = ",".join(addresses)
     for line in _settings.log_lines():
         server.log.info("%s", line)
+    for line in unread(os.environ):
+        server.log.warning("%s", line)
     server.log.info(
         "workers=%d x cores per worker=%d; listening on %s", _workers, _ort_threads, addresses
     )
@@ -132,7 +131,7 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     from embedder.server import bootstrap
     from embedder.server.workers import WorkerBoard
 
-    limit_arenas(_settings.malloc_arenas)
+    limit_arenas()
     bootstrap.runs_in(worker)  # a joining worker keeps its heartbeat while it loads
 
     board_dir = os.environ.get("EMBEDDER_WORKER_BOARD")  # set in on_starting, after _settings

@@ -56,8 +56,8 @@ class Engine(Protocol):
 
 
 class Runner(Protocol):
-    """What a model's callers run their rows through: its `Batcher`, or `Inline` when
-    micro-batching is off."""
+    """What a model's callers run their rows through: the service's `Batcher`, or `Inline` for
+    an engine used on its own (tools and tests)."""
 
     def run(
         self,
@@ -198,7 +198,6 @@ class BatcherStats:  # written under the batcher's lock; `Batcher.stats` hands o
     jobs: int = 0
     queue_seconds: float = 0.0
     dropped: int = 0  # jobs dropped before they ran: their callers had gone
-    lone_runs: int = 0  # runs on the all-core session (a lone text, every runner idle)
 
 
 class Batcher:
@@ -217,14 +216,11 @@ class Batcher:
         max_request_wait: float = 60.0,
         observe: Callable[[int, list[float]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        lone: Engine | None = None,
     ) -> None:
         if not engines:
             raise ValueError("a batcher needs at least one engine")
         self.name = name
         self._engines = list(engines)
-        self._lone = lone
-        self._running = 0  # runners inside a run or planning one
         self._closed = False  # see `close`
         self._observe = observe
         self._clock = clock
@@ -477,12 +473,8 @@ class Batcher:
         if not self._queued_texts:  # nothing queued, running or reserved
             self._queued_cost = 0.0  # no float drift while idle
 
-    def _next(self) -> tuple[_Group, np.ndarray, bool] | None:
-        """The next sub-batch, and whether it runs on the all-core `lone` engine: only when it
-        is all there is to do and no other runner is busy (a lone text at idle, the planner
-        having split anything larger over the runners). Its cores are then idle, and one text
-        on all of them runs faster than on one (issue 14); work arriving meanwhile
-        still starts at once on a runner's own session. None once the batcher is closed.
+    def _next(self) -> tuple[_Group, np.ndarray] | None:
+        """The next sub-batch to run; None once the batcher is closed.
 
         With no sub-batch waiting, the runner takes queued jobs and plans them outside the
         lock (`_plan`), then queues their sub-batches and takes the first one to run."""
@@ -490,7 +482,6 @@ class Batcher:
         while True:
             with self._cv:
                 if planned is not None:
-                    self._running -= 1
                     self._queue_group(*planned)
                     planned = None
                 while not self._tasks and not self._jobs and not self._closed:
@@ -498,18 +489,8 @@ class Batcher:
                 if self._closed:
                     return None
                 if self._tasks:
-                    group, rows = self._tasks.popleft()
-                    alone = (
-                        self._lone is not None
-                        and len(rows) == 1
-                        and not self._running
-                        and not self._tasks
-                        and not self._jobs
-                    )
-                    self._running += 1
-                    return group, rows, alone
+                    return self._tasks.popleft()
                 jobs, spread = self._take()
-                self._running += 1
             try:
                 planned = jobs, self._plan(jobs, spread)
             except BaseException as exc:  # fails the taken jobs (their callers get it), not us
@@ -546,10 +527,7 @@ class Batcher:
         taken = self._next()
         if taken is None:
             return False
-        group, rows, alone = taken
-        if alone:
-            assert self._lone is not None
-            engine = self._lone
+        group, rows = taken
         started = self._clock()
         if group.error is None:
             try:
@@ -557,13 +535,9 @@ class Batcher:
             except BaseException as exc:  # delivered to every caller of the group
                 group.error = exc
         elapsed = self._clock() - started
-        if alone:  # it held every core: counted as that many runner-seconds (cautious)
-            elapsed *= len(self._engines)
         cost = sum(text_cost(group.tok.lengths[r]) for r in rows)
         with self._cv:
-            self._running -= 1
             self._stats.runs += 1
-            self._stats.lone_runs += alone
             self._ew_cost = 0.9 * self._ew_cost + cost
             self._ew_seconds = 0.9 * self._ew_seconds + elapsed
             group.pending -= 1

@@ -128,7 +128,8 @@ class TextEncoder:
 
 class Embedding:
     """An embedding model as served: its encoder's steps around its runner's runs. The runner
-    is the model's micro-batcher, or `Inline` when micro-batching is off: one path either way."""
+    is the model's micro-batcher, or `Inline` for an encoder used on its own (`embed`): one
+    path either way."""
 
     def __init__(self, encoder: Encoder, runner: Runner) -> None:
         self.encoder = encoder

@@ -1,7 +1,7 @@
 """From catalog entries to the objects that serve them. `Opener`: one model whose files are
-present -> sessions sized by the worker's configuration, tokenizers, and its runner (a
-micro-batcher with a runner per core of the worker, or inline). `Loader`: every model of the
-service, in the background, with download retries and a state per model."""
+present -> its session, tokenizers, and its runner (a micro-batcher with a runner per core of
+the worker). `Loader`: every model of the service, in the background, with download retries
+and a state per model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from embedder.batcher import Batcher, Engine, Inline
+from embedder.batcher import Batcher, Engine
 from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding, TextEncoder
 from embedder.errors import DownloadError, EmbedderError, ModelUnavailable
@@ -34,10 +34,7 @@ class Opener:
     store: ModelStore
     session_config: SessionConfig
     run_limits: RunLimits
-    micro_batching: bool = True
     max_queue_wait: float = 10.0
-    shared_session: bool = True  # the runners of a model share one session (see `embedding`)
-    lone_session: bool = False  # and an all-core one for lone texts (see `embedding`)
 
     @property
     def max_request_wait(self) -> float:
@@ -58,55 +55,26 @@ class Opener:
             path = external_copy(path, self.store.root / spec.id)
         return path
 
-    def _encoder(
-        self, spec: ModelSpec, config: SessionConfig, like: TextEncoder | None = None
-    ) -> TextEncoder:
-        """An encoder on a session of its own; one made `like` another shares its tokenizer
-        (only the first tokenizes: the others are runners' engines, which only run rows)."""
+    def _encoder(self, spec: ModelSpec, config: SessionConfig) -> TextEncoder:
         assert spec.onnx and spec.tokenizer
         session = open_session(self.graph(spec, spec.onnx, config), config)
-        if like is not None:
-            tok = like.tokenizer
-        else:
-            tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
+        tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
         return TextEncoder(spec, session, tok, self.run_limits)
 
     def embedding(
         self, spec: ModelSpec, observe: Callable[[int, list[float]], None] | None = None
     ) -> Embedding:
-        """The model's encoder behind its runner: with micro-batching, a batcher in front of a
-        runner per core, else `Inline` on one session with the worker's threads.
-
-        The runners share ONE single-thread session when `shared_session` (ORT's `run` is
-        thread-safe; the default), so a worker holds one copy of the model whatever its core
-        count; otherwise (EMBEDDER_SHARED_SESSIONS=0) each runner has its own.
-
-        With `lone_session` (EMBEDDER_LONE_SESSION=1) a second copy runs with a thread per core
-        for a lone text at idle (`Batcher`): faster there, at the price of the model's memory
-        once more (docs/configuration.md has the figures). Its threads
-        spin during a run only, so they take no core from the runners between runs."""
-        if not self.micro_batching:
-            encoder = self._encoder(spec, self.session_config)
-            return Embedding(encoder, Inline(encoder))
-        one = replace(self.session_config, threads=1)
-        first = self._encoder(spec, one)
-        engines = [first] * self.runners
-        if not self.shared_session:
-            engines = [first, *(self._encoder(spec, one, first) for _ in range(self.runners - 1))]
-        lone = None
-        if self.lone_session and self.runners > 1:
-            every = replace(
-                self.session_config, threads=self.runners, spinning=True, spin_stop=True
-            )
-            lone = self._encoder(spec, every, first)
-        return Embedding(first, self._batcher(spec, engines, observe, lone))
+        """The model's encoder behind a batcher in front of a runner per core. The runners
+        share ONE single-thread session (ORT's `run` is thread-safe), so a worker holds one
+        copy of the model whatever its core count (docs/memory.md)."""
+        encoder = self._encoder(spec, replace(self.session_config, threads=1))
+        return Embedding(encoder, self._batcher(spec, [encoder] * self.runners, observe))
 
     def _batcher(
         self,
         spec: ModelSpec,
         engines: Sequence[Engine],
         observe: Callable[[int, list[float]], None] | None,
-        lone: Engine | None = None,
     ) -> Batcher:
         return Batcher(
             engines,
@@ -115,7 +83,6 @@ class Opener:
             max_wait=self.max_queue_wait,
             max_request_wait=self.max_request_wait,
             observe=observe,
-            lone=lone,
         )
 
     def reranker(
@@ -133,9 +100,7 @@ class Opener:
                 raise ModelUnavailable(f"{spec.id} needs {spec.embedder}, which did not load")
             return CosineReranker(spec, embeds_with)
         assert spec.onnx and spec.tokenizer
-        config = self.session_config
-        if self.micro_batching:
-            config = replace(config, threads=1)
+        config = replace(self.session_config, threads=1)
         session = open_session(self.graph(spec, spec.onnx, config), config)
         tok_path = self.store.path(spec, spec.tokenizer)
         scorer = PairScorer(
@@ -145,8 +110,6 @@ class Opener:
             load_tokenizer(tok_path, spec.max_tokens),
             self.run_limits,
         )
-        if not self.micro_batching:
-            return CrossEncoderReranker(scorer)
         return CrossEncoderReranker(scorer, self._batcher(spec, [scorer] * self.runners, observe))
 
 

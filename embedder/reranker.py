@@ -144,7 +144,7 @@ class PairScorer:
 class CrossEncoderReranker:
     """Scores each pair with the model's single logit; sigmoid(logit) unless `raw`. The pairs
     run through `runner`: the model's micro-batcher (concurrent requests share runs and the
-    overload bound), or inline."""
+    overload bound), or inline for a scorer used on its own (tools and tests)."""
 
     def __init__(self, scorer: PairScorer, runner: Runner | None = None) -> None:
         self.spec = scorer.spec

@@ -46,9 +46,6 @@ class Service:
         limits: RequestLimits | None = None,
         run_limits: RunLimits | None = None,
         models: Sequence[str] | None = None,
-        micro_batching: bool = True,
-        shared_sessions: bool = True,
-        lone_session: bool = False,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: Board | None = None,
@@ -60,10 +57,7 @@ class Service:
             store,
             session_config or SessionConfig(),
             run_limits or RunLimits(),
-            micro_batching=micro_batching,
             max_queue_wait=max_queue_wait,
-            shared_session=shared_sessions,
-            lone_session=lone_session,
         )
         self.specs = _served_specs(catalog, models)
         # Every run (and every model's load) is inside `self.activity`; freed memory goes back

@@ -38,18 +38,15 @@ def disable_ort_telemetry(environ: MutableMapping[str, str] = os.environ) -> Non
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """How sessions are built. The arena is on, and shrunk after every run (`Session`): without
-    the shrink it keeps the high-water mark of the largest batch for good (the seed's OOM after
-    weeks); without the arena, batched requests run slower (docs/performance.md). The memory
-    pattern stays off: shapes vary with every batch."""
+    """How sessions are built. ONNX Runtime's arena is always on, and shrunk after every run
+    (`Session`): without the shrink it keeps the high-water mark of the largest batch for good
+    (the seed's OOM after weeks); without the arena, batched requests run slower
+    (docs/performance.md). The memory pattern stays off: shapes vary with every batch."""
 
     threads: int = 1
-    arena: bool = True
     memory_pattern: bool = False
     optimization: str = "all"  # disable | basic | extended | all
     shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers
-    spinning: bool = True  # intra-op threads spin-wait between parallel sections
-    spin_stop: bool = False  # ... but stop as soon as the last concurrent run returns
 
 
 def _ort() -> Any:
@@ -115,16 +112,12 @@ def session_options(config: SessionConfig) -> Any:
     opts.intra_op_num_threads = max(1, config.threads)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_cpu_mem_arena = config.arena
+    opts.enable_cpu_mem_arena = True
     opts.enable_mem_pattern = config.memory_pattern
     opts.graph_optimization_level = getattr(
         ort.GraphOptimizationLevel, _LEVELS[config.optimization]
     )
     opts.log_severity_level = 3
-    if not config.spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if config.spin_stop:
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
     if config.shared_weights:
         opts.add_session_config_entry("session.disable_prepacking", "1")
     return opts
@@ -133,12 +126,12 @@ def session_options(config: SessionConfig) -> Any:
 class Session:
     """An ORT session plus the run options every call uses.
 
-    With the arena on, each run asks ORT to shrink the arena back afterwards: that keeps most
-    of the arena's speed without holding the high-water mark of the largest batch ever seen,
-    which is what grew the seed's RSS until the OOM killer came.
+    Each run asks ORT to shrink its arena back afterwards: that keeps most of the arena's
+    speed without holding the high-water mark of the largest batch ever seen, which is what
+    grew the seed's RSS until the OOM killer came.
     """
 
-    def __init__(self, inner: Any, run_options: Any | None) -> None:
+    def __init__(self, inner: Any, run_options: Any) -> None:
         self.inner = inner
         self.run_options = run_options
 
@@ -161,8 +154,6 @@ def open_session(path: Path, config: SessionConfig) -> Session:
         )
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise ModelUnavailable(f"cannot load {path.name}: {exc}".splitlines()[0]) from exc
-    run_options = None
-    if config.arena:
-        run_options = ort.RunOptions()
-        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    run_options = ort.RunOptions()
+    run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return Session(inner, run_options)

@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from embedder.errors import ConfigError
 
 DEFAULT_PORT = 8092
 
 
-N = TypeVar("N", int, float)
-
-
-def _number(env: Mapping[str, str], name: str, default: N, minimum: N, kind: type[N]) -> N:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = kind(raw)
+        value = int(raw)
     except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"{name}={raw!r} is not {what}") from None
-    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
         raise ConfigError(f"{name}={value} is below {minimum}")
     return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    return _number(env, name, default, minimum, int)
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(env, name, default, minimum, float)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -100,17 +89,11 @@ class Settings:
     tcp_expose: tuple[str, ...] = ()  # extra surfaces on TCP: rpc, admin, metrics
     api_key: str | None = None
     workers: int = 0  # 0: derived from cores and threads
-    threads: int = 0  # ORT intra-op threads per worker; 0: derived
+    threads: int = 0  # cores per worker, a micro-batch runner on each; 0: derived
     cores: int = 0  # cores the service may use; 0: all
-    ort_arena: bool = True
     shared_weights: bool = False  # one copy of each model's weights for all sessions (slower)
-    micro_batch: bool = True  # concurrent requests in a worker share ONNX Runtime runs
-    shared_sessions: bool = True  # a worker's runners share one session per model
-    lone_session: bool = False  # + an all-core session per embedding model for lone texts
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
-    idle_trim: float = 1.0  # seconds idle before freed memory goes back to the system; 0: never
-    max_batch: int = 32
-    max_batch_tokens: int = 2048
+    max_batch_tokens: int = 2048  # padded tokens in one ONNX Runtime run, at most
     max_inputs: int = 2048
     max_input_chars: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
@@ -120,7 +103,6 @@ class Settings:
     access_log_json: bool = False  # one JSON line per request (ids and sizes, never text)
     mycelium_api: str = "http://127.0.0.1:8989"
     port: int = DEFAULT_PORT
-    malloc_arenas: int = 2  # glibc malloc arenas per worker (fewer: flatter RSS)
     # gunicorn (gunicorn.conf.py takes these as they are)
     http_threads: int = 16  # HTTP threads per worker (gthread)
     worker_class: str = "embedder.server.http.worker.GuardedWorker"
@@ -129,11 +111,7 @@ class Settings:
     keepalive: int = 5
     keepalive_linger_ms: int = 2  # a thread waits this long for a kept-alive next request
     backlog: int = 256
-    max_requests: int = 0  # a worker is replaced after this many requests; 0: never
-    max_requests_jitter: int = 0
     log_level: str = "info"
-    access_log: str | None = None  # gunicorn's access log: a path or "-" (stderr)
-    control_socket: str | None = None  # gunicorn's control socket; off unless set
     # Set by the master for its workers, never by hand (gunicorn.conf.py): the worker board
     # and prometheus_client's multiprocess directory (which that library reads itself).
     worker_board: Path | None = None
@@ -154,14 +132,8 @@ class Settings:
             workers=_int(env, "EMBEDDER_WORKERS", 0),
             threads=_int(env, "EMBEDDER_THREADS", 0),
             cores=_int(env, "EMBEDDER_CORES", 0),
-            ort_arena=_bool(env, "EMBEDDER_ORT_ARENA", True),
             shared_weights=_bool(env, "EMBEDDER_SHARED_WEIGHTS", False),
-            micro_batch=_bool(env, "EMBEDDER_MICRO_BATCH", True),
-            shared_sessions=_bool(env, "EMBEDDER_SHARED_SESSIONS", True),
-            lone_session=_bool(env, "EMBEDDER_LONE_SESSION", False),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),
-            idle_trim=_float(env, "EMBEDDER_IDLE_TRIM", 1.0),
-            max_batch=_int(env, "EMBEDDER_MAX_BATCH", 32, 1),
             max_batch_tokens=_int(env, "EMBEDDER_MAX_BATCH_TOKENS", 2048, 256),
             max_inputs=_int(env, "EMBEDDER_MAX_INPUTS", 2048, 1),
             max_input_chars=_int(env, "EMBEDDER_MAX_INPUT_CHARS", 100_000, 1),
@@ -172,7 +144,6 @@ class Settings:
             access_log_json=_bool(env, "EMBEDDER_ACCESS_LOG_JSON", False),
             mycelium_api=env.get("EMBEDDER_MYCELIUM_API", "").strip() or "http://127.0.0.1:8989",
             port=_int(env, "EMBEDDER_PORT", DEFAULT_PORT, 1),
-            malloc_arenas=_int(env, "EMBEDDER_MALLOC_ARENAS", 2, 1),
             http_threads=_int(env, "EMBEDDER_HTTP_THREADS", 16, 1),
             worker_class=env.get("EMBEDDER_WORKER_CLASS", "").strip()
             or "embedder.server.http.worker.GuardedWorker",
@@ -181,11 +152,7 @@ class Settings:
             keepalive=_int(env, "EMBEDDER_KEEPALIVE", 5, 0),
             keepalive_linger_ms=_int(env, "EMBEDDER_KEEPALIVE_LINGER_MS", 2, 0),
             backlog=_int(env, "EMBEDDER_BACKLOG", 256, 1),
-            max_requests=_int(env, "EMBEDDER_MAX_REQUESTS", 0),
-            max_requests_jitter=_int(env, "EMBEDDER_MAX_REQUESTS_JITTER", 0),
             log_level=_choice(env, "EMBEDDER_LOG_LEVEL", "info", LOG_LEVELS),
-            access_log=env.get("EMBEDDER_ACCESS_LOG", "").strip() or None,
-            control_socket=env.get("EMBEDDER_CONTROL_SOCKET", "").strip() or None,
             worker_board=_path(env, "EMBEDDER_WORKER_BOARD"),
             metrics_dir=_path(env, "PROMETHEUS_MULTIPROC_DIR"),
         )
@@ -246,3 +213,68 @@ def _wrap(head: str, items: list[str], width: int) -> list[str]:
         else:
             line += " " + item
     return [*lines, line]
+
+
+_RECYCLING = "no worker is recycled unless gunicorn's own --max-requests is given"
+
+# Settings that went, and what the service does instead: named at start (`unread`), so that
+# an old configuration does not lose one without a word (docs/configuration.md says why each
+# went).
+RETIRED = {
+    "EMBEDDER_MICRO_BATCH": "concurrent requests in a worker always share runs",
+    "EMBEDDER_SHARED_SESSIONS": "a worker's runners always share one session per model",
+    "EMBEDDER_LONE_SESSION": "a lone text runs on a runner's session like any other",
+    "EMBEDDER_ORT_ARENA": "ONNX Runtime's arena is always on, shrunk after every run",
+    "EMBEDDER_MALLOC_ARENAS": "a worker always caps glibc's malloc arenas at 2",
+    "EMBEDDER_IDLE_TRIM": "a worker hands freed memory back 1 s after its last request",
+    "EMBEDDER_MAX_BATCH": "a run has at most 32 rows; EMBEDDER_MAX_BATCH_TOKENS bounds it",
+    "EMBEDDER_MAX_REQUESTS": _RECYCLING,
+    "EMBEDDER_MAX_REQUESTS_JITTER": _RECYCLING,
+    "EMBEDDER_ACCESS_LOG": "EMBEDDER_ACCESS_LOG_JSON=1 is the access log; gunicorn's own is "
+    "its --access-logfile (in GUNICORN_CMD_ARGS)",
+    "EMBEDDER_CONTROL_SOCKET": "gunicorn's control socket stays off; signals manage the master",
+}
+
+# Set by the master for its own processes, never by hand (gunicorn.conf.py reads it).
+_INTERNAL = frozenset({"EMBEDDER_RESOLVED_BIND"})
+
+
+class _Asked(Mapping[str, str]):
+    """An empty environment that notes every name asked of it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.names.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def variables() -> frozenset[str]:
+    """Every variable `Settings.from_env` reads."""
+    asked = _Asked()
+    Settings.from_env(asked)
+    return frozenset(asked.names)
+
+
+def unread(env: Mapping[str, str]) -> list[str]:
+    """A warning for each EMBEDDER_* variable in `env` that no setting reads: one that went
+    (and what the service does instead), or a misspelt one (with the nearest name)."""
+    known = variables() | _INTERNAL
+    lines = []
+    for name in sorted(n for n in env if n.startswith("EMBEDDER_") and n not in known):
+        if name in RETIRED:
+            lines.append(f"{name} is no longer read (ignored): {RETIRED[name]}")
+            continue
+        # Compared without the common prefix, which would make every name look alike.
+        names = {n.removeprefix("EMBEDDER_"): n for n in sorted(known)}
+        near = difflib.get_close_matches(name.removeprefix("EMBEDDER_"), names, n=1, cutoff=0.8)
+        hint = f"; did you mean {names[near[0]]}?" if near else ""
+        lines.append(f"{name} is not a setting of this service (ignored){hint}")
+    return lines

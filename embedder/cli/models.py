@@ -93,7 +93,7 @@ def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
         for p in problems:
             print(f"FAIL  {spec.id}: {p}")
         (failed if problems else sound).append(spec)
-    service = Service(store.catalog, store, models=[s.id for s in sound], micro_batching=False)
+    service = Service(store.catalog, store, models=[s.id for s in sound])
     if sound:  # an empty list would mean the whole catalog
         service.load_all()
     for spec in sound:

@@ -69,19 +69,13 @@ def build_service(settings: Settings, board: WorkerBoard | None = None) -> Servi
     return Service(
         catalog,
         ModelStore(settings.models_root, catalog),
-        session_config=SessionConfig(
-            threads=threads, arena=settings.ort_arena, shared_weights=settings.shared_weights
-        ),
+        session_config=SessionConfig(threads=threads, shared_weights=settings.shared_weights),
         limits=RequestLimits(
             max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars
         ),
-        run_limits=RunLimits(settings.max_batch, settings.max_batch_tokens),
+        run_limits=RunLimits(max_batch_tokens=settings.max_batch_tokens),
         models=settings.models or None,
-        micro_batching=settings.micro_batch,
-        shared_sessions=settings.shared_sessions,
-        lone_session=settings.lone_session,
         max_queue_wait=settings.max_queue_wait,
-        idle_trim=settings.idle_trim,
         board=board,
     )
 

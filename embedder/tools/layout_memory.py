@@ -1,6 +1,5 @@
 """Memory per worker for worker layouts: what each worker holds after loading a catalog, and
-after one round of work on every runner, with the runners sharing one session per model or
-holding their own.
+after one round of work on every runner (the runners of a model share one session).
 
 The design promise is one copy of each model per worker whatever its core count; this puts a
 number on it for the layouts a deployment would use (1x2, 2x1, 4x4, 1x16 here on 2 cores: the
@@ -10,7 +9,7 @@ this checkout, offline, started and stopped in turn; per worker it reads RSS, an
 workers show there, not in RSS).
 
     python -m embedder.tools.layout_memory --catalog shapes --layouts 1x2,2x1,4x4,1x16 \\
-        --sessions shared,private --out artifacts/layout-memory.json
+        --out artifacts/layout-memory.json
 
 Prints a Markdown table; writes every reading as JSON. Refuses to start a layout when the
 machine has less memory available than `--reserve` plus an estimate of what it will take.
@@ -42,16 +41,14 @@ from embedder.tools.soak_load import IDLE_SETTLE, SHED_TRIES, Kind, call, kinds,
 MIB = 1024 * 1024
 
 
-def files_served(root: Path, catalog: str, models: tuple[str, ...], kind: str | None = None) -> int:
-    """Bytes of the model files a worker serves (every file of every model it loads, or of
-    those of one `kind`, as found under the models root)."""
+def files_served(root: Path, catalog: str, models: tuple[str, ...]) -> int:
+    """Bytes of the model files a worker serves (every file of every model it loads, as found
+    under the models root)."""
     cat = load_catalog(catalog)
     specs: list[ModelSpec] = [cat.get(m) for m in models] if models else list(cat)
     store = ModelStore(root, cat)
     total = 0
     for spec in specs:
-        if kind is not None and spec.kind != kind:
-            continue
         for f in spec.files:
             path = store.path(spec, f.name)
             if path.is_file():
@@ -108,11 +105,10 @@ def one_round(
     return errors
 
 
-def measure(args: argparse.Namespace, workers: int, threads: int, shared: bool) -> dict[str, Any]:
+def measure(args: argparse.Namespace, workers: int, threads: int) -> dict[str, Any]:
     """Start the layout, read memory after load and (with --run-batch) after one round."""
     models = tuple(m for m in args.models.split(",") if m)
-    env = {"EMBEDDER_SHARED_SESSIONS": "1" if shared else "0"}
-    env.update(dict(e.split("=", 1) for e in args.env))
+    env = dict(e.split("=", 1) for e in args.env)
     with tempfile.TemporaryDirectory(prefix="layout-") as tmp:
         service = launch.start(
             Path(tmp),
@@ -133,7 +129,6 @@ def measure(args: argparse.Namespace, workers: int, threads: int, shared: bool) 
             loaded = worker_memory(pids)
             row: dict[str, Any] = {
                 "layout": f"{workers}x{threads}",
-                "sessions": "shared" if shared else "private",
                 "env": env,
                 "load_s": round(load_s, 1),
                 "after_load": loaded,
@@ -154,15 +149,15 @@ def available_mib() -> float:
 
 
 def table(rows: list[dict[str, Any]], files_mib: float) -> str:
-    """A Markdown table: per layout and session mode, the median worker's memory."""
+    """A Markdown table: per layout, the median worker's memory."""
     head = (
-        "| layout | sessions | RSS/worker after load, MiB | x files | USS / PSS | after a round, "
-        "MiB | x files |\n|---|---|---|---|---|---|---|"
+        "| layout | RSS/worker after load, MiB | x files | USS / PSS | after a round, "
+        "MiB | x files |\n|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['layout']} | {r['sessions']} | {r['skipped']} | | | | |")
+            lines.append(f"| {r['layout']} | {r['skipped']} | | | | |")
             continue
         rss = statistics.median(w["rss_mib"] for w in r["after_load"])
         uss = statistics.median(w["uss_mib"] for w in r["after_load"])
@@ -173,7 +168,7 @@ def table(rows: list[dict[str, Any]], files_mib: float) -> str:
             a = statistics.median(w["rss_mib"] for w in r["after_run"])
             after, ratio = f"{a:.0f}", f"{a / files_mib:.2f}"
         lines.append(
-            f"| {r['layout']} | {r['sessions']} | {rss:.0f} | {rss / files_mib:.2f} | "
+            f"| {r['layout']} | {rss:.0f} | {rss / files_mib:.2f} | "
             f"{uss:.0f} / {pss:.0f} | {after} | {ratio} |"
         )
     return "\n".join(lines)
@@ -185,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="", help="comma-separated model ids (default: all)")
     p.add_argument("--models-root", default=str(default_models_root(os.environ)))
     p.add_argument("--layouts", default="1x2,2x1", help="WORKERSxRUNNERS, comma-separated")
-    p.add_argument("--sessions", default="shared,private", help="shared, private or both")
     p.add_argument("--env", action="append", default=[], metavar="EMBEDDER_NAME=VALUE")
     p.add_argument(
         "--run-batch", type=int, default=0, help="after load, one round of this many texts"
@@ -195,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "--estimate-mib",
         type=float,
         default=0.0,
-        help="memory one copy of the models takes (default: the files' size; private "
-        "sessions add the embedding models' files per runner)",
+        help="memory one copy of the models takes (default: the files' size)",
     )
     p.add_argument("--reserve", type=float, default=4096, help="MiB to leave available")
     p.add_argument(
@@ -211,29 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     models = tuple(m for m in args.models.split(",") if m)
     files_mib = files_served(Path(args.models_root), args.catalog, models) / MIB
     copy = args.estimate_mib or files_mib
-    # Private sessions copy the embedding models per runner (a cross-encoder's runners always
-    # share its one session).
-    per_runner = files_served(Path(args.models_root), args.catalog, models, "embedding") / MIB
     rows: list[dict[str, Any]] = []
     for layout in args.layouts.split(","):
         workers, threads = (int(x) for x in layout.split("x"))
-        for mode in args.sessions.split(","):
-            shared = mode == "shared"
-            need = workers * (copy + (0 if shared else (threads - 1) * per_runner))
-            waited = time.monotonic() + args.wait_memory
-            while need + args.reserve > available_mib() and time.monotonic() < waited:
-                time.sleep(5)  # a machine shared with others: their peaks pass
-            if need + args.reserve > available_mib():
-                rows.append(
-                    {
-                        "layout": layout,
-                        "sessions": mode,
-                        "skipped": f"needs ~{need:.0f} MiB, {available_mib():.0f} available",
-                    }
-                )
-            else:
-                rows.append(measure(args, workers, threads, shared))
-            print(json.dumps(rows[-1]), flush=True)
+        need = workers * copy
+        waited = time.monotonic() + args.wait_memory
+        while need + args.reserve > available_mib() and time.monotonic() < waited:
+            time.sleep(5)  # a machine shared with others: their peaks pass
+        if need + args.reserve > available_mib():
+            rows.append(
+                {
+                    "layout": layout,
+                    "skipped": f"needs ~{need:.0f} MiB, {available_mib():.0f} available",
+                }
+            )
+        else:
+            rows.append(measure(args, workers, threads))
+        print(json.dumps(rows[-1]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"files_mib": files_mib, "rows": rows}, indent=1))
     print(f"files served per worker: {files_mib:.0f} MiB")

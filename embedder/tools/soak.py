@@ -20,11 +20,11 @@ caches settle during warm-up), and counts failed requests.
     python -m embedder.tools.soak --requests 50000 --seconds 7200 --out artifacts/soak
 
 At the largest shapes of the `shapes` catalog (bge-base Q4 32 x 512 tokens, rerank 100 docs of
-512 tokens), one worker with 2 runners, a service setting passed through:
+512 tokens), one worker with 2 runners, service settings passed through:
 
     python -m embedder.tools.soak --catalog shapes --workers 1 --threads 2 --clients 2 \
         --max-batch 32 --max-docs 100 --full --tokens 512 --timeout 2000 \
-        --env EMBEDDER_MAX_QUEUE_WAIT=300 --env EMBEDDER_SHARED_SESSIONS=1 --seconds 3600
+        --env EMBEDDER_MAX_QUEUE_WAIT=300 --env EMBEDDER_SHARED_WEIGHTS=1 --seconds 3600
 
 The load itself (requests, tally, RSS sampling and checkpoints) is in `embedder.tools.soak_load`.
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="EMBEDDER_NAME=VALUE",
-        help="a service setting (repeatable), e.g. EMBEDDER_SHARED_SESSIONS=1",
+        help="a service setting (repeatable), e.g. EMBEDDER_SHARED_WEIGHTS=1",
     )
     p.add_argument("--warmup", type=float, default=0.25, help="fraction of the run before RSS")
     p.add_argument("--sample-every", type=float, default=0.5, help="seconds between RSS samples")

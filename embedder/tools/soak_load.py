@@ -293,7 +293,7 @@ def settler(
         marks = [m for m in marks if m > time.monotonic()]
         tally.drain()
         try:
-            # A worker hands freed memory back EMBEDDER_IDLE_TRIM (1 s) after its last request.
+            # A worker hands freed memory back 1 s after its last request (embedder.memory).
             stop.wait(IDLE_SETTLE)
             sample(service, t0, True, out)
         finally:

@@ -14,6 +14,9 @@ from embedder.tools import launch
 
 ROOT = launch.ROOT
 free_port = launch.free_port
+# The test suite's own variables (docs/development.md), not the service's: the service would
+# warn of them at start.
+TEST_SUITE_ONLY = ("EMBEDDER_TEST_MODELS_ROOT", "EMBEDDER_BIG_TESTS")
 
 
 @dataclass
@@ -95,6 +98,7 @@ def start(
         threads=1,
         tcp=tcp,
         extra_env=extra_env,
+        drop=TEST_SUITE_ONLY,
         socket_root=socket_root,
     )
     return Server(g.proc, g.sockets, g.port, g.log, g.workers, g.env)

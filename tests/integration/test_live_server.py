@@ -257,12 +257,12 @@ def test_default_layout_one_worker_with_a_runner_per_core(
     print(f"\n1x2 runners, status: {str(status)[:600]}")
 
 
-def test_lone_session_serves_lone_texts_on_every_core(
+def test_settings_that_went_are_named_at_start_and_change_nothing(
     tmp_path: Path, built_root: Path, starter_service: Service
 ) -> None:
-    """EMBEDDER_LONE_SESSION=1 through the real wiring: lone texts one after another each run
-    on the all-core session (status counts them), a batch does not, and the vectors are the
-    reference's."""
+    """An old configuration keeps working: settings that went are named in the log with what
+    the service does instead (micro-batching off here would have left no batcher), and a
+    misspelt one with the name it was probably meant to be."""
     model = "all-minilm-l6-v2-int8"
     server = srv.start(
         tmp_path,
@@ -271,28 +271,28 @@ def test_lone_session_serves_lone_texts_on_every_core(
         extra_env={
             "EMBEDDER_THREADS": "2",
             "EMBEDDER_MODELS": model,
+            "EMBEDDER_MICRO_BATCH": "0",
             "EMBEDDER_LONE_SESSION": "1",
+            "EMBEDDER_MAX_QUEUE_WAITS": "5",
         },
     )
-    texts = [f"lone query number {i} about " + "words " * (3 * i) for i in range(5)]
+    texts = ["a lone query about the weather", "and another " * 20]
     try:
         server.wait_ready()
-        got = []
-        for text in texts:
-            code, body = server.json(
-                "rest.sock", "POST", "/v1/embeddings", {"input": text, "model": model}
-            )
-            assert code == 200, body
-            got.append(body["data"][0]["embedding"])
         code, body = server.json("tcp", "POST", "/v1/embeddings", {"input": texts, "model": model})
         assert code == 200, body
         status = server.rpc("status")["result"]
+        log = server.log.read_text()
     finally:
         assert server.stop() == 0
-    ref = starter_service.embed(texts, starter_service.resolve(model))
-    np.testing.assert_allclose(np.array(got, dtype=np.float32), ref.vectors, atol=1e-5)
-    batched = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
-    np.testing.assert_allclose(batched, ref.vectors, atol=1e-5)
+    assert "EMBEDDER_MICRO_BATCH is no longer read (ignored): concurrent requests" in log, log
+    assert "EMBEDDER_LONE_SESSION is no longer read (ignored)" in log
+    assert (
+        "EMBEDDER_MAX_QUEUE_WAITS is not a setting of this service (ignored); did you mean "
+        "EMBEDDER_MAX_QUEUE_WAIT?" in log
+    )
     (served,) = [m for m in status["models"] if m["id"] == model]
-    assert served["batching"]["lone_runs"] == len(texts), served["batching"]
-    assert served["batching"]["runs"] > len(texts), "the batch ran on the runners"
+    assert served["batching"]["runs"] >= 1, served  # micro-batched all the same
+    ref = starter_service.embed(texts, starter_service.resolve(model))
+    vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    np.testing.assert_allclose(vectors, ref.vectors, atol=1e-5)

@@ -62,7 +62,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, built_root: Path) -> Itera
             "EMBEDDER_TCP_EXPOSE": "rpc,metrics",
             "EMBEDDER_API_KEY": KEY,
             "EMBEDDER_ACCESS_LOG_JSON": "1",
-            "EMBEDDER_ACCESS_LOG": "-",
+            "GUNICORN_CMD_ARGS": "--access-logfile -",  # gunicorn's own, as an operator adds it
             "EMBEDDER_LOG_LEVEL": "debug",
         },
     )

@@ -103,7 +103,7 @@ def test_compact_forms_round_trip() -> None:
 
 def test_arena_with_shrinkage_gives_the_same_vectors(paraphrase: TextEncoder) -> None:
     spec = paraphrase.spec
-    session = open_session(paraphrase_onnx(), SessionConfig(threads=1, arena=True))
+    session = open_session(paraphrase_onnx(), SessionConfig(threads=1))
     assert session.run_options is not None
     assert session.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == (
         "cpu:0"

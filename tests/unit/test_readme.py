@@ -12,7 +12,7 @@ from pathlib import Path
 
 from embedder.server.http.surfaces import ROUTE_SURFACES
 from embedder.server.listeners import SOCKET_SURFACES, TCP_SURFACES
-from embedder.settings import Settings
+from embedder.settings import RETIRED, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -78,10 +78,25 @@ class _Recorder(dict[str, str]):
         return default
 
 
-def test_the_configuration_table_has_one_line_per_setting() -> None:
+def _settings() -> set[str]:
     env = _Recorder()
     Settings.from_env(env)
-    settings = env.asked - INTERNAL
+    return env.asked - INTERNAL
+
+
+def test_the_configuration_table_has_one_line_per_setting() -> None:
     names = [r[0].strip("`") for r in table_rows(section("Configuration"))]
     assert len(names) == len(set(names)), "a variable listed twice"
-    assert set(names) == settings
+    assert set(names) == _settings()
+
+
+def test_the_full_configuration_lists_every_setting_and_those_that_went() -> None:
+    """docs/configuration.md: its table of settings is what `Settings.from_env` reads (a row
+    may name several), and its table of settings that went is what the service warns of."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    current, went = text.split("\n## Settings that went\n")
+    named = [n for r in table_rows(current) for n in re.findall(r"`([A-Z_]+)`", r[0])]
+    assert len(named) == len(set(named)), "a variable listed twice"
+    assert set(named) == _settings()
+    gone = {n for r in table_rows(went) for n in re.findall(r"`([A-Z_]+)`", r[0])}
+    assert gone == set(RETIRED)

@@ -1,5 +1,5 @@
-"""The service's request path: one model resolution, one pipeline whichever runner a model
-has (micro-batcher or inline), `dimensions` as engine maths, and the request limits."""
+"""The service's request path: one model resolution, one pipeline through the model's
+micro-batcher, `dimensions` as engine maths, and the request limits."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def _instructed() -> Catalog:
     return Catalog("instructed", models, STARTER.aliases)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["batcher", "inline"])
-def service(request: pytest.FixtureRequest, models_root: Path) -> Iterator[Service]:
+@pytest.fixture(scope="module")
+def service(models_root: Path) -> Iterator[Service]:
     catalog = _instructed()
     store = ModelStore(models_root, catalog, offline=True)
     svc = Service(
@@ -41,7 +41,6 @@ def service(request: pytest.FixtureRequest, models_root: Path) -> Iterator[Servi
         store,
         session_config=SessionConfig(threads=2),
         models=[MODEL],
-        micro_batching=request.param,
     )
     svc.load_all()
     assert svc.state() == "ok", svc.health()
@@ -49,12 +48,11 @@ def service(request: pytest.FixtureRequest, models_root: Path) -> Iterator[Servi
     svc.stop()
 
 
-def test_the_runner_is_the_batcher_or_inline(service: Service) -> None:
-    runner = service.loader.embeddings[MODEL].runner
-    assert (MODEL in service.batchers) == (type(runner).__name__ == "Batcher")
+def test_the_runner_is_the_model_s_batcher(service: Service) -> None:
+    assert service.loader.embeddings[MODEL].runner is service.batchers[MODEL]
 
 
-def test_query_instruction_is_applied_once_on_either_runner(service: Service) -> None:
+def test_query_instruction_is_applied_once(service: Service) -> None:
     spec = service.resolve(MODEL)
     as_query = service.embed(TEXTS, spec, query=True)
     prefixed = service.embed([PREFIX + t for t in TEXTS], spec)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from embedder.errors import ConfigError
-from embedder.settings import Settings
+from embedder.settings import RETIRED, Settings, unread, variables
 
 
 def test_defaults() -> None:
@@ -13,10 +13,6 @@ def test_defaults() -> None:
     assert s.catalog == "bge"
     assert s.bind is None
     assert s.socket_dir.name == "hero_embedder_provider"
-    # One session per model per worker: the 1-hour soak at the shapes catalog's largest
-    # shapes cleared it (docs/memory.md); 0 gives each runner its own.
-    assert s.shared_sessions is True
-    assert Settings.from_env({"EMBEDDER_SHARED_SESSIONS": "0"}).shared_sessions is False
 
 
 def test_env_names() -> None:
@@ -54,14 +50,6 @@ def test_bad_values_are_named() -> None:
         Settings.from_env({"EMBEDDER_WORKERS": "many"})
 
 
-def test_idle_trim_takes_seconds_and_refuses_what_is_not_a_number() -> None:
-    assert Settings.from_env({"EMBEDDER_IDLE_TRIM": "0.5"}).idle_trim == 0.5
-    assert Settings.from_env({}).idle_trim == 1.0
-    for bad in ("soon", "nan", "-1"):
-        with pytest.raises(ConfigError, match="EMBEDDER_IDLE_TRIM"):
-            Settings.from_env({"EMBEDDER_IDLE_TRIM": bad})
-
-
 def test_gunicorn_settings_come_from_settings() -> None:
     s = Settings.from_env(
         {
@@ -70,19 +58,11 @@ def test_gunicorn_settings_come_from_settings() -> None:
             "EMBEDDER_GRACEFUL_TIMEOUT": "0",
             "EMBEDDER_KEEPALIVE": "2",
             "EMBEDDER_BACKLOG": "64",
-            "EMBEDDER_MAX_REQUESTS": "1000",
-            "EMBEDDER_MAX_REQUESTS_JITTER": "50",
             "EMBEDDER_LOG_LEVEL": "WARNING",
-            "EMBEDDER_ACCESS_LOG": "-",
-            "EMBEDDER_MALLOC_ARENAS": "4",
         }
     )
     assert (s.http_threads, s.timeout, s.graceful_timeout, s.keepalive) == (4, 60, 0, 2)
-    assert (s.backlog, s.max_requests, s.max_requests_jitter) == (64, 1000, 50)
-    assert (s.log_level, s.access_log, s.malloc_arenas) == ("warning", "-", 4)
-    assert (
-        s.control_socket is None and s.worker_class == "embedder.server.http.worker.GuardedWorker"
-    )
+    assert (s.backlog, s.log_level) == (64, "warning")
 
 
 @pytest.mark.parametrize(
@@ -92,7 +72,7 @@ def test_gunicorn_settings_come_from_settings() -> None:
         ("EMBEDDER_TIMEOUT", "5m", "is not an integer"),
         ("EMBEDDER_BACKLOG", "", None),
         ("EMBEDDER_LOG_LEVEL", "loud", "is not one of debug, info"),
-        ("EMBEDDER_MALLOC_ARENAS", "0", "is below 1"),
+        ("EMBEDDER_MAX_BATCH_TOKENS", "100", "is below 256"),
         ("EMBEDDER_KEEPALIVE", "-1", "is below 0"),
     ],
 )
@@ -128,3 +108,55 @@ def test_gunicorn_stops_on_a_bad_value_with_one_line_naming_it(tmp_path: Path) -
     assert "EMBEDDER_HTTP_THREADS='lots' is not an integer" in out, out
     assert "Traceback" not in out, out
     assert not (tmp_path / "hero_embedder_provider").exists(), "nothing was bound"
+
+
+def test_settings_that_went_are_not_read_whatever_their_value() -> None:
+    assert not variables() & set(RETIRED)
+    old = {name: "not even a value" for name in RETIRED}
+    assert Settings.from_env(old) == Settings.from_env({})
+
+
+def test_gunicorn_config_is_the_same_with_the_settings_that_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What gunicorn reads of gunicorn.conf.py (worker recycling, its access log, its control
+    socket, ...) is the same whether or not an old configuration sets them."""
+    import runpy
+
+    from embedder.tools.launch import source_root
+
+    def config() -> dict[str, object]:
+        made = runpy.run_path(str(source_root() / "gunicorn.conf.py"))
+        plain = (bool, int, float, str, list, tuple, type(None))
+        return {k: v for k, v in made.items() if not k.startswith("__") and isinstance(v, plain)}
+
+    for name in [*RETIRED, "EMBEDDER_RESOLVED_BIND"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH_SOCKETS", "/run/test-sockets")
+    before = config()
+    for name in RETIRED:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("EMBEDDER_ACCESS_LOG", "-")
+    monkeypatch.setenv("EMBEDDER_CONTROL_SOCKET", "/run/test-sockets/ctl")
+    assert config() == before
+    assert "max_requests" not in before and "accesslog" not in before
+    assert before["control_socket_disable"] is True
+
+
+def test_unread_variables_are_named_with_what_to_do() -> None:
+    env = {
+        "EMBEDDER_SHARED_SESSIONS": "0",  # went
+        "EMBEDDER_WORKER": "2",  # misspelt
+        "EMBEDDER_COLOUR": "blue",  # nothing like it
+        "EMBEDDER_WORKERS": "1",  # a setting
+        "EMBEDDER_RESOLVED_BIND": "unix:/x",  # the master's own
+        "HOME": "/home/u",  # not ours
+    }
+    assert unread(env) == [
+        "EMBEDDER_COLOUR is not a setting of this service (ignored)",
+        "EMBEDDER_SHARED_SESSIONS is no longer read (ignored): a worker's runners always share "
+        "one session per model",
+        "EMBEDDER_WORKER is not a setting of this service (ignored); did you mean "
+        "EMBEDDER_WORKERS?",
+    ]
+    assert unread({name: "" for name in variables()}) == []

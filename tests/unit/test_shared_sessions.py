@@ -29,17 +29,21 @@ from embedder.catalog import STARTER
 from embedder.planning import RunLimits
 from embedder.memory import limit_arenas
 from embedder.loading import Opener
-from embedder.sessions import SessionConfig
+from embedder.sessions import SessionConfig, open_session
 from embedder.store.files import ModelStore
 root, model, runners, shared = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 rss = lambda: psutil.Process().memory_info().rss
 store = ModelStore(Path(root), STARTER, offline=True)
-opener = Opener(store, SessionConfig(threads=runners), RunLimits(), shared_session=shared)
+opener = Opener(store, SessionConfig(threads=runners), RunLimits())
 limit_arenas(2)  # as a worker does
 base = rss()
-batcher = opener.embedding(STARTER.get(model)).runner  # sessions opened, runners started
-sessions = len({id(e.session) for e in batcher._engines})
-print(json.dumps({"model_bytes": rss() - base, "sessions": sessions}))
+if shared:  # as the service opens it: sessions opened, runners started
+    sessions = {id(e.session) for e in opener.embedding(STARTER.get(model)).runner._engines}
+else:  # what a session per runner would hold (the layout before), opened here
+    spec = STARTER.get(model)
+    kept = [open_session(store.path(spec, spec.onnx), SessionConfig()) for _ in range(runners)]
+    sessions = {id(s) for s in kept}
+print(json.dumps({"model_bytes": rss() - base, "sessions": len(sessions)}))
 """
 
 
@@ -71,7 +75,8 @@ def test_model_memory_does_not_grow_with_runners(starter_store: ModelStore, mode
 
 @pytest.mark.slow
 def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> None:
-    """The probe can see the difference: 4 private sessions hold clearly more than one."""
+    """The probe can see the difference: 4 sessions of the model, one per runner (which the
+    service no longer opens), hold clearly more than the one the service shares."""
     model = "all-minilm-l6-v2"
     starter_store.ensure(STARTER.get(model))
     shared = _model_memory(starter_store, model, 4, shared=True)
@@ -80,7 +85,7 @@ def test_private_sessions_would_grow_with_runners(starter_store: ModelStore) -> 
     assert private["model_bytes"] >= 1.5 * shared["model_bytes"], (shared, private)
 
 
-def test_runners_share_the_first_encoder_by_default(starter_store: ModelStore) -> None:
+def test_runners_share_one_single_thread_encoder(starter_store: ModelStore) -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     starter_store.ensure(spec)
     opener = Opener(starter_store, SessionConfig(threads=3), RunLimits())

@@ -137,9 +137,7 @@ def lone(r: dict[str, Any]) -> list[str]:
         ]
         for x in rows
     ]
-    threads = rows[0].get("compute_threads", 1)
-    engine = f"engine p50 / max ms ({threads} t)"
-    head = ["level", "path", "p50 ms", "p99 ms", engine, "overhead ms"]
+    head = ["level", "path", "p50 ms", "p99 ms", "engine p50 / max ms (1 t)", "overhead ms"]
     head += ["paired overhead p50 / max ms", "c1 texts/s", "c1 vs limit"]
     head += ["c1 vs limit, no overhead"]
     return section(
@@ -147,12 +145,7 @@ def lone(r: dict[str, Any]) -> list[str]:
         head,
         cells,
         "_Overhead: the server's p50 minus the engine's p50 for the same texts one at a time on "
-        + (
-            "a single-thread session (what a runner has)"
-            if threads == 1
-            else f"a {threads}-thread session (what EMBEDDER_LONE_SESSION runs a lone text on)"
-        )
-        + "; paired: the median of per-text "
+        "a single-thread session (what a runner has); paired: the median of per-text "
         "differences (and the largest). The corpus mixes 5- and 256-token texts, so p99 is "
         "the longest texts' own compute (engine max): the paired columns say what the server "
         "adds. No overhead: 1000 / engine p50 as a share of the limit, the most c1 "

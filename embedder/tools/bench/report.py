@@ -57,7 +57,7 @@ def _target(
     return out | {"gap": None if met else gap}
 
 
-def _scenario_ratios(row: dict[str, Any], eng: dict[str, Any], runners_1t: bool) -> None:
+def _scenario_ratios(row: dict[str, Any], eng: dict[str, Any]) -> None:
     """Per-row ratios: vs the limit, vs the engine on request-shaped batches, idle overhead."""
     if "texts_per_s" not in row:
         return
@@ -66,11 +66,9 @@ def _scenario_ratios(row: dict[str, Any], eng: dict[str, Any], runners_1t: bool)
     if row["batch"] > 1 and eng.get("request_texts_per_s"):
         row["vs_engine_requests"] = row["texts_per_s"] / eng["request_texts_per_s"]
     if row["batch"] == 1 and row["concurrency"] == 1:
-        # A micro-batch runner is a single-thread session; without them (or for a lone text on
-        # the lone session), a worker's threads.
-        compute = eng["single_ms_1t"] if runners_1t else eng["single_ms"]
+        # A lone text runs on a micro-batch runner: a single-thread session.
+        compute = eng["single_ms_1t"]
         row["compute_p50_ms"] = median(list(compute.values()))
-        row["compute_threads"] = 1 if runners_1t else eng.get("threads")
         row["idle_overhead_ms"] = row["latency_ms"]["p50"] - row["compute_p50_ms"]
         served = row.get("per_text_ms", {})
         both = [k for k in served if k in compute]
@@ -89,22 +87,16 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
     by_model = {f"{lv['catalog']}:{lv['model']}": lv for lv in result.get("levels", [])}
     targets: list[dict[str, Any]] = []
     ratios: dict[str, Any] = {}
-    env = dict(result.get("options", {}).get("server_env") or [])
-    served = Settings.from_env(env)  # what the servers read from the same variables
-    micro = served.micro_batch
-    # A lone text then runs on an all-core session: its compute is the engine's on all cores.
-    lone_session = served.lone_session
     default = default_layout(result)
     shapes = result.get("options", {}).get("catalog") == "shapes"
     under_load = SERVER_90 if shapes else BATCHED
     for srv in result.get("servers", []):
         srv["default"] = srv["layout"] == default
-        threads = int(srv["layout"].split("x")[1])
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for row in srv.get("scenarios", []):
             eng = engines.get(row["level"])
             if eng is not None:
-                _scenario_ratios(row, eng, (micro and not lone_session) or threads == 1)
+                _scenario_ratios(row, eng)
             groups.setdefault((row["level"], row["transport"]), []).append(row)
         if len(result.get("servers", [])) > 1 and srv["layout"] != default:
             continue  # targets are for the default layout; the others are compared apart
@@ -186,7 +178,6 @@ def lone(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "p50_ms": row["latency_ms"].get("p50"),
                     "p99_ms": row["latency_ms"].get("p99"),
                     "compute_p50_ms": compute,
-                    "compute_threads": row.get("compute_threads", 1),
                     "overhead_ms": row["idle_overhead_ms"],
                     "overhead_paired_ms": row.get("idle_overhead_paired_ms"),
                     "overhead_paired_max_ms": row.get("idle_overhead_paired_max_ms"),

@@ -18,6 +18,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from embedder.batcher import Batcher
 from embedder.catalog import ModelSpec
 from embedder.loading import Opener
 from embedder.planning import RunLimits
@@ -98,11 +99,13 @@ def pooled_limit(
 ) -> dict[str, Any]:
     """pairs/s of `docs` against `query` as one planned set (tokenized once per round, its
     sub-batches pulled by a thread per runner on one single-thread session, as a worker's).
-    The scorer is opened without a micro-batcher: its runner threads would keep the session
-    (GB-sized) alive for the rest of the benchmark's process."""
-    opener = Opener(store, SessionConfig(threads=1), RunLimits(), micro_batching=False)
+    The scorer is taken from the served reranker and its micro-batcher closed at once: its
+    runner threads would keep the session (GB-sized) alive for the rest of the benchmark's
+    process."""
+    opener = Opener(store, SessionConfig(threads=1), RunLimits())
     reranker = opener.reranker(spec, None)
-    assert isinstance(reranker, CrossEncoderReranker)
+    assert isinstance(reranker, CrossEncoderReranker) and isinstance(reranker.runner, Batcher)
+    reranker.runner.close()
     scorer = reranker.scorer
     items = [Doc(str(i), d) for i, d in enumerate(docs)]
     pull([scorer] * threads, scorer.tokenize(query, items[: 2 * threads]))  # warm-up

@@ -11,17 +11,15 @@ import psutil
 
 from embedder.tools import launch
 
-# Inherited settings that would change what is measured (auth, extra surfaces, logs).
+# Inherited settings that would change what is measured (auth, extra surfaces, and
+# gunicorn's own options given outside the service's settings).
 _DROP = (
     "EMBEDDER_API_KEY",
     "EMBEDDER_TCP_EXPOSE",
-    "EMBEDDER_ACCESS_LOG",
     "EMBEDDER_CORES",
     "EMBEDDER_MODELS",
     "EMBEDDER_BIND",
-    "EMBEDDER_CONTROL_SOCKET",
-    "EMBEDDER_MAX_REQUESTS",
-    "EMBEDDER_MAX_REQUESTS_JITTER",
+    "GUNICORN_CMD_ARGS",
 )
 
 

@@ -174,25 +174,6 @@ def test_lone_tail_is_read_against_the_same_texts_compute() -> None:
     assert "20.50 / 38.00" in md and "1.75 / 3.00" in md
 
 
-def test_with_the_lone_session_a_lone_text_is_read_against_the_all_core_compute() -> None:
-    """EMBEDDER_LONE_SESSION=1 passed to the servers: a lone text runs on all cores, so its
-    overhead is taken over the engine's all-core time (2.0 ms), not one thread's (3.0 ms)."""
-    row: dict[str, Any] = {"level": "starter:2", "transport": "unix", "batch": 1}
-    row |= {"concurrency": 1, "texts_per_s": 300.0, "latency_ms": {"p50": 2.6}}
-    row |= {"per_text_ms": {"0": 2.5}}
-    level = _level("starter:2", "all-minilm-l6-v2-int8", "int8", 200.0)
-    level["engine"]["threads"] = 2
-    result: dict[str, Any] = {"levels": [level]}
-    result |= {"servers": [{"layout": "1x2", "catalog": "starter", "scenarios": [row]}]}
-    lone = report.analyse(result)["lone"][0]
-    assert lone["compute_p50_ms"] == 3.0 and lone["overhead_paired_ms"] == pytest.approx(-0.5)
-    options = {"corpus_size": 100, "server_env": [["EMBEDDER_LONE_SESSION", "1"]]}
-    lone = report.analyse(result | {"options": options})["lone"][0]
-    assert lone["compute_p50_ms"] == 2.0 and lone["overhead_paired_ms"] == pytest.approx(0.5)
-    md = report.markdown(result | {"lone": [lone]} | _markdown_context())
-    assert "engine p50 / max ms (2 t)" in md and "EMBEDDER_LONE_SESSION runs" in md
-
-
 def _markdown_context() -> dict[str, Any]:
     machine = {"cpu": "CPU", "cpu_flags": [], "cores": 2, "memory_gib": 1.0}
     machine |= {"onnxruntime": "1", "tokenizers": "1", "gunicorn": "1", "python": "3"}
