@@ -150,5 +150,37 @@ soak: install
 	$(PY) -m pip install --quiet -e '.[soak]' || echo "no matplotlib: the soak runs without its PNG"
 	$(PY) -m embedder.tools.soak --requests 50000 --seconds 7200 --out artifacts/soak $(SOAK_ARGS)
 
+# --- the container image (Containerfile) ---------------------------------------------------
+# Builds the image and starts it: /health must say ok and an embedding must come back over
+# TCP (deploy/container_check.sh). No registry serves base images on these machines, so the
+# Debian base is built from Debian packages (mmdebstrap) and imported once. pip inside the
+# build gets this machine's pip configuration as build secrets (deploy/pip_build_config.py).
+# PODMAN carries what these sandboxes need (runc, cgroupfs; containers.conf: no ulimits).
+# Not part of `make test` (a build takes minutes).
+IMAGE          ?= localhost/hero_embedder_provider:0.1.0
+CONTAINER_BASE ?= localhost/debian-base:bookworm
+CONTAINER_PORT ?= 18092
+PODMAN         ?= podman --runtime runc --cgroup-manager=cgroupfs
+container container-base: export CONTAINERS_CONF ?= $(CURDIR)/deploy/containers.conf
+.PHONY: container container-base container-deps
+container: container-base
+	rm -rf .cache/container && $(PYTHON) deploy/pip_build_config.py .cache/container
+	$(PODMAN) build --network=host --build-arg BASE=$(CONTAINER_BASE) \
+		--secret id=pip.conf,src=.cache/container/pip.conf \
+		--secret id=pip-cert,src=.cache/container/pip-cert -f Containerfile -t $(IMAGE) .
+	PODMAN="$(PODMAN)" deploy/container_check.sh $(IMAGE) $(CONTAINER_PORT)
+
+container-base: container-deps
+	$(PODMAN) image exists $(CONTAINER_BASE) || { mkdir -p .cache \
+		&& mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+			bookworm .cache/debian-base.tar \
+		&& $(PODMAN) import .cache/debian-base.tar $(CONTAINER_BASE) \
+		&& rm .cache/debian-base.tar; }
+
+container-deps:
+	@(command -v podman && command -v runc && command -v mmdebstrap) >/dev/null || ( \
+		echo "make: installing Debian packages podman runc mmdebstrap with apt-get (make container builds and runs the image)"; \
+		apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts
