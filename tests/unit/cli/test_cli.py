@@ -128,18 +128,6 @@ def test_bench_delegates_or_says_it_is_missing(
     assert seen == [["--quick", "-n", "3"]]
 
 
-def test_serve_execs_gunicorn_with_the_project_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, list[str], dict[str, str]]] = []
-    monkeypatch.setattr(os, "execve", lambda *a: calls.append(a))
-    assert run("--catalog", "starter", "serve", "--workers", "3", "-b", "unix:/x") == cli.FAILURE
-    ((exe, argv, env),) = calls
-    assert exe == sys.executable
-    conf = str(ROOT / "gunicorn.conf.py")
-    assert argv[1:] == ["-m", "gunicorn", "-c", conf, "--workers", "3", "-b", "unix:/x"]
-    assert env["EMBEDDER_CATALOG"] == "starter"
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
-
-
 # --- status against a stand-in JSON-RPC server ----------------------------------------------
 
 
