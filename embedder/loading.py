@@ -14,6 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from embedder.backends.calibration import Probe, embedding_probe, pair_probe
+from embedder.backends.choice import Runtime
+from embedder.backends.runtimes import Runtimes
 from embedder.batcher import Batcher, Engine, Inline
 from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding, TextEncoder
@@ -38,6 +41,7 @@ class Opener:
     max_queue_wait: float = 10.0
     shared_session: bool = True  # the runners of a model share one session (see `embedding`)
     lone_session: bool = False  # and an all-core one for lone texts (see `embedding`)
+    runtimes: Runtimes | None = None  # which runtime serves each model; None: ONNX Runtime
 
     @property
     def max_request_wait(self) -> float:
@@ -58,17 +62,32 @@ class Opener:
             path = external_copy(path, self.store.root / spec.id)
         return path
 
+    def _session(self, spec: ModelSpec, config: SessionConfig, probe: Probe) -> Any:
+        """A session on the model's graph, on the runtime `runtimes` chooses for the model
+        (at its first session, timed and checked on `probe`), else ONNX Runtime."""
+        assert spec.onnx
+        graph = self.graph(spec, spec.onnx, config)
+        if self.runtimes is None:
+            return open_session(graph, config)
+        return self.runtimes.open(spec, graph, config, probe)
+
+    def runtime(self, spec: ModelSpec) -> Runtime:
+        """What computes `spec` (a cosine scorer: its embedding model's runtime)."""
+        model = spec.embedder if spec.scorer == "cosine" and spec.embedder else spec.id
+        chosen = self.runtimes.runtime(model) if self.runtimes else None
+        return chosen or Runtime("onnxruntime", self.store.catalog.get(model).precision)
+
     def _encoder(
         self, spec: ModelSpec, config: SessionConfig, like: TextEncoder | None = None
     ) -> TextEncoder:
         """An encoder on a session of its own; one made `like` another shares its tokenizer
         (only the first tokenizes: the others are runners' engines, which only run rows)."""
         assert spec.onnx and spec.tokenizer
-        session = open_session(self.graph(spec, spec.onnx, config), config)
         if like is not None:
             tok = like.tokenizer
         else:
             tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
+        session = self._session(spec, config, embedding_probe(spec, tok, self.run_limits))
         return TextEncoder(spec, session, tok, self.run_limits)
 
     def embedding(
@@ -88,7 +107,8 @@ class Opener:
         if not self.micro_batching:
             encoder = self._encoder(spec, self.session_config)
             return Embedding(encoder, Inline(encoder))
-        one = replace(self.session_config, threads=1)
+        streams = self.runners if self.shared_session else 1
+        one = replace(self.session_config, threads=1, streams=streams)
         first = self._encoder(spec, one)
         engines = [first] * self.runners
         if not self.shared_session:
@@ -135,16 +155,11 @@ class Opener:
         assert spec.onnx and spec.tokenizer
         config = self.session_config
         if self.micro_batching:
-            config = replace(config, threads=1)
-        session = open_session(self.graph(spec, spec.onnx, config), config)
+            config = replace(config, threads=1, streams=self.runners)
         tok_path = self.store.path(spec, spec.tokenizer)
-        scorer = PairScorer(
-            spec,
-            session,
-            load_tokenizer(tok_path, spec.max_tokens),
-            load_tokenizer(tok_path, spec.max_tokens),
-            self.run_limits,
-        )
+        toks = [load_tokenizer(tok_path, spec.max_tokens) for _ in range(2)]  # see PairScorer
+        session = self._session(spec, config, pair_probe(spec, toks[0], toks[1], self.run_limits))
+        scorer = PairScorer(spec, session, toks[0], toks[1], self.run_limits)
         if not self.micro_batching:
             return CrossEncoderReranker(scorer)
         return CrossEncoderReranker(scorer, self._batcher(spec, [scorer] * self.runners, observe))
@@ -274,6 +289,7 @@ class Loader:
                     self.batchers[spec.id] = reranker.runner
                 self.rerankers[spec.id] = reranker
             st.load_seconds = round(time.time() - st.started, 3)
+            st.runtime = self.opener.runtime(spec)
             st.state, st.error, st.cause = "ready", None, None  # an earlier failure is over
             log.info("model %s ready in %.1fs", spec.id, st.load_seconds)
         except EmbedderError as exc:

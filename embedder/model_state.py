@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from embedder.backends.choice import Runtime
 from embedder.errors import EmbedderError
 
 log = logging.getLogger("embedder.service")
@@ -27,6 +28,7 @@ class ModelStatus:
     started: float | None = None
     retry: bool = False  # failed to download: tried again later
     retry_at: float | None = None  # time.time() of the next try
+    runtime: Runtime | None = None  # what computes it, once loaded
 
     def failed(self, exc: EmbedderError, *, retry: bool) -> None:
         """Record a domain error; its `cause` detail (if any) is kept apart from its own part."""

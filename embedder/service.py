@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from embedder import work
+from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.batcher import Batcher
 from embedder.catalog import Catalog, ModelSpec
 from embedder.encoder import Embeddings, shorten
@@ -48,6 +49,7 @@ class Service:
         micro_batching: bool = True,
         shared_sessions: bool = True,
         lone_session: bool = False,
+        backends: BackendPolicy | None = None,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: Board | None = None,
@@ -55,6 +57,8 @@ class Service:
         self.catalog = catalog
         self.store = store
         self.limits = limits or RequestLimits()
+        # None: ONNX Runtime alone (tools, tests); the server passes EMBEDDER_BACKEND's.
+        runtimes = Runtimes(backends, store) if backends is not None else None
         opener = Opener(
             store,
             session_config or SessionConfig(),
@@ -63,11 +67,12 @@ class Service:
             max_queue_wait=max_queue_wait,
             shared_session=shared_sessions,
             lone_session=lone_session,
+            runtimes=runtimes,
         )
         self.specs = _served_specs(catalog, models)
         # Every run (and every model's load) is inside `self.activity`; freed memory goes back
         # once idle.
-        self.activity = IdleTrim(idle_trim)
+        self.activity = IdleTrim(idle_trim, release=runtimes.release if runtimes else None)
         self.loader = Loader(
             self.specs,
             store,

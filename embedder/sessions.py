@@ -50,6 +50,7 @@ class SessionConfig:
     shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers
     spinning: bool = True  # intra-op threads spin-wait between parallel sections
     spin_stop: bool = False  # ... but stop as soon as the last concurrent run returns
+    streams: int = 1  # runs that share the session at once (OpenVINO plans a stream for each)
 
 
 def _ort() -> Any:
