@@ -50,6 +50,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+BACKENDS = ("auto", "onnxruntime", "openvino")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -107,6 +108,8 @@ class Settings:
     micro_batch: bool = True  # concurrent requests in a worker share ONNX Runtime runs
     shared_sessions: bool = True  # a worker's runners share one session per model
     lone_session: bool = False  # + an all-core session per embedding model for lone texts
+    backend: str = "auto"  # auto | onnxruntime | openvino: the runtime of each model
+    exact_fp32: bool = False  # FP32 levels and rerankers compute in FP32, never BF16
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
     idle_trim: float = 1.0  # seconds idle before freed memory goes back to the system; 0: never
     max_batch: int = 32
@@ -159,6 +162,8 @@ class Settings:
             micro_batch=_bool(env, "EMBEDDER_MICRO_BATCH", True),
             shared_sessions=_bool(env, "EMBEDDER_SHARED_SESSIONS", True),
             lone_session=_bool(env, "EMBEDDER_LONE_SESSION", False),
+            backend=_choice(env, "EMBEDDER_BACKEND", "auto", BACKENDS),
+            exact_fp32=_bool(env, "EMBEDDER_EXACT_FP32", False),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),
             idle_trim=_float(env, "EMBEDDER_IDLE_TRIM", 1.0),
             max_batch=_int(env, "EMBEDDER_MAX_BATCH", 32, 1),

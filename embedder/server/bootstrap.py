@@ -7,6 +7,7 @@ from typing import Any
 
 import falcon
 
+from embedder.backends.runtimes import BackendPolicy
 from embedder.catalog_file import load_catalog
 from embedder.limits import RequestLimits
 from embedder.planning import RunLimits
@@ -37,6 +38,7 @@ def build_service(settings: Settings, board: WorkerBoard | None = None) -> Servi
         micro_batching=settings.micro_batch,
         shared_sessions=settings.shared_sessions,
         lone_session=settings.lone_session,
+        backends=BackendPolicy(settings.backend, settings.exact_fp32),
         max_queue_wait=settings.max_queue_wait,
         idle_trim=settings.idle_trim,
         board=board,
