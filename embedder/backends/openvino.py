@@ -98,8 +98,8 @@ class OpenVinoSession:
         self._inputs = [_port(p) for p in compiled.inputs]
         self._outputs = [_port(p) for p in compiled.outputs]
         self._lock = threading.Lock()
-        self._idle = [compiled.create_infer_request() for _ in range(max(1, requests))]
-        self._keep = len(self._idle)
+        self._idle: list[Any] = []  # made on first need: a runner that never runs costs none
+        self._keep = max(1, requests)
         self._busy = 0
 
     def run(self, outputs: list[str], feeds: dict[str, Any]) -> list[Any]:
