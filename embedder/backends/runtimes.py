@@ -114,6 +114,7 @@ class Runtimes:
         if not self._probed:
             self._probed = True
             try:
+                ov.version()  # imports the package
                 if self._bf16 is None:
                     self._bf16 = ov.bf16_units()
             except ov.Unavailable as exc:
@@ -172,7 +173,7 @@ class Runtimes:
             return self._open(chosen.candidate, chosen.graph, config)
         found = self.candidates(spec)
         if self.policy.backend == OPENVINO:
-            opened = self._forced(spec, found, graph, config)
+            opened = self._forced(spec, found, graph, config, probe)
         elif len(found) == 1:
             why = "the only candidate on this CPU"
             if self.policy.backend == ONNXRUNTIME:
@@ -208,17 +209,25 @@ class Runtimes:
             session.release()
 
     def _forced(
-        self, spec: ModelSpec, found: list[Candidate], graph: Path, config: SessionConfig
+        self,
+        spec: ModelSpec,
+        found: list[Candidate],
+        graph: Path,
+        config: SessionConfig,
+        probe: Probe,
     ) -> _Opened:
+        """OpenVINO unchecked and untimed, once it has run the calibration batch (which
+        also warms it up): a graph it reads but cannot run falls back too."""
         wanted = next((c for c in found if c.backend == OPENVINO), None)
         if wanted is None:
             why = self._openvino or f"no OpenVINO form of a {spec.precision} level on this CPU"
         else:
             try:
                 session = self._open(wanted, self._graph(wanted, graph, spec), config)
+                probe(session)()
                 return _Opened(session, wanted, "EMBEDDER_BACKEND=openvino")
-            except ov.Unavailable as exc:
-                why = str(exc)
+            except Exception as exc:  # an unreadable graph, a failing run
+                why = _said(exc)
         session = self._open(found[0], graph, config)
         return _Opened(session, found[0], f"EMBEDDER_BACKEND=openvino, but {why}", True)
 

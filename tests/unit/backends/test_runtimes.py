@@ -338,3 +338,36 @@ def test_openvino_batch_memory_goes_back_when_the_worker_is_idle(root: Path) -> 
     now[0] = 2.0
     assert trim.trim_if_due() and calls == ["trim"]
     assert _rss() - before < grown / 2, (grown, _rss() - before)
+
+
+class Broken(Skewed):
+    """A candidate that opens but cannot run (a graph OpenVINO reads and then rejects)."""
+
+    def run(self, outputs: list[str], feeds: dict[str, Any]) -> list[Any]:
+        raise RuntimeError("Exception from src/plugins/intel_cpu: cannot infer shape")
+
+
+def test_forced_openvino_that_opens_but_cannot_run_falls_back(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(path: Path, config: SessionConfig, precision: str) -> Broken:
+        return Broken(open_session(path, config))
+
+    rt = runtimes(root, "openvino", openers={"openvino": broken})
+    with caplog.at_level(logging.INFO, logger="embedder.backends"):
+        served = serve(rt)
+    assert rt.runtime(PARA.id) == Runtime("onnxruntime", "fp32")
+    (line,) = warnings(caplog)
+    assert "cannot infer shape" in line and "EMBEDDER_BACKEND=openvino" in line
+    assert served.embed(TEXTS).vectors.shape == (3, 384)
+
+
+def test_injected_bf16_units_without_the_package_still_fall_back(
+    root: Path, no_openvino: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="embedder.backends"):
+        rt = runtimes(root, bf16=True, timer=never)
+        serve(rt, INT8)
+    assert rt.runtime(INT8.id) == Runtime("onnxruntime", "int8")
+    (line,) = warnings(caplog)
+    assert "not installed" in line
