@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,8 +49,8 @@ log = logging.getLogger("embedder.backends")
 
 # path, config, precision -> a session (`run`, `get_inputs`, `get_outputs`)
 SessionOpener = Callable[[Path, SessionConfig, str], Any]
-# warm runs by candidate label, seconds of budget each -> best seconds by label
-Timer = Callable[[Mapping[str, Callable[[], object]], float], dict[str, float]]
+# warm runs by candidate label, seconds of budget each, the clock -> least seconds by label
+Timer = Callable[[Mapping[str, Callable[[], object]], float, Callable[[], float]], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,10 @@ class Runtimes:
                 failed[c] = Measured(c, fidelity=fidelities[c], error=off)
                 continue
             sessions[c], runs[c] = session, run
-        times = self.timer({c.label: r for c, r in runs.items()}, self.policy.budget)
+        # One thread per run: CPU time, which siblings loading at the same moment leave
+        # alone; a run on several threads would count its spinning too: wall time then.
+        clock = time.process_time if config.threads == 1 else time.perf_counter
+        times = self.timer({c.label: r for c, r in runs.items()}, self.policy.budget, clock)
         measured = [failed.get(c) or Measured(c, times[c.label], fidelities.get(c)) for c in found]
         return measured, sessions
 

@@ -131,7 +131,8 @@ def test_time_alternately_alternates_keeps_the_best_and_stops_at_the_budget():
 
         return go
 
-    best = time_alternately({"a": run("a"), "b": run("b")}, budget=0.1, rounds=9, clock=clock)
+    runs = {"a": run("a"), "b": run("b")}
+    best = time_alternately(runs, budget=0.1, clock=clock, rounds=9, wall=clock)
     assert order[:4] == ["a", "b", "a", "b"]
     assert len(order) == 6  # 3 rounds: the 0.2 s budget for both is spent after the third
     assert best == {"a": pytest.approx(0.03), "b": pytest.approx(0.01)}
@@ -143,4 +144,18 @@ def test_time_alternately_runs_one_round_even_when_a_run_outlasts_the_budget():
     def slow() -> None:
         clock.now += 5.0
 
-    assert time_alternately({"x": slow}, budget=0.1, clock=clock) == {"x": 5.0}
+    assert time_alternately({"x": slow}, budget=0.1, clock=clock, wall=clock) == {"x": 5.0}
+
+
+def test_time_alternately_measures_on_its_clock_within_a_wall_budget():
+    """CPU time measured, wall time bounded: a loaded machine stretches the wall time of
+    each run (here 4x its CPU time), which must end the timing, not skew it."""
+    cpu, wall = FakeClock(), FakeClock()
+
+    def run() -> None:
+        cpu.now += 0.01
+        wall.now += 0.04
+
+    best = time_alternately({"x": run}, budget=0.1, clock=cpu, rounds=50, wall=wall)
+    assert best == {"x": pytest.approx(0.01)}
+    assert wall.now == pytest.approx(0.12)  # three runs: the 0.1 s of wall time spent

@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -38,12 +39,14 @@ INT8 = STARTER.get("all-minilm-l6-v2-int8")
 TEXTS = ["a lone query about the weather", "another text " * 30, "kurz"]
 
 
-def fixed(
-    **seconds: float,
-) -> Callable[[Mapping[str, Callable[[], object]], float], dict[str, float]]:
+Runs = Mapping[str, Callable[[], object]]
+Timer = Callable[[Runs, float, Callable[[], float]], dict[str, float]]
+
+
+def fixed(**seconds: float) -> Timer:
     """A timer that runs each candidate once and says it took `seconds[backend]`."""
 
-    def timer(runs: Mapping[str, Callable[[], object]], budget: float) -> dict[str, float]:
+    def timer(runs: Runs, budget: float, clock: Callable[[], float]) -> dict[str, float]:
         for run in runs.values():
             run()
         return {label: seconds[label.split()[0]] for label in runs}
@@ -51,7 +54,7 @@ def fixed(
     return timer
 
 
-def never(runs: Mapping[str, Callable[[], object]], budget: float) -> dict[str, float]:
+def never(runs: Runs, budget: float, clock: Callable[[], float]) -> dict[str, float]:
     raise AssertionError("measured again")
 
 
@@ -371,3 +374,24 @@ def test_injected_bf16_units_without_the_package_still_fall_back(
     assert rt.runtime(INT8.id) == Runtime("onnxruntime", "int8")
     (line,) = warnings(caplog)
     assert "not installed" in line
+
+
+def test_single_thread_runs_are_timed_in_cpu_time_and_wider_ones_in_wall_time(
+    root: Path,
+) -> None:
+    clocks: list[Callable[[], float]] = []
+
+    def spy(runs: Runs, budget: float, clock: Callable[[], float]) -> dict[str, float]:
+        clocks.append(clock)
+        return OV_FASTER(runs, budget, clock)
+
+    serve(runtimes(root, timer=spy), runners=2)  # the runner layout: a thread per run
+    inline = Opener(
+        ModelStore(root, STARTER, offline=True),
+        SessionConfig(threads=2),
+        RunLimits(),
+        micro_batching=False,
+        runtimes=runtimes(root, timer=spy),
+    )
+    inline.embedding(PARA)
+    assert clocks == [time.process_time, time.perf_counter]
