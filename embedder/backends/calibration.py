@@ -1,6 +1,8 @@
-"""The fixed calibration batch a model's candidate runtimes are timed and checked on at load:
-a few real sentences of mixed length through the engine's own steps (tokenizer, runner's
-run, pooling), so what is compared is what the service would return, not raw graph output.
+"""The fixed calibration work a model's candidate runtimes are timed and checked on at load:
+a batch of real sentences of mixed length, and one of them alone (a runtime may be faster on
+batches and slower on a lone text, where latency is what counts), through the engine's own
+steps (tokenizer, runner's run, pooling), so what is compared is what the service would
+return, not raw graph output.
 
 Small on purpose: timing stays within a few hundred ms per candidate even for the largest
 levels on one core.
@@ -19,8 +21,10 @@ from embedder.encoder import TextEncoder
 from embedder.planning import RunLimits
 from embedder.reranker import Doc, PairScorer
 
-# A session -> one run of the calibration batch on it (pooled rows, or one logit per pair).
-Probe = Callable[[Any], Callable[[], np.ndarray]]
+# A session -> its runs: "batch" (the calibration batch: pooled rows, or a logit per pair)
+# and "lone" (its first text alone).
+Runs = dict[str, Callable[[], np.ndarray]]
+Probe = Callable[[Any], Runs]
 
 TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
@@ -36,11 +40,14 @@ QUERY = "what do plants make from sunlight?"
 
 
 def embedding_probe(spec: ModelSpec, tokenizer: Tokenizer, limits: RunLimits) -> Probe:
-    def probe(session: Any) -> Callable[[], np.ndarray]:
+    def probe(session: Any) -> Runs:
         encoder = TextEncoder(spec, session, tokenizer, limits)
         batch = encoder.tokenize(TEXTS)
         rows = np.arange(len(TEXTS))
-        return lambda: encoder.run_rows(batch, rows)
+        return {
+            "batch": lambda: encoder.run_rows(batch, rows),
+            "lone": lambda: encoder.run_rows(batch, rows[:1]),
+        }
 
     return probe
 
@@ -50,10 +57,13 @@ def pair_probe(
 ) -> Probe:
     docs = [Doc(str(i), t) for i, t in enumerate(TEXTS)]
 
-    def probe(session: Any) -> Callable[[], np.ndarray]:
+    def probe(session: Any) -> Runs:
         scorer = PairScorer(spec, session, tokenizer, tokenizer_longest, limits)
         batch = scorer.tokenize(QUERY, docs)
         rows = np.arange(len(docs))
-        return lambda: scorer.run_rows(batch, rows)
+        return {
+            "batch": lambda: scorer.run_rows(batch, rows),
+            "lone": lambda: scorer.run_rows(batch, rows[:1]),
+        }
 
     return probe

@@ -221,11 +221,11 @@ class Runtimes:
         also warms it up): a graph it reads but cannot run falls back too."""
         wanted = next((c for c in found if c.backend == OPENVINO), None)
         if wanted is None:
-            why = self._openvino or f"no OpenVINO form of a {spec.precision} level on this CPU"
+            why = self._openvino or f"an {spec.precision.upper()} level has no OpenVINO form here"
         else:
             try:
                 session = self._open(wanted, self._graph(wanted, graph, spec), config)
-                probe(session)()
+                probe(session)["batch"]()
                 return _Opened(session, wanted, "EMBEDDER_BACKEND=openvino")
             except Exception as exc:  # an unreadable graph, a failing run
                 why = _said(exc)
@@ -318,12 +318,14 @@ class Runtimes:
         record = found[0]
         sessions = {record: self._open(record, graph, config)}
         runs = {record: probe(sessions[record])}
-        reference = runs[record]()  # the record's warm-up run
+        reference = runs[record]["batch"]()  # the record's warm-up run
         failed: dict[Candidate, Measured] = {}
         if record.precision != "fp32":  # an INT8 level: its FP32 source on ORT, for one run
             try:
                 fp32 = Candidate(ONNXRUNTIME, "fp32", "fp32")
-                reference = probe(self._open(fp32, self._graph(fp32, graph, spec), config))()
+                fp32_session = self._open(fp32, self._graph(fp32, graph, spec), config)
+                reference = probe(fp32_session)["batch"]()
+                del fp32_session  # not kept while the candidates are timed
             except Exception as exc:
                 failed = {
                     c: Measured(c, error=f"no FP32 reference: {_said(exc)}") for c in found[1:]
@@ -335,7 +337,7 @@ class Runtimes:
             try:
                 session = self._open(c, self._graph(c, graph, spec), config)
                 run = probe(session)
-                fidelities[c] = fidelity(reference, run())  # also its warm-up run
+                fidelities[c] = fidelity(reference, run["batch"]())  # also its warm-up run
             except Exception as exc:  # an unreadable graph, a failing run: left out
                 failed[c] = Measured(c, error=_said(exc))
                 continue
@@ -347,8 +349,17 @@ class Runtimes:
         # One thread per run: CPU time, which siblings loading at the same moment leave
         # alone; a run on several threads would count its spinning too: wall time then.
         clock = time.process_time if config.threads == 1 else time.perf_counter
-        times = self.timer({c.label: r for c, r in runs.items()}, self.policy.budget, clock)
-        measured = [failed.get(c) or Measured(c, times[c.label], fidelities.get(c)) for c in found]
+        for r in runs.values():
+            r["lone"]()  # warm: a new shape
+        timed = {f"{c.label}|{k}": fn for c, r in runs.items() for k, fn in r.items()}
+        times = self.timer(timed, self.policy.budget, clock)
+        measured = [
+            failed.get(c)
+            or Measured(
+                c, times[f"{c.label}|batch"], fidelities.get(c), lone=times[f"{c.label}|lone"]
+            )
+            for c in found
+        ]
         return measured, sessions
 
 

@@ -83,6 +83,16 @@ def test_within_the_margin_the_engine_of_record_stays():
     assert choose([Measured(ORT32, 0.0100), Measured(OV32, 0.0090, 1.0)]).candidate == OV32
 
 
+def test_faster_on_batches_but_slower_on_a_lone_text_keeps_the_engine_of_record():
+    """Measured here (AVX2): OpenVINO FP32 1.1x ORT on 32-text batches, 0.8x on lone texts."""
+    record = Measured(ORT32, 0.010, lone=0.0020)
+    slower_alone = Measured(OV32, 0.008, 1.0, lone=0.0025)
+    assert choose([record, slower_alone]).candidate == ORT32
+    both = Measured(OV16, 0.004, 0.99999, lone=0.0012)
+    assert choose([record, slower_alone, both]).candidate == OV16
+    assert "lone text 1.2 ms" in both.describe()
+
+
 def test_a_candidate_that_failed_to_open_is_left_out():
     failed = Measured(OV32, error="OpenVINO cannot compile model.onnx: unsupported operator")
     assert choose([Measured(ORT8, 0.010), failed]).candidate == ORT8

@@ -261,7 +261,7 @@ def test_forcing_openvino_on_an_int8_level_without_bf16_units_keeps_the_int8_fil
         serve(rt, INT8)
     assert rt.runtime(INT8.id) == Runtime("onnxruntime", "int8")
     (line,) = warnings(caplog)
-    assert "no OpenVINO form of a int8 level" in line
+    assert "an INT8 level has no OpenVINO form here" in line
 
 
 def test_forcing_openvino_serves_the_same_vectors(root: Path) -> None:
