@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -34,13 +35,12 @@ from embedder.backends.choice import (
     ONNXRUNTIME,
     OPENVINO,
     Candidate,
-    Measured,
     Runtime,
     candidates,
     choose,
-    fidelity,
     time_alternately,
 )
+from embedder.backends.measuring import measure, said
 from embedder.catalog import BuiltFile, ModelSpec, SharedFile
 from embedder.sessions import SessionConfig, open_session
 from embedder.store.files import ModelStore
@@ -103,6 +103,7 @@ class Runtimes:
         self._probed = False
         self.chosen: dict[str, _Chosen] = {}
         self._releasable: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions with `release`
+        self._releasable_lock = threading.Lock()  # the idle trim reads it, the loader adds
 
     # --- what this machine offers -------------------------------------------------------
 
@@ -200,13 +201,16 @@ class Runtimes:
     def _open(self, candidate: Candidate, graph: Path, config: SessionConfig) -> Any:
         session = self.openers[candidate.backend](graph, config, candidate.precision)
         if callable(getattr(session, "release", None)):
-            self._releasable.add(session)
+            with self._releasable_lock:
+                self._releasable.add(session)
         return session
 
     def release(self) -> None:
         """Give back the batch memory the sessions hold beyond malloc's heap (the worker's
         idle trim calls this; a session under way is left for the next trim)."""
-        for session in list(self._releasable):
+        with self._releasable_lock:
+            sessions = list(self._releasable)
+        for session in sessions:
             session.release()
 
     def _forced(
@@ -228,7 +232,7 @@ class Runtimes:
                 probe(session)["batch"]()
                 return _Opened(session, wanted, "EMBEDDER_BACKEND=openvino")
             except Exception as exc:  # an unreadable graph, a failing run
-                why = _said(exc)
+                why = said(exc)
         session = self._open(found[0], graph, config)
         return _Opened(session, found[0], f"EMBEDDER_BACKEND=openvino, but {why}", True)
 
@@ -268,7 +272,15 @@ class Runtimes:
             opened = self._kept(spec, found, graph, config, kept) if kept else None
             if opened is not None:
                 return opened
-            measured, sessions = self._measure(spec, found, graph, config, probe)
+            # One thread per run: CPU time, which siblings loading at the same moment leave
+            # alone; a run on several threads would count its spinning too: wall time then.
+            clock = time.process_time if config.threads == 1 else time.perf_counter
+            measured, sessions = measure(
+                found,
+                lambda c: self._open(c, self._graph(c, graph, spec), config),
+                probe,
+                lambda runs: self.timer(runs, self.policy.budget, clock),
+            )
             best = choose(measured)
             choice = {f: getattr(best.candidate, f) for f in _CHOICE_FIELDS}
             said = [m.describe() for m in measured]
@@ -304,64 +316,6 @@ class Runtimes:
             return _Opened(session, c, f"as measured on {kept.get('at', '?')}: {said}")
         return None
 
-    def _measure(
-        self,
-        spec: ModelSpec,
-        found: list[Candidate],
-        graph: Path,
-        config: SessionConfig,
-        probe: Probe,
-    ) -> tuple[list[Measured], dict[Candidate, Any]]:
-        """Open every candidate, check each against the level's FP32 ORT output, time those
-        that pass in alternate rounds. ONNX Runtime failing on the level's own file fails the
-        model, as it always did; any other candidate failing only leaves it out."""
-        record = found[0]
-        sessions = {record: self._open(record, graph, config)}
-        runs = {record: probe(sessions[record])}
-        reference = runs[record]["batch"]()  # the record's warm-up run
-        failed: dict[Candidate, Measured] = {}
-        if record.precision != "fp32":  # an INT8 level: its FP32 source on ORT, for one run
-            try:
-                fp32 = Candidate(ONNXRUNTIME, "fp32", "fp32")
-                fp32_session = self._open(fp32, self._graph(fp32, graph, spec), config)
-                reference = probe(fp32_session)["batch"]()
-                del fp32_session  # not kept while the candidates are timed
-            except Exception as exc:
-                failed = {
-                    c: Measured(c, error=f"no FP32 reference: {_said(exc)}") for c in found[1:]
-                }
-        fidelities: dict[Candidate, float] = {}
-        for c in found[1:]:
-            if c in failed:
-                continue
-            try:
-                session = self._open(c, self._graph(c, graph, spec), config)
-                run = probe(session)
-                fidelities[c] = fidelity(reference, run["batch"]())  # also its warm-up run
-            except Exception as exc:  # an unreadable graph, a failing run: left out
-                failed[c] = Measured(c, error=_said(exc))
-                continue
-            if not fidelities[c] >= c.min_cosine:
-                off = f"min cosine {fidelities[c]:.6f} < {c.min_cosine} vs onnxruntime fp32"
-                failed[c] = Measured(c, fidelity=fidelities[c], error=off)
-                continue
-            sessions[c], runs[c] = session, run
-        # One thread per run: CPU time, which siblings loading at the same moment leave
-        # alone; a run on several threads would count its spinning too: wall time then.
-        clock = time.process_time if config.threads == 1 else time.perf_counter
-        for r in runs.values():
-            r["lone"]()  # warm: a new shape
-        timed = {f"{c.label}|{k}": fn for c, r in runs.items() for k, fn in r.items()}
-        times = self.timer(timed, self.policy.budget, clock)
-        measured = [
-            failed.get(c)
-            or Measured(
-                c, times[f"{c.label}|batch"], fidelities.get(c), lone=times[f"{c.label}|lone"]
-            )
-            for c in found
-        ]
-        return measured, sessions
-
 
 _CHOICE_FIELDS = ("backend", "precision", "graph")
 
@@ -372,8 +326,3 @@ class _Opened:
     candidate: Candidate
     why: str  # for the log line
     fell_back: bool = False  # OpenVINO was wanted and could not serve
-
-
-def _said(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
