@@ -141,17 +141,18 @@ class Runtimes:
         )
 
     def _fp32_graph(self, spec: ModelSpec) -> Path | None:
-        """The FP32 file an INT8 level is built from (its recipe's input), when it has one."""
-        if spec.onnx is None:
+        """The FP32 file an INT8 level is built from (its recipe's input), when it is there."""
+        if spec.onnx is None or spec.precision != "int8":
             return None
         origin = spec.file(spec.onnx).origin
         if not isinstance(origin, BuiltFile) or len(origin.inputs) != 1:
             return None
         source: SharedFile = origin.inputs[0]
         try:
-            return self.store.path(self.store.catalog.get(source.model), source.name)
+            path = self.store.path(self.store.catalog.get(source.model), source.name)
         except Exception:  # not in this catalog, or its package went away: no such candidate
             return None
+        return path if path.is_file() else None
 
     def _graph(self, candidate: Candidate, own: Path, spec: ModelSpec) -> Path:
         if candidate.graph == "own":
@@ -283,10 +284,10 @@ class Runtimes:
             )
             best = choose(measured)
             choice = {f: getattr(best.candidate, f) for f in _CHOICE_FIELDS}
-            said = [m.describe() for m in measured]
-            self.cache.put(spec.id, key, {"choice": choice, "measured": said})
+            lines = [m.describe() for m in measured]
+            self.cache.put(spec.id, key, {"choice": choice, "measured": lines})
             failed = any(m.error is not None for m in measured)
-            return _Opened(sessions[best.candidate], best.candidate, "; ".join(said), failed)
+            return _Opened(sessions[best.candidate], best.candidate, "; ".join(lines), failed)
         finally:
             if lock is not None:
                 lock.release()
@@ -312,8 +313,8 @@ class Runtimes:
                     "model %s: the kept %s fails (%s); measuring again", spec.id, c.label, exc
                 )
                 return None
-            said = "; ".join(str(m) for m in kept.get("measured", []))
-            return _Opened(session, c, f"as measured on {kept.get('at', '?')}: {said}")
+            lines = "; ".join(str(m) for m in kept.get("measured", []))
+            return _Opened(session, c, f"as measured on {kept.get('at', '?')}: {lines}")
         return None
 
 

@@ -395,3 +395,11 @@ def test_single_thread_runs_are_timed_in_cpu_time_and_wider_ones_in_wall_time(
     )
     inline.embedding(PARA)
     assert clocks == [time.process_time, time.perf_counter]
+
+
+def test_an_int8_level_whose_fp32_source_is_gone_keeps_its_int8_file(root: Path) -> None:
+    (root / "all-minilm-l6-v2" / "model.onnx").unlink()  # the INT8 file stays
+    rt = runtimes(root, bf16=True, timer=never)
+    assert [c.label for c in rt.candidates(INT8)] == ["onnxruntime int8"]
+    serve(rt, INT8)
+    assert rt.runtime(INT8.id) == Runtime("onnxruntime", "int8")
