@@ -151,6 +151,7 @@ function renderModels(models) {
       h("td", {}, m.level ? `Q${m.level}` : "—"),
       h("td", { class: "num" }, m.dims ?? "—"),
       h("td", {}, m.precision || "—"),
+      h("td", { class: "runtime" }, m.backend ? `${m.backend} · ${m.compute_precision || "?"}` : "—"),
       h("td", { class: "num" }, m.max_tokens ?? "—"),
       h("td", {}, state, m.error ? h("span", { class: "err-text" }, m.error) : null),
       h("td", { class: "num" }, fmtBytes(m.disk_bytes)),

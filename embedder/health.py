@@ -154,6 +154,8 @@ class Health:
             "ready": state == "ready",
             "error": error_text(st, keyed_causes(statuses.values())),
             "load_seconds": st.load_seconds,
+            "backend": st.runtime.backend if st.runtime else None,
+            "compute_precision": st.runtime.compute_precision if st.runtime else None,
             "disk_bytes": self.store.disk_size(spec),
             "batching": asdict(batcher.stats) if batcher else None,
             "queue": queue(batcher) if batcher else None,

@@ -14,6 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from embedder.backends.calibration import Probe, embedding_probe, pair_probe
+from embedder.backends.choice import Runtime
+from embedder.backends.runtimes import Runtimes
 from embedder.batcher import Batcher, Engine
 from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding, TextEncoder
@@ -35,6 +38,7 @@ class Opener:
     session_config: SessionConfig
     run_limits: RunLimits
     max_queue_wait: float = 10.0
+    runtimes: Runtimes | None = None  # which runtime serves each model; None: ONNX Runtime
 
     @property
     def max_request_wait(self) -> float:
@@ -55,19 +59,36 @@ class Opener:
             path = external_copy(path, self.store.root / spec.id)
         return path
 
+    def _session(self, spec: ModelSpec, config: SessionConfig, probe: Probe) -> Any:
+        """A session on the model's graph, on the runtime `runtimes` chooses for the model
+        (at its first session, timed and checked on `probe`), else ONNX Runtime."""
+        assert spec.onnx
+        graph = self.graph(spec, spec.onnx, config)
+        if self.runtimes is None:
+            return open_session(graph, config)
+        return self.runtimes.open(spec, graph, config, probe)
+
+    def runtime(self, spec: ModelSpec) -> Runtime:
+        """What computes `spec` (a cosine scorer: its embedding model's runtime)."""
+        model = spec.embedder if spec.scorer == "cosine" and spec.embedder else spec.id
+        chosen = self.runtimes.runtime(model) if self.runtimes else None
+        return chosen or Runtime("onnxruntime", self.store.catalog.get(model).precision)
+
     def _encoder(self, spec: ModelSpec, config: SessionConfig) -> TextEncoder:
         assert spec.onnx and spec.tokenizer
-        session = open_session(self.graph(spec, spec.onnx, config), config)
         tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
+        session = self._session(spec, config, embedding_probe(spec, tok, self.run_limits))
         return TextEncoder(spec, session, tok, self.run_limits)
 
     def embedding(
         self, spec: ModelSpec, observe: Callable[[int, list[float]], None] | None = None
     ) -> Embedding:
         """The model's encoder behind a batcher in front of a runner per core. The runners
-        share ONE single-thread session (ORT's `run` is thread-safe), so a worker holds one
-        copy of the model whatever its core count (docs/memory.md)."""
-        encoder = self._encoder(spec, replace(self.session_config, threads=1))
+        share ONE single-thread session (ORT's `run` is thread-safe; OpenVINO plans a stream
+        for each), so a worker holds one copy of the model whatever its core count
+        (docs/memory.md)."""
+        one = replace(self.session_config, threads=1, streams=self.runners)
+        encoder = self._encoder(spec, one)
         return Embedding(encoder, self._batcher(spec, [encoder] * self.runners, observe))
 
     def _batcher(
@@ -100,16 +121,11 @@ class Opener:
                 raise ModelUnavailable(f"{spec.id} needs {spec.embedder}, which did not load")
             return CosineReranker(spec, embeds_with)
         assert spec.onnx and spec.tokenizer
-        config = replace(self.session_config, threads=1)
-        session = open_session(self.graph(spec, spec.onnx, config), config)
+        config = replace(self.session_config, threads=1, streams=self.runners)
         tok_path = self.store.path(spec, spec.tokenizer)
-        scorer = PairScorer(
-            spec,
-            session,
-            load_tokenizer(tok_path, spec.max_tokens),
-            load_tokenizer(tok_path, spec.max_tokens),
-            self.run_limits,
-        )
+        toks = [load_tokenizer(tok_path, spec.max_tokens) for _ in range(2)]  # see PairScorer
+        session = self._session(spec, config, pair_probe(spec, toks[0], toks[1], self.run_limits))
+        scorer = PairScorer(spec, session, toks[0], toks[1], self.run_limits)
         return CrossEncoderReranker(scorer, self._batcher(spec, [scorer] * self.runners, observe))
 
 
@@ -287,7 +303,14 @@ class Loader:
                 self.rerankers[spec.id] = reranker
             seconds = round(time.time() - started, 3)
             # an earlier failure is over
-            self._set(spec.id, state="ready", error=None, cause=None, load_seconds=seconds)
+            self._set(
+                spec.id,
+                state="ready",
+                error=None,
+                cause=None,
+                load_seconds=seconds,
+                runtime=self.opener.runtime(spec),
+            )
             log.info("model %s ready in %.1fs", spec.id, seconds)
         except EmbedderError as exc:
             st = self.status_by_id[spec.id].failed(exc, retry=isinstance(exc, DownloadError))

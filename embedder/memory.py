@@ -61,7 +61,8 @@ def _libc_trim() -> Callable[[], None] | None:
 
 class IdleTrim:
     """Counts work in progress; a daemon thread trims the heap `idle` seconds after the last
-    piece of work ends (once per busy spell; never when `idle` <= 0). Use as a context
+    piece of work ends (once per busy spell; never when `idle` <= 0), after `release` (what
+    holds batch memory outside malloc's heap: OpenVINO's compiled models). Use as a context
     manager around each run."""
 
     def __init__(
@@ -69,9 +70,11 @@ class IdleTrim:
         idle: float = 1.0,
         trim: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.idle = idle
         self._trim = trim if trim is not None else _libc_trim()
+        self._release = release
         self._clock = clock
         self._cv = threading.Condition()
         self._active = 0
@@ -117,6 +120,8 @@ class IdleTrim:
             if not self._dirty or self._active or self._clock() < self._last_end + self.idle:
                 return False
             self._dirty = False
+        if self._release is not None:
+            self._release()
         if self._trim is not None:
             self._trim()
             self.trims += 1
@@ -134,4 +139,4 @@ class IdleTrim:
             try:
                 self.trim_if_due()
             except Exception:  # never let housekeeping take the worker down
-                log.exception("malloc_trim failed")
+                log.exception("giving idle memory back failed")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from embedder.backends.choice import Runtime
 from embedder.errors import EmbedderError
 
 log = logging.getLogger("embedder.service")
@@ -34,6 +35,7 @@ class ModelStatus:
     retry: bool = False  # failed to download: tried again later
     retry_at: float | None = None  # time.time() of the next try
     broken: bool = False  # it computed NaN or Inf (`mark_broken`)
+    runtime: Runtime | None = None  # what computes it, once loaded
 
     def failed(self, exc: EmbedderError, *, retry: bool) -> ModelStatus:
         """This state after a domain error; its `cause` detail (if any) is kept apart from its

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from embedder import work
+from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.batcher import Batcher, Reservation
 from embedder.catalog import Catalog, ModelSpec
 from embedder.encoder import Embeddings, shorten
@@ -46,6 +47,7 @@ class Service:
         limits: RequestLimits | None = None,
         run_limits: RunLimits | None = None,
         models: Sequence[str] | None = None,
+        backends: BackendPolicy | None = None,
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: Board | None = None,
@@ -53,16 +55,19 @@ class Service:
         self.catalog = catalog
         self.store = store
         self.limits = limits or RequestLimits()
+        # None: ONNX Runtime alone (tools, tests); the server passes EMBEDDER_BACKEND's.
+        runtimes = Runtimes(backends, store) if backends is not None else None
         opener = Opener(
             store,
             session_config or SessionConfig(),
             run_limits or RunLimits(),
             max_queue_wait=max_queue_wait,
+            runtimes=runtimes,
         )
         self.specs = _served_specs(catalog, models)
         # Every run (and every model's load) is inside `self.activity`; freed memory goes back
         # once idle.
-        self.activity = IdleTrim(idle_trim)
+        self.activity = IdleTrim(idle_trim, release=runtimes.release if runtimes else None)
         self.loader = Loader(
             self.specs,
             store,

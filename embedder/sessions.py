@@ -47,6 +47,7 @@ class SessionConfig:
     memory_pattern: bool = False
     optimization: str = "all"  # disable | basic | extended | all
     shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers
+    streams: int = 1  # runs that share the session at once (OpenVINO plans a stream for each)
 
 
 def _ort() -> Any:

@@ -39,6 +39,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+BACKENDS = ("auto", "onnxruntime", "openvino")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -92,6 +93,8 @@ class Settings:
     threads: int = 0  # cores per worker, a micro-batch runner on each; 0: derived
     cores: int = 0  # cores the service may use; 0: all
     shared_weights: bool = False  # one copy of each model's weights for all sessions (slower)
+    backend: str = "auto"  # auto | onnxruntime | openvino: the runtime of each model
+    exact_fp32: bool = False  # FP32 levels and rerankers compute in FP32, never BF16
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
     max_batch_tokens: int = 2048  # padded tokens in one ONNX Runtime run, at most
     max_inputs: int = 2048
@@ -133,6 +136,8 @@ class Settings:
             threads=_int(env, "EMBEDDER_THREADS", 0),
             cores=_int(env, "EMBEDDER_CORES", 0),
             shared_weights=_bool(env, "EMBEDDER_SHARED_WEIGHTS", False),
+            backend=_choice(env, "EMBEDDER_BACKEND", "auto", BACKENDS),
+            exact_fp32=_bool(env, "EMBEDDER_EXACT_FP32", False),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),
             max_batch_tokens=_int(env, "EMBEDDER_MAX_BATCH_TOKENS", 2048, 256),
             max_inputs=_int(env, "EMBEDDER_MAX_INPUTS", 2048, 1),

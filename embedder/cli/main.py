@@ -257,7 +257,8 @@ def status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         rows = [
             {**m.raw, "size": human_size(m.disk_bytes), "error": m.error or ""} for m in st.models
         ]
-        keys = ("id", "level", "kind", "precision", "state", "load_seconds", "size", "error")
+        keys = ["id", "level", "kind", "precision", "backend", "compute_precision", "state"]
+        keys += ["load_seconds", "size", "error"]
         print(text_table(keys, rows))
         for model, d in st.raw.get("downloads", {}).items():
             if d.get("state") not in ("ready", None):

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import falcon
 
+from embedder.backends.runtimes import BackendPolicy
 from embedder.catalog_file import load_catalog
 from embedder.limits import RequestLimits
 from embedder.planning import RunLimits
@@ -75,6 +76,7 @@ def build_service(settings: Settings, board: WorkerBoard | None = None) -> Servi
         ),
         run_limits=RunLimits(max_batch_tokens=settings.max_batch_tokens),
         models=settings.models or None,
+        backends=BackendPolicy(settings.backend, settings.exact_fp32),
         max_queue_wait=settings.max_queue_wait,
         board=board,
     )

@@ -65,6 +65,8 @@ def test_page_loads_and_status_reaches_ok(dashboard: Browser) -> None:
     assert len(rows) == 5  # the starter catalog: four levels and the cosine reranker
     assert {r.get_attribute("data-state") for r in rows} == {"ready"}
     assert "384" in rows[0].text and "Q1" in rows[0].text
+    runs_on = [r.find_element(CSS, "td.runtime").text for r in rows]
+    assert all(re.fullmatch(r"(onnxruntime|openvino) · (fp32|bf16|int8)", t) for t in runs_on)
     assert text(b, "kpi-ready") == "5 / 5", text(b, "kpi-ready")
     assert re.match(r"\d+\.\d+", text(b, "kpi-ort"))
     procs = d.find_elements(CSS, "#mem-table tbody tr")

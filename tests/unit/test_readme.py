@@ -95,8 +95,8 @@ def test_the_full_configuration_lists_every_setting_and_those_that_went() -> Non
     may name several), and its table of settings that went is what the service warns of."""
     text = (ROOT / "docs" / "configuration.md").read_text()
     current, went = text.split("\n## Settings that went\n")
-    named = [n for r in table_rows(current) for n in re.findall(r"`([A-Z_]+)`", r[0])]
+    named = [n for r in table_rows(current) for n in re.findall(r"`([A-Z0-9_]+)`", r[0])]
     assert len(named) == len(set(named)), "a variable listed twice"
     assert set(named) == _settings()
-    gone = {n for r in table_rows(went) for n in re.findall(r"`([A-Z_]+)`", r[0])}
+    gone = {n for r in table_rows(went) for n in re.findall(r"`([A-Z0-9_]+)`", r[0])}
     assert gone == set(RETIRED)

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import astuple
 from typing import Any
 
 import falcon
@@ -122,6 +123,13 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=reg,
         )
+        self.runtime = Gauge(
+            "embedder_model_runtime",
+            "1 for the runtime and precision that compute a model in a live worker",
+            ["model", "backend", "compute_precision"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
         self.rss = Gauge(
             "embedder_worker_resident_memory_bytes",
             "RSS of each worker",
@@ -161,6 +169,8 @@ class Metrics:
             self.ready.labels(model).set(1 if st.state == "ready" else 0)
             if st.load_seconds is not None:
                 self.load.labels(model).set(st.load_seconds)
+            if st.runtime is not None:
+                self.runtime.labels(model, *astuple(st.runtime)).set(1)
         for model, batcher in list(service.batchers.items()):
             texts, seconds = batcher.backlog()
             self.child(self.queued, model).set(texts)

@@ -92,6 +92,14 @@ _MODEL = {
         "dims": {"type": ["integer", "null"]},
         "max_tokens": {"type": "integer"},
         "precision": {"enum": ["fp32", "int8"]},
+        "backend": {
+            "enum": ["onnxruntime", "openvino", None],
+            "description": "the runtime that computes the model (null until it is loaded)",
+        },
+        "compute_precision": {
+            "enum": ["fp32", "bf16", "int8", None],
+            "description": "what it computes in; `precision` is what the vectors are",
+        },
         "ready": {"type": "boolean"},
         "state": {"type": "string"},
         "alias_of": {"type": "string"},

@@ -52,6 +52,8 @@ MODEL: dict[str, Any] = {
         "ready": {"type": "boolean"},
         "error": {"type": ["string", "null"]},
         "load_seconds": {"type": ["number", "null"]},
+        "backend": {"enum": ["onnxruntime", "openvino", None]},
+        "compute_precision": {"enum": ["fp32", "bf16", "int8", None]},
         "disk_bytes": {"type": "integer"},
         "batching": {"type": ["object", "null"]},
         "queue": {

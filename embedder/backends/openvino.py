@@ -1,0 +1,188 @@
+"""OpenVINO sessions: one compiled model per model per worker, shared by its runners.
+
+The `openvino` package is optional (`pip install '.[openvino]'`) and imported only when a
+session is opened, after fork, like ONNX Runtime: a missing package or a graph OpenVINO cannot
+read (the INT8 recipe's com.microsoft operators) raises `Unavailable`, which the caller turns
+into a fallback to ONNX Runtime, never into a failed start.
+
+Each runner gets an infer request of its own (OpenVINO's unit of concurrency) from a small
+pool; the compiled model has a stream per runner and a thread per core of the worker, and is
+not pinned to cores: several workers share the machine. Compiled models are cached on disk
+(`CACHE_DIR` under the models root), so a restart imports the compiled form instead of
+compiling the graph again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedder.sessions import SessionConfig
+
+log = logging.getLogger("embedder.backends.openvino")
+
+CACHE_DIR = ".openvino-cache"  # in the models root: compiled models, keyed by OpenVINO itself
+BF16_CAPABILITY = "BF16"  # in the CPU plugin's OPTIMIZATION_CAPABILITIES on AMX / AVX512_BF16
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+
+
+class Unavailable(Exception):
+    """OpenVINO cannot serve this graph here (package missing, graph unreadable, ...)."""
+
+
+def _ov() -> Any:
+    try:
+        return importlib.import_module("openvino")
+    except ImportError as exc:  # also a broken install (a missing shared library)
+        raise Unavailable(f"the openvino package is not installed ({exc})") from exc
+
+
+@cache
+def _core() -> Any:
+    """One OpenVINO Core per process (made after fork, on first use)."""
+    return _ov().Core()
+
+
+def version() -> str:
+    return str(_ov().get_version())
+
+
+def bf16_units() -> bool:
+    """Whether the CPU computes BF16 natively (AMX or AVX512_BF16), as OpenVINO's CPU plugin
+    sees it: then it runs BF16 matrix products with FP32 accumulation."""
+    caps = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return BF16_CAPABILITY in {str(c).upper() for c in caps}
+
+
+@dataclass(frozen=True)
+class Port:
+    """A graph input or output as ONNX Runtime describes it (what `embedder.tokens` reads)."""
+
+    name: str
+    type: str  # "tensor(float)", "tensor(int64)", ...
+    shape: list[int | str]  # a dynamic dimension is a string, as ORT names them
+
+
+_ONNX_TYPES = {"f32": "float", "i64": "int64", "i32": "int32", "f16": "float16", "bf16": "bfloat16"}
+
+
+def _port(port: Any) -> Port:
+    elem = str(port.element_type.get_type_name())
+    dims: list[int | str] = []
+    for i, dim in enumerate(port.partial_shape):
+        dims.append(dim.get_length() if dim.is_static else f"d{i}")
+    return Port(str(port.any_name), f"tensor({_ONNX_TYPES.get(elem, elem)})", dims)
+
+
+class OpenVinoSession:
+    """A compiled model behind ONNX Runtime's session calls. Thread-safe: a run takes an infer
+    request from the pool (a new one if every pooled one is busy, so no run ever waits for
+    another) and puts it back after.
+
+    The compiled model keeps the intermediate memory of the largest batch it ran until told
+    otherwise (as ORT's arena would without its shrink): `release` gives it back, called
+    by the worker's idle trim, never during a run."""
+
+    backend = "openvino"
+
+    def __init__(self, compiled: Any, requests: int) -> None:
+        self.compiled = compiled
+        self.compute_precision = _compute_precision(compiled)
+        self._inputs = [_port(p) for p in compiled.inputs]
+        self._outputs = [_port(p) for p in compiled.outputs]
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []  # made on first need: a runner that never runs costs none
+        self._keep = max(1, requests)
+        self._busy = 0
+
+    def run(self, outputs: list[str], feeds: dict[str, Any]) -> list[Any]:
+        with self._lock:
+            request = self._idle.pop() if self._idle else None
+            self._busy += 1
+        try:
+            if request is None:
+                request = self.compiled.create_infer_request()
+            # The feeds are fresh arrays the caller holds during the run: no copy needed. The
+            # results are copies (share_outputs off): the request's tensors are reused.
+            result = request.infer(feeds, share_inputs=True)
+            return [np.asarray(result[name]) for name in outputs]
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if request is not None and len(self._idle) < self._keep:
+                    self._idle.append(request)
+
+    def release(self) -> bool:
+        """Give the batch memory back, unless a run is under way (then: False). A run that
+        starts meanwhile waits for the release to end (milliseconds, once per idle spell)."""
+        with self._lock:
+            if self._busy:
+                return False
+            self.compiled.release_memory()
+            return True
+
+    def get_inputs(self) -> list[Port]:
+        return self._inputs
+
+    def get_outputs(self) -> list[Port]:
+        return self._outputs
+
+
+def _compute_precision(compiled: Any) -> str:
+    """What the compiled model computes in: the CPU plugin falls back to FP32 where a BF16
+    hint cannot be honoured, and says so in the property it reports back."""
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    return "bf16" if "bf16" in hint else "fp32"
+
+
+def cache_dir(models_root: Path) -> Path | None:
+    """The compiled-model cache in the models root, or None when it cannot be written there
+    (a read-only root: then every start compiles)."""
+    path = models_root / CACHE_DIR
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("no OpenVINO compiled-model cache: cannot create %s (%s)", path, exc)
+        return None
+    return path
+
+
+def open_openvino(
+    path: Path, config: SessionConfig, precision: str, cache: Path | None = None
+) -> OpenVinoSession:
+    """`path` compiled for the CPU: `config.streams` concurrent runs of `config.threads`
+    threads each, computing in `precision` ("fp32" or "bf16"; BF16 only where the CPU has
+    BF16 units, FP32 elsewhere)."""
+    core = _core()
+    streams = max(1, config.streams)
+    properties: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision],
+        "NUM_STREAMS": streams,
+        "INFERENCE_NUM_THREADS": streams * max(1, config.threads),
+        "ENABLE_CPU_PINNING": False,
+    }
+    if cache is not None:
+        properties["CACHE_DIR"] = str(cache)
+    try:
+        # From the path, not a read model: with a cache OpenVINO can then skip the graph.
+        compiled = core.compile_model(str(path), "CPU", properties)
+    except Exception as exc:  # OpenVINO raises RuntimeError for most things, with a long text
+        raise Unavailable(f"OpenVINO cannot compile {path.name}: {_why(exc)}") from exc
+    return OpenVinoSession(compiled, streams)
+
+
+def _why(exc: Exception) -> str:
+    """The telling line of OpenVINO's many-line error: its summary when there is one (the
+    operators it could not convert), else the last line that is not a source location."""
+    lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip()]
+    if "Summary:" in lines and lines.index("Summary:") + 1 < len(lines):
+        return lines[lines.index("Summary:") + 1]
+    said = [ln for ln in lines if not ln.startswith(("Exception from", "Check "))]
+    return said[-1] if said else type(exc).__name__
