@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.stamp-install
 # `make install` and CI install only what the lock files name; `make lock` writes them again
 # from pyproject.toml with uv (`uv pip compile`), keeping the pinned versions where they still
 # fit, and `make lock-upgrade` takes the newest allowed. The extras each lock covers:
-SERVICE_EXTRAS := starter
+SERVICE_EXTRAS := starter openvino
 DEV_EXTRAS     := test
 # Installed into every venv too (pip, and setuptools to build this project in place).
 LOCK_TOOLS     := pip setuptools>=77
@@ -201,5 +201,11 @@ help:
 	@echo "make soak          a long soak (up to 50,000 requests or 2 hours), RSS per worker"
 	@echo "make system-deps   the Debian packages the integration tests drive (curl, nginx)"
 	@echo "make browser-deps  Debian chromium and chromium-driver for the dashboard tests"
+	@echo "make lock          write requirements/*.lock again from pyproject.toml (uv), pins kept"
+	@echo "make lock-upgrade  the same, taking the newest versions allowed"
+	@echo "make floors        the tests on every direct dependency at its pyproject floor"
+	@echo "make container     build the container image (Containerfile) and check its /health"
+	@echo "make container-base  the Debian base image, built from Debian packages (mmdebstrap)"
+	@echo "make container-deps  the Debian packages the container build needs (podman, runc, ...)"
 	@echo "make clean         remove .venv, caches and artifacts/"
 	@echo "make help          this list"
