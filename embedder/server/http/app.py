@@ -73,6 +73,18 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     _openai_error(resp, INTERNAL.status, "internal error", INTERNAL.type, INTERNAL.code)
 
 
+class _Router(falcon.routing.CompiledRouter):
+    """falcon's router, with HEAD answered as GET wherever a resource has no HEAD of its own
+    (RFC 9110 section 9.3.2: a server that answers GET should answer HEAD): falcon sends the
+    headers of the GET answer, its Content-Length included, and no body."""
+
+    def map_http_methods(self, resource: object, **kwargs: Any) -> Any:
+        methods: dict[str, Any] = super().map_http_methods(resource, **kwargs)
+        if "GET" in methods and "HEAD" not in methods:
+            methods["HEAD"] = methods["GET"]
+        return methods
+
+
 class ApiKey:
     """Bearer key on the TCP listener only (unix sockets are guarded by file mode); /health
     stays open so probes need no secret."""
@@ -116,7 +128,7 @@ def create_app(
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
     middleware.append(MetricsMiddleware(m))
-    app = falcon.App(middleware=middleware)
+    app = falcon.App(middleware=middleware, router=_Router())
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
