@@ -3,14 +3,18 @@
 | case                                              | what must hold                          |
 |---------------------------------------------------|-----------------------------------------|
 | HEAD on a GET route                               | the GET answer's head, no body (was 405)|
+| a body just over 64 MiB sent by http.client       | the client reads the 413 (was a broken  |
+|                                                   | pipe: the drain stopped at 64 MiB)      |
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
 
 import pytest
 
+from embedder.client.unixhttp import UnixHTTPConnection
 from tests.integration import server as srv
 from tests.polling import PATIENCE
 
@@ -50,3 +54,27 @@ def test_head_answers_as_get_without_the_body(live: srv.Server, path: str) -> No
         assert _length(head_head) == _length(get_head)
     else:
         assert _length(head_head) > 0
+
+
+def _connection(server: srv.Server, via: str) -> http.client.HTTPConnection:
+    if via == "tcp":
+        assert server.port is not None
+        return http.client.HTTPConnection("127.0.0.1", server.port, timeout=PATIENCE)
+    return UnixHTTPConnection(server.sock(via), timeout=PATIENCE)
+
+
+@pytest.mark.parametrize("via", ["tcp", "rest.sock"])
+def test_a_refused_body_is_drained_by_time_not_by_size(live: srv.Server, via: str) -> None:
+    """http.client writes the whole body before it reads; the service drained refused bodies
+    up to max(4 x the limit, 64 MiB), so one just over that ended in a broken pipe."""
+    body = b" " * (65 * 1024 * 1024)
+    conn = _connection(live, via)
+    try:
+        conn.request("POST", "/v1/embeddings", body=body, headers={"Content-Type": "text/plain"})
+        response = conn.getresponse()
+        assert response.status == 413, response.read()[:300]
+        response.read()
+        conn.request("GET", "/health")  # the next request (on a new connection: that one closed)
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
