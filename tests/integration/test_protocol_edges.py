@@ -5,12 +5,15 @@
 | HEAD on a GET route                               | the GET answer's head, no body (was 405)|
 | a body just over 64 MiB sent by http.client       | the client reads the 413 (was a broken  |
 |                                                   | pipe: the drain stopped at 64 MiB)      |
+| connections made just after SIGTERM               | answered or refused, never reset        |
 """
 
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +81,42 @@ def test_a_refused_body_is_drained_by_time_not_by_size(live: srv.Server, via: st
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_connections_made_just_after_sigterm_are_answered_or_refused(
+    tmp_path: Path, built_root: Path
+) -> None:
+    """A kept-alive connection keeps the stopping worker for a moment; the connections the
+    kernel queued for it meanwhile were reset when it closed its listeners."""
+    server = srv.start(
+        tmp_path, built_root, workers=1, extra_env={"EMBEDDER_MODELS": "paraphrase-minilm-l3-v2"}
+    )
+    kept: list[socket.socket] = []
+    try:
+        server.wait_ready(180)
+        assert server.port is not None
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+        kept.append(idle)
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        server.proc.send_signal(signal.SIGTERM)
+        outcomes = []
+        for _ in range(8):
+            try:
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+            except ConnectionRefusedError:
+                outcomes.append("refused")
+                continue
+            kept.append(s)
+            try:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = s.recv(65536)
+                outcomes.append("answered" if answer.startswith(b"HTTP/1.1 200 ") else "closed")
+            except ConnectionResetError:
+                outcomes.append("reset")
+        assert set(outcomes) <= {"answered", "refused"}, outcomes
+        assert server.proc.wait(PATIENCE) == 0
+    finally:
+        for s in kept:
+            s.close()
+        server.stop()

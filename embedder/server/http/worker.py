@@ -17,7 +17,10 @@ and nothing else was served for as long as they wished. Here:
   lingering close in the poller, which also drains a body left unread (embedder.server.http.
   outbox);
 - a listener with EMBEDDER_MAX_CONNECTIONS open stops accepting (the kernel backlog holds the
-  rest) until one closes.
+  rest) until one closes;
+- a stopping worker still takes, for a moment, the connections the kernel queued for it, and
+  closes its listeners only once nothing is open or queued: closing them resets what they
+  hold.
 
 After an answer on a kept-alive connection the thread waits EMBEDDER_KEEPALIVE_LINGER_MS for
 the next request and serves it when it arrives whole (embedder.server.http.linger); anything
@@ -44,6 +47,7 @@ from embedder.server.http.wire import Wire
 from embedder.settings import Settings
 
 CLOSE_LINGER = 2.0  # s a closing connection is drained for (gunicorn's own bound)
+STOP_ACCEPT = 2.0  # s a stopping worker still takes connections queued for it
 
 
 class Conn(gthread.TConn):  # type: ignore[misc]
@@ -106,6 +110,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.max_keepalived = self.worker_connections - self.cfg.threads
         self._beat = float("-inf")  # when the last heartbeat went to the master
         self.linger = settings.keepalive_linger_ms / 1000.0
+        self.stop_accepting: float | None = None  # set once the worker stops
         self.outbox: Outbox
         self.reader: Reader
 
@@ -157,6 +162,12 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     # --- accepting, per listener ----------------------------------------------------------
 
     def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled and not self.alive and self.stop_accepting is None:
+            # The worker is stopping. A connection the kernel has queued for it would be
+            # reset when its listeners close: take those first (murder_pending goes on).
+            self.stop_accepting = time.monotonic() + STOP_ACCEPT
+            self._take_queued()
+            return
         self._accepting = enabled
         for key in self.listeners:
             self._listen(key)
@@ -193,6 +204,11 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         conn.on_close = self._closed
         self.enqueue_req(conn)
         return True
+
+    def _take_queued(self) -> None:
+        for key, listener in self.listeners.items():
+            while self.open[key] < self.per_listener and self._accept_one(listener):
+                pass
 
     def _closed(self, conn: Conn) -> None:
         self.open[conn.listener] -= 1
@@ -274,7 +290,15 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     # --- deadlines, on every poller wake --------------------------------------------------
 
     def murder_pending(self) -> None:
-        """Also cut requests, answers and closes past their deadlines."""
+        """Also cut requests, answers and closes past their deadlines; and, while stopping,
+        take what is queued."""
         super().murder_pending()
         self.reader.expire()
         self.outbox.expire()
+        if self.stop_accepting is not None and self._accepting:
+            if time.monotonic() >= self.stop_accepting:
+                self._accepting = False
+                for key in self.listeners:
+                    self._listen(key)
+            elif self.nr_conns == 0:
+                self._take_queued()  # the last look before the listeners close
