@@ -3,6 +3,10 @@
 | case                                              | what must hold                          |
 |---------------------------------------------------|-----------------------------------------|
 | HEAD on a GET route                               | the GET answer's head, no body (was 405)|
+| HTTP/1.1 without Host                             | 400 (RFC 9112 section 3.2; was 200)     |
+| `Transfer-Encoding: xchunked`                     | "501 Not Implemented" (was "501 Bad     |
+|                                                   | Request")                               |
+| a flood of malformed requests                     | a log line per interval, not per request|
 | a body just over 64 MiB sent by http.client       | the client reads the 413 (was a broken  |
 |                                                   | pipe: the drain stopped at 64 MiB)      |
 | connections made just after SIGTERM               | answered or refused, never reset        |
@@ -57,6 +61,35 @@ def test_head_answers_as_get_without_the_body(live: srv.Server, path: str) -> No
         assert _length(head_head) == _length(get_head)
     else:
         assert _length(head_head) > 0
+
+
+def test_http_1_1_without_host_is_400(live: srv.Server) -> None:
+    no_host = _raw(live, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert no_host.startswith(b"HTTP/1.1 400 Bad Request\r\n"), no_host[:200]
+    assert b"Host" in _head_and_body(no_host)[1]
+    old = _raw(live, b"GET /health HTTP/1.0\r\n\r\n")  # HTTP/1.0 has no such rule
+    assert old.startswith(b"HTTP/1.0 200 OK\r\n"), old[:200]
+
+
+def test_an_unknown_transfer_coding_is_501_not_implemented(live: srv.Server) -> None:
+    answer = _raw(
+        live, b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), answer[:200]
+
+
+def _malformed_lines(server: srv.Server) -> int:
+    log = server.log.read_text(errors="replace")
+    return log.count("Invalid request from") + log.count("malformed request from")
+
+
+def test_a_flood_of_malformed_requests_does_not_flood_the_log(live: srv.Server) -> None:
+    before = _malformed_lines(live)
+    for i in range(50):
+        answer = _raw(live, b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header %d\r\n\r\n" % i)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    # At most the first of them per worker: the rest are counted, said once per interval.
+    assert _malformed_lines(live) - before <= live.workers
 
 
 def _connection(server: srv.Server, via: str) -> http.client.HTTPConnection:

@@ -25,11 +25,13 @@ and nothing else was served for as long as they wished. Here:
 After an answer on a kept-alive connection the thread waits EMBEDDER_KEEPALIVE_LINGER_MS for
 the next request and serves it when it arrives whole (embedder.server.http.linger); anything
 else goes back to the poller. Keep-alive, max_requests, graceful shutdown and reloads are
-gthread's own.
+gthread's own. Malformed requests are answered with the status that names the fault, in the
+service's error shape, and logged at most once per interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import selectors
 import time
@@ -37,9 +39,11 @@ from concurrent import futures
 from typing import Any
 
 from gunicorn import http
+from gunicorn.http import errors as parse
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from embedder.server.http.access import Throttled
 from embedder.server.http.linger import Closed, next_request
 from embedder.server.http.outbox import Outbox, refusal
 from embedder.server.http.reading import Handover, Reader
@@ -48,6 +52,22 @@ from embedder.settings import Settings
 
 CLOSE_LINGER = 2.0  # s a closing connection is drained for (gunicorn's own bound)
 STOP_ACCEPT = 2.0  # s a stopping worker still takes connections queued for it
+
+
+class MissingHost(parse.ParseException):  # type: ignore[misc]
+    def __str__(self) -> str:
+        return "an HTTP/1.1 request must have a Host header"
+
+
+# The answer to each malformed request gunicorn's parser tells apart; any other is a 400.
+_MALFORMED: tuple[tuple[type[Exception], str, str], ...] = (
+    (parse.UnsupportedTransferCoding, "501 Not Implemented", "not_implemented"),
+    (parse.LimitRequestLine, "414 URI Too Long", "uri_too_long"),
+    (parse.LimitRequestHeaders, "431 Request Header Fields Too Large", "headers_too_large"),
+    (parse.ExpectationFailed, "417 Expectation Failed", "expectation_failed"),
+    (parse.ForbiddenProxyRequest, "403 Forbidden", "forbidden"),
+    (parse.ConfigurationProblem, "500 Internal Server Error", "internal_error"),
+)
 
 
 class Conn(gthread.TConn):  # type: ignore[misc]
@@ -113,6 +133,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.stop_accepting: float | None = None  # set once the worker stops
         self.outbox: Outbox
         self.reader: Reader
+        self.malformed = Throttled(self.log.error_log, "malformed requests")
 
     def run(self) -> None:
         self.outbox = Outbox(self.poller, self._after_answer, self._close)
@@ -157,7 +178,27 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def handle_request(self, req: Any, conn: Conn) -> Any:
         if conn.body_left:
             req.must_close = True  # the rest of the connection is that body: drained, closed
+        if req.version == (1, 1) and not any(name == "HOST" for name, _ in req.headers):
+            raise MissingHost()  # RFC 9112 section 3.2
         return super().handle_request(req, conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
+        """A malformed request: answered with the status that names the fault, in the
+        service's error shape, and logged at most once per interval. Anything else (a fault
+        of the app) is gthread's: logged with its traceback, 500."""
+        if not isinstance(exc, parse.ParseException) or isinstance(
+            exc, (parse.InvalidResponseHeader, parse.InvalidResponseHeaderName)
+        ):
+            super().handle_error(req, client, addr, exc)
+            return
+        status, code = next(
+            ((s, c) for cls, s, c in _MALFORMED if isinstance(exc, cls)),
+            ("400 Bad Request", "bad_request"),
+        )
+        peer = addr[0] if isinstance(addr, tuple) and addr else "a unix socket"
+        self.malformed.warning("malformed request from %s: %s %s", peer, status[:3], exc)
+        with contextlib.suppress(OSError):
+            client.sendall(refusal(status, code, str(exc)))
 
     # --- accepting, per listener ----------------------------------------------------------
 
@@ -295,6 +336,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         super().murder_pending()
         self.reader.expire()
         self.outbox.expire()
+        self.malformed.flush()
         if self.stop_accepting is not None and self._accepting:
             if time.monotonic() >= self.stop_accepting:
                 self._accepting = False
