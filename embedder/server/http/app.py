@@ -21,6 +21,7 @@ from embedder.server.http.metrics import Metrics, MetricsMiddleware, MetricsReso
 from embedder.server.http.openapi import OpenApiResource
 from embedder.server.http.rerank import RerankResource
 from embedder.server.http.rest import EmbeddingsResource, HealthResource, ModelsResource
+from embedder.server.http.routing import HeadRouter
 from embedder.server.http.rpc import Dispatcher, RpcResource
 from embedder.server.http.rpc_methods import admit_batch, build_methods
 from embedder.server.http.surfaces import ListenerGuard
@@ -73,18 +74,6 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     _openai_error(resp, INTERNAL.status, "internal error", INTERNAL.type, INTERNAL.code)
 
 
-class _Router(falcon.routing.CompiledRouter):
-    """falcon's router, with HEAD answered as GET wherever a resource has no HEAD of its own
-    (RFC 9110 section 9.3.2: a server that answers GET should answer HEAD): falcon sends the
-    headers of the GET answer, its Content-Length included, and no body."""
-
-    def map_http_methods(self, resource: object, **kwargs: Any) -> Any:
-        methods: dict[str, Any] = super().map_http_methods(resource, **kwargs)
-        if "GET" in methods and "HEAD" not in methods:
-            methods["HEAD"] = methods["GET"]
-        return methods
-
-
 class ApiKey:
     """Bearer key on the TCP listener only (unix sockets are guarded by file mode); /health
     stays open so probes need no secret."""
@@ -128,7 +117,7 @@ def create_app(
     if opts.api_key:
         middleware.append(ApiKey(opts.api_key))
     middleware.append(MetricsMiddleware(m))
-    app = falcon.App(middleware=middleware, router=_Router())
+    app = falcon.App(middleware=middleware, router=HeadRouter())
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
