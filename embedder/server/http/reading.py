@@ -69,8 +69,9 @@ class _Gathering:
 
 class Reader:
     """Requests being read. `ready(conn, buf, handover)` takes a connection whose request is
-    in; `refuse(conn, status, code, message)` answers one that cannot be (and closes it);
-    `drop(conn)` closes one that went away or never said anything."""
+    in; `refuse(conn, buf, status, code, message)` answers one that cannot be (and closes it;
+    `buf` is what came of the request); `drop(conn)` closes one that went away or never said
+    anything."""
 
     def __init__(
         self,
@@ -78,7 +79,7 @@ class Reader:
         timeouts: tuple[float, float],
         max_body: int,
         ready: Callable[[Any, bytearray, Handover], None],
-        refuse: Callable[[Any, str, str, str], None],
+        refuse: Callable[[Any, bytearray, str, str, str], None],
         drop: Callable[[Any], None],
     ) -> None:
         self.poller = poller
@@ -124,7 +125,7 @@ class Reader:
                 within = self.header_timeout if g.end < 0 else self.body_timeout
                 what = "headers" if g.end < 0 else "body"
                 message = f"the request {what} did not arrive within {within:g} s"
-                self.refuse(g.conn, "408 Request Timeout", "request_timeout", message)
+                self.refuse(g.conn, g.buf, "408 Request Timeout", "request_timeout", message)
             else:
                 self.drop(g.conn)
 
@@ -165,7 +166,7 @@ class Reader:
                     self.forget(g.conn)
                     message = f"the request headers are over {MAX_HEADER_BLOCK} bytes"
                     status = "431 Request Header Fields Too Large"
-                    self.refuse(g.conn, status, "headers_too_large", message)
+                    self.refuse(g.conn, g.buf, status, "headers_too_large", message)
                     return True
                 return False
             self._framed(g, end)

@@ -292,7 +292,9 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         conn.data_ready = conn.ready = True
         self.enqueue_req(conn)
 
-    def _refuse(self, conn: Conn, status: str, code: str, message: str) -> None:
+    def _refuse(self, conn: Conn, buf: bytearray, status: str, code: str, message: str) -> None:
+        """The poller's own refusal of a request (`buf`, what came of it): the answer, then
+        a lingering close."""
         try:
             conn.sock.sendall(refusal(status, code, message))
         except OSError:
