@@ -100,6 +100,7 @@ def _serve(tmp_path: Path, root: Path, **env: str) -> srv.Server:
 
 
 HEADERS_FOREVER = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: "
+CHUNKED_300 = b"Transfer-Encoding: chunked\r\n\r\n12c\r\n"  # then a chunk of 300 bytes
 
 
 def test_trickling_headers_on_tcp_starve_neither_unix_nor_tcp(
@@ -120,15 +121,17 @@ def test_trickling_headers_on_tcp_starve_neither_unix_nor_tcp(
         server.stop()
 
 
+@pytest.mark.parametrize("framing", [b"Content-Length: 300\r\n\r\n", CHUNKED_300])
 def test_slow_bodies_on_tcp_starve_neither_unix_nor_tcp(
-    tmp_path: Path, built_root: Path, attack: Attack
+    tmp_path: Path, built_root: Path, attack: Attack, framing: bytes
 ) -> None:
+    """Sized bodies, and chunked ones (issue 23: those were read by a thread)."""
     server = _serve(tmp_path, built_root, EMBEDDER_BODY_TIMEOUT="120")
     try:
         assert server.port is not None
         head = (
             b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 300\r\n\r\n"
+            + framing
         )
         slow = _start(2 * THREADS, server.port, head, b" " * 300, attack)
         for via in ("rest.sock", "tcp"):

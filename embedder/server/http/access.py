@@ -1,13 +1,16 @@
 """Request ids and the structured access log (JSON lines). Sizes and ids only: the texts a
-request carries may be private and never reach a log."""
+request carries may be private and never reach a log. And the warning for malformed requests,
+at most one line per interval."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -54,3 +57,46 @@ class RequestLog:
             "worker": self.pid,
         }
         log.info("%s", orjson.dumps(entry).decode())
+
+
+class Throttled:
+    """A warning that anyone can trigger (a malformed request) logged at most once per
+    `interval` seconds: a flood of bad requests would otherwise flood the log. What is left
+    out is counted, and said by the next line or by `flush` once the interval is over."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.what = what  # how the flush line names them, e.g. "malformed requests"
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next = float("-inf")  # when the next line may be written
+        self._left_out = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        with self._lock:
+            now = self.clock()
+            if now < self._next:
+                self._left_out += 1
+                return
+            left_out, self._left_out = self._left_out, 0
+            self._next = now + self.interval
+        if left_out:
+            msg += f" ({left_out} more since the last such line, not logged)"
+        self.logger.warning(msg, *args)
+
+    def flush(self) -> None:
+        """Say how many were left out, once the interval they fell in is over."""
+        with self._lock:
+            now = self.clock()
+            if not self._left_out or now < self._next:
+                return
+            left_out, self._left_out = self._left_out, 0
+            self._next = now + self.interval
+        self.logger.warning("%d more %s, not logged", left_out, self.what)

@@ -20,6 +20,7 @@ from embedder.server.http.metrics import Metrics, MetricsMiddleware, MetricsReso
 from embedder.server.http.openapi import OpenApiResource
 from embedder.server.http.rerank import RerankResource
 from embedder.server.http.rest import EmbeddingsResource, HealthResource, ModelsResource
+from embedder.server.http.routing import HeadRouter
 from embedder.server.http.rpc import Dispatcher, RpcResource, refusal
 from embedder.server.http.rpc_methods import admit_batch, build_methods
 from embedder.server.http.surfaces import ListenerGuard, speaks_rpc
@@ -115,7 +116,7 @@ def create_app(
         ClientWatch(),
         MetricsMiddleware(m),
     ]
-    app = falcon.App(middleware=middleware)
+    app = falcon.App(middleware=middleware, router=HeadRouter())
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)

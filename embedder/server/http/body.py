@@ -20,13 +20,6 @@ class BodyLimits:
     max_bytes: int = 16 * 1024 * 1024
     timeout: float = 30.0  # seconds for a whole body to arrive
 
-    @property
-    def drain_bytes(self) -> int:
-        """How much of a body over the limit is read and thrown away before the 413, so
-        clients that send the whole body before reading (Python's http.client, requests) get
-        the 413 instead of a connection reset. Past this the connection is just closed."""
-        return max(4 * self.max_bytes, 64 * 1024 * 1024)
-
 
 class BodyReader:
     """Reads request bodies within the app's limits. Each app has one, with the app's own
@@ -63,10 +56,14 @@ class BodyReader:
 
     def _read_within(self, req: falcon.Request) -> bytes:
         """Read the body; if it has not all arrived in `limits.timeout` seconds the socket's
-        read side is shut (the blocked read returns) and the client gets a 408. A body over the
-        limit gets its 413 even when the deadline cut the drain short."""
+        read side is shut (the blocked read returns) and the client gets a 408. The service's
+        worker reads bodies in its poller and hands over only whole ones (the deadline then
+        never fires); a chunked body it found over the limit it leaves unread and says so on
+        the socket (`over_limit`)."""
         limits = self.limits
         sock = req.env.get("gunicorn.socket")
+        if getattr(sock, "over_limit", False):
+            raise TooLarge(f"request body is over the {limits.max_bytes}-byte limit")
         if sock is None:
             return _read(req, limits)
         token = self.watchdog.arm(sock, limits.timeout)
@@ -98,15 +95,15 @@ def _chunked(req: falcon.Request) -> bool:
 
 
 def _read(req: falcon.Request, limits: BodyLimits) -> bytes:
-    """The whole body, or TooLarge once it is known to pass `max_bytes` (after draining up to
-    `drain_bytes` of it). gunicorn's wsgi.input undoes the chunked framing; falcon's bounded
-    stream reads nothing without a Content-Length, so chunked bodies use the raw stream."""
+    """The whole body, or TooLarge once it is known to pass `max_bytes`, reading no more of
+    it: what is left is the server's to drain (the service's worker does it in its poller,
+    embedder.server.http.outbox), never an HTTP thread's. gunicorn's wsgi.input undoes the
+    chunked framing; falcon's bounded stream reads nothing without a Content-Length, so
+    chunked bodies use the raw stream."""
     max_bytes = limits.max_bytes
     length = req.content_length
     stream = req.stream if _chunked(req) else req.bounded_stream
     if length is not None and length > max_bytes:
-        if length <= limits.drain_bytes:
-            _drain(stream, limits.drain_bytes)
         raise TooLarge(f"request body is {length} bytes; the limit is {max_bytes}", param=None)
     chunks: list[bytes] = []
     total = 0
@@ -116,7 +113,6 @@ def _read(req: falcon.Request, limits: BodyLimits) -> bytes:
             break
         total += len(chunk)
         if total > max_bytes:
-            _drain(stream, limits.drain_bytes - total)
             raise TooLarge(f"request body is over the {max_bytes}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -129,18 +125,6 @@ def _next(stream: Any) -> bytes:
         return bytes(stream.read(_CHUNK))
     except Exception as exc:
         raise InvalidInput(f"the request body could not be read: {exc}") from None
-
-
-def _drain(stream: Any, budget: int) -> None:
-    """Read and discard up to `budget` bytes (the deadline still bounds the time)."""
-    while budget > 0:
-        try:
-            chunk = stream.read(min(_CHUNK, budget))
-        except Exception:
-            return
-        if not chunk:
-            return
-        budget -= len(chunk)
 
 
 def dumps(obj: Any) -> bytes:

@@ -6,8 +6,8 @@ arrive, reads it and wakes a thread. On a client that sends its next request at 
 loop of lone queries, an indexing script) that round trip is on the critical path of every
 request. Here the answering thread waits a bounded moment for the next request instead (no
 CPU: poll(2)), and serves it itself once it is wholly in. Anything else (nothing came, half a
-request, a body the poller would not buffer) goes back to the poller with the bytes read so
-far, which then guards it as any other (header and body timeouts, 408).
+request, a body that is chunked, behind `Expect: 100-continue` or over the limit) goes back to
+the poller with the bytes read so far, which then reads it as any other.
 """
 
 from __future__ import annotations
@@ -17,32 +17,16 @@ import socket
 import time
 from typing import Any
 
-MAX_HEADER_BLOCK = 64 * 1024  # a header block beyond this is refused (431)
-RECV_BYTES = 256 * 1024
-
-
-def header_end(buf: bytes | bytearray) -> int:
-    """Where the header block ends (just after its blank line), or -1."""
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := buf.find(sep)) >= 0]
-    return min(ends) if ends else -1
+from embedder.server.http.framing import MAX_HEADER_BLOCK, RECV_BYTES, Body, header_end, read_head
 
 
 def announced_length(head: bytes | bytearray) -> int | None:
     """The body's Content-Length (0 without one); None for a body that must be read as a
-    stream (chunked, behind `Expect: 100-continue`) or a length that is not one number."""
-    length: int | None = None
-    for line in bytes(head).split(b"\n")[1:]:
-        name, sep, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip()
-        if not sep:
-            continue
-        if name in (b"transfer-encoding", b"expect"):
-            return None
-        if name == b"content-length":
-            if length is not None or not value.isdigit():
-                return None
-            length = int(value)
-    return length or 0
+    stream (chunked, behind `Expect: 100-continue`) or a framing gunicorn refuses."""
+    framing = read_head(head)
+    if framing.expects_continue or framing.body not in (Body.NONE, Body.LENGTH):
+        return None
+    return framing.length
 
 
 class Closed(Exception):

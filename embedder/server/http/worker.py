@@ -1,80 +1,74 @@
-"""The gunicorn worker: gthread, except that a connection gets a thread only once its request
-has arrived, and each listener has its own threads and its own connection cap.
+"""The gunicorn worker: gthread, except that no HTTP thread ever waits on a client. A
+connection gets a thread only once its whole request has arrived, the thread's answer goes out
+as far as the client takes it at once, and each listener has its own threads and its own
+connection cap.
 
-gthread hands every accepted connection to its thread pool, where the request is read with
-blocking calls. Measured against the stock worker (1 worker x 16 threads): 16 TCP connections
-sending their headers a byte a second held all 16 threads, and `/health` on rest.sock got no
-answer for as long as they kept it up; 50 slow bodies kept it out for ~60 s. Here the poller
-reads each request into a buffer without blocking (the header block within
-EMBEDDER_HEADER_TIMEOUT, a body of announced length within EMBEDDER_BODY_TIMEOUT; late ones
-get 408) and only a complete request reaches a thread, from the pool of the listener it came
-in on: what TCP clients do cannot take the threads the unix sockets need. A listener with
-EMBEDDER_MAX_CONNECTIONS open stops accepting (the kernel backlog holds the rest) until one
-closes. Chunked bodies, bodies behind `Expect: 100-continue` and bodies beyond the buffer
-budget are read in the thread as before (bounded by the body watchdog, embedder.server.http.body).
+gthread hands every accepted connection to its thread pool, where the request is read and the
+answer written with blocking calls: as many clients as threads, sending their headers a byte a
+second, not reading their answer, or announcing a body and not sending it, held every thread,
+and nothing else was served for as long as they wished. Here:
+
+- the poller reads each request whole, whatever its framing, under the header and body
+  timeouts (embedder.server.http.reading), and hands it to a thread from the pool of the
+  listener it came in on: what TCP clients do cannot take the threads the unix sockets need.
+  The thread parses only those bytes; it has no socket to read from;
+- the answer is written without waiting (embedder.server.http.wire); what the client does not
+  take at once the poller sends as it reads, under EMBEDDER_BODY_TIMEOUT, and a close is a
+  lingering close in the poller, which also drains a body left unread (embedder.server.http.
+  outbox);
+- a listener with EMBEDDER_MAX_CONNECTIONS open stops accepting (the kernel backlog holds the
+  rest) until one closes;
+- a stopping worker still takes, for a moment, the connections the kernel queued for it, and
+  closes its listeners only once nothing is open or queued: closing them resets what they
+  hold.
+
 After an answer on a kept-alive connection the thread waits EMBEDDER_KEEPALIVE_LINGER_MS for
 the next request and serves it when it arrives whole (embedder.server.http.linger); anything
 else goes back to the poller. Keep-alive, max_requests, graceful shutdown and reloads are
-gthread's own.
+gthread's own. Malformed requests are answered with the status that names the fault, in the
+service's error shape, and logged at most once per interval.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import selectors
 import time
 from concurrent import futures
-from functools import partial
 from typing import Any
 
 from gunicorn import http
+from gunicorn.http import errors as parse
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
-from embedder.server.http.errors import rpc_code
-from embedder.server.http.linger import (
-    MAX_HEADER_BLOCK,
-    RECV_BYTES,
-    Closed,
-    announced_length,
-    header_end,
-    next_request,
-)
+from embedder.server.http.access import Throttled
+from embedder.server.http.linger import Closed, next_request
+from embedder.server.http.outbox import Outbox, refusal, targets_rpc
+from embedder.server.http.reading import Handover, Reader
+from embedder.server.http.wire import Wire
 from embedder.server.listeners import RPC, ListenerRules
 from embedder.settings import Settings
 
-
-def _response(status: str, code: str, message: str, rpc: bool = False) -> bytes:
-    """A refusal from the poller: OpenAI's error shape, or a JSON-RPC error object for a
-    request to JSON-RPC (as the app answers there)."""
-    if rpc:
-        error = {"code": rpc_code(int(status[:3])), "message": message, "data": {"code": code}}
-        body = json.dumps({"jsonrpc": "2.0", "error": error, "id": None}).encode()
-    else:
-        body = (
-            b'{"error": {"message": "%s", "type": "invalid_request_error", "param": null, '
-            b'"code": "%s"}}' % (message.encode(), code.encode())
-        )
-    head = (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+CLOSE_LINGER = 2.0  # s a closing connection is drained for (gunicorn's own bound)
+STOP_ACCEPT = 2.0  # s a stopping worker still takes connections queued for it
 
 
-def _targets_rpc(buf: bytes | bytearray) -> bool:
-    """Whether a request line, once whole, names /rpc as the router reads it (a query and
-    one trailing slash aside; origin or absolute form)."""
-    end = buf.find(b"\n")
-    parts = bytes(buf[:end]).split() if end >= 0 else []
-    if len(parts) != 3:
-        return False
-    target = parts[1].split(b"?", 1)[0]
-    if b"://" in target:
-        target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
-    return target in (b"/rpc", b"/rpc/")
+class MissingHost(parse.ParseException):  # type: ignore[misc]
+    def __str__(self) -> str:
+        return "an HTTP/1.1 request must have a Host header"
+
+
+# The answer to each malformed request gunicorn's parser tells apart; any other is a 400.
+_MALFORMED: tuple[tuple[type[Exception], str, str], ...] = (
+    (parse.UnsupportedTransferCoding, "501 Not Implemented", "not_implemented"),
+    (parse.LimitRequestLine, "414 URI Too Long", "uri_too_long"),
+    (parse.LimitRequestHeaders, "431 Request Header Fields Too Large", "headers_too_large"),
+    (parse.ExpectationFailed, "417 Expectation Failed", "expectation_failed"),
+    (parse.ForbiddenProxyRequest, "403 Forbidden", "forbidden"),
+    (parse.ConfigurationProblem, "500 Internal Server Error", "internal_error"),
+)
 
 
 class Conn(gthread.TConn):  # type: ignore[misc]
@@ -84,26 +78,17 @@ class Conn(gthread.TConn):  # type: ignore[misc]
         super().__init__(cfg, sock, client, server)
         self.listener = listener
         self.ready = False  # its request is in the buffer: the next step is a thread
+        self.body_left = False  # its request's body was not read: close after the answer
         self.on_close: Any = None
 
     def close(self, graceful: bool = False) -> None:
+        """Closed at once: a lingering close is the worker's, in its poller."""
         try:
-            super().close(graceful)
+            super().close(False)
         finally:
             if self.on_close is not None:
                 callback, self.on_close = self.on_close, None
                 callback(self)
-
-
-class _Gathering:
-    """A request being read by the poller."""
-
-    def __init__(self, conn: Conn, buf: bytes, deadline: float) -> None:
-        self.conn = conn
-        self.buf = bytearray(buf)
-        self.deadline = deadline
-        self.need: int | None = None  # bytes in all (headers + body) once the headers are in
-        self.registered = False
 
 
 class _Pools:
@@ -125,6 +110,12 @@ class _Pools:
             pool.shutdown(wait=wait)
 
 
+def _finished(result: Any) -> futures.Future[Any]:
+    done: futures.Future[Any] = futures.Future()
+    done.set_result(result)
+    return done
+
+
 class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -134,30 +125,25 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.max_body = settings.max_body_bytes
         self.per_listener = settings.max_connections
         self.rules = ListenerRules(settings.socket_dir, settings.tcp_expose)
-        # Bodies the poller holds at once (announced lengths); beyond it a thread reads them.
-        self.budget = 4 * settings.max_body_bytes
-        self.committed = 0
         self.listeners = {id(s): s for s in self.sockets}
         self.open: dict[int, int] = dict.fromkeys(self.listeners, 0)
         self.listening: set[int] = set()
-        self.gathering: dict[int, _Gathering] = {}
         self.worker_connections = self.per_listener * max(1, len(self.listeners))
         self.max_keepalived = self.worker_connections - self.cfg.threads
         self._beat = float("-inf")  # when the last heartbeat went to the master
         self.linger = settings.keepalive_linger_ms / 1000.0
+        self.stop_accepting: float | None = None  # set once the worker stops
+        self.outbox: Outbox
+        self.reader: Reader
+        self.malformed = Throttled(self.log.error_log, "malformed requests")
 
-    def handle(self, conn: Conn) -> Any:
-        """gthread's, then the connection's next request in this same thread while it comes
-        within the linger (`embedder.server.http.linger`)."""
-        result = super().handle(conn)
-        while result is True and self.alive and not conn.is_http2 and not self.cfg.is_ssl:
-            try:
-                if not next_request(conn.sock, conn.parser.unreader, self.linger, self.max_body):
-                    break
-            except Closed:
-                return False
-            result = super().handle(conn)
-        return result
+    def run(self) -> None:
+        self.outbox = Outbox(self.poller, self._after_answer, self._close)
+        timeouts = (self.header_timeout, self.body_timeout)
+        self.reader = Reader(
+            self.poller, timeouts, self.max_body, self._ready, self._refuse, self._close
+        )
+        super().run()
 
     def get_thread_pool(self) -> Any:
         return _Pools(self.cfg.threads)
@@ -171,9 +157,60 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             self._beat = now
             super().notify()
 
+    # --- in the HTTP thread ---------------------------------------------------------------
+
+    def handle(self, conn: Conn) -> Any:
+        """gthread's, then the connection's next request in this same thread while it comes
+        within the linger (`embedder.server.http.linger`) and the last answer is all out."""
+        result = super().handle(conn)
+        while (
+            result is True
+            and self.alive
+            and not getattr(conn.sock, "pending", True)
+            and not conn.is_http2
+        ):
+            try:
+                if not next_request(conn.sock, conn.parser.unreader, self.linger, self.max_body):
+                    break
+            except Closed:
+                return False
+            result = super().handle(conn)
+        return result
+
+    def handle_request(self, req: Any, conn: Conn) -> Any:
+        if conn.body_left:
+            req.must_close = True  # the rest of the connection is that body: drained, closed
+        if req.version == (1, 1) and not any(name == "HOST" for name, _ in req.headers):
+            raise MissingHost()  # RFC 9112 section 3.2
+        return super().handle_request(req, conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
+        """A malformed request: answered with the status that names the fault, in the
+        service's error shape, and logged at most once per interval. Anything else (a fault
+        of the app) is gthread's: logged with its traceback, 500."""
+        if not isinstance(exc, parse.ParseException) or isinstance(
+            exc, (parse.InvalidResponseHeader, parse.InvalidResponseHeaderName)
+        ):
+            super().handle_error(req, client, addr, exc)
+            return
+        status, code = next(
+            ((s, c) for cls, s, c in _MALFORMED if isinstance(exc, cls)),
+            ("400 Bad Request", "bad_request"),
+        )
+        peer = addr[0] if isinstance(addr, tuple) and addr else "a unix socket"
+        self.malformed.warning("malformed request from %s: %s %s", peer, status[:3], exc)
+        with contextlib.suppress(OSError):
+            client.sendall(refusal(status, code, str(exc)))
+
     # --- accepting, per listener ----------------------------------------------------------
 
     def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled and not self.alive and self.stop_accepting is None:
+            # The worker is stopping. A connection the kernel has queued for it would be
+            # reset when its listeners close: take those first (murder_pending goes on).
+            self.stop_accepting = time.monotonic() + STOP_ACCEPT
+            self._take_queued()
+            return
         self._accepting = enabled
         for key in self.listeners:
             self._listen(key)
@@ -192,26 +229,40 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             self.listening.discard(key)
 
     def accept(self, listener: Any) -> None:
+        self._accept_one(listener)
+
+    def _accept_one(self, listener: Any) -> bool:
+        """Take one queued connection; False when none is left."""
         try:
             sock, client = listener.accept()
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return e.errno == errno.ECONNABORTED  # that one left already: the next may not
         key = id(listener)
         self.nr_conns += 1
         self.open[key] += 1
         self._listen(key)
-        conn = Conn(self.cfg, sock, client, listener.getsockname(), key)
+        conn = Conn(self.cfg, Wire.adopt(sock), client, listener.getsockname(), key)
         conn.on_close = self._closed
         self.enqueue_req(conn)
+        return True
+
+    def _take_queued(self) -> None:
+        for key, listener in self.listeners.items():
+            while self.open[key] < self.per_listener and self._accept_one(listener):
+                pass
 
     def _closed(self, conn: Conn) -> None:
         self.open[conn.listener] -= 1
         self._listen(conn.listener)
-        self._forget(conn)
+        self.reader.forget(conn)
 
-    # --- reading requests in the poller ---------------------------------------------------
+    def _close(self, conn: Conn) -> None:
+        self.nr_conns -= 1
+        conn.close()
+
+    # --- reading requests in the poller (embedder.server.http.reading) --------------------
 
     def enqueue_req(self, conn: Conn) -> None:
         if (
@@ -223,15 +274,8 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             super().enqueue_req(conn)
             return
         held = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        g = _Gathering(conn, held, time.monotonic() + self.header_timeout)
-        self.gathering[id(conn)] = g
         conn.sock.setblocking(False)
-        if held and self._advance(g):
-            return
-        self._readable(g, conn.sock)
-        if id(conn) in self.gathering and not g.registered:
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, g))
-            g.registered = True
+        self.reader.start(conn, held)
 
     def on_client_socket_readable(self, conn: Conn, client: Any) -> None:
         """A kept-alive connection's next request is arriving: read it here too."""
@@ -239,91 +283,69 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.keepalived_conns.remove(conn)
         self.enqueue_req(conn)
 
-    def _readable(self, g: _Gathering, sock: Any) -> None:
-        try:
-            data = g.conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(g)  # the client went away before its request was complete
-            return
-        g.buf += data
-        self._advance(g)
-
-    def _advance(self, g: _Gathering) -> bool:
-        """Hand the connection to a thread once what it needs is in; True when it has gone
-        (to a thread, or refused)."""
-        if g.need is None:
-            end = header_end(g.buf)
-            if end < 0:
-                if len(g.buf) > MAX_HEADER_BLOCK:
-                    self._refuse(g, "431 Request Header Fields Too Large", "headers_too_large")
-                    return True
-                return False
-            body = self._body_to_buffer(bytes(g.buf[:end]))
-            g.need = end + body
-            self.committed += body
-            if body:
-                g.deadline = time.monotonic() + self.body_timeout
-        if len(g.buf) < g.need:
-            return False
-        self._forget(g.conn)
-        conn = g.conn
+    def _ready(self, conn: Conn, buf: bytearray, handover: Handover) -> None:
+        """To a thread, with what the poller read: the thread's parser reads those bytes and
+        nothing else (it has no socket), so it never waits on the client."""
         if conn.parser is None:
-            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.parser.unreader.unread(bytes(g.buf))
+            conn.parser = http.get_parser(self.cfg, (), conn.client)
+        conn.parser.unreader.unread(bytes(buf[: handover.upto]))
+        conn.body_left = handover.body_left
+        conn.sock.over_limit = handover.over_limit
         conn.data_ready = conn.ready = True
-        conn.sock.setblocking(True)
         self.enqueue_req(conn)
-        return True
 
-    def _body_to_buffer(self, head: bytes) -> int:
-        """Bytes of body the poller reads before handing over: a Content-Length body within
-        the limits; 0 for anything else (a thread reads it, or gunicorn refuses the headers)."""
-        length = announced_length(head)
-        if not length or length > self.max_body or self.committed + length > self.budget:
-            return 0
-        return length
-
-    def _forget(self, conn: Conn) -> None:
-        g = self.gathering.pop(id(conn), None)
-        if g is None:
+    def _refuse(self, conn: Conn, buf: bytearray, status: str, code: str, message: str) -> None:
+        """The poller's own refusal of a request (`buf`, what came of it): the answer, then
+        a lingering close."""
+        rpc = targets_rpc(buf) and RPC in self.rules.of(conn.server).surfaces
+        try:
+            conn.sock.sendall(refusal(status, code, message, rpc))
+        except OSError:
+            self._close(conn)
             return
-        if g.need is not None:
-            self.committed -= g.need - header_end(g.buf)
-        if g.registered:
-            g.registered = False
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self.poller.unregister(conn.sock)
+        self._answered(conn, False)
 
-    def _drop(self, g: _Gathering) -> None:
-        self._forget(g.conn)
-        self.nr_conns -= 1
-        g.conn.close()
+    # --- after the answer -----------------------------------------------------------------
 
-    def _refuse(self, g: _Gathering, status: str, code: str) -> None:
-        message = {
-            "headers_too_large": f"the request headers are over {MAX_HEADER_BLOCK} bytes",
-            "request_timeout": (
-                f"the request headers did not arrive within {self.header_timeout:g} s"
-                if g.need is None
-                else f"the request body did not arrive within {self.body_timeout:g} s"
-            ),
-        }[code]
-        rpc = _targets_rpc(g.buf) and RPC in self.rules.of(g.conn.server).surfaces
-        with contextlib.suppress(OSError):
-            g.conn.sock.send(_response(status, code, message, rpc))
-        self._drop(g)
+    def finish_request(self, conn: Conn, fs: futures.Future[Any]) -> None:
+        """In the poller once a thread is done with `conn`: the rest of its answer, then
+        keep-alive (gthread's) or a lingering close."""
+        try:
+            result = fs.result() if not fs.cancelled() else False
+        except Exception:
+            result = False
+        if result is True or result is False:
+            self._answered(conn, result)
+        else:
+            super().finish_request(conn, fs)  # gthread's deferral: not a request yet
+
+    def _answered(self, conn: Conn, keep: bool) -> None:
+        if conn.sock.fileno() < 0:  # closed in the thread (gthread does, on a failed answer)
+            self._close(conn)
+        elif getattr(conn.sock, "pending", False):
+            self.outbox.send_rest(conn, keep, self.body_timeout)
+        else:
+            self._after_answer(conn, keep)
+
+    def _after_answer(self, conn: Conn, keep: bool) -> None:
+        if keep:
+            super().finish_request(conn, _finished(True))
+        else:
+            self.outbox.close(conn, self.body_timeout if conn.body_left else CLOSE_LINGER)
+
+    # --- deadlines, on every poller wake --------------------------------------------------
 
     def murder_pending(self) -> None:
-        """Also cut requests that have not arrived by their deadline: 408 once any of it
-        came, a silent close for a connection that never said anything."""
+        """Also cut requests, answers and closes past their deadlines; and, while stopping,
+        take what is queued."""
         super().murder_pending()
-        now = time.monotonic()
-        for g in [g for g in self.gathering.values() if g.deadline <= now]:
-            if g.buf.strip():
-                self._refuse(g, "408 Request Timeout", "request_timeout")
-            else:
-                self._drop(g)
+        self.reader.expire()
+        self.outbox.expire()
+        self.malformed.flush()
+        if self.stop_accepting is not None and self._accepting:
+            if time.monotonic() >= self.stop_accepting:
+                self._accepting = False
+                for key in self.listeners:
+                    self._listen(key)
+            elif self.nr_conns == 0:
+                self._take_queued()  # the last look before the listeners close

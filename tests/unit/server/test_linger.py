@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 from gunicorn.http.unreader import SocketUnreader
 
-from embedder.server.http.linger import Closed, announced_length, header_end, next_request
+from embedder.server.http.framing import header_end
+from embedder.server.http.linger import Closed, announced_length, next_request
 
 WAIT = 60.0  # a bound for what must happen; the tests never wait it out when all is well
 NONE = 0.05  # a linger that must pass with nothing arriving
