@@ -108,11 +108,9 @@ class Settings:
     port: int = DEFAULT_PORT
     # gunicorn (gunicorn.conf.py takes these as they are)
     http_threads: int = 16  # HTTP threads per worker (gthread)
-    worker_class: str = "embedder.server.http.worker.GuardedWorker"
     timeout: int = 300  # s a worker may be silent before the master restarts it
     graceful_timeout: int = 30
     keepalive: int = 5
-    keepalive_linger_ms: int = 2  # a thread waits this long for a kept-alive next request
     backlog: int = 256
     log_level: str = "info"
     # Set by the master for its workers, never by hand (gunicorn.conf.py): the worker board
@@ -150,12 +148,9 @@ class Settings:
             mycelium_api=env.get("EMBEDDER_MYCELIUM_API", "").strip() or "http://127.0.0.1:8989",
             port=_int(env, "EMBEDDER_PORT", DEFAULT_PORT, 1),
             http_threads=_int(env, "EMBEDDER_HTTP_THREADS", 16, 1),
-            worker_class=env.get("EMBEDDER_WORKER_CLASS", "").strip()
-            or "embedder.server.http.worker.GuardedWorker",
             timeout=_int(env, "EMBEDDER_TIMEOUT", 300, 1),
             graceful_timeout=_int(env, "EMBEDDER_GRACEFUL_TIMEOUT", 30, 0),
             keepalive=_int(env, "EMBEDDER_KEEPALIVE", 5, 0),
-            keepalive_linger_ms=_int(env, "EMBEDDER_KEEPALIVE_LINGER_MS", 2, 0),
             backlog=_int(env, "EMBEDDER_BACKLOG", 256, 1),
             log_level=_choice(env, "EMBEDDER_LOG_LEVEL", "info", LOG_LEVELS),
             worker_board=_path(env, "EMBEDDER_WORKER_BOARD"),
@@ -238,6 +233,8 @@ RETIRED = {
     "EMBEDDER_ACCESS_LOG": "EMBEDDER_ACCESS_LOG_JSON=1 is the access log; gunicorn's own is "
     "its --access-logfile (in GUNICORN_CMD_ARGS)",
     "EMBEDDER_CONTROL_SOCKET": "gunicorn's control socket stays off; signals manage the master",
+    "EMBEDDER_KEEPALIVE_LINGER_MS": "an HTTP thread waits 2 ms for a kept-alive next request",
+    "EMBEDDER_WORKER_CLASS": "the worker is always embedder.server.http.worker.GuardedWorker",
 }
 
 # Set by the master for its own processes, never by hand (gunicorn.conf.py reads it).

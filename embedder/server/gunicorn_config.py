@@ -41,7 +41,7 @@ control_socket_disable = True
 # Each worker runs a single-thread ONNX Runtime session per core it owns (embedder.batcher).
 workers = _workers
 # gthread that reads each request in its poller and keeps a thread pool per listener.
-worker_class = _settings.worker_class
+worker_class = "embedder.server.http.worker.GuardedWorker"
 # HTTP threads per worker: requests waiting on the micro-batcher hold a thread but no core,
 # so more threads mean larger shared runs and a /health that still answers under load.
 threads = _settings.http_threads

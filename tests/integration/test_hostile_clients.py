@@ -166,7 +166,7 @@ def test_after_a_kept_alive_answer_the_next_request_is_still_guarded(
     tmp_path: Path, built_root: Path
 ) -> None:
     """The answering thread waits a moment for a kept-alive connection's next request
-    (EMBEDDER_KEEPALIVE_LINGER_MS); one that trickles in goes back to the poller, which cuts it
+    (the worker's LINGER); one that trickles in goes back to the poller, which cuts it
     off with 408 as on a fresh connection, while the threads serve everyone else. Requests
     sent back to back, or two in one write, are all answered on the same connection."""
     server = _serve(tmp_path, built_root, EMBEDDER_HEADER_TIMEOUT="1")

@@ -28,9 +28,8 @@ from typing import Any
 
 import orjson
 
-from embedder.server.http.framing import RECV_BYTES
-
 from embedder.server.http.errors import rpc_code
+from embedder.server.http.framing import RECV_BYTES
 
 _READS_PER_WAKE = 16  # a drain reads at most this many buffers per wake, then lets others in
 

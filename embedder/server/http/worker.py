@@ -22,7 +22,7 @@ and nothing else was served for as long as they wished. Here:
   closes its listeners only once nothing is open or queued: closing them resets what they
   hold.
 
-After an answer on a kept-alive connection the thread waits EMBEDDER_KEEPALIVE_LINGER_MS for
+After an answer on a kept-alive connection the thread waits `LINGER` for
 the next request and serves it when it arrives whole (embedder.server.http.linger); anything
 else goes back to the poller. Keep-alive, max_requests, graceful shutdown and reloads are
 gthread's own. Malformed requests are answered with the status that names the fault, in the
@@ -51,6 +51,7 @@ from embedder.server.http.wire import Wire
 from embedder.server.listeners import RPC, ListenerRules
 from embedder.settings import Settings
 
+LINGER = 0.002  # s the answering thread waits (in poll) for a kept-alive next request
 CLOSE_LINGER = 2.0  # s a closing connection is drained for (gunicorn's own bound)
 STOP_ACCEPT = 2.0  # s a stopping worker still takes connections queued for it
 
@@ -131,7 +132,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.worker_connections = self.per_listener * max(1, len(self.listeners))
         self.max_keepalived = self.worker_connections - self.cfg.threads
         self._beat = float("-inf")  # when the last heartbeat went to the master
-        self.linger = settings.keepalive_linger_ms / 1000.0
+        self.linger = LINGER
         self.stop_accepting: float | None = None  # set once the worker stops
         self.outbox: Outbox
         self.reader: Reader
