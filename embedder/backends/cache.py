@@ -12,6 +12,7 @@ the next start a measurement.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -103,6 +104,7 @@ class ChoiceCache:
             os.replace(tmp, target)
         except OSError as exc:
             log.warning("cannot keep the backend choice in %s: %s", target, exc)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not there, or its folder is not one
+                tmp.unlink(missing_ok=True)
             return False
         return True

@@ -68,3 +68,13 @@ def test_the_cpu_key_names_the_model_and_its_vector_extensions(tmp_path: Path):
     )
     assert cpu_key(info) == "Intel Xeon Gold avx2 avx512f amx_bf16"
     assert cpu_key(tmp_path / "missing")  # somewhere without /proc: still a key
+
+
+def test_a_root_that_is_no_directory_costs_only_the_keeping(tmp_path: Path):
+    """A models root under a file (a read-only or misconfigured root): the choice is not
+    kept, and nothing raises (a model must not fail for its cache)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    kept = ChoiceCache(blocker / "models")
+    assert not kept.put("m", KEY, ENTRY)
+    assert kept.get("m", KEY) is None
