@@ -120,8 +120,13 @@ def test_each_models_queue_is_shown(dashboard: Browser) -> None:
     """The answering worker's queue per model: 0 at rest for the micro-batched models, none
     of its own for the cosine scorer; a queue from a rewritten reply, with its seconds."""
     b, d = dashboard, dashboard.driver
-    cells = d.find_elements(CSS, "#models-body td.queued")
-    assert [c.text for c in cells] == ["0", "0", "0", "0", "—"]
+    # Read in one script: the table is drawn again at every refresh, so elements found
+    # before may be gone by the time their text is asked for.
+    read = (
+        "return [...document.querySelectorAll('#models-body td.queued')]"
+        ".map(c => [c.innerText, c.dataset.texts || null])"
+    )
+    assert [t for t, _ in d.execute_script(read)] == ["0", "0", "0", "0", "—"]
     d.execute_script(
         """
         const real = window.fetch;
@@ -137,10 +142,8 @@ def test_each_models_queue_is_shown(dashboard: Browser) -> None:
         };
         """
     )
-    first = "#models-body tr:first-child td.queued"
-    b.wait(lambda d: d.find_element(CSS, first).text != "0", message="no queue shown")
-    assert d.find_element(CSS, first).text == "4,096 · ~12.5 s"
-    assert d.find_element(CSS, first).get_attribute("data-texts") == "4096"
+    b.wait(lambda d: d.execute_script(read)[0][0] != "0", message="no queue shown")
+    assert d.execute_script(read)[0] == ["4,096 · ~12.5 s", "4096"]
     assert "Queued is the queue of the worker that answered" in text(b, "counters-note")
 
 
