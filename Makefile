@@ -98,7 +98,7 @@ quick: install
 	EMBEDDER_TEST_MODELS_ROOT=$(CURDIR)/.cache/test-models $(BIN)/pytest tests/unit tests/http -q -m "not slow" -p no:cacheprovider
 
 test: install system-deps browser-deps lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The service on the offline starter catalog (no network needed).
 run: install
