@@ -151,7 +151,7 @@ def measure_model(
     *,
     runners: int,
     seconds: float,
-    min_rounds: int = 2,
+    min_rounds: int = 3,
 ) -> dict[str, Any]:
     """One model's contenders, `auto`'s choice and the rounds (see the module's text)."""
     others = Others()
@@ -252,40 +252,48 @@ def _rounds(
     min_rounds: int,
 ) -> dict[str, Any]:
     """Alternate rounds until `seconds` have passed (at least `min_rounds`); into each row its
-    texts/s, lone-text times and their ratios to the engine of record (paired per round)."""
+    texts/s, lone-text times and their ratios to the engine of record (paired per round), in
+    wall time and in the process's CPU time (what the runs cost the cores: on a shared
+    machine it moves far less with the others' load than wall time does)."""
     labels = list(engines)
-    batch: dict[str, list[float]] = {k: [] for k in labels}
-    lone: dict[str, list[list[float]]] = {k: [[] for _ in work.lone] for k in labels}
+    batch: dict[str, list[tuple[float, float]]] = {k: [] for k in labels}
+    lone: dict[str, list[list[tuple[float, float]]]] = {k: [[] for _ in work.lone] for k in labels}
     deadline = time.monotonic() + seconds
     rounds = 0
     while rounds < min_rounds or (time.monotonic() < deadline and rounds < MAX_ROUNDS):
         order = labels[rounds % len(labels) :] + labels[: rounds % len(labels)]
         for k in order:
-            t0 = time.perf_counter()
-            work.batch(engines[k], runners)
-            batch[k].append(time.perf_counter() - t0)
+            batch[k].append(_timed(work.batch, engines[k], runners))
         for i, run in enumerate(work.lone):
             for k in order:
-                t0 = time.perf_counter()
-                run(engines[k])
-                lone[k][i].append(time.perf_counter() - t0)
+                lone[k][i].append(_timed(run, engines[k]))
         rounds += 1
     record = rows[0]["label"]
     for row in rows:
         k = row["label"]
         if k not in engines:
             continue
-        row["rounds"] = [work.items / s for s in batch[k]]
+        row["rounds"] = [work.items / wall for wall, _ in batch[k]]
         row["texts_per_s"] = median(row["rounds"])
-        each = [median(t) * 1000 for t in lone[k]]
+        row["cpu_ms_per_item"] = median([cpu * 1000 / work.items for _, cpu in batch[k]])
+        each = [median([wall for wall, _ in t]) * 1000 for t in lone[k]]
         row["lone_ms_p50"] = median(each) if each else None
-        row["lone_per_s"] = 1000.0 / row["lone_ms_p50"] if each and row["lone_ms_p50"] else None
-        if record in engines:
-            row["vs_ort"] = median([r / s for r, s in zip(batch[record], batch[k], strict=True)])
-            paired = [
-                r / s
+        if record not in engines:
+            continue
+        for name, clock in (("", 0), ("cpu_", 1)):
+            pairs = zip(batch[record], batch[k], strict=True)
+            row[f"{name}vs_ort"] = median([r[clock] / max(s[clock], 1e-9) for r, s in pairs])
+            each_pair = [
+                r[clock] / max(s[clock], 1e-9)
                 for i in range(len(work.lone))
                 for r, s in zip(lone[record][i], lone[k][i], strict=True)
             ]
-            row["lone_vs_ort"] = median(paired) if paired else None
+            row[f"lone_{name}vs_ort"] = median(each_pair) if each_pair else None
     return {"rounds": rounds}
+
+
+def _timed(run: Callable[..., object], *args: Any) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one run."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu

@@ -20,7 +20,7 @@ from embedder.tools.bench.plan import Options
 from embedder.tools.bench.run_levels import Level
 from embedder.tools.bench.scenarios import Clock
 
-BATCH_TEXTS = 256  # of the corpus, per contender per round: enough for every sub-batch shape
+BATCH_TEXTS = 128  # of the corpus (its mix of lengths), per contender and round
 
 
 def measure_backends(
