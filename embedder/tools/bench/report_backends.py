@@ -38,6 +38,21 @@ def _how(lv: dict[str, Any]) -> str:
     return f"measured now ({a['seconds']:.1f} s)" if a["measured_now"] else "the kept choice"
 
 
+def _against(lv: dict[str, Any]) -> str:
+    """What auto's choice measured against ONNX Runtime in the rounds, and whether that
+    meets the goal (`AUTO_ORT`)."""
+    chosen = next((c for c in lv["contenders"] if c.get("chosen")), None)
+    if chosen is None or chosen is lv["contenders"][0] or chosen.get("vs_ort") is None:
+        return ""
+    wall = [chosen.get("vs_ort"), chosen.get("lone_vs_ort")]
+    below = min(v for v in wall if v is not None) < AUTO_ORT[2]
+    return (
+        f". In the rounds it runs at {_x(wall[0])} ONNX Runtime's rate batched and "
+        f"{_x(wall[1])} on lone texts (wall time){': below ' if below else ', within '}"
+        f"the goal of {AUTO_ORT[2]:.2f}x"
+    )
+
+
 def _units(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
@@ -89,11 +104,12 @@ def section(r: dict[str, Any]) -> list[str]:
             continue
         a = lv["auto"]
         how = _how(lv)
+        why = "" if how.startswith("its only") else f": {a['why']}"
         out.append(
             f"- {lv['key']} {lv['model']} ({lv['rounds']} rounds of {lv['items']} "
             f"{'pairs' if lv['kind'] == 'rerank' else 'texts'} and {lv['lone_items']} lone; "
             f"others' CPU {others(lv.get('others_cpu_share'))}): **auto** takes "
-            f"{a['backend']} {a['compute_precision']}, {how}: {a['why']}"
+            f"{a['backend']} {a['compute_precision']}, {how}{why}{_against(lv)}"
         )
     out += [
         "",
