@@ -64,7 +64,7 @@ def measure_backends(
 
 
 def _key(lv: Level) -> dict[str, Any]:
-    name = lv.spec.level if lv.spec.level is not None else lv.spec.id
+    name = lv.spec.level if lv.spec.level is not None else lv.spec.kind  # the reranker
     return {"key": f"{lv.catalog.name}:{name}", "catalog": lv.catalog.name}
 
 
