@@ -44,7 +44,6 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
-        "bf16_units": list(cpu().bf16),
         "cores": cores(),
         "memory_gib": round(vm.total / 2**30, 1),
         "onnxruntime": _version("onnxruntime"),
