@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 import uuid
 from collections.abc import Mapping
@@ -26,14 +25,12 @@ from typing import Any
 
 import filelock
 
+from embedder.backends.cpu import cpu, read_cpu
+
 log = logging.getLogger("embedder.backends.cache")
 
 CHOICE_FILE = ".backend.json"
 KEEP = 8  # entries per model (CPUs, files, layouts) before the oldest goes
-_ISA = (
-    *("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni"),
-    *("amx_tile", "amx_int8", "amx_bf16"),
-)
 
 
 def file_key(path: Path) -> str:
@@ -44,21 +41,10 @@ def file_key(path: Path) -> str:
     return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def cpu_key(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU model and the vector extensions the runtimes' kernels pick from (a cloud's
-    "model name" can be the same for two generations)."""
-    name, flags = platform.processor() or "unknown", set[str]()
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    return " ".join([name, *(f for f in _ISA if f in flags)])
+def cpu_key(cpuinfo: Path | None = None) -> str:
+    """The CPU model and the vector extensions the runtimes' kernels pick from (`cpu.Cpu.key`;
+    this machine's, read once, unless `cpuinfo` names another file)."""
+    return (cpu() if cpuinfo is None else read_cpu(cpuinfo)).key
 
 
 def digest(key: Mapping[str, Any]) -> str:

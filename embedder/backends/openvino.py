@@ -73,12 +73,19 @@ class Port:
 _ONNX_TYPES = {"f32": "float", "i64": "int64", "i32": "int32", "f16": "float16", "bf16": "bfloat16"}
 
 
-def _port(port: Any) -> Port:
+def _port(port: Any, name: str | None = None) -> Port:
     elem = str(port.element_type.get_type_name())
     dims: list[int | str] = []
     for i, dim in enumerate(port.partial_shape):
         dims.append(dim.get_length() if dim.is_static else f"d{i}")
-    return Port(str(port.any_name), f"tensor({_ONNX_TYPES.get(elem, elem)})", dims)
+    return Port(name or str(port.any_name), f"tensor({_ONNX_TYPES.get(elem, elem)})", dims)
+
+
+def _named(port: Any) -> list[Port]:
+    """An output under each of its tensor names: one the graph made with an Identity (an
+    exporter's `logits` after `classifier/out_proj/Add`) has both names in OpenVINO, whose
+    `any_name` may be the inner one; a result can be read under either."""
+    return [_port(port, name) for name in sorted(port.get_names())] or [_port(port)]
 
 
 class OpenVinoSession:
@@ -96,7 +103,7 @@ class OpenVinoSession:
         self.compiled = compiled
         self.compute_precision = _compute_precision(compiled)
         self._inputs = [_port(p) for p in compiled.inputs]
-        self._outputs = [_port(p) for p in compiled.outputs]
+        self._outputs = [named for p in compiled.outputs for named in _named(p)]
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # made on first need: a runner that never runs costs none
         self._keep = max(1, requests)

@@ -66,6 +66,7 @@ class _Chosen:
     candidate: Candidate
     graph: Path
     runtime: Runtime
+    why: str  # what the model's log line said of the choice
 
 
 def _version(dist: str) -> str | None:
@@ -137,10 +138,10 @@ class Runtimes:
             openvino=self._offers_openvino(),
             bf16=bool(self._bf16),
             exact_fp32=self.policy.exact_fp32,
-            fp32_graph=self._fp32_graph(spec) is not None,
+            fp32_graph=self.fp32_graph(spec) is not None,
         )
 
-    def _fp32_graph(self, spec: ModelSpec) -> Path | None:
+    def fp32_graph(self, spec: ModelSpec) -> Path | None:
         """The FP32 file an INT8 level is built from (its recipe's input), when it is there."""
         if spec.onnx is None or spec.precision != "int8":
             return None
@@ -157,7 +158,7 @@ class Runtimes:
     def _graph(self, candidate: Candidate, own: Path, spec: ModelSpec) -> Path:
         if candidate.graph == "own":
             return own
-        found = self._fp32_graph(spec)
+        found = self.fp32_graph(spec)
         assert found is not None  # a candidate only when it exists
         return found
 
@@ -166,6 +167,12 @@ class Runtimes:
     def runtime(self, model: str) -> Runtime | None:
         chosen = self.chosen.get(model)
         return chosen.runtime if chosen else None
+
+    def why(self, model: str) -> str | None:
+        """Why `model` computes where it does (measured, kept, forced, fallen back), as its
+        log line said: what the benchmark reports beside its own figures."""
+        chosen = self.chosen.get(model)
+        return chosen.why if chosen else None
 
     def open(self, spec: ModelSpec, graph: Path, config: SessionConfig, probe: Probe) -> Any:
         """A session for `spec` (its graph at `graph`, as the engine opens it). The model's
@@ -188,7 +195,9 @@ class Runtimes:
         # An OpenVINO session says what it computes in (BF16 only where the CPU can).
         precision = str(getattr(opened.session, "compute_precision", candidate.precision))
         runtime = Runtime(candidate.backend, precision)
-        self.chosen[spec.id] = _Chosen(candidate, self._graph(candidate, graph, spec), runtime)
+        self.chosen[spec.id] = _Chosen(
+            candidate, self._graph(candidate, graph, spec), runtime, opened.why
+        )
         log.log(
             logging.WARNING if opened.fell_back else logging.INFO,
             "model %s computes on %s %s (%s)",

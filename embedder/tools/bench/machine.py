@@ -8,37 +8,21 @@ import resource
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from embedder.backends.cpu import cpu
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The vector extensions that matter to ONNX Runtime's kernels."""
-    wanted = (
-        *("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni"),
-        *("amx_tile", "amx_int8", "amx_bf16"),
-    )
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                have = set(line.partition(":")[2].split())
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
+def cpu_model() -> str:
+    return cpu().model
+
+
+def cpu_flags() -> list[str]:
+    """The vector extensions that matter to the runtimes' kernels (the backend choice's
+    reading of the CPU, so the report and the kept choices name the machine alike)."""
+    return list(cpu().flags)
 
 
 def cores() -> int:

@@ -7,6 +7,7 @@ from typing import Any
 from embedder.tools.bench import markdown_limit as limit
 from embedder.tools.bench import markdown_server as live
 from embedder.tools.bench.markdown_cells import num, pct, table
+from embedder.tools.bench.report_backends import section as backends
 
 X_TARGETS = ("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer")
 
@@ -82,5 +83,6 @@ def render(r: dict[str, Any]) -> str:
     out = _header(r) + NOTES.splitlines() + [""] + limit.engine(r) + limit.peaks(r) + limit.peer(r)
     for s in r.get("servers", []):
         out += live.server(s)
+    out += backends(r)
     out += live.rerank(r) + live.lone(r) + live.layouts(r) + _summary(r) + live.memory(r)
     return "\n".join(out).rstrip() + "\n"

@@ -7,6 +7,7 @@ from typing import Any
 from embedder.catalog import BUILTIN, BuiltFile, ModelSpec, SharedFile
 from embedder.settings import Settings
 from embedder.tools.bench.markdown import render
+from embedder.tools.bench.report_backends import targets as backend_targets
 from embedder.tools.bench.stats import median
 
 # The targets: (key, text, goal).
@@ -148,6 +149,7 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
             value = lv["engine"]["texts_per_s"] / fp32_lv["engine"]["texts_per_s"]
             ratios[f"{lv['model']} / {fp32_id}"] = value
             targets.append(_target(INT8_FP32, f"{lv['key']} / {fp32_lv['key']} engine", value))
+    targets += backend_targets(result, _target)
     return {"ratios": ratios, "targets": targets, "lone": lone(result)}
 
 

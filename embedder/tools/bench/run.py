@@ -22,6 +22,7 @@ from typing import Any
 from embedder.errors import EmbedderError
 from embedder.tools.bench import report
 from embedder.tools.bench import rerank as rag
+from embedder.tools.bench.backends_run import measure_backends
 from embedder.tools.bench.machine import Noise, machine_info
 from embedder.tools.bench.plan import Options, parse
 from embedder.tools.bench.run_inprocess import (
@@ -70,6 +71,7 @@ def measure(opts: Options) -> dict[str, Any]:
         measure_peaks(opts, clock, levels, result)
         measure_peers(opts, clock, every, files, query, result)
         measure_rerank_engine(opts, clock, rerankers, query, docs, result)
+        measure_backends(opts, clock, every, texts, (query, docs), result)
         load_servers(opts, sched, levels, rerankers, files, query, servers)
     finally:
         for _, srv, _ in servers:

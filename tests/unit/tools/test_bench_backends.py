@@ -1,0 +1,131 @@
+"""The bench's runtimes section on a tiny configuration: the starter's FP32 and INT8 levels on
+their real files and both real runtimes, a few texts, the least rounds. No timing is asserted:
+only that each contender the service may choose among was run, checked and set against ONNX
+Runtime, and that `auto`'s choice is read as a worker's load makes it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embedder.backends import openvino as ov
+from embedder.backends.cache import cpu_key
+from embedder.backends.choice import candidates
+from embedder.backends.cpu import read_cpu
+from embedder.catalog import STARTER, ModelSpec
+from embedder.service import Service
+from embedder.store.files import ModelStore
+from embedder.tools.bench import report
+from embedder.tools.bench.backends_run import measure_backends
+from embedder.tools.bench.machine import machine_info
+from embedder.tools.bench.plan import QUICK
+from embedder.tools.bench.report_backends import section
+from embedder.tools.bench.run_levels import Level
+from embedder.tools.bench.scenarios import Clock
+from embedder.tools.corpus import corpus
+
+FP32, INT8 = STARTER.levels()[1], STARTER.levels()[2]  # paraphrase-MiniLM-L3; MiniLM-L6 INT8
+TINY = replace(QUICK, idle_texts=2, engine_seconds=0.0)
+
+
+@pytest.fixture
+def store(tmp_path: Path, starter_service: Service) -> ModelStore:
+    """A models root of its own (the section keeps `auto`'s choices and OpenVINO's compiled
+    models in it), the built starter files linked from the shared root."""
+    shared = starter_service.store.root
+    for spec in STARTER:
+        for f in spec.files:
+            if (shared / spec.id / f.name).is_file():
+                (tmp_path / spec.id).mkdir(exist_ok=True)
+                (tmp_path / spec.id / f.name).symlink_to(shared / spec.id / f.name)
+    return ModelStore(tmp_path, STARTER, offline=True)
+
+
+def run(store: ModelStore, *specs: ModelSpec) -> dict[str, Any]:
+    result: dict[str, Any] = {"machine": {"onnxruntime": "x"}}
+    levels = [Level(STARTER, s, store) for s in specs]
+    measure_backends(TINY, Clock(60.0), levels, corpus(8, 7), ("", []), result)
+    return result
+
+
+def test_each_level_runs_its_candidates_side_by_side(store: ModelStore) -> None:
+    pytest.importorskip("openvino")
+    result = run(store, FP32, INT8)
+    b = result["backends"]
+    bf16 = b["openvino_bf16"]
+    assert b["runners"] >= 1 and b["cpu"] and "skipped" not in b
+    fp32, int8 = b["levels"]
+    assert [lv["key"] for lv in b["levels"]] == ["starter:1", "starter:2"]
+    # the service's candidates, and OpenVINO FP32 beside BF16 where auto would take BF16
+    want = [
+        c.label
+        for c in candidates("fp32", openvino=True, bf16=bf16, exact_fp32=False, fp32_graph=False)
+    ]
+    if bf16:
+        want.append("openvino fp32")
+    assert [c["label"] for c in fp32["contenders"]] == want
+    for c in fp32["contenders"]:
+        assert "error" not in c, c
+        assert c["texts_per_s"] > 0 and c["lone_ms_p50"] > 0 and len(c["rounds"]) >= 3
+        assert c["vs_ort"] > 0 and c["lone_vs_ort"] > 0 and c["cpu_vs_ort"] > 0
+        assert c["min_cosine"] >= 0.9999  # BF16 or FP32 of the same file, against ORT FP32
+    assert fp32["contenders"][0]["vs_ort"] == pytest.approx(1.0)
+    # an INT8 level: its file on ORT, set against its FP32 source on ORT
+    assert int8["contenders"][0]["label"] == "onnxruntime int8"
+    assert 0.99 <= int8["contenders"][0]["min_cosine"] < 0.99999
+    assert [c["graph"] for c in int8["contenders"][1:]] == (["fp32"] if bf16 else [])
+    # auto's choice, as a worker's first load made it: one contender, measured here
+    for lv in b["levels"]:
+        (chosen,) = [c for c in lv["contenders"] if c["chosen"]]
+        assert chosen["label"] == lv["auto"]["label"] and lv["auto"]["why"]
+    assert fp32["auto"]["measured_now"]
+    assert (store.root / FP32.id / ".backend.json").is_file()
+    # ... and kept: the next run reads it
+    assert not run(store, FP32)["backends"]["levels"][0]["auto"]["measured_now"]
+
+    result |= report.analyse(result | {"levels": [], "servers": [], "options": {}})
+    assert [t["where"].split()[0] for t in result["targets"] if t["key"] == "auto_ort"] == [
+        "starter:1",
+        "starter:2",
+    ]
+    text = "\n".join(section(result))
+    assert "| starter:1 | paraphrase-minilm-l3-v2 | **" in text
+    assert text.count("**auto** takes") == 2
+    assert "its only candidate here" in text or bf16
+
+
+@pytest.fixture
+def no_openvino(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As where the package is not installed: `import openvino` fails."""
+    ov._core.cache_clear()
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    yield
+    ov._core.cache_clear()
+
+
+def test_without_openvino_the_section_says_why(no_openvino: None) -> None:
+    result: dict[str, Any] = {"machine": {}}
+    measure_backends(TINY, Clock(60.0), [], [], ("", []), result)
+    b = result["backends"]
+    assert b["openvino"] is None and "not installed" in b["skipped"]
+    text = "\n".join(section(result))
+    assert "- CPU: " in text and "- skipped: the openvino package is not installed" in text
+
+
+def test_the_bench_reads_the_cpu_as_the_backend_choice_does(tmp_path: Path) -> None:
+    m = machine_info()
+    assert " ".join([m["cpu"], *m["cpu_flags"]]) == cpu_key()
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel Xeon\n"
+        "stepping\t: 8\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16\n"
+    )
+    cpu = read_cpu(info)
+    assert cpu.key == "Intel Xeon avx2 avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16"
+    assert cpu.ident == "family 6 model 143 stepping 8"
+    assert cpu.bf16 == ("amx_bf16", "avx512_bf16") and cpu.int8 == ("amx_int8", "avx512_vnni")
