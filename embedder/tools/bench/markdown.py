@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from embedder.tools.bench import markdown_limit as limit
+from embedder.tools.bench import markdown_peers
 from embedder.tools.bench import markdown_server as live
 from embedder.tools.bench.markdown_cells import num, pct, table
 
-X_TARGETS = ("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer")
+X_TARGETS = (
+    *("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer"),
+    *("peer_best", "peer_fastembed"),
+)
 
 
 def _header(r: dict[str, Any]) -> list[str]:
@@ -79,7 +83,8 @@ NOTES = """## How to read this
 
 
 def render(r: dict[str, Any]) -> str:
-    out = _header(r) + NOTES.splitlines() + [""] + limit.engine(r) + limit.peaks(r) + limit.peer(r)
+    out = _header(r) + NOTES.splitlines() + [""] + limit.engine(r) + limit.peaks(r)
+    out += markdown_peers.peers(r) if r.get("peers") else limit.peer(r)
     for s in r.get("servers", []):
         out += live.server(s)
     out += live.rerank(r) + live.lone(r) + live.layouts(r) + _summary(r) + live.memory(r)
