@@ -86,6 +86,7 @@ class Side:
     info: dict[str, Any]
     conn: Conn
     max_rounds: int = 0  # 0: as many as the others
+    round_timeout: float = 0.0  # 0: the phase's bound for any one command
     rates: dict[int, float] = field(default_factory=dict)
     single_ms: list[float] = field(default_factory=list)
     failed: str | None = None
@@ -140,7 +141,9 @@ def _cosines(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
 
 
-def _rounds(opts: Options, sides: list[Side], tmp: Path, timeout: float, clock: Clock) -> None:
+def _rounds(
+    opts: Options, sides: list[Side], texts: int, tmp: Path, timeout: float, clock: Clock
+) -> None:
     until = time.monotonic() + opts.peer_seconds
     for r in range(max(1, opts.peer_rounds)):
         if r >= 2 and time.monotonic() > until:
@@ -149,10 +152,13 @@ def _rounds(opts: Options, sides: list[Side], tmp: Path, timeout: float, clock: 
             if s.failed or (s.max_rounds and len(s.rates) >= s.max_rounds):
                 continue
             save = tmp / f"vectors-{s.key.replace(':', '-')}.npy" if r == 0 else None
+            bound = s.round_timeout or timeout
             try:
-                got = s.conn.ask({"do": "round", "save": str(save) if save else None}, timeout)
+                got = s.conn.ask({"do": "round", "save": str(save) if save else None}, bound)
             except PeerFailed as exc:
                 s.failed = str(exc)
+                if s.round_timeout and not s.rates:
+                    s.failed += f" (emulated bf16: under {texts / bound:.1f} texts/s)"
                 continue
             s.rates[r] = float(got["texts_per_s"])
         rates = ", ".join(f"{s.key} {s.rates[r]:.1f}" for s in sides if r in s.rates)
@@ -216,9 +222,12 @@ def measure(
                 side.failed = str(exc)
             side.info.pop("ready", None)
             if name == "st-bf16" and not units:
-                side.max_rounds = 1  # emulated bf16: slow, and not the peer's best mode here
+                # Emulated bf16: slow, and not the peer's best mode here. One round, and a
+                # bound that keeps it from eating the run's budget on a slow or busy machine.
+                side.max_rounds = 1
+                side.round_timeout = max(60.0, opts.peer_seconds * 2)
                 side.info["emulated"] = True
-        _rounds(opts, sides, tmp, timeout, clock)
+        _rounds(opts, sides, len(texts), tmp, timeout, clock)
         for s in sides:
             if not s.failed and s.rates:
                 seconds = min(5.0, max(1.0, opts.peer_seconds / 6))
