@@ -48,12 +48,13 @@ def peers(r: dict[str, Any]) -> list[str]:
     table = []
     for key, row in rows.items():
         if "skipped" in row:
-            table.append([key, row.get("what"), None, None, None, None, None])
-            table[-1] += [f"not measured: {row['skipped'][:200]}"] + [None] * (len(ours) - 1)
+            why = f"{row.get('what')} — **not measured**: {row['skipped'][:300]}"
+            table.append([key, why, *[None] * (len(head) - 2)])
             continue
         paired = [p.get("paired", {}).get(k, {}).get(key) for k in ours]
         what = row.get("what", "")
         what += " (emulated bf16)" if row.get("emulated") else ""
+        what += f" on {row['sample']} of the texts (every n-th)" if row.get("sample") else ""
         what += f" — stopped: {row['failed_later'][:120]}" if "failed_later" in row else ""
         table.append(
             [

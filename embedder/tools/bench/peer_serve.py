@@ -5,8 +5,9 @@ neighbouring rounds is what holds, not either figure alone).
 
 Protocol: JSON lines. The child's first line is `{"ready": true, "load_s": ..., ...}` (or
 `{"error": ...}`); then for each command on stdin one answer on stdout:
-- `{"do": "round", "save": PATH|null}` -> `{"texts_per_s", "seconds"}`: the whole corpus in
-  one call, as a user of the peer would make it; the vectors saved as .npy (float32) if asked.
+- `{"do": "round", "save": PATH|null, "every": N}` -> `{"texts_per_s", "seconds"}`: the whole
+  corpus (or every N-th text) in one call, as a user of the peer would make it; the vectors
+  saved as .npy (float32) if asked.
 - `{"do": "singles", "count": N, "seconds": S}` -> `{"single_ms": [...]}`: the first N texts
   one call each (at least 4 of them; no new one past S seconds).
 - `{"do": "quit"}`: the child exits.
@@ -76,12 +77,13 @@ def singles(enc: Encoder, texts: Sequence[str], count: int, seconds: float) -> l
 def answer(enc: Encoder, texts: Sequence[str], msg: dict[str, Any]) -> dict[str, Any]:
     do = msg.get("do")
     if do == "round":
+        some = texts[:: int(msg.get("every") or 1)]
         began = time.perf_counter()
-        vectors = enc.encode(texts)
+        vectors = enc.encode(some)
         took = time.perf_counter() - began
         if msg.get("save"):
             np.save(str(msg["save"]), np.asarray(vectors, dtype=np.float32))
-        return {"texts_per_s": len(texts) / took if took else 0.0, "seconds": took}
+        return {"texts_per_s": len(some) / took if took else 0.0, "seconds": took}
     if do == "singles":
         return {"single_ms": singles(enc, texts, int(msg["count"]), float(msg["seconds"]))}
     return {"error": f"unknown command {do!r}"}
