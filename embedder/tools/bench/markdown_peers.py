@@ -18,7 +18,8 @@ def cpu_line(p: dict[str, Any]) -> str:
             "than FP32, so sentence-transformers' best mode on this CPU is FP32 and its bf16 "
             "gets one round"
         )
-    return f"CPU: {p.get('cpu')}, {p.get('threads')} threads for everyone; {bf16}."
+    flags = ", ".join(p.get("cpu_flags") or []) or "no AVX flags"
+    return f"CPU: {p.get('cpu')} ({flags}), {p.get('threads')} threads for everyone; {bf16}."
 
 
 def _cosine(row: dict[str, Any]) -> str | None:

@@ -143,9 +143,7 @@ def _cosines(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
 
 
-def _rounds(
-    opts: Options, sides: list[Side], texts: int, tmp: Path, timeout: float, clock: Clock
-) -> None:
+def _rounds(opts: Options, sides: list[Side], tmp: Path, timeout: float, clock: Clock) -> None:
     until = time.monotonic() + opts.peer_seconds
     for r in range(max(1, opts.peer_rounds)):
         if r >= 2 and time.monotonic() > until:
@@ -200,7 +198,8 @@ def measure(
     """Ours and the peers `opts.peers` in alternate rounds; `result["peers"]`."""
     threads = cores()
     units = bf16_units(cpu_flags())
-    out: dict[str, Any] = {"cpu": cpu_model(), "bf16_units": units, "threads": threads}
+    out: dict[str, Any] = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "bf16_units": units}
+    out["threads"] = threads
     out |= {"texts": len(texts), "batch": opts.batch, "reference": REFERENCE}
     fp32 = next(lv for lv in levels if lv.key == "starter:4")
     timeout = opts.peer_timeout or opts.peer_seconds * 6 + 240
@@ -232,7 +231,7 @@ def measure(
                 side.info["emulated"] = True
                 if side.every > 1:
                     side.info["sample"] = len(texts[:: side.every])
-        _rounds(opts, sides, len(texts), tmp, timeout, clock)
+        _rounds(opts, sides, tmp, timeout, clock)
         for s in sides:
             if not s.failed and s.rates:
                 seconds = min(5.0, max(1.0, opts.peer_seconds / 6))
