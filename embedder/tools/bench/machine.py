@@ -25,6 +25,16 @@ def cpu_flags() -> list[str]:
     return list(cpu().flags)
 
 
+# Instruction sets that compute in BF16 natively. Without one, torch still runs a bf16 model
+# (converting to FP32 around each kernel), slower than FP32: not a peer's best mode there.
+BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_units(flags: list[str]) -> list[str]:
+    """The BF16 units among `flags` (empty: the CPU has none)."""
+    return [f for f in BF16_UNITS if f in flags]
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -41,9 +51,11 @@ def _version(dist: str) -> str | None:
 
 def machine_info() -> dict[str, Any]:
     vm = psutil.virtual_memory()
+    flags = cpu_flags()
     return {
         "cpu": cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": flags,
+        "bf16_units": bf16_units(flags),
         "cores": cores(),
         "memory_gib": round(vm.total / 2**30, 1),
         "onnxruntime": _version("onnxruntime"),

@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from embedder.tools.bench import markdown_limit as limit
+from embedder.tools.bench import markdown_peers
 from embedder.tools.bench import markdown_server as live
 from embedder.tools.bench.markdown_cells import num, pct, table
 from embedder.tools.bench.report_backends import section as backends
 
-X_TARGETS = ("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer")
+X_TARGETS = (
+    *("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer"),
+    *("peer_best", "peer_fastembed"),
+)
 
 
 def _header(r: dict[str, Any]) -> list[str]:
@@ -80,7 +84,8 @@ NOTES = """## How to read this
 
 
 def render(r: dict[str, Any]) -> str:
-    out = _header(r) + NOTES.splitlines() + [""] + limit.engine(r) + limit.peaks(r) + limit.peer(r)
+    out = _header(r) + NOTES.splitlines() + [""] + limit.engine(r) + limit.peaks(r)
+    out += markdown_peers.peers(r) if r.get("peers") else limit.peer(r)
     for s in r.get("servers", []):
         out += live.server(s)
     out += backends(r)

@@ -138,7 +138,12 @@ def _torch_peer(r: dict[str, Any]) -> list[str]:
                 f"{n} docs {num(c['p50_ms'], 0)} ms (n={c['n']})" for n, c in p["calls"].items()
             )
             rows.append(
-                [model, p.get("peer"), agree, f"{num(p['pairs_per_s'], 2)} pairs/s; {calls}"]
+                [
+                    model,
+                    p.get("peer"),
+                    agree,
+                    f"{num(p['pairs_per_s'], 2)} pairs/s; {calls}{_bf16_pairs(p.get('bf16'))}",
+                ]
             )
             continue
         ours = engines.get(model, {}).get("texts_per_s")
@@ -153,7 +158,8 @@ def _torch_peer(r: dict[str, Any]) -> list[str]:
                 p.get("peer"),
                 agree,
                 f"{num(p['texts_per_s'], 2)} texts/s{mine}; 1 text p50 "
-                f"{num(p.get('single_ms_p50'), 1)} ms; max tokens {p.get('max_tokens')}",
+                f"{num(p.get('single_ms_p50'), 1)} ms; max tokens {p.get('max_tokens')}"
+                f"{_bf16_texts(p.get('bf16'))}",
             ]
         )
     if not models:
@@ -168,7 +174,45 @@ def _torch_peer(r: dict[str, Any]) -> list[str]:
         f"{first.get('threads')} threads, in its own process, after the check; the stand-in's "
         "ONNX initializers loaded into the HF module. Embeddings: sorted by length, batches of "
         "32 padded to their longest, CLS + L2 (what sentence-transformers does for BGE); pairs: "
-        "the same sorting and batching (what its CrossEncoder does)._",
+        "the same sorting and batching (what its CrossEncoder does). bf16: the same module "
+        f"cast to bfloat16, timed between FP32's rounds or calls. {_bf16_units(r)}_",
+    )
+
+
+def _bf16_units(r: dict[str, Any]) -> str:
+    units = r.get("machine", {}).get("bf16_units")
+    if units is None:
+        return ""
+    if units:
+        return f"This CPU has BF16 units ({', '.join(units)})."
+    return (
+        "This CPU has no BF16 units: torch emulates bf16, slower than FP32 (not the peer's "
+        "best mode here), so bf16 runs one round or call."
+    )
+
+
+def _bf16_texts(b: dict[str, Any] | None) -> str:
+    if not b:
+        return ""
+    each = "; ".join(f"{m} {v['ratio']:.2f}x" for m, v in b.get("interleaved", {}).items())
+    runs = f"{len(b.get('rounds', []))} round{'s' if len(b.get('rounds', [])) != 1 else ''}"
+    return (
+        f". **bf16**: {num(b.get('texts_per_s'), 2)} texts/s ({runs}"
+        f"{', emulated' if b.get('emulated') else ''}), min cos vs FP32 "
+        f"{num(b.get('min_cosine'), 5)}{'; alternate rounds: ' + each if each else ''}"
+    )
+
+
+def _bf16_pairs(b: dict[str, Any] | None) -> str:
+    if not b or not b.get("calls"):
+        return ""
+    calls = ", ".join(
+        f"{n} docs {num(c['p50_ms'], 0)} ms (n={c['n']})" for n, c in b["calls"].items()
+    )
+    return (
+        f". **bf16**: {num(b.get('pairs_per_s'), 2)} pairs/s; {calls}"
+        f"{' (emulated)' if b.get('emulated') else ''}; logits vs FP32 max abs diff "
+        f"{b.get('max_abs_diff', 0):.1e}, {'same' if b.get('same_order') else 'OTHER'} order"
     )
 
 

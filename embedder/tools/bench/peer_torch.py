@@ -1,6 +1,8 @@
 """The peer on the `shapes` stand-ins: Hugging Face transformers on PyTorch CPU, on the SAME
 seeded weights (the stand-in's ONNX initializers loaded into the HF modules), same threads,
-same texts.
+same texts, in FP32 and in bf16 (the same modules cast, as `torch_dtype=torch.bfloat16` loads
+them: the peer's best mode on a CPU with BF16 units; elsewhere torch emulates it, slowly, and
+it runs once).
 
 What sentence-transformers runs for BGE is a `BertModel` with CLS pooling and L2
 normalisation (texts sorted by length, batches of 32, each padded to its longest); what its
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from embedder.tools.bench.machine import bf16_units, cpu_flags
 from embedder.tools.bench.peer_torch_embed import measure_embed
 from embedder.tools.bench.peer_torch_rerank import measure_rerank
 from embedder.tools.bench.stats import child_json
@@ -78,11 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--idle", type=int, default=8, help="texts embedded one at a time")
     ap.add_argument("--seconds", type=float, default=30.0, help="about, after loading")
     ap.add_argument("--ours", default="", help="our levels timed alternately with the peer")
+    ap.add_argument(
+        "--bf16-rounds",
+        type=int,
+        help="rounds (embeddings) or calls (reranker) of the bf16 peer at most, 0: all "
+        "(default: all where the CPU has BF16 units, else 1: emulated bf16 is slow)",
+    )
     a = ap.parse_args(sys.argv[1:] if argv is None else list(argv))
     torch: Any = importlib.import_module("torch")
     torch.set_num_threads(a.threads)
     texts = json.loads(a.texts.read_text(encoding="utf-8"))
     name = PEER_OF[a.model]
+    bf16_rounds = a.bf16_rounds
+    if bf16_rounds is None:
+        bf16_rounds = 0 if bf16_units(cpu_flags()) else 1
     if name == "bge-reranker-base":
         calls = {int(n): int(c) for n, _, c in (p.partition(":") for p in a.calls.split(","))}
         out = measure_rerank(
@@ -95,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch=a.batch,
             max_tokens=a.max_tokens,
             threads=a.threads,
+            bf16_calls=bf16_rounds,
         )
     else:
         out = measure_embed(
@@ -109,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds=a.seconds,
             ours=[m for m in a.ours.split(",") if m],
             threads=a.threads,
+            bf16_rounds=bf16_rounds,
         )
     transformers: Any = importlib.import_module("transformers")
     out |= {"threads": torch.get_num_threads(), "torch": str(torch.__version__)}

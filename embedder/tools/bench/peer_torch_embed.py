@@ -1,5 +1,6 @@
 """The embedding peer: BertModel + CLS pooling + L2 on a stand-in's weights, checked against
-our FP32 level, then timed in rounds alternated with our levels (texts/s, one text at a time)."""
+our FP32 level, then timed in FP32 and in bf16, in rounds alternated with our levels (texts/s,
+one text at a time); bf16's vectors compared with FP32's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.tools.bench.peer_torch_load import CHECK_TEXTS, load_peer, our_level
+from embedder.tools.bench.peer_torch_load import CHECK_TEXTS, bf16_twin, load_peer, our_level
 from embedder.tools.bench.stats import median
 
 MIN_COSINE = 0.9999  # vectors: the same function, up to float32 summation order
@@ -39,7 +40,7 @@ class EmbedPeer:
             }
             cls = self.model(**feeds).last_hidden_state[:, 0]
             cls = self.torch.nn.functional.normalize(cls, p=2, dim=1)
-            out[rows] = cls.numpy()
+            out[rows] = cls.float().numpy()
         return out
 
 
@@ -78,6 +79,18 @@ def _our_embedders(models_root: Path, ids: Sequence[str], threads: int) -> dict[
     return out
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    cos = np.sum(x * y, axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+
+
+def _rates(rates: list[float]) -> dict[str, Any]:
+    mid = median(rates)
+    spread = (max(rates) - min(rates)) / mid if mid else 0.0
+    return {"texts_per_s": mid, "rounds": rates, "spread": spread}
+
+
 def measure_embed(
     name: str,
     model_id: str,
@@ -91,10 +104,12 @@ def measure_embed(
     seconds: float,
     ours: Sequence[str],
     threads: int,
+    bf16_rounds: int = 0,
 ) -> dict[str, Any]:
-    """The peer's texts/s over the corpus, in rounds interleaved with ours on the levels `ours`
-    (ours, then the peer, round after round): on a shared machine the ratio of each round pair
-    is what holds, not either figure alone."""
+    """The peer's texts/s over the corpus, in FP32 and in bf16, in rounds interleaved with ours
+    on the levels `ours` (ours, then the peer FP32, then bf16, round after round): on a shared
+    machine the ratio of each round pair is what holds, not either figure alone. bf16 runs
+    `bf16_rounds` rounds at most (0: all; one where the CPU only emulates it)."""
     from embedder.tools.bench.engine import round_rate
 
     loaded = load_peer(EmbedPeer, name, model_id, models_root, batch=batch, max_tokens=max_tokens)
@@ -105,21 +120,29 @@ def measure_embed(
         if not check["agrees"]:
             why = f"the peer does not compute our FP32 function: {check}"
             return {"skipped": why, "check": check}
+        half = bf16_twin(EmbedPeer, peer)
         engines = _our_embedders(models_root, ours, threads)
         for group in engines.values():
             group[0].embed(texts[:4])  # warm-up
         until = time.perf_counter() + seconds
-        peer.encode(texts[: min(len(texts), batch)])  # warm-up
+        warm = texts[: min(len(texts), batch)]
+        peer.encode(warm)  # warm-up
+        half.encode(warm[:4])
         rates: list[float] = []
+        halves: list[float] = []
         mine: dict[str, list[float]] = {m: [] for m in engines}
+        vectors: dict[str, np.ndarray] = {}
         for r in range(rounds):
             if r >= 2 and time.perf_counter() > until:
                 break
             for m, group in engines.items():
                 mine[m].append(round_rate(group, texts))
-            t0 = time.perf_counter()
-            peer.encode(texts)
-            rates.append(len(texts) / (time.perf_counter() - t0))
+            for who, model, got in (("fp32", peer, rates), ("bf16", half, halves)):
+                if who == "bf16" and bf16_rounds and len(halves) >= bf16_rounds:
+                    continue
+                t0 = time.perf_counter()
+                vectors[who] = model.encode(texts)
+                got.append(len(texts) / (time.perf_counter() - t0))
         del engines
         gc.collect()
         singles: list[float] = []
@@ -129,15 +152,16 @@ def measure_embed(
             t0 = time.perf_counter()
             peer.encode([t])
             singles.append((time.perf_counter() - t0) * 1000)
-    mid = median(rates)
     paired = {m: [a / b for a, b in zip(v, rates, strict=True)] for m, v in mine.items()}
+    paired16 = {m: [a / b for a, b in zip(v, halves, strict=False)] for m, v in mine.items()}
+    bf16 = _rates(halves) | cosines(vectors["bf16"], vectors["fp32"])
+    bf16["emulated"] = bf16_rounds == 1
+    bf16["interleaved"] = {m: {"ratio": median(v)} for m, v in paired16.items()}
     return {
         "model": model_id,
         "peer": "BertModel + CLS pooling (what sentence-transformers runs for BGE)",
         "check": check,
-        "texts_per_s": mid,
-        "rounds": rates,
-        "spread": (max(rates) - min(rates)) / mid if mid else 0.0,
+        **_rates(rates),
         "single_ms_p50": median(singles),
         "singles": len(singles),
         "load_s": loaded.load_s,
@@ -146,6 +170,7 @@ def measure_embed(
             m: {"texts_per_s": median(v), "rounds": v, "ratio": median(paired[m])}
             for m, v in mine.items()
         },
+        "bf16": bf16,
     }
 
 

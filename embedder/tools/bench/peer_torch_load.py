@@ -3,17 +3,19 @@ Face module (so both run the SAME weights), its tokenizer, and our level's store
 
 from __future__ import annotations
 
+import copy
 import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
     from embedder.catalog import ModelSpec
+    from embedder.prepare.shapes import Shape
     from embedder.store.files import ModelStore
 
 CHECK_TEXTS = 8  # texts (or pairs) through both before anything is timed
@@ -44,13 +46,12 @@ def hf_weights(onnx_path: Path, classifier: bool) -> dict[str, np.ndarray]:
     return out
 
 
-def hf_model(name: str, onnx_path: Path) -> Any:
-    """The HF module with the stand-in's weights; refuses a weight it would not load."""
+def hf_model(shape: Shape, onnx_path: Path) -> Any:
+    """The HF module of `shape` with the weights of its ONNX graph at `onnx_path`; refuses a
+    weight it would not load."""
     torch: Any = importlib.import_module("torch")
     transformers: Any = importlib.import_module("transformers")
-    from embedder.prepare.shapes import SHAPES
 
-    shape = SHAPES[name]
     c = shape.config
     common = {
         "vocab_size": shape.vocab_size,
@@ -104,6 +105,19 @@ def our_level(models_root: Path, model_id: str) -> tuple[Any, Any]:
     return store, SHAPES.get(model_id)
 
 
+class _Peer(Protocol):
+    model: Any
+    tok: Any
+    batch: int
+
+
+def bf16_twin(make: Callable[[Any, Any, int], P], peer: _Peer) -> P:
+    """The same peer in bf16, weights and compute, as `torch_dtype=torch.bfloat16` loads it
+    (a copy: `Module.to` casts in place, and the FP32 peer must stay FP32)."""
+    torch: Any = importlib.import_module("torch")
+    return make(copy.deepcopy(peer.model).to(torch.bfloat16), peer.tok, peer.batch)
+
+
 @dataclass(frozen=True)
 class Loaded(Generic[P]):
     """A peer on a stand-in's weights, with our level's store and spec for the check."""
@@ -125,11 +139,12 @@ def load_peer(
 ) -> Loaded[P]:
     """The peer `make(model, tokenizer, batch)` builds on the stand-in `name`'s weights."""
     from embedder.catalog import SHAPES
+    from embedder.prepare.shapes import SHAPES as SHAPES_BY_NAME
 
     spec = SHAPES.get(model_id)
     assert spec.onnx and spec.tokenizer
     store, _ = our_level(models_root, model_id)
     began = time.perf_counter()
-    model = hf_model(name, store.path(spec, spec.onnx))
+    model = hf_model(SHAPES_BY_NAME[name], store.path(spec, spec.onnx))
     peer = make(model, tokenizer(store.path(spec, spec.tokenizer), max_tokens), batch)
     return Loaded(store, spec, peer, time.perf_counter() - began)

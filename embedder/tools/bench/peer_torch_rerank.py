@@ -1,5 +1,6 @@
 """The cross-encoder peer: XLMRobertaForSequenceClassification on a stand-in's weights, checked
-against our FP32 level, then RAG calls timed call by call alternately with ours."""
+against our FP32 level, then RAG calls timed call by call alternately with ours, in FP32 and
+in bf16 (whose logits are compared with FP32's)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.tools.bench.peer_torch_load import CHECK_TEXTS, load_peer, our_level
+from embedder.tools.bench.peer_torch_load import CHECK_TEXTS, bf16_twin, load_peer, our_level
 from embedder.tools.bench.stats import median, percentile
 
 MAX_LOGIT_DIFF = 1e-3  # logits: the same
@@ -37,7 +38,7 @@ class PairPeer:
                 "input_ids": self.torch.tensor([e.ids for e in enc]),
                 "attention_mask": self.torch.tensor([e.attention_mask for e in enc]),
             }
-            out[rows] = self.model(**feeds).logits[:, 0].numpy()
+            out[rows] = self.model(**feeds).logits[:, 0].float().numpy()
         return out
 
 
@@ -68,6 +69,13 @@ def check_pairs(
     return {"pairs": len(docs), "max_abs_diff": diff, "agrees": diff <= MAX_LOGIT_DIFF}
 
 
+def bf16_check(peer: PairPeer, half: PairPeer, query: str, docs: Sequence[str]) -> dict[str, Any]:
+    """bf16's logits against FP32's on the same pairs, and whether they rank the docs alike."""
+    full, low = peer.logits(query, docs), half.logits(query, docs)
+    same = bool(np.array_equal(np.argsort(-full, kind="stable"), np.argsort(-low, kind="stable")))
+    return {"max_abs_diff": float(np.abs(full - low).max()), "same_order": same}
+
+
 def measure_rerank(
     name: str,
     model_id: str,
@@ -79,9 +87,11 @@ def measure_rerank(
     batch: int,
     max_tokens: int,
     threads: int,
+    bf16_calls: int = 0,
 ) -> dict[str, Any]:
     """RAG calls (1 query + n docs), `calls[n]` times each, ours (as a worker runs the
-    cross-encoder) and the peer's alternately: latency per call and pairs/s of each."""
+    cross-encoder), the peer's in FP32 and in bf16 alternately: latency per call and pairs/s
+    of each. bf16 makes `bf16_calls` calls at most, the smallest first (0: all)."""
     from embedder.loading import Opener
     from embedder.planning import RunLimits
     from embedder.reranker import Doc
@@ -98,13 +108,16 @@ def measure_rerank(
         if not check["agrees"]:
             why = f"the peer does not compute our FP32 function: {check}"
             return {"skipped": why, "check": check}
+        half = bf16_twin(PairPeer, peer)
+        out["bf16_check"] = bf16_check(peer, half, query, docs[:CHECK_TEXTS])
         config = SessionConfig(threads=threads)
         ours = Opener(store, config, RunLimits(), max_queue_wait=300).reranker(spec, None)
         items = [Doc(str(i), d) for i, d in enumerate(docs)]
         ours.rerank(query, items[:4])  # warm-up
         peer.logits(query, docs[:4])
-        took: dict[str, dict[int, list[float]]] = {"peer": {}, "ours": {}}
-        for n, count in calls.items():
+        half.logits(query, docs[:4])
+        took: dict[str, dict[int, list[float]]] = {"peer": {}, "ours": {}, "bf16": {}}
+        for n, count in sorted(calls.items()):
             for _ in range(count):
                 t0 = time.perf_counter()
                 ours.rerank(query, items[:n])
@@ -112,6 +125,11 @@ def measure_rerank(
                 peer.logits(query, docs[:n])
                 took["ours"].setdefault(n, []).append(t1 - t0)
                 took["peer"].setdefault(n, []).append(time.perf_counter() - t1)
+                if bf16_calls and sum(map(len, took["bf16"].values())) >= bf16_calls:
+                    continue
+                t2 = time.perf_counter()
+                half.logits(query, docs[:n])
+                took["bf16"].setdefault(n, []).append(time.perf_counter() - t2)
         del ours
         gc.collect()
     summary: dict[str, dict[str, Any]] = {}
@@ -124,6 +142,7 @@ def measure_rerank(
             row = {"p50_ms": median(ms), "p99_ms": percentile(ms, 99), "n": len(ms)}
             summary[who]["calls"][str(n)] = row
     out |= summary["peer"]
+    out["bf16"] = summary["bf16"] | out.pop("bf16_check") | {"emulated": bf16_calls == 1}
     out["ours"] = summary["ours"] | {
         "model": model_id,
         "threads": threads,

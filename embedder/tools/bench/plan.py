@@ -86,6 +86,9 @@ class Options:
     # Also for the lone shape (1 text at c1): JSON-RPC embed on rpc.sock, whose path to the
     # engine differs from REST's (dispatch, compact vectors), so its overhead is reported too.
     lone_transports: tuple[str, ...] = ("rpc",)
+    # The starter catalog's peers on all-MiniLM-L6-v2 (see peers.PEERS), in alternate rounds
+    # with our levels of that model; the shapes catalog's torch peer runs FP32 and bf16.
+    peers: tuple[str, ...] = ("st-fp32", "st-bf16", "fastembed")
 
     def shapes(self) -> list[Shape]:
         return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
@@ -229,7 +232,11 @@ def parse(argv: Sequence[str]) -> Options:
     ap.add_argument("--levels", type=_ints, help="quality levels, e.g. 2,4 (default: all)")
     ap.add_argument("--layouts", type=_layouts, help="WORKERSxTHREADS list, e.g. 2x1,1x2")
     ap.add_argument("--transports", help="tcp,unix (default: both)")
-    ap.add_argument("--no-peer", action="store_true", help="skip sentence-transformers")
+    ap.add_argument("--no-peer", action="store_true", help="skip the peers")
+    ap.add_argument(
+        "--peers",
+        help="starter catalog: which peers, of st-fp32,st-bf16,fastembed (default: all)",
+    )
     ap.add_argument("--no-bge", action="store_true", help="starter levels only")
     ap.add_argument(
         "--rerank-calls",
@@ -260,6 +267,9 @@ def parse(argv: Sequence[str]) -> Options:
     transports = tuple(t.strip() for t in (a.transports or "").split(",") if t.strip())
     if any(t not in ("tcp", "unix") for t in transports):
         ap.error("--transports takes tcp and/or unix")
+    peers = tuple(p.strip() for p in (a.peers or "").split(",") if p.strip())
+    if any(p not in FULL.peers for p in peers):
+        ap.error(f"--peers takes some of {','.join(FULL.peers)}")
     root = a.models_root or default_models_root(os.environ)
     env = [tuple(e.split("=", 1)) for e in a.server_env]
     if any(len(e) != 2 or not e[0].startswith("EMBEDDER_") for e in env):
@@ -281,7 +291,8 @@ def parse(argv: Sequence[str]) -> Options:
         levels=a.levels or opts.levels,
         layouts=a.layouts or opts.layouts,
         transports=transports or opts.transports,
-        peer=opts.peer and not a.no_peer,
+        peer=(opts.peer or bool(peers)) and not a.no_peer,
+        peers=peers or opts.peers,
         bge=opts.bge and not a.no_bge,
         corpus_size=max(8, a.corpus or opts.corpus_size),
         seed=opts.seed if a.seed is None else a.seed,

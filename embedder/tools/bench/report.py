@@ -6,6 +6,7 @@ from typing import Any
 
 from embedder.catalog import BUILTIN, BuiltFile, ModelSpec, SharedFile
 from embedder.settings import Settings
+from embedder.tools.bench import report_peers
 from embedder.tools.bench.markdown import render
 from embedder.tools.bench.report_backends import targets as backend_targets
 from embedder.tools.bench.stats import median
@@ -140,6 +141,9 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
         int8 = ratios.get("all-minilm-l6-v2-int8 / peer")
         targets.append(_target(PEER_FP32, "starter:4 engine", fp32))
         targets.append(_target(PEER_INT8, "starter:2 engine", int8))
+    report_peers.analyse(
+        result, ratios, targets, lambda model: _best_server(result, model), _target
+    )
     if shapes:
         _shapes_targets(result, ratios, targets)
     for lv in result.get("levels", []):
@@ -215,6 +219,9 @@ def _shapes_targets(
         ("bge-base-q4-shape", "bge-base-q4-shape"),
     ):
         peer = rate(fp32)
+        half = peers.get(fp32, {}).get("bf16", {}).get("interleaved", {}).get(model, {})
+        if half.get("ratio"):
+            ratios[f"{model} / peer bf16 (same weights, torch), interleaved rounds"] = half["ratio"]
         paired = peers.get(fp32, {}).get("interleaved", {}).get(model, {}).get("ratio")
         if paired:  # rounds alternated with the peer's: what holds on a shared machine
             ratios[f"{model} / peer (FP32 weights, torch), interleaved rounds"] = paired
@@ -233,6 +240,9 @@ def _shapes_targets(
     value = eng / peer_pairs if eng and peer_pairs else None
     if value is not None:
         ratios["reranker engine / peer (pairs/s)"] = value
+    half = got.get("bf16", {}).get("pairs_per_s") if "skipped" not in got else None
+    if eng and half:
+        ratios["reranker engine / peer bf16 (pairs/s)"] = eng / half
     targets.append(_target(RERANK_PEER, "reranker engine / peer", value))
     # The server under load against all pairs as one plan; results saved before that limit
     # was measured fall back to the engine's call-by-call rate.

@@ -69,7 +69,7 @@ def measure(opts: Options) -> dict[str, Any]:
         sched = Scheduler(clock, load_weight(opts, levels, rerankers, servers))
         measure_engines(opts, clock, levels, texts, result)
         measure_peaks(opts, clock, levels, result)
-        measure_peers(opts, clock, every, files, query, result)
+        measure_peers(opts, clock, every, files, texts, query, result)
         measure_rerank_engine(opts, clock, rerankers, query, docs, result)
         measure_backends(opts, clock, every, texts, (query, docs), result)
         load_servers(opts, sched, levels, rerankers, files, query, servers)

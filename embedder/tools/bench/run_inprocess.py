@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from embedder.catalog import STARTER, BuiltFile
-from embedder.tools.bench import engine, forms, peaks, peer, peer_torch
+from embedder.catalog import BuiltFile
+from embedder.tools.bench import engine, forms, peaks, peer_torch, peers
 from embedder.tools.bench import rerank as rag
 from embedder.tools.bench.machine import Others, cores
 from embedder.tools.bench.plan import Options
@@ -54,11 +54,14 @@ def measure_peers(
     clock: Clock,
     every: list[Level],
     files: dict[str, Path],
+    texts: list[str],
     query: str,
     result: dict[str, Any],
 ) -> None:
-    """The peer for this catalog into `result["peer"]`; on the shapes catalog, the reranker's
-    limit too (measured alternately with its peer)."""
+    """The peers for this catalog: on the starter catalog into `result["peers"]` (and
+    sentence-transformers FP32's row into `result["peer"]`, which the older reports read); on
+    the shapes catalog into `result["peer"]`, with the reranker's limit too (measured
+    alternately with its peer)."""
     levels = [lv for lv in every if lv.spec.kind == "embedding"]
     rerankers = [lv for lv in every if lv.spec.kind == "rerank"]
     if opts.peer and opts.catalog == "shapes":
@@ -70,8 +73,12 @@ def measure_peers(
                     "others_cpu_share": got.get("others_cpu_share")
                 }
     elif opts.peer and any(lv.key == PEER_LEVEL for lv in levels):
-        clock.say("sentence-transformers (the peer)")
-        result["peer"] = run_peer(opts, files["corpus"], clock)
+        clock.say(f"the peers {', '.join(opts.peers)} and our levels of the same model")
+        others = Others()
+        got = peers.measure(opts, clock, levels, files, texts, files["corpus"].parent)
+        result["peers"] = got | {"others_cpu_share": others.share()}
+        st = got["contenders"].get(peers.REFERENCE)
+        result["peer"] = st or {"skipped": f"{peers.REFERENCE} is not among --peers"}
     elif opts.peer:
         result["peer"] = {"skipped": f"the FP32 level ({PEER_LEVEL}) is not measured"}
 
@@ -142,21 +149,6 @@ def _int8_source(lv: Level) -> Path | None:
         return None
     ref = o.inputs[0]
     return lv.store.path(lv.catalog.get(ref.model), ref.name)
-
-
-def run_peer(opts: Options, texts: Path, clock: Clock) -> dict[str, Any]:
-    out = peer.run(
-        texts,
-        threads=cores(),
-        rounds=opts.peer_rounds,
-        batch=opts.batch,
-        max_tokens=STARTER.get("all-minilm-l6-v2").max_tokens,
-        idle=opts.idle_texts,
-        seconds=opts.peer_seconds,
-        timeout=opts.peer_seconds + 90,
-    )
-    clock.say(f"  {out.get('texts_per_s', 0.0):.1f} texts/s {out.get('skipped', '')}")
-    return out
 
 
 def run_torch_peers(

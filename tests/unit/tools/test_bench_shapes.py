@@ -4,6 +4,8 @@ map onto every Hugging Face weight (so the peer runs the same weights), the RAG 
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,8 @@ import onnx
 import pytest
 from tokenizers import Tokenizer
 
-from embedder.prepare.shapes import SHAPES, make_shape_model, random_weights, with_layers
-from embedder.tools.bench import markdown_server, plan, report
+from embedder.prepare.shapes import SHAPES, Shape, make_shape_model, random_weights, with_layers
+from embedder.tools.bench import markdown_limit, markdown_server, plan, report
 from embedder.tools.bench.peer_torch_load import hf_weights
 from embedder.tools.bench.rerank import DOC_TOKENS, rag_set
 from tests.models import tokenizer_json
@@ -119,3 +121,88 @@ def test_issue_12_goals_from_made_up_numbers() -> None:
     lines = markdown_server.rerank(result)
     assert any("limit: one plan, all runners | 100 pairs" in line for line in lines), lines
     assert "batched" not in by_key  # the starter's 95 % goal is not this catalog's
+
+
+needs_torch = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("torch", "transformers")),
+    reason="torch / transformers missing (make bench installs them)",
+)
+
+
+def _narrow(shape: Shape) -> Shape:
+    """The stand-in's architecture, one layer of width 96 (full vocabulary): seconds, not GB."""
+    one = with_layers(shape, 1, 30522)
+    return replace(one, config=replace(one.config, hidden_size=96, intermediate_size=384))
+
+
+@needs_torch
+def test_the_torch_peers_bf16_twins_stay_close_and_leave_fp32_alone(tmp_path: Path) -> None:
+    """bf16 is a cast copy: the FP32 peer keeps FP32 weights (Module.to casts in place), and
+    bf16's vectors and logits stay near FP32's without being them."""
+    import torch
+
+    from embedder.tools.bench.peer_torch_embed import EmbedPeer, cosines
+    from embedder.tools.bench.peer_torch_load import bf16_twin, hf_model, tokenizer
+    from embedder.tools.bench.peer_torch_rerank import PairPeer, bf16_check
+    from tests import roberta
+
+    shape = _narrow(SHAPES["bge-small"])
+    path = tmp_path / "embed.onnx"
+    onnx.save(make_shape_model(shape, seed=4), str(path))
+    peer = EmbedPeer(hf_model(shape, path), tokenizer(tokenizer_json(), 512), 32)
+    half = bf16_twin(EmbedPeer, peer)
+    assert next(peer.model.parameters()).dtype == torch.float32
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    texts = ["a short text", "music in the garden by the river " * 20, "hello"]
+    with torch.inference_mode():
+        full, low = peer.encode(texts), half.encode(texts)
+    got = cosines(low, full)
+    assert 0.99 < got["min_cosine"] < 1.0 and low.shape == full.shape == (3, 96)
+
+    graph = roberta.build_graph(tmp_path / "rerank.onnx", seed=2)
+    tok = tokenizer(roberta.build_tokenizer(tmp_path / "tok.json"), 512)
+    pairs = PairPeer(hf_model(roberta.tiny_shape(), graph), tok, 32)
+    half_pairs = bf16_twin(PairPeer, pairs)
+    docs = [roberta.words(n, n) for n in (3, 9, 30, 5)]
+    with torch.inference_mode():
+        check = bf16_check(pairs, half_pairs, roberta.words(4), docs)
+        spread = float(np.ptp(pairs.logits(roberta.words(4), docs)))
+    assert next(pairs.model.parameters()).dtype == torch.float32
+    assert 0.0 < check["max_abs_diff"] < max(0.05, spread), check
+
+
+@needs_torch
+@pytest.mark.slow
+def test_the_shapes_peer_runs_fp32_and_bf16_between_our_rounds(models_root: Path) -> None:
+    """On bge-small's stand-in: the check against our FP32 level, then FP32 and bf16 in
+    alternate rounds with ours; bf16 capped at one round as on a CPU without BF16 units."""
+    from embedder.catalog import SHAPES as CATALOG
+    from embedder.store.files import ModelStore
+    from embedder.tools.bench.peer_torch_embed import measure_embed
+
+    ModelStore(models_root, CATALOG, offline=True).ensure(CATALOG.get("bge-small-q2-shape"))
+    texts = ["a short text", "music in the garden", "hello there", "the stone bridge"]
+    got = measure_embed(
+        "bge-small",
+        "bge-small-q2-shape",
+        models_root,
+        texts,
+        batch=32,
+        max_tokens=512,
+        rounds=2,
+        idle=1,
+        seconds=0.0,
+        ours=["bge-small-q2-shape"],
+        threads=2,
+        bf16_rounds=1,
+    )
+    assert got["check"]["agrees"] and len(got["rounds"]) == 2
+    bf16 = got["bf16"]
+    assert len(bf16["rounds"]) == 1 and bf16["emulated"] and bf16["texts_per_s"] > 0
+    assert 0.99 < bf16["min_cosine"] <= 1.0
+    assert bf16["interleaved"]["bge-small-q2-shape"]["ratio"] > 0
+    result = {"machine": {"bf16_units": []}, "levels": []}
+    lines = markdown_limit.peer(result | {"peer": {"models": {"bge-small-q2-shape": got}}})
+    row = next(line for line in lines if line.startswith("| bge-small-q2-shape"))
+    assert "**bf16**" in row and "1 round, emulated" in row
+    assert "no BF16 units" in "\n".join(lines)
