@@ -25,14 +25,10 @@ def cpu_flags() -> list[str]:
     return list(cpu().flags)
 
 
-# Instruction sets that compute in BF16 natively. Without one, torch still runs a bf16 model
-# (converting to FP32 around each kernel), slower than FP32: not a peer's best mode there.
-BF16_UNITS = ("amx_bf16", "avx512_bf16")
-
-
-def bf16_units(flags: list[str]) -> list[str]:
-    """The BF16 units among `flags` (empty: the CPU has none)."""
-    return [f for f in BF16_UNITS if f in flags]
+def bf16_units() -> list[str]:
+    """The CPU's BF16 units (empty: none; torch then emulates bf16, slowly), as the backend
+    choice reads them."""
+    return list(cpu().bf16)
 
 
 def cores() -> int:
@@ -55,7 +51,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cpu_flags": flags,
-        "bf16_units": bf16_units(flags),
+        "bf16_units": bf16_units(),
         "cores": cores(),
         "memory_gib": round(vm.total / 2**30, 1),
         "onnxruntime": _version("onnxruntime"),

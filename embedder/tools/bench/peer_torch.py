@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedder.tools.bench.machine import bf16_units, cpu_flags
+from embedder.tools.bench.machine import bf16_units
 from embedder.tools.bench.peer_torch_embed import measure_embed
 from embedder.tools.bench.peer_torch_rerank import measure_rerank
 from embedder.tools.bench.stats import child_json
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = PEER_OF[a.model]
     bf16_rounds = a.bf16_rounds
     if bf16_rounds is None:
-        bf16_rounds = 0 if bf16_units(cpu_flags()) else 1
+        bf16_rounds = 0 if bf16_units() else 1
     if name == "bge-reranker-base":
         calls = {int(n): int(c) for n, _, c in (p.partition(":") for p in a.calls.split(","))}
         out = measure_rerank(

@@ -197,7 +197,7 @@ def measure(
 ) -> dict[str, Any]:
     """Ours and the peers `opts.peers` in alternate rounds; `result["peers"]`."""
     threads = cores()
-    units = bf16_units(cpu_flags())
+    units = bf16_units()
     out: dict[str, Any] = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "bf16_units": units}
     out["threads"] = threads
     out |= {"texts": len(texts), "batch": opts.batch, "reference": REFERENCE}

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from embedder.backends.cpu import cpu, read_cpu
 from embedder.service import Service
 from embedder.tools.bench import fastembed_env, markdown_peers, peers, plan, report
-from embedder.tools.bench.machine import bf16_units, cpu_flags
+from embedder.tools.bench.machine import bf16_units
 from embedder.tools.bench.peer_child import Child, PeerFailed
 from embedder.tools.bench.run_levels import prepare
 from embedder.tools.bench.scenarios import Clock
@@ -69,9 +70,10 @@ def test_a_child_that_dies_or_fails_says_why() -> None:
 def test_bf16_units_are_read_from_the_flags(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
-    assert bf16_units(cpu_flags(cpuinfo)) == ["amx_bf16", "avx512_bf16"]
+    assert read_cpu(cpuinfo).bf16 == ("amx_bf16", "avx512_bf16")
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
-    assert bf16_units(cpu_flags(cpuinfo)) == []
+    assert read_cpu(cpuinfo).bf16 == ()
+    assert bf16_units() == list(cpu().bf16)
 
 
 def _ours(level: str, model: str, precision: str, rates: dict[str, float]) -> dict[str, Any]:
