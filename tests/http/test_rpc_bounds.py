@@ -129,6 +129,9 @@ def test_a_batch_refused_on_its_second_model_leaves_the_first_no_queue_space(
         return real(tok, rows)
 
     monkeypatch.setattr(encoder, "run_rows", held)
+    # Filled by its text count, whatever rate earlier tests measured on this machine (by time,
+    # a slow machine would refuse the second filler as overload and the queue never fill).
+    monkeypatch.setattr(busy, "max_wait", 1e9)
     full = busy.max_queued_texts // 2
     spec = starter_service.resolve(BUSY)
     others = [
