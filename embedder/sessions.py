@@ -39,15 +39,22 @@ def disable_ort_telemetry(environ: MutableMapping[str, str] = os.environ) -> Non
 @dataclass(frozen=True)
 class SessionConfig:
     """How sessions are built. ONNX Runtime's arena is always on, and shrunk after every run
-    (`Session`): without the shrink it keeps the high-water mark of the largest batch for good
-    (the seed's OOM after weeks); without the arena, batched requests run slower
-    (docs/performance.md). The memory pattern stays off: shapes vary with every batch."""
+    larger than `warm_tokens` (`Session`): without the shrink it keeps the high-water
+    mark of the largest batch for good (the seed's OOM after weeks); without the arena,
+    batched requests run slower (docs/performance.md). The memory pattern stays off: shapes
+    vary with every batch."""
 
     threads: int = 1
     memory_pattern: bool = False
     optimization: str = "all"  # disable | basic | extended | all
     shared_weights: bool = False  # session.disable_prepacking: weight pages shared across workers
     streams: int = 1  # runs that share the session at once (OpenVINO plans a stream for each)
+    # Runs up to this many tokens (rows x padded length: a lone text of up to 256 tokens, a
+    # few short ones) keep their memory, larger ones give it back (`Session`). Past it what
+    # a run holds grows fast (attention is quadratic in the length, ORT's arena extends by
+    # powers of two), while its compute dwarfs faulting the memory in again
+    # (docs/performance.md). 0: every run gives it back.
+    warm_tokens: int = 256
 
 
 def _ort() -> Any:
@@ -124,20 +131,39 @@ def session_options(config: SessionConfig) -> Any:
     return opts
 
 
-class Session:
-    """An ORT session plus the run options every call uses.
+def run_tokens(feeds: dict[str, Any]) -> int:
+    """A run's size as `SessionConfig.warm_tokens` counts it: rows x padded length (the
+    largest input; every input of our graphs is [rows, length])."""
+    return max((int(getattr(v, "size", 0)) for v in feeds.values()), default=0)
 
-    Each run asks ORT to shrink its arena back afterwards: that keeps most of the arena's
-    speed without holding the high-water mark of the largest batch ever seen, which is what
-    grew the seed's RSS until the OOM killer came.
+
+class Session:
+    """An ORT session plus the run options its calls use: its arena's memory policy.
+
+    A run larger than `warm_tokens` (rows x padded length over the inputs) asks ORT to shrink
+    its arena back afterwards: that keeps most of the arena's speed without holding the
+    high-water mark of the largest batch ever seen, which is what grew the seed's RSS until
+    the OOM killer came. A run within it (a lone text, a few short ones) keeps the arena as
+    it is. Shrinking after every run handed the run's activation buffers back to malloc, so
+    the next lone run faulted them in again, and after the worker's idle trim had returned
+    them to the system every time: page faults in proportion to hidden size x tokens, on a
+    run whose own compute is a few milliseconds (docs/performance.md). What small runs keep
+    is bounded by what one such run needs (per runner inside a run), and the next large
+    run's shrink releases it too.
     """
 
-    def __init__(self, inner: Any, run_options: Any) -> None:
+    def __init__(self, inner: Any, shrink: Any, keep: Any, warm_tokens: int = 0) -> None:
         self.inner = inner
-        self.run_options = run_options
+        self.shrink = shrink
+        self.keep = keep
+        self.warm_tokens = warm_tokens
 
     def run(self, outputs: list[str], feeds: dict[str, Any]) -> list[Any]:
-        return list(self.inner.run(outputs, feeds, self.run_options))
+        return list(self.inner.run(outputs, feeds, self.options(feeds)))
+
+    def options(self, feeds: dict[str, Any]) -> Any:
+        """The run options for these feeds: shrink afterwards unless the run is small."""
+        return self.keep if run_tokens(feeds) <= self.warm_tokens else self.shrink
 
     def get_inputs(self) -> Any:
         return self.inner.get_inputs()
@@ -155,6 +181,6 @@ def open_session(path: Path, config: SessionConfig) -> Session:
         )
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise ModelUnavailable(f"cannot load {path.name}: {exc}".splitlines()[0]) from exc
-    run_options = ort.RunOptions()
-    run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-    return Session(inner, run_options)
+    shrink = ort.RunOptions()
+    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return Session(inner, shrink, ort.RunOptions(), config.warm_tokens)

@@ -224,7 +224,7 @@ RETIRED = {
     "EMBEDDER_MICRO_BATCH": "concurrent requests in a worker always share runs",
     "EMBEDDER_SHARED_SESSIONS": "a worker's runners always share one session per model",
     "EMBEDDER_LONE_SESSION": "a lone text runs on a runner's session like any other",
-    "EMBEDDER_ORT_ARENA": "ONNX Runtime's arena is always on, shrunk after every run",
+    "EMBEDDER_ORT_ARENA": "ONNX Runtime's arena is always on, shrunk after large runs",
     "EMBEDDER_MALLOC_ARENAS": "a worker always caps glibc's malloc arenas at 2",
     "EMBEDDER_IDLE_TRIM": "a worker hands freed memory back 1 s after its last request",
     "EMBEDDER_MAX_BATCH": "a run has at most 32 rows; EMBEDDER_MAX_BATCH_TOKENS bounds it",

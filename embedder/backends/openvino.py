@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.sessions import SessionConfig
+from embedder.sessions import SessionConfig, run_tokens
 
 log = logging.getLogger("embedder.backends.openvino")
 
@@ -95,12 +95,16 @@ class OpenVinoSession:
 
     The compiled model keeps the intermediate memory of the largest batch it ran until told
     otherwise (as ORT's arena would without its shrink): `release` gives it back, called
-    by the worker's idle trim, never during a run."""
+    by the worker's idle trim, never during a run, and only once a run larger than
+    `warm_tokens` (`SessionConfig`) has grown it since the last release. Releasing what lone
+    texts need made the first lone texts after every idle spell fault it back in (the ORT
+    arena's same story: docs/performance.md)."""
 
     backend = "openvino"
 
-    def __init__(self, compiled: Any, requests: int) -> None:
+    def __init__(self, compiled: Any, requests: int, warm_tokens: int = 0) -> None:
         self.compiled = compiled
+        self.warm_tokens = warm_tokens
         self.compute_precision = _compute_precision(compiled)
         self._inputs = [_port(p) for p in compiled.inputs]
         self._outputs = [named for p in compiled.outputs for named in _named(p)]
@@ -108,8 +112,10 @@ class OpenVinoSession:
         self._idle: list[Any] = []  # made on first need: a runner that never runs costs none
         self._keep = max(1, requests)
         self._busy = 0
+        self._grown = False  # a run larger than warm_tokens since the last release
 
     def run(self, outputs: list[str], feeds: dict[str, Any]) -> list[Any]:
+        large = run_tokens(feeds) > self.warm_tokens
         with self._lock:
             request = self._idle.pop() if self._idle else None
             self._busy += 1
@@ -123,16 +129,20 @@ class OpenVinoSession:
         finally:
             with self._lock:
                 self._busy -= 1
+                self._grown = self._grown or large
                 if request is not None and len(self._idle) < self._keep:
                     self._idle.append(request)
 
     def release(self) -> bool:
-        """Give the batch memory back, unless a run is under way (then: False). A run that
-        starts meanwhile waits for the release to end (milliseconds, once per idle spell)."""
+        """Give the batch memory back, unless a run is under way (then: False) or no large
+        run grew it since the last release. A run that starts meanwhile waits for the release
+        to end (milliseconds, once per idle spell)."""
         with self._lock:
             if self._busy:
                 return False
-            self.compiled.release_memory()
+            if self._grown:
+                self.compiled.release_memory()
+                self._grown = False
             return True
 
     def get_inputs(self) -> list[Port]:
@@ -182,7 +192,7 @@ def open_openvino(
         compiled = core.compile_model(str(path), "CPU", properties)
     except Exception as exc:  # OpenVINO raises RuntimeError for most things, with a long text
         raise Unavailable(f"OpenVINO cannot compile {path.name}: {_why(exc)}") from exc
-    return OpenVinoSession(compiled, streams)
+    return OpenVinoSession(compiled, streams, config.warm_tokens)
 
 
 def _why(exc: Exception) -> str:

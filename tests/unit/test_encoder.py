@@ -101,12 +101,21 @@ def test_compact_forms_round_trip() -> None:
     assert float(np.max(np.abs(half.astype(np.float32) - v))) < 1e-3
 
 
-def test_arena_with_shrinkage_gives_the_same_vectors(paraphrase: TextEncoder) -> None:
+def test_the_arena_shrinks_after_large_runs_only_and_gives_the_same_vectors(
+    paraphrase: TextEncoder,
+) -> None:
+    """Runs up to `warm_tokens` (rows x padded length) keep the arena; larger ones shrink it
+    (sessions.Session); the vectors are the same either way."""
     spec = paraphrase.spec
-    session = open_session(paraphrase_onnx(), SessionConfig(threads=1))
-    assert session.run_options is not None
-    assert session.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == (
-        "cpu:0"
-    )
-    with_arena = TextEncoder(spec, session, paraphrase.tokenizer).embed(TEXTS).vectors
-    np.testing.assert_allclose(with_arena, paraphrase.embed(TEXTS).vectors, atol=1e-5)
+    session = open_session(paraphrase_onnx(), SessionConfig(threads=1, warm_tokens=16))
+    shrinks = "memory.enable_memory_arena_shrinkage"
+    one_text = {"input_ids": np.zeros((1, 16), np.int64), "attention_mask": np.ones((1, 16))}
+    two_texts = {"input_ids": np.zeros((2, 9), np.int64), "attention_mask": np.ones((2, 9))}
+    assert session.options(two_texts).get_run_config_entry(shrinks) == "cpu:0"
+    with pytest.raises(RuntimeError):  # no such entry: this run keeps the arena
+        session.options(one_text).get_run_config_entry(shrinks)
+    encoder = TextEncoder(spec, session, paraphrase.tokenizer)
+    together = encoder.embed(TEXTS).vectors  # larger than 16 tokens: shrinks
+    alone = np.vstack([encoder.embed([t]).vectors for t in TEXTS])  # mostly within: keeps
+    np.testing.assert_allclose(together, paraphrase.embed(TEXTS).vectors, atol=1e-5)
+    np.testing.assert_allclose(alone, together, atol=1e-5)

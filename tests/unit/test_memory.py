@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import resource
+from collections.abc import Callable
+
 import pytest
 
 from embedder.catalog import STARTER
@@ -90,3 +93,37 @@ def test_loading_counts_as_work_so_the_worker_trims_after_it(starter_store: Mode
     assert service.wait(timeout=120) and service.state() == "ok", service.health()
     wait_until("the trim after loading", lambda: service.activity.trims > 0)
     service.stop()
+
+
+def _faults_of(call: Callable[[], object]) -> int:
+    """Minor page faults of the whole process (the run happens on a runner thread) over
+    `call`: pages touched for the first time, or again after they went back to the system."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    call()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_a_lone_text_does_not_fault_its_activations_back_in(starter_store: ModelStore) -> None:
+    """A lone text, again, and again after the worker's idle trim, through the real service:
+    ORT's arena used to be shrunk after every run, handing the run's activation buffers back
+    to malloc, so each run faulted them in again (all-minilm-l6-v2, one ~200-token text:
+    up to ~550 pages back to back, ~1,000 after each idle trim; now under 30). Faults, not time:
+    the count does not depend on the machine's speed or load."""
+    spec = STARTER.get("all-minilm-l6-v2")
+    starter_store.ensure(spec)
+    service = Service(STARTER, starter_store, models=[spec.id], idle_trim=0.05)
+    if not service.activity.available:
+        pytest.skip("no glibc malloc_trim here")
+    service.start()
+    try:
+        assert service.wait(timeout=120) and service.state() == "ok", service.health()
+        text = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
+        assert len(service.embed([text], spec).tokens) == 1
+        warm = _faults_of(lambda: service.embed([text], spec))
+        trims = service.activity.trims
+        wait_until("the idle trim", lambda: service.activity.trims > trims)
+        after_trim = _faults_of(lambda: service.embed([text], spec))
+    finally:
+        service.stop()
+    assert warm < 150, f"a lone run faulted {warm} pages right after the same run"
+    assert after_trim < 150, f"a lone run faulted {after_trim} pages after the idle trim"
