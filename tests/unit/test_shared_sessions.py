@@ -43,15 +43,18 @@ else:  # what a session per runner would hold (the layout before), opened here
     spec = STARTER.get(model)
     kept = [open_session(store.path(spec, spec.onnx), SessionConfig()) for _ in range(runners)]
     sessions = {id(s) for s in kept}
+from embedder.memory import _libc_trim
+_libc_trim()()  # as the worker does once idle: what load freed is not the model
 print(json.dumps({"model_bytes": rss() - base, "sessions": len(sessions)}))
 """
 
 
 def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> dict[str, int]:
-    """The least of 5 fresh processes: RSS after the same load varied by ~9 % between
-    processes here (116 or 126 MB, whatever the runners), and noise only ever adds."""
+    """The least of 3 fresh processes, each read after the trim a worker makes once idle:
+    without it, what loading had freed but malloc kept varied by up to 25 % between
+    processes (3 levels, whatever the runners) and decided the comparison."""
     runs = []
-    for _ in range(5):
+    for _ in range(3):
         out = subprocess.run(
             [sys.executable, "-c", PROBE, str(store.root), model, str(runners), str(int(shared))],
             capture_output=True,
