@@ -25,6 +25,8 @@ OPENVINO = "openvino"
 BACKENDS = ("auto", ONNXRUNTIME, OPENVINO)  # EMBEDDER_BACKEND
 
 MIN_COSINE = 0.9999  # BF16 (or another runtime's FP32) of an FP32 graph vs ORT FP32, per row
+MIN_COSINE_INT8 = 0.997  # an INT8 form vs the FP32 level: the INT8 levels' own rule
+INT8_WEIGHTS = "int8-weights"  # the graph of OpenVINO's INT8 form (`embedder.backends.forms`)
 MARGIN = 1.05  # a candidate replaces the engine of record only when this much faster
 
 
@@ -40,7 +42,9 @@ class Runtime:
 class Candidate:
     backend: str  # onnxruntime | openvino
     precision: str  # what it computes in: fp32 | bf16 | int8
-    graph: str = "own"  # the level's own file, or "fp32": the FP32 file an INT8 level is made from
+    # the level's own file, "fp32": the FP32 file an INT8 level is made from, or INT8_WEIGHTS:
+    # that file with int8 weights
+    graph: str = "own"
     min_cosine: float = 0.0  # vs the level's FP32 ORT output; 0: not checked (engine of record)
 
     @property
@@ -49,17 +53,27 @@ class Candidate:
 
 
 def candidates(
-    precision: str, *, openvino: bool, bf16: bool, exact_fp32: bool, fp32_graph: bool
+    precision: str,
+    *,
+    openvino: bool,
+    bf16: bool,
+    exact_fp32: bool,
+    fp32_graph: bool,
+    int8_units: bool = False,
 ) -> list[Candidate]:
     """A level's candidates, the engine of record first. `precision` is the level's (the
     catalog's: fp32 or int8); `openvino`: the package imports; `bf16`: the CPU has BF16 units;
     `exact_fp32`: the operator wants FP32 wherever the level is FP32; `fp32_graph`: an INT8
-    level's FP32 source file is known."""
+    level's FP32 source file is known; `int8_units`: the CPU has integer dot-product units
+    (VNNI, AMX), which OpenVINO's dynamic quantization of activations needs."""
     if precision == "int8":
         found = [Candidate(ONNXRUNTIME, "int8")]
+        if openvino and fp32_graph and int8_units:
+            # int8 weights, activations quantized per token and channel group at run time;
+            # without those units OpenVINO computes such a graph in FP32: no candidate
+            found.append(Candidate(OPENVINO, "int8", INT8_WEIGHTS, MIN_COSINE_INT8))
         # An INT8 level may compute in BF16 where that is faster: its window, dimensions and
-        # wire format stay the level's. An OpenVINO INT8 form (NNCF, or a QDQ graph both
-        # runtimes read) joins here once the store builds one, held to the INT8 fidelity rule.
+        # wire format stay the level's.
         if openvino and bf16 and not exact_fp32 and fp32_graph:
             found.append(Candidate(OPENVINO, "bf16", "fp32", MIN_COSINE))
         return found

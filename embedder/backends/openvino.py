@@ -30,7 +30,11 @@ log = logging.getLogger("embedder.backends.openvino")
 
 CACHE_DIR = ".openvino-cache"  # in the models root: compiled models, keyed by OpenVINO itself
 BF16_CAPABILITY = "BF16"  # in the CPU plugin's OPTIMIZATION_CAPABILITIES on AMX / AVX512_BF16
-_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+# An int8 form computes with FP32 activations, which the CPU plugin quantizes per token and
+# group of channels (`DYNAMIC_QUANTIZATION_GROUP`) on integer dot-product units: it does so
+# only for FP32 activations, never under a BF16 hint.
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+DYNAMIC_QUANTIZATION_GROUP = 32  # channels per activation scale (per token)
 
 
 class Unavailable(Exception):
@@ -102,10 +106,12 @@ class OpenVinoSession:
 
     backend = "openvino"
 
-    def __init__(self, compiled: Any, requests: int, warm_tokens: int = 0) -> None:
+    def __init__(
+        self, compiled: Any, requests: int, warm_tokens: int = 0, precision: str = "fp32"
+    ) -> None:
         self.compiled = compiled
         self.warm_tokens = warm_tokens
-        self.compute_precision = _compute_precision(compiled)
+        self.compute_precision = _compute_precision(compiled, precision)
         self._inputs = [_port(p) for p in compiled.inputs]
         self._outputs = [named for p in compiled.outputs for named in _named(p)]
         self._lock = threading.Lock()
@@ -152,11 +158,26 @@ class OpenVinoSession:
         return self._outputs
 
 
-def _compute_precision(compiled: Any) -> str:
+def _compute_precision(compiled: Any, asked: str) -> str:
     """What the compiled model computes in: the CPU plugin falls back to FP32 where a BF16
-    hint cannot be honoured, and says so in the property it reports back."""
+    hint cannot be honoured, and says so in the property it reports back; an int8 form is
+    int8 where its matrix products kept int8 weights (it is opened only on CPUs with the
+    units that quantize its activations too)."""
+    if asked == "int8":
+        return "int8" if _int8_products(compiled) else "fp32"
     hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
     return "bf16" if "bf16" in hint else "fp32"
+
+
+def _int8_products(compiled: Any) -> bool:
+    """Whether the compiled graph's matrix products (FullyConnected) run on int8 weights."""
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" not in info or str(info["layerType"].astype(str)) != "FullyConnected":
+            continue
+        if str(info["runtimePrecision"].astype(str)) in ("i8", "u8"):
+            return True
+    return False
 
 
 def cache_dir(models_root: Path) -> Path | None:
@@ -175,8 +196,8 @@ def open_openvino(
     path: Path, config: SessionConfig, precision: str, cache: Path | None = None
 ) -> OpenVinoSession:
     """`path` compiled for the CPU: `config.streams` concurrent runs of `config.threads`
-    threads each, computing in `precision` ("fp32" or "bf16"; BF16 only where the CPU has
-    BF16 units, FP32 elsewhere)."""
+    threads each, computing in `precision` ("fp32" or "bf16", BF16 only where the CPU has
+    BF16 units, FP32 elsewhere; "int8" for a graph of int8 weights, `weights_int8`)."""
     core = _core()
     streams = max(1, config.streams)
     properties: dict[str, Any] = {
@@ -185,6 +206,8 @@ def open_openvino(
         "INFERENCE_NUM_THREADS": streams * max(1, config.threads),
         "ENABLE_CPU_PINNING": False,
     }
+    if precision == "int8":
+        properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP
     if cache is not None:
         properties["CACHE_DIR"] = str(cache)
     try:
@@ -192,7 +215,7 @@ def open_openvino(
         compiled = core.compile_model(str(path), "CPU", properties)
     except Exception as exc:  # OpenVINO raises RuntimeError for most things, with a long text
         raise Unavailable(f"OpenVINO cannot compile {path.name}: {_why(exc)}") from exc
-    return OpenVinoSession(compiled, streams, config.warm_tokens)
+    return OpenVinoSession(compiled, streams, config.warm_tokens, precision)
 
 
 def _why(exc: Exception) -> str:

@@ -28,10 +28,12 @@ from typing import Any
 
 import filelock
 
+from embedder.backends import forms
 from embedder.backends import openvino as ov
 from embedder.backends.cache import ChoiceCache, cpu_key, file_key
 from embedder.backends.calibration import Probe
 from embedder.backends.choice import (
+    INT8_WEIGHTS,
     ONNXRUNTIME,
     OPENVINO,
     Candidate,
@@ -40,6 +42,7 @@ from embedder.backends.choice import (
     choose,
     time_alternately,
 )
+from embedder.backends.cpu import cpu
 from embedder.backends.measuring import measure, said
 from embedder.catalog import BuiltFile, ModelSpec, SharedFile
 from embedder.sessions import SessionConfig, open_session
@@ -77,9 +80,9 @@ def _version(dist: str) -> str | None:
 
 
 class Runtimes:
-    """One worker's runtime choices. `openers`, `bf16` and `timer` replace the real
-    runtimes, the CPU's capability and the clock in tests (a candidate whose output is off, a
-    CPU with BF16 units, timings that decide)."""
+    """One worker's runtime choices. `openers`, `bf16`, `int8` and `timer` replace the real
+    runtimes, the CPU's capabilities and the clock in tests (a candidate whose output is off,
+    a CPU with BF16 or integer dot-product units, timings that decide)."""
 
     def __init__(
         self,
@@ -88,6 +91,7 @@ class Runtimes:
         *,
         openers: Mapping[str, SessionOpener] | None = None,
         bf16: bool | None = None,
+        int8: bool | None = None,
         timer: Timer = time_alternately,
     ) -> None:
         self.policy = policy
@@ -99,6 +103,7 @@ class Runtimes:
             **(openers or {}),
         }
         self._bf16 = bf16
+        self._int8 = bool(cpu().int8) if int8 is None else int8
         self.timer = timer
         self._openvino: str | None = None  # why OpenVINO cannot be used here, once known
         self._probed = False
@@ -139,6 +144,7 @@ class Runtimes:
             bf16=bool(self._bf16),
             exact_fp32=self.policy.exact_fp32,
             fp32_graph=self.fp32_graph(spec) is not None,
+            int8_units=self._int8,
         )
 
     def fp32_graph(self, spec: ModelSpec) -> Path | None:
@@ -155,11 +161,16 @@ class Runtimes:
             return None
         return path if path.is_file() else None
 
-    def _graph(self, candidate: Candidate, own: Path, spec: ModelSpec) -> Path:
+    def graph_of(self, candidate: Candidate, own: Path, spec: ModelSpec) -> Path:
+        """The file `candidate` runs; an int8-weights form is built here on first need
+        (`forms.FormUnavailable` when it cannot be: the candidate is then left out)."""
         if candidate.graph == "own":
             return own
         found = self.fp32_graph(spec)
         assert found is not None  # a candidate only when it exists
+        if candidate.graph == INT8_WEIGHTS:
+            root = self.store.root
+            return forms.int8_weights(root / spec.id, found, root / ".locks", self.store.digests)
         return found
 
     # --- opening ------------------------------------------------------------------------
@@ -196,7 +207,7 @@ class Runtimes:
         precision = str(getattr(opened.session, "compute_precision", candidate.precision))
         runtime = Runtime(candidate.backend, precision)
         self.chosen[spec.id] = _Chosen(
-            candidate, self._graph(candidate, graph, spec), runtime, opened.why
+            candidate, self.graph_of(candidate, graph, spec), runtime, opened.why
         )
         log.log(
             logging.WARNING if opened.fell_back else logging.INFO,
@@ -238,7 +249,7 @@ class Runtimes:
             why = self._openvino or f"an {spec.precision.upper()} level has no OpenVINO form here"
         else:
             try:
-                session = self._open(wanted, self._graph(wanted, graph, spec), config)
+                session = self._open(wanted, self.graph_of(wanted, graph, spec), config)
                 probe(session)["batch"]()
                 return _Opened(session, wanted, "EMBEDDER_BACKEND=openvino")
             except Exception as exc:  # an unreadable graph, a failing run
@@ -254,12 +265,21 @@ class Runtimes:
         """What the measurement depends on: a change of any measures again."""
         return {
             "cpu": cpu_key(),
-            "files": {c.graph: file_key(self._graph(c, graph, spec)) for c in found},
+            "files": {c.graph: self._file_key(c, graph, spec) for c in found},
             "candidates": [c.label for c in found],
             "layout": {"threads": config.threads, "streams": config.streams},
             "onnxruntime": _version("onnxruntime"),
             "openvino": _version("openvino"),
         }
+
+    def _file_key(self, candidate: Candidate, graph: Path, spec: ModelSpec) -> str:
+        """A candidate's graph as the key knows it: a form built here by its source and
+        recipe (not built just to be named)."""
+        if candidate.graph != INT8_WEIGHTS:
+            return file_key(self.graph_of(candidate, graph, spec))
+        source = self.fp32_graph(spec)
+        assert source is not None  # a candidate only when it exists
+        return f"{forms.RECIPE} of {file_key(source)}"
 
     def _auto(
         self,
@@ -287,7 +307,7 @@ class Runtimes:
             clock = time.process_time if config.threads == 1 else time.perf_counter
             measured, sessions = measure(
                 found,
-                lambda c: self._open(c, self._graph(c, graph, spec), config),
+                lambda c: self._open(c, self.graph_of(c, graph, spec), config),
                 probe,
                 lambda runs: self.timer(runs, self.policy.budget, clock),
             )
@@ -316,8 +336,8 @@ class Runtimes:
             if [c.backend, c.precision, c.graph] != [choice.get(f) for f in _CHOICE_FIELDS]:
                 continue
             try:
-                session = self._open(c, self._graph(c, graph, spec), config)
-            except ov.Unavailable as exc:
+                session = self._open(c, self.graph_of(c, graph, spec), config)
+            except (ov.Unavailable, forms.FormUnavailable) as exc:
                 log.warning(
                     "model %s: the kept %s fails (%s); measuring again", spec.id, c.label, exc
                 )

@@ -134,13 +134,18 @@ def machine() -> dict[str, Any]:
     return out
 
 
-def contenders(runtimes: Runtimes, exact: Runtimes, spec: ModelSpec) -> list[dict[str, Any]]:
+def contenders(
+    runtimes: Runtimes, exact: Runtimes, spec: ModelSpec, units: Runtimes | None = None
+) -> list[dict[str, Any]]:
     """The service's candidates for `spec` under `auto`, then those only `EMBEDDER_EXACT_FP32`
-    adds; the engine of record first."""
+    adds, then those `units` (the same CPU said to have integer dot-product units) adds: what
+    OpenVINO's INT8 form does on a CPU where the service does not offer it; the engine of
+    record first."""
     served, fp32 = runtimes.candidates(spec), exact.candidates(spec)
+    more = units.candidates(spec) if units is not None else []
     return [
         {"candidate": c, "auto": c in served, "exact_fp32": c in fp32}
-        for c in [*served, *(c for c in fp32 if c not in served)]
+        for c in dict.fromkeys([*served, *fp32, *more])
     ]
 
 
@@ -166,7 +171,8 @@ def measure_model(
 
     runtimes = Runtimes(BackendPolicy("auto"), store, timer=timer)
     exact = Runtimes(BackendPolicy("auto", exact_fp32=True), store)
-    rows = contenders(runtimes, exact, spec)
+    units = Runtimes(BackendPolicy("auto"), store, int8=True)
+    rows = contenders(runtimes, exact, spec, units)
     out: dict[str, Any] = {"model": spec.id, "kind": spec.kind, "precision": spec.precision}
     out |= {"runners": runners, "items": work.items, "lone_items": len(work.lone)}
     began = time.perf_counter()
@@ -187,9 +193,8 @@ def measure_model(
         c: Candidate = row.pop("candidate")
         row |= {"label": c.label, "backend": c.backend, "precision": c.precision}
         row |= {"graph": c.graph, "chosen": c == chosen.candidate}
-        path = own if c.graph == "own" else source
         try:
-            assert path is not None
+            path = runtimes.graph_of(c, own, spec)  # an int8-weights form is built here
             t0 = time.perf_counter()
             session = runtimes.openers[c.backend](path, config, c.precision)
             row["open_s"] = time.perf_counter() - t0

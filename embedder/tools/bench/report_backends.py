@@ -130,15 +130,20 @@ def section(r: dict[str, Any]) -> list[str]:
     return out
 
 
+_GRAPHS = {"fp32": " (its FP32 source)", "int8-weights": " (int8 weights of its FP32 source)"}
+
+
 def _label(c: dict[str, Any]) -> str:
-    text = c["label"] + (" (its FP32 source)" if c["graph"] == "fp32" else "")
+    text = c["label"] + _GRAPHS.get(c["graph"], "")
     return f"**{text}** (auto's)" if c.get("chosen") else text
 
 
 def _of(c: dict[str, Any]) -> str:
     if c.get("auto") and c.get("exact_fp32"):
         return "auto, exact FP32"
-    return "auto" if c.get("auto") else "exact FP32"
+    if c.get("auto"):
+        return "auto"
+    return "exact FP32" if c.get("exact_fp32") else "not offered on this CPU"
 
 
 def _x(v: object) -> str | None:

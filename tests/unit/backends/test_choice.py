@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from embedder.backends.choice import (
+    INT8_WEIGHTS,
     MIN_COSINE,
+    MIN_COSINE_INT8,
     ONNXRUNTIME,
     OPENVINO,
     Candidate,
@@ -25,6 +27,7 @@ ORT8 = Candidate(ONNXRUNTIME, "int8")
 OV32 = Candidate(OPENVINO, "fp32", "own", MIN_COSINE)
 OV16 = Candidate(OPENVINO, "bf16", "own", MIN_COSINE)
 OV16_OF_FP32 = Candidate(OPENVINO, "bf16", "fp32", MIN_COSINE)
+OV8 = Candidate(OPENVINO, "int8", INT8_WEIGHTS, MIN_COSINE_INT8)
 
 
 def labels(found: list[Candidate]) -> list[str]:
@@ -53,6 +56,34 @@ def test_candidates_per_level_and_cpu(precision, openvino, bf16, exact, want):
 def test_an_int8_level_without_a_known_fp32_source_has_no_bf16_candidate():
     found = candidates("int8", openvino=True, bf16=True, exact_fp32=False, fp32_graph=False)
     assert found == [ORT8]
+
+
+@pytest.mark.parametrize(
+    ("openvino", "bf16", "exact", "source", "want"),
+    [
+        (True, False, False, True, [ORT8, OV8]),
+        (True, True, False, True, [ORT8, OV8, OV16_OF_FP32]),
+        (True, True, True, True, [ORT8, OV8]),  # exact FP32 is of FP32 levels: int8 stays
+        (False, True, False, True, [ORT8]),
+        (True, True, False, False, [ORT8]),  # the form is made from the FP32 source
+    ],
+)
+def test_openvinos_int8_form_is_a_candidate_only_with_integer_units(
+    openvino, bf16, exact, source, want
+):
+    found = candidates(
+        "int8", openvino=openvino, bf16=bf16, exact_fp32=exact, fp32_graph=source, int8_units=True
+    )
+    assert labels(found) == labels(want)
+    without = candidates("int8", openvino=openvino, bf16=bf16, exact_fp32=exact, fp32_graph=source)
+    assert OV8 not in without  # where OpenVINO would compute it in FP32
+
+
+def test_fp32_levels_never_get_the_int8_form():
+    found = candidates(
+        "fp32", openvino=True, bf16=False, exact_fp32=False, fp32_graph=True, int8_units=True
+    )
+    assert found == [ORT32, OV32]
 
 
 def test_the_fastest_that_passes_serves():

@@ -19,11 +19,12 @@ import numpy as np
 import psutil
 import pytest
 
+from embedder.backends import forms
 from embedder.backends import openvino as ov
 from embedder.backends import runtimes as runtimes_mod
 from embedder.backends.cache import ChoiceCache
 from embedder.backends.calibration import embedding_probe
-from embedder.backends.choice import Runtime, fidelity
+from embedder.backends.choice import MIN_COSINE_INT8, Runtime, fidelity
 from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.batcher import Batcher
 from embedder.catalog import STARTER
@@ -78,6 +79,8 @@ def root(tmp_path: Path, starter_service: Service) -> Path:
 
 
 def runtimes(root: Path, backend: str = "auto", **kw: Any) -> Runtimes:
+    """Integer dot-product units are off unless a test says (a CI CPU may have them)."""
+    kw.setdefault("int8", False)
     return Runtimes(BackendPolicy(backend), ModelStore(root, STARTER, offline=True), **kw)
 
 
@@ -415,3 +418,42 @@ def test_an_int8_level_whose_fp32_source_is_gone_keeps_its_int8_file(root: Path)
     assert [c.label for c in rt.candidates(INT8)] == ["onnxruntime int8"]
     serve(rt, INT8)
     assert rt.runtime(INT8.id) == Runtime("onnxruntime", "int8")
+
+
+def test_an_int8_level_takes_openvinos_int8_form_where_it_measures_faster(root: Path) -> None:
+    """Where the CPU has integer dot-product units (injected: OpenVINO quantizes the
+    activations only there; elsewhere it runs the same weights in FP32, and the guard and
+    the kept choice work alike)."""
+    rt = runtimes(root, timer=OV_FASTER, int8=True)
+    assert [c.label for c in rt.candidates(INT8)] == ["onnxruntime int8", "openvino int8"]
+    served = serve(rt, INT8)
+    runtime = rt.runtime(INT8.id)
+    assert runtime == Runtime("openvino", "int8")  # its matrix products read int8 weights
+    built = rt.chosen[INT8.id].graph
+    assert built == root / INT8.id / forms.INT8_WEIGHTS
+    fp32 = reference(root, STARTER.get("all-minilm-l6-v2"))
+    assert fidelity(fp32, served.embed(TEXTS).vectors) >= MIN_COSINE_INT8
+    (entry,) = json.loads(ChoiceCache(root).path(INT8.id).read_text()).values()
+    assert entry["key"]["files"]["int8-weights"].startswith(forms.RECIPE)
+    # a restart opens the kept choice on the form it built, without measuring or building
+    stamp = built.stat().st_mtime_ns
+    again = runtimes(root, timer=never, int8=True)
+    serve(again, INT8)
+    assert again.runtime(INT8.id) == runtime and built.stat().st_mtime_ns == stamp
+
+
+def test_an_int8_form_that_cannot_be_built_leaves_the_int8_file_serving(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fails(src: Path, out: Path) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(forms, "quantize_weights_int8", fails)
+    rt = runtimes(root, timer=OV_FASTER, int8=True)
+    with caplog.at_level(logging.INFO, logger="embedder.backends"):
+        served = serve(rt, INT8)
+    assert rt.runtime(INT8.id) == Runtime("onnxruntime", "int8")
+    assert served.embed(TEXTS).vectors.shape == (3, 384)
+    (line,) = warnings(caplog)
+    assert "cannot build openvino_int8.onnx" in line and "No space left" in line
+    assert not (root / INT8.id / forms.INT8_WEIGHTS).exists()

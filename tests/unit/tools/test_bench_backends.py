@@ -16,7 +16,7 @@ import pytest
 from embedder.backends import openvino as ov
 from embedder.backends.cache import cpu_key
 from embedder.backends.choice import candidates
-from embedder.backends.cpu import read_cpu
+from embedder.backends.cpu import cpu, read_cpu
 from embedder.catalog import STARTER, ModelSpec
 from embedder.service import Service
 from embedder.store.files import ModelStore
@@ -78,7 +78,13 @@ def test_each_level_runs_its_candidates_side_by_side(store: ModelStore) -> None:
     # an INT8 level: its file on ORT, set against its FP32 source on ORT
     assert int8["contenders"][0]["label"] == "onnxruntime int8"
     assert 0.99 <= int8["contenders"][0]["min_cosine"] < 0.99999
-    assert [c["graph"] for c in int8["contenders"][1:]] == (["fp32"] if bf16 else [])
+    # OpenVINO's int8 form, measured whether or not this CPU has the units to offer it
+    assert [c["graph"] for c in int8["contenders"][1:]] == ["int8-weights"] + (
+        ["fp32"] if bf16 else []
+    )
+    form = int8["contenders"][1]
+    assert "error" not in form and form["min_cosine"] >= 0.997, form
+    assert form["auto"] == bool(cpu().int8)
     # auto's choice, as a worker's first load made it: one contender, measured here
     for lv in b["levels"]:
         (chosen,) = [c for c in lv["contenders"] if c["chosen"]]
