@@ -153,14 +153,18 @@ class Reservation:
     the job then holds the space until it is done) or gives it back; as a context manager it
     gives back whatever is left when the block ends, however it ends. `recheck`: the rows are
     admitted again on what they really cost once tokenised, when that is more than was held
-    (a request of its own; an RPC batch is admitted once, as a whole). Used by the thread of
-    the request that made it."""
+    (a request of its own; an RPC batch is admitted once, as a whole); `mine` texts of the
+    same request held beside it (its RPC batch's) do not make the model busy for them. Used
+    by the thread of the request that made it."""
 
-    def __init__(self, batcher: Batcher, texts: int, cost: float, *, recheck: bool) -> None:
+    def __init__(
+        self, batcher: Batcher, texts: int, cost: float, *, recheck: bool, mine: int = 0
+    ) -> None:
         self.batcher = batcher
         self.texts = texts
         self.cost = cost
         self.recheck = recheck
+        self.mine = mine
 
     def take(self, texts: int, cost: float) -> Reservation:
         """Part of this space for one of the calls it was reserved for: `texts` of it and up to
@@ -362,16 +366,19 @@ class Batcher:
             self._stats.dropped += dropped
             return True
 
-    def reserve(self, n: int, cost: float = 0.0, *, whole: bool = False) -> Reservation:
+    def reserve(
+        self, n: int, cost: float = 0.0, *, whole: bool = False, mine: int = 0
+    ) -> Reservation:
         """Admit `n` rows of work to come, of estimated `cost`, before they are tokenised
         (Overloaded if refused), and hold their queue space until `run` takes it over or the
         `Reservation` gives it back. `whole`: several calls admitted as one request (an RPC
-        batch), for good; otherwise what they really cost is admitted again once known."""
+        batch), for good; otherwise what they really cost is admitted again once known.
+        `mine`: texts the same request holds on this model already (its RPC batch's)."""
         with self._cv:
-            self._admit(n, cost)
+            self._admit(n, cost, mine=mine)
             self._queued_texts += n
             self._queued_cost += cost
-        return Reservation(self, n, cost, recheck=not whole)
+        return Reservation(self, n, cost, recheck=not whole, mine=mine)
 
     def _give_back(self, n: int, cost: float) -> None:
         with self._cv:
@@ -387,7 +394,7 @@ class Batcher:
             raise ValueError(f"a reservation on {held.batcher.name} used on {self.name}")
         texts, cost = job.size - held.texts, job.cost - held.cost
         if held.recheck and (texts > 0 or cost > 0):
-            self._admit(max(texts, 0), max(cost, 0.0), mine=held.texts)
+            self._admit(max(texts, 0), max(cost, 0.0), mine=held.texts + held.mine)
         self._queued_texts += texts
         self._queued_cost += cost
         held.texts, held.cost = 0, 0.0

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedder.batcher import Inline, Runner
+from embedder.batcher import Inline, Reservation, Runner
 from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding, check_finite
 from embedder.errors import ModelUnavailable, NothingToRead
@@ -60,7 +60,11 @@ class Reranker(Protocol):
         top_k: int | None = None,
         raw: bool = False,
         cancelled: Callable[[], bool] | None = None,
-    ) -> Ranking: ...
+        reserved: Reservation | None = None,
+    ) -> Ranking:
+        """Best first; `cancelled` and `reserved` (queue space the caller holds for these
+        pairs, see `Batcher.reserve`) as in `Runner.run`."""
+        ...
 
 
 def rank(docs: Sequence[Doc], scores: np.ndarray, top_k: int | None) -> list[Ranked]:
@@ -159,11 +163,15 @@ class CrossEncoderReranker:
         top_k: int | None = None,
         raw: bool = False,
         cancelled: Callable[[], bool] | None = None,
+        reserved: Reservation | None = None,
     ) -> Ranking:
         if not docs:
             return Ranking(results=[], tokens=0)
         tok, out = self.runner.run(
-            len(docs), lambda: self.scorer.tokenize(query, docs), cancelled=cancelled
+            len(docs),
+            lambda: self.scorer.tokenize(query, docs),
+            cancelled=cancelled,
+            reserved=reserved,
         )
         logits = out[:, 0]
         check_finite(logits, self.spec.id)
@@ -190,11 +198,13 @@ class CosineReranker:
         top_k: int | None = None,
         raw: bool = False,
         cancelled: Callable[[], bool] | None = None,
+        reserved: Reservation | None = None,
     ) -> Ranking:
         if not docs:
             return Ranking(results=[], tokens=0)
         try:
-            emb = self.embedding.embed([query, *(d.text for d in docs)], cancelled=cancelled)
+            texts = [query, *(d.text for d in docs)]
+            emb = self.embedding.embed(texts, cancelled=cancelled, reserved=reserved)
         except NothingToRead as exc:  # said of the query and the documents, not of "input"
             if exc.index == 0:
                 raise NothingToRead("query", param="query") from None

@@ -256,9 +256,13 @@ class Service:
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
         self._served(spec)
         request = _still_wanted()
-        with self.activity, self._guarded(spec):
+        with (
+            self._rerank_space(spec, query, docs, request) as held,
+            self.activity,
+            self._guarded(spec),
+        ):
             ranking = self.loader.rerankers[spec.id].rerank(
-                query, docs, top_k=top_k, raw=raw, cancelled=request.gone
+                query, docs, top_k=top_k, raw=raw, cancelled=request.gone, reserved=held
             )
         self._did(spec.id, len(docs), ranking.tokens)
         return spec, ranking
@@ -279,6 +283,27 @@ class Service:
         if whole is not None and whole.texts >= len(texts):
             return whole.take(len(texts), cost)
         return batcher.reserve(len(texts), cost)
+
+    def _rerank_space(
+        self, spec: ModelSpec, query: str, docs: Sequence[Doc], request: work.Request
+    ) -> AbstractContextManager[Reservation | None]:
+        """Queue space for a rerank, held from before it is tokenised and reserved on the
+        estimate embed requests are admitted on: a cross-encoder's pairs (query and document
+        characters each, up to its window) on its own micro-batcher, a cosine scorer's query
+        and documents on its embedding model's. What the request's RPC batch holds there is
+        its embed calls' space: not taken for this, nor what makes the model busy for it (an
+        idle model takes any request). None for a model run inline."""
+        if spec.scorer == "cosine" and spec.embedder:
+            runs_on = self.catalog.get(spec.embedder)
+            texts, prefix = [query, *(d.text for d in docs)], 0
+        else:
+            runs_on, texts, prefix = spec, [d.text for d in docs], len(query)
+        batcher = self.batchers.get(runs_on.id)
+        if batcher is None:
+            return nullcontext()
+        cost = estimated_cost(texts, runs_on.max_tokens, prefix)
+        whole = request.reserved.get(runs_on.id)
+        return batcher.reserve(len(texts), cost, mine=whole.texts if whole else 0)
 
     @contextmanager
     def batch(self, texts: Mapping[str, Sequence[object]], docs: int = 0) -> Iterator[None]:

@@ -237,9 +237,6 @@ RETIRED = {
     "EMBEDDER_WORKER_CLASS": "the worker is always embedder.server.http.worker.GuardedWorker",
 }
 
-# Set by the master for its own processes, never by hand (gunicorn.conf.py reads it).
-_INTERNAL = frozenset({"EMBEDDER_RESOLVED_BIND"})
-
 
 class _Asked(Mapping[str, str]):
     """An empty environment that notes every name asked of it."""
@@ -268,7 +265,7 @@ def variables() -> frozenset[str]:
 def unread(env: Mapping[str, str]) -> list[str]:
     """A warning for each EMBEDDER_* variable in `env` that no setting reads: one that went
     (and what the service does instead), or a misspelt one (with the nearest name)."""
-    known = variables() | _INTERNAL
+    known = variables()
     lines = []
     for name in sorted(n for n in env if n.startswith("EMBEDDER_") and n not in known):
         if name in RETIRED:

@@ -57,6 +57,28 @@ def visible(element_id: str) -> Any:
     return lambda d: d.find_element(ID, element_id).is_displayed()
 
 
+# The page's fetch wrapped so that it reads each JSON-RPC reply as EDIT leaves it: JavaScript
+# statements on `body` (the parsed reply) and `given` (the script's arguments); `return resp`
+# passes a reply on as it came.
+REWRITE_RPC_REPLIES = """
+const given = [...arguments];
+const real = window.fetch;
+window.fetch = async (...args) => {
+  const resp = await real(...args);
+  if (String(args[0]) !== "/rpc") return resp;
+  const body = await resp.clone().json();
+  EDIT
+  return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
+};
+"""
+
+
+def rewrite_rpc_replies(b: Browser, edit: str, *given: object) -> None:
+    """What the starter service here cannot be made to say (downloads under way, failures, a
+    long queue), shown from its real replies rewritten in the page."""
+    b.driver.execute_script(REWRITE_RPC_REPLIES.replace("EDIT", edit), *given)
+
+
 def test_page_loads_and_status_reaches_ok(dashboard: Browser) -> None:
     b, d = dashboard, dashboard.driver
     assert d.title.startswith("hero_embedder_provider")
@@ -83,30 +105,24 @@ def test_status_shows_download_progress(dashboard: Browser) -> None:
     """While files download, status().downloads has byte counts: the panel draws bars. The
     starter files are all built here, so the next status replies are rewritten in the page."""
     b, d = dashboard, dashboard.driver
-    d.execute_script(
+    rewrite_rpc_replies(
+        b,
         """
-        const real = window.fetch;
-        window.fetch = async (...args) => {
-          const resp = await real(...args);
-          if (String(args[0]) !== "/rpc") return resp;
-          const body = await resp.clone().json();
-          for (const r of Array.isArray(body) ? body : []) {
-            const st = r.result;
-            if (!st || !st.downloads) continue;
-            st.models[0].state = "downloading";
-            st.downloads[st.models[0].id] = {
-              model: st.models[0].id, state: "downloading", bytes_done: 45e6, bytes_total: 90e6,
-              files: [
-                {model: st.models[0].id, name: "model.onnx", state: "downloading",
-                 bytes_done: 40e6, bytes_total: 80e6},
-                {model: st.models[0].id, name: "tokenizer.json", state: "pending",
-                 bytes_done: 0, bytes_total: null},
-              ],
-            };
-          }
-          return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
-        };
-        """
+        for (const r of Array.isArray(body) ? body : []) {
+          const st = r.result;
+          if (!st || !st.downloads) continue;
+          st.models[0].state = "downloading";
+          st.downloads[st.models[0].id] = {
+            model: st.models[0].id, state: "downloading", bytes_done: 45e6, bytes_total: 90e6,
+            files: [
+              {model: st.models[0].id, name: "model.onnx", state: "downloading",
+               bytes_done: 40e6, bytes_total: 80e6},
+              {model: st.models[0].id, name: "tokenizer.json", state: "pending",
+               bytes_done: 0, bytes_total: null},
+            ],
+          };
+        }
+        """,
     )
     b.wait(lambda d: d.find_elements(CSS, "#downloads .dl progress"), message="no download bars")
     bars = d.find_elements(CSS, "#downloads .dl progress")
@@ -127,20 +143,14 @@ def test_each_models_queue_is_shown(dashboard: Browser) -> None:
         ".map(c => [c.innerText, c.dataset.texts || null])"
     )
     assert [t for t, _ in d.execute_script(read)] == ["0", "0", "0", "0", "—"]
-    d.execute_script(
+    rewrite_rpc_replies(
+        b,
         """
-        const real = window.fetch;
-        window.fetch = async (...args) => {
-          const resp = await real(...args);
-          if (String(args[0]) !== "/rpc") return resp;
-          const body = await resp.clone().json();
-          for (const r of Array.isArray(body) ? body : []) {
-            const st = r.result;
-            if (st && st.downloads) st.models[0].queue = {texts: 4096, seconds: 12.5};
-          }
-          return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
-        };
-        """
+        for (const r of Array.isArray(body) ? body : []) {
+          const st = r.result;
+          if (st && st.downloads) st.models[0].queue = {texts: 4096, seconds: 12.5};
+        }
+        """,
     )
     b.wait(lambda d: d.execute_script(read)[0][0] != "0", message="no queue shown")
     assert d.execute_script(read)[0] == ["4,096 · ~12.5 s", "4096"]
@@ -153,34 +163,28 @@ def test_a_shared_download_failure_is_shown_once(dashboard: Browser) -> None:
     rewritten in the page (the starter files are all on disk here)."""
     b, d = dashboard, dashboard.driver
     cause = "the Hub could not be reached (ConnectError). Without the Hub: `make run`"
-    d.execute_script(
+    rewrite_rpc_replies(
+        b,
         """
-        const cause = arguments[0];
-        const real = window.fetch;
-        window.fetch = async (...args) => {
-          const resp = await real(...args);
-          if (String(args[0]) !== "/rpc") return resp;
-          const body = await resp.clone().json();
-          if (!Array.isArray(body) || !body[1] || !body[1].result || !body[1].result.downloads) {
-            return resp;
-          }
-          const [health, status] = [body[0].result, body[1].result];
-          for (const h of [health, status]) {
-            h.status = "degraded";
-            h.models_ready = false;
-            h.failures = {download: cause};
-            h.retry_in = 30;
-            h.errors = {};
-          }
-          for (const m of status.models.slice(0, 2)) {
-            m.state = "error";
-            const ref = "(why, and what to do: failures.download)";
-            m.error = `model '${m.id}' is missing model.onnx ${ref}`;
-            health.errors[m.id] = m.error;
-          }
-          status.errors = health.errors;
-          return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
-        };
+        const [cause] = given;
+        if (!Array.isArray(body) || !body[1] || !body[1].result || !body[1].result.downloads) {
+          return resp;
+        }
+        const [health, status] = [body[0].result, body[1].result];
+        for (const h of [health, status]) {
+          h.status = "degraded";
+          h.models_ready = false;
+          h.failures = {download: cause};
+          h.retry_in = 30;
+          h.errors = {};
+        }
+        for (const m of status.models.slice(0, 2)) {
+          m.state = "error";
+          const ref = "(why, and what to do: failures.download)";
+          m.error = `model '${m.id}' is missing model.onnx ${ref}`;
+          health.errors[m.id] = m.error;
+        }
+        status.errors = health.errors;
         """,
         cause,
     )

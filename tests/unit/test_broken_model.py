@@ -8,6 +8,7 @@ upload made such weights: the store's check at load cannot tell it, the output c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import falcon.testing
 import numpy as np
 import pytest
 
-from embedder.catalog import STARTER, ModelSpec
+from embedder.catalog import STARTER
 from embedder.errors import BrokenModel
 from embedder.reranker import CrossEncoderReranker, Doc, PairScorer
 from embedder.server.http.app import HttpOptions, create_app
@@ -27,6 +28,7 @@ from embedder.tokens import load_tokenizer
 from tests import cross_encoder_graph as ceg
 from tests.damage import as_built, copy_models, spoil_weight
 from tests.models import tokenizer_json
+from tests.unit.test_reranker import SPEC
 
 L6, COSINE, OTHER = "all-minilm-l6-v2", "minilm-cosine-rerank", "paraphrase-minilm-l3-v2"
 
@@ -113,24 +115,13 @@ def test_the_cosine_scorer_on_a_nan_model_is_refused_too(
 
 
 def test_a_cross_encoder_with_nan_weights_raises_naming_it(tmp_path: Path) -> None:
-    tok = load_tokenizer(tokenizer_json(), 32)
+    spec = replace(SPEC, id="nan-cross-encoder")
+    tok = load_tokenizer(tokenizer_json(), spec.max_tokens)
     graph = tmp_path / "model.onnx"
     ceg.build(graph, tok.get_vocab_size())
     spoil_weight(graph, "table")  # the token table's first rows: [CLS] is among them
-    spec = ModelSpec(
-        id="nan-cross-encoder",
-        kind="rerank",
-        description="test graph",
-        source="tests",
-        files=(),
-        max_tokens=32,
-        precision="fp32",
-        onnx="model.onnx",
-        tokenizer="tokenizer.json",
-        scorer="cross-encoder",
-    )
     session = open_session(graph, SessionConfig(threads=1))
-    tokenizers = load_tokenizer(tokenizer_json(), 32), load_tokenizer(tokenizer_json(), 32)
+    tokenizers = tok, load_tokenizer(tokenizer_json(), spec.max_tokens)
     reranker = CrossEncoderReranker(PairScorer(spec, session, *tokenizers))
     for raw in (False, True):
         with pytest.raises(BrokenModel, match="model nan-cross-encoder computed NaN or Inf"):

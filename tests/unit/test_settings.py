@@ -130,7 +130,7 @@ def test_gunicorn_config_is_the_same_with_the_settings_that_went(
         plain = (bool, int, float, str, list, tuple, type(None))
         return {k: v for k, v in made.items() if not k.startswith("__") and isinstance(v, plain)}
 
-    for name in [*RETIRED, "EMBEDDER_RESOLVED_BIND"]:
+    for name in RETIRED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH_SOCKETS", "/run/test-sockets")
     before = config()
@@ -149,7 +149,6 @@ def test_unread_variables_are_named_with_what_to_do() -> None:
         "EMBEDDER_WORKER": "2",  # misspelt
         "EMBEDDER_COLOUR": "blue",  # nothing like it
         "EMBEDDER_WORKERS": "1",  # a setting
-        "EMBEDDER_RESOLVED_BIND": "unix:/x",  # the master's own
         "HOME": "/home/u",  # not ours
     }
     assert unread(env) == [

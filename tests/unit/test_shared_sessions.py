@@ -6,9 +6,7 @@ activations (+16 % seen under load), which is batch memory, not copies of the mo
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from typing import Any
 
 import pytest
 
@@ -19,51 +17,33 @@ from embedder.loading import Opener
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig
 from embedder.store.files import ModelStore
+from tests.memory_probe import model_memory
 
-PROBE = """
-import json, os, sys
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-from pathlib import Path
-import onnxruntime, psutil
-from embedder.catalog import STARTER
-from embedder.planning import RunLimits
-from embedder.memory import limit_arenas
+# A worker's runners, as the service opens them before any model.
+SETUP = """
 from embedder.loading import Opener
+from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
-from embedder.store.files import ModelStore
-root, model, runners, shared = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-rss = lambda: psutil.Process().memory_info().rss
-store = ModelStore(Path(root), STARTER, offline=True)
 opener = Opener(store, SessionConfig(threads=runners), RunLimits())
-limit_arenas(2)  # as a worker does
-base = rss()
-if shared:  # as the service opens it: sessions opened, runners started
-    sessions = {id(e.session) for e in opener.embedding(STARTER.get(model)).runner._engines}
-else:  # what a session per runner would hold (the layout before), opened here
-    spec = STARTER.get(model)
-    kept = [open_session(store.path(spec, spec.onnx), SessionConfig()) for _ in range(runners)]
-    sessions = {id(s) for s in kept}
-from embedder.memory import _libc_trim
-_libc_trim()()  # as the worker does once idle: what load freed is not the model
-print(json.dumps({"model_bytes": rss() - base, "sessions": len(sessions)}))
+"""
+# As the service opens it: sessions opened, runners started.
+SHARED = """
+sessions = {id(e.session) for e in opener.embedding(STARTER.get(model)).runner._engines}
+facts = {"sessions": len(sessions)}
+"""
+# What a session per runner would hold (the layout before), opened here.
+PRIVATE = """
+spec = STARTER.get(model)
+kept = [open_session(store.path(spec, spec.onnx), SessionConfig()) for _ in range(runners)]
+facts = {"sessions": len({id(s) for s in kept})}
 """
 
 
-def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> dict[str, int]:
-    """The least of 3 fresh processes, each read after the trim a worker makes once idle:
-    without it, what loading had freed but malloc kept varied by up to 25 % between
-    processes (3 levels, whatever the runners) and decided the comparison."""
-    runs = []
-    for _ in range(3):
-        out = subprocess.run(
-            [sys.executable, "-c", PROBE, str(store.root), model, str(runners), str(int(shared))],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
-        runs.append(dict(json.loads(out.stdout.strip().splitlines()[-1])))
-    return min(runs, key=lambda r: r["model_bytes"])
+def _model_memory(store: ModelStore, model: str, runners: int, shared: bool) -> dict[str, Any]:
+    """The least of 3 fresh processes, each read after the trim a worker makes once idle
+    (`model_memory`)."""
+    load = SHARED if shared else PRIVATE
+    return model_memory(store.root, model, runners, setup=SETUP, load=load, tries=3)
 
 
 @pytest.mark.slow

@@ -5,57 +5,34 @@ worker has it after its first model."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from embedder.service import Service
+from tests.memory_probe import model_memory
 
-PROBE = """
-import json, os, sys
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-from pathlib import Path
-from typing import Any
-import psutil
+# The runtime and its CPU plugin loaded, as a worker has them after its first model.
+SETUP = """
 from embedder.backends import openvino as ov
 from embedder.backends.runtimes import BackendPolicy, Runtimes
-from embedder.catalog import STARTER
 from embedder.loading import Opener
-from embedder.memory import limit_arenas
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig
-from embedder.store.files import ModelStore
-root, model, runners = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rss = lambda: psutil.Process().memory_info().rss
-store = ModelStore(Path(root), STARTER, offline=True)
 runtimes = Runtimes(BackendPolicy("openvino"), store)
-ov.bf16_units()  # the runtime and its CPU plugin loaded
+ov.bf16_units()
 opener = Opener(store, SessionConfig(threads=runners), RunLimits(), runtimes=runtimes)
-limit_arenas(2)
-base = rss()
+"""
+LOAD = """
 batcher = opener.embedding(STARTER.get(model)).runner
 sessions = {id(e.session) for e in batcher._engines}
-backend = runtimes.runtime(model).backend
-print(json.dumps({"model_bytes": rss() - base, "sessions": len(sessions), "backend": backend}))
+facts = {"sessions": len(sessions), "backend": runtimes.runtime(model).backend}
 """
 
 
 def _model_memory(root: Path, model: str, runners: int) -> dict[str, Any]:
-    runs = []
-    for _ in range(3):
-        out = subprocess.run(
-            [sys.executable, "-c", PROBE, str(root), model, str(runners)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
-        runs.append(dict(json.loads(out.stdout.strip().splitlines()[-1])))
-    return min(runs, key=lambda r: r["model_bytes"])
+    return model_memory(root, model, runners, setup=SETUP, load=LOAD, tries=3)
 
 
 @pytest.mark.slow
