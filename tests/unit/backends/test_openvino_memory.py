@@ -27,7 +27,9 @@ opener = Opener(store, SessionConfig(threads=runners), RunLimits(), runtimes=run
 LOAD = """
 batcher = opener.embedding(STARTER.get(model)).runner
 sessions = {id(e.session) for e in batcher._engines}
-facts = {"sessions": len(sessions), "backend": runtimes.runtime(model).backend}
+streams = {int(e.session.compiled.get_property("NUM_STREAMS")) for e in batcher._engines}
+facts = {"sessions": len(sessions), "backend": runtimes.runtime(model).backend,
+         "streams": max(streams)}
 """
 
 
@@ -47,4 +49,9 @@ def test_compiled_model_memory_does_not_grow_with_runners(
     many = _model_memory(tmp_path, model, 16)
     assert one["backend"] == many["backend"] == "openvino"
     assert one["sessions"] == many["sessions"] == 1
+    # OpenVINO plans at most a stream per core it sees: on a small machine "16 runners" is
+    # that many streams, not 16. Each stream holds its own fused attention kernels, so 16 real
+    # streams hold about twice one's memory (docs/openvino.md): what this checks is that the
+    # runners share one compiled model, not that streams are free.
+    assert one["streams"] == 1 and 1 <= many["streams"] <= 16
     assert many["model_bytes"] <= 1.10 * one["model_bytes"], (one, many)
