@@ -57,14 +57,16 @@ class BodyReader:
     def _read_within(self, req: falcon.Request) -> bytes:
         """Read the body; if it has not all arrived in `limits.timeout` seconds the socket's
         read side is shut (the blocked read returns) and the client gets a 408. The service's
-        worker reads bodies in its poller and hands over only whole ones (the deadline then
-        never fires); a chunked body it found over the limit it leaves unread and says so on
-        the socket (`over_limit`)."""
+        worker reads bodies in its poller and hands over only whole ones, and says so on the
+        socket (`whole`): there is nothing to wait for, so no deadline is armed (arming one
+        cost every request a lock round and the deadline thread a wake-up when it expired).
+        A chunked body it found over the limit it leaves unread and says so too
+        (`over_limit`)."""
         limits = self.limits
         sock = req.env.get("gunicorn.socket")
         if getattr(sock, "over_limit", False):
             raise TooLarge(f"request body is over the {limits.max_bytes}-byte limit")
-        if sock is None:
+        if sock is None or getattr(sock, "whole", False):
             return _read(req, limits)
         token = self.watchdog.arm(sock, limits.timeout)
         try:

@@ -17,7 +17,7 @@ from typing import Any
 
 
 class Wire(socket.socket):
-    __slots__ = ("over_limit", "rest")
+    __slots__ = ("over_limit", "rest", "whole")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -25,6 +25,9 @@ class Wire(socket.socket):
         # The request's body was left unread because it is over the limit (read by the app
         # through `gunicorn.socket`: embedder.server.http.body).
         self.over_limit = False
+        # The request a thread parses next is all in memory, read by the worker's poller or by
+        # the linger: reading its body never waits on the client (embedder.server.http.body).
+        self.whole = False
 
     @classmethod
     def adopt(cls, sock: socket.socket) -> Wire:

@@ -175,6 +175,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
                     break
             except Closed:
                 return False
+            conn.sock.whole = True
             result = super().handle(conn)
         return result
 
@@ -271,6 +272,8 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             or self.cfg.is_ssl
             or negotiation.prior_knowledge_allowed(self.cfg, conn.client)
         ):
+            # Read whole by the poller (`_ready`), or else (TLS, HTTP/2) by the thread itself.
+            conn.sock.whole = conn.ready
             conn.ready = False
             super().enqueue_req(conn)
             return
