@@ -90,6 +90,8 @@ class TextEncoder:
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=3)
         self.pooling = spec.pooling or "mean"
+        # What a text's prefix alone encodes to, by prefix (`blank` needs it on every call).
+        self.bare = {p: len(tokenizer.encode(p)) for p in ("", spec.query_instruction or "")}
         probe = self.session.get_outputs()
         shape = next(o.shape for o in probe if o.name == self.output)
         self.dims = int(shape[-1]) if isinstance(shape[-1], int) else (spec.dims or 0)
@@ -98,7 +100,7 @@ class TextEncoder:
         """`query` prepends the model's retrieval-query instruction, if it has one."""
         prefix = (self.spec.query_instruction or "") if query else ""
         encodings = encode_texts(self.tokenizer, [prefix + t for t in texts], self.spec.max_tokens)
-        empty = blank(self.tokenizer, texts, encodings, prefix)
+        empty = blank(self.tokenizer, texts, encodings, self.bare[prefix])
         if empty is not None:
             raise NothingToRead(f"input[{empty}]", param="input", index=empty)
         return Tokenized(encodings, [len(e.ids) for e in encodings])

@@ -100,13 +100,13 @@ def _same(enc: Encoding, sequence: int, head_len: int, margin: int) -> bool:
 
 
 def blank(
-    tok: Tokenizer, texts: Sequence[str], encodings: Sequence[Encoding], prefix: str = ""
+    tok: Tokenizer, texts: Sequence[str], encodings: Sequence[Encoding], bare: int
 ) -> int | None:
     """The first of `texts` that yields no token of its own, or None: the tokenizer drops all
     of it (control and format characters such as U+0000 and U+200B, lone combining marks),
-    and its vector would be the empty sequence's. `encodings` are of `prefix + text`; only
-    one no longer than the prefix's own can be blank, and only those are encoded again."""
-    bare = len(tok.encode(prefix))
+    and its vector would be the empty sequence's. `encodings` are of `prefix + text`, and
+    `bare` is the length of the prefix's own (`len(tok.encode(prefix))`); only one no longer
+    than that can be blank, and only those are encoded again."""
     for i, enc in enumerate(encodings):
         if len(enc) <= bare and not tok.encode(texts[i], add_special_tokens=False).ids:
             return i
