@@ -34,8 +34,11 @@ class Embeddings:
         return sum(self.tokens)
 
 
+# The ufuncs themselves, not the Python wrappers around them (np.linalg.norm, ndarray.sum and
+# .all): on the one row of a lone text the wrappers' checks cost more than the arithmetic.
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    """Rows of `x` at unit length: np.linalg.norm's own sum of squares, without its checks."""
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
@@ -46,13 +49,14 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     # over every state and summing: no [batch, seq, dims] temporary.
     weights = mask.astype(hidden.dtype)
     summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
-    return np.asarray(summed / np.maximum(weights.sum(axis=1, keepdims=True), 1.0))
+    counts = np.add.reduce(weights, axis=1, keepdims=True)
+    return np.asarray(summed / np.maximum(counts, 1.0))
 
 
 def check_finite(values: np.ndarray, model: str) -> None:
     """A model whose output holds NaN or Inf has damaged weights (or graph): what it computed
     is no answer, and the caller must not get it as one."""
-    if not np.isfinite(values).all():
+    if not np.logical_and.reduce(np.isfinite(values), axis=None):
         raise BrokenModel(
             f"model {model} computed NaN or Inf (damaged weights?) and is out of service until "
             f"a restart, which checks its files; `embedder models verify {model}` checks them now",
