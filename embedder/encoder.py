@@ -107,7 +107,7 @@ class TextEncoder:
         empty = blank(self.tokenizer, texts, encodings, self.bare[prefix])
         if empty is not None:
             raise NothingToRead(f"input[{empty}]", param="input", index=empty)
-        return Tokenized(encodings, [len(e.ids) for e in encodings])
+        return Tokenized(encodings, [len(e) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
         return plan(lengths, self.limits, parallel)
