@@ -17,6 +17,8 @@ import socket
 from collections import deque
 from typing import Any
 
+JOIN = 64 * 1024  # held writes up to this size in all go out as one send (see `release`)
+
 
 class Wire(socket.socket):
     __slots__ = ("held", "over_limit", "rest", "whole")
@@ -48,11 +50,16 @@ class Wire(socket.socket):
             self.held = []
 
     def release(self) -> None:
-        """Send what was held, in one piece (as `sendall`); on a socket closed meanwhile it
-        is dropped, as a write there would have failed."""
+        """Send what was held (as `sendall`): in one piece up to JOIN bytes, the pieces as
+        they were written beyond (a large body is not copied to save a send); on a socket
+        closed meanwhile it is dropped, as a write there would have failed."""
         held, self.held = self.held, None
-        if held and self.fileno() >= 0:
-            self.sendall(held[0] if len(held) == 1 else b"".join(held))
+        if not held or self.fileno() < 0:
+            return
+        if len(held) > 1 and sum(len(piece) for piece in held) <= JOIN:
+            held = [b"".join(held)]
+        for piece in held:
+            self.sendall(piece)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send what the kernel takes now; keep the rest for `flush`."""

@@ -90,6 +90,26 @@ def test_what_is_held_goes_out_in_one_send_on_release(pair: tuple[Wire, socket.s
     assert peer.recv(100) == b"next"
 
 
+def test_a_large_held_body_is_sent_as_written_not_copied(
+    pair: tuple[Wire, socket.socket],
+) -> None:
+    wire, peer = pair
+    head, body = b"HTTP/1.1 200 OK\r\n\r\n", bytes(range(256)) * (16 * 1024)  # 4 MiB
+    wire.hold()
+    wire.sendall(head)
+    wire.sendall(body)
+    wire.release()
+    assert wire.held is None
+    kept = list(wire.rest)
+    assert kept and kept[-1].obj is body  # what the kernel did not take is the body itself
+    got = bytearray()
+    peer.settimeout(WAIT)
+    while len(got) < len(head) + len(body):
+        got += peer.recv(1 << 20)
+        wire.flush()
+    assert got == head + body and not wire.pending
+
+
 def test_what_is_held_on_a_socket_closed_meanwhile_is_dropped(
     pair: tuple[Wire, socket.socket],
 ) -> None:
