@@ -34,8 +34,11 @@ class Embeddings:
         return sum(self.tokens)
 
 
+# The ufuncs themselves, not the Python wrappers around them (np.linalg.norm, ndarray.sum and
+# .all): on the one row of a lone text the wrappers' checks cost more than the arithmetic.
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    """Rows of `x` at unit length: np.linalg.norm's own sum of squares, without its checks."""
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
@@ -46,13 +49,14 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     # over every state and summing: no [batch, seq, dims] temporary.
     weights = mask.astype(hidden.dtype)
     summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
-    return np.asarray(summed / np.maximum(weights.sum(axis=1, keepdims=True), 1.0))
+    counts = np.add.reduce(weights, axis=1, keepdims=True)
+    return np.asarray(summed / np.maximum(counts, 1.0))
 
 
 def check_finite(values: np.ndarray, model: str) -> None:
     """A model whose output holds NaN or Inf has damaged weights (or graph): what it computed
     is no answer, and the caller must not get it as one."""
-    if not np.isfinite(values).all():
+    if not np.logical_and.reduce(np.isfinite(values), axis=None):
         raise BrokenModel(
             f"model {model} computed NaN or Inf (damaged weights?) and is out of service until "
             f"a restart, which checks its files; `embedder models verify {model}` checks them now",
@@ -90,6 +94,8 @@ class TextEncoder:
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=3)
         self.pooling = spec.pooling or "mean"
+        # What a text's prefix alone encodes to, by prefix (`blank` needs it on every call).
+        self.bare = {p: len(tokenizer.encode(p)) for p in ("", spec.query_instruction or "")}
         probe = self.session.get_outputs()
         shape = next(o.shape for o in probe if o.name == self.output)
         self.dims = int(shape[-1]) if isinstance(shape[-1], int) else (spec.dims or 0)
@@ -98,10 +104,10 @@ class TextEncoder:
         """`query` prepends the model's retrieval-query instruction, if it has one."""
         prefix = (self.spec.query_instruction or "") if query else ""
         encodings = encode_texts(self.tokenizer, [prefix + t for t in texts], self.spec.max_tokens)
-        empty = blank(self.tokenizer, texts, encodings, prefix)
+        empty = blank(self.tokenizer, texts, encodings, self.bare[prefix])
         if empty is not None:
             raise NothingToRead(f"input[{empty}]", param="input", index=empty)
-        return Tokenized(encodings, [len(e.ids) for e in encodings])
+        return Tokenized(encodings, [len(e) for e in encodings])
 
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
         return plan(lengths, self.limits, parallel)

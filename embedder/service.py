@@ -184,20 +184,16 @@ class Service:
         if st.state != "ready":
             raise NotReady(f"model {spec.id} is {st.state}; retry shortly", param="model")
 
-    @contextmanager
-    def _guarded(self, spec: ModelSpec) -> Iterator[None]:
-        """A run of `spec` that computed NaN or Inf marks the model that did failed, with the
+    def _broke(self, spec: ModelSpec, exc: BrokenModel) -> None:
+        """A run of `spec` computed NaN or Inf: the model that did is marked failed, with the
         models that run on it (a cosine scorer): said once in the log, at once in health and
-        status."""
-        try:
-            yield
-        except BrokenModel as exc:
-            broken = exc.details.get("model", spec.id)
-            ids = [broken, spec.id, *(s.id for s in self.specs if s.embedder == broken)]
-            marked = [mark_broken(self.status_by_id, i, exc) for i in dict.fromkeys(ids)]
-            if any(marked):
-                self._changed()
-            raise
+        status. (Called from an `except` around the run: a generator-based context manager
+        there cost every request its machinery.)"""
+        broken = exc.details.get("model", spec.id)
+        ids = [broken, spec.id, *(s.id for s in self.specs if s.embedder == broken)]
+        marked = [mark_broken(self.status_by_id, i, exc) for i in dict.fromkeys(ids)]
+        if any(marked):
+            self._changed()
 
     def validate_texts(self, texts: object, param: str = "input") -> list[str]:
         return self.limits.texts(texts, param)
@@ -230,12 +226,12 @@ class Service:
         self._served(spec)
         request = _still_wanted()
         embedding = self.loader.embeddings[spec.id]
-        with (
-            self._queue_space(spec, clean, query, request) as held,
-            self.activity,
-            self._guarded(spec),
-        ):
-            out = embedding.embed(clean, query=query, cancelled=request.gone, reserved=held)
+        with self._queue_space(spec, clean, query, request) as held, self.activity:
+            try:
+                out = embedding.embed(clean, query=query, cancelled=request.gone, reserved=held)
+            except BrokenModel as exc:
+                self._broke(spec, exc)
+                raise
         self._did(spec.id, len(clean), out.total_tokens)
         if dims is not None:
             out = replace(out, vectors=shorten(out.vectors, dims))
@@ -256,14 +252,14 @@ class Service:
             raise InvalidInput(f"{spec.id} is an embedding model, not a reranker", param="model")
         self._served(spec)
         request = _still_wanted()
-        with (
-            self._rerank_space(spec, query, docs, request) as held,
-            self.activity,
-            self._guarded(spec),
-        ):
-            ranking = self.loader.rerankers[spec.id].rerank(
-                query, docs, top_k=top_k, raw=raw, cancelled=request.gone, reserved=held
-            )
+        with self._rerank_space(spec, query, docs, request) as held, self.activity:
+            try:
+                ranking = self.loader.rerankers[spec.id].rerank(
+                    query, docs, top_k=top_k, raw=raw, cancelled=request.gone, reserved=held
+                )
+            except BrokenModel as exc:
+                self._broke(spec, exc)
+                raise
         self._did(spec.id, len(docs), ranking.tokens)
         return spec, ranking
 

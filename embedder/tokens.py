@@ -100,13 +100,13 @@ def _same(enc: Encoding, sequence: int, head_len: int, margin: int) -> bool:
 
 
 def blank(
-    tok: Tokenizer, texts: Sequence[str], encodings: Sequence[Encoding], prefix: str = ""
+    tok: Tokenizer, texts: Sequence[str], encodings: Sequence[Encoding], bare: int
 ) -> int | None:
     """The first of `texts` that yields no token of its own, or None: the tokenizer drops all
     of it (control and format characters such as U+0000 and U+200B, lone combining marks),
-    and its vector would be the empty sequence's. `encodings` are of `prefix + text`; only
-    one no longer than the prefix's own can be blank, and only those are encoded again."""
-    bare = len(tok.encode(prefix))
+    and its vector would be the empty sequence's. `encodings` are of `prefix + text`, and
+    `bare` is the length of the prefix's own (`len(tok.encode(prefix))`); only one no longer
+    than that can be blank, and only those are encoded again."""
     for i, enc in enumerate(encodings):
         if len(enc) <= bare and not tok.encode(texts[i], add_special_tokens=False).ids:
             return i
@@ -147,16 +147,19 @@ class Batch:
 def assemble(encodings: Sequence[Encoding], rows: np.ndarray, input_names: set[str]) -> Batch:
     """Pad the chosen encodings to their longest and build the feeds the graph declares."""
     chosen = [encodings[i] for i in rows]
-    seq = max(len(e.ids) for e in chosen)
+    lengths = [len(e) for e in chosen]  # `ids` makes a new list at each use
+    seq = max(lengths)
     ids = np.zeros((len(chosen), seq), dtype=np.int64)
     mask = np.zeros((len(chosen), seq), dtype=np.int64)
-    types = np.zeros((len(chosen), seq), dtype=np.int64)
-    for r, enc in enumerate(chosen):
-        n = len(enc.ids)
+    for r, (enc, n) in enumerate(zip(chosen, lengths, strict=True)):
         ids[r, :n] = enc.ids
         mask[r, :n] = 1
-        types[r, :n] = enc.type_ids
-    available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    available = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in input_names:  # only for the graphs that take them
+        types = np.zeros((len(chosen), seq), dtype=np.int64)
+        for r, (enc, n) in enumerate(zip(chosen, lengths, strict=True)):
+            types[r, :n] = enc.type_ids
+        available["token_type_ids"] = types
     feeds = {name: available[name] for name in input_names if name in available}
     return Batch(rows=rows, feeds=feeds, mask=mask)
 

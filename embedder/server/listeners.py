@@ -57,8 +57,14 @@ class ListenerRules:
     is served as TCP is: TCP_SURFACES plus EMBEDDER_TCP_EXPOSE, behind the API key."""
 
     def __init__(self, socket_dir: Path | None, tcp_expose: Iterable[str] = ()) -> None:
-        self.own = {str(socket_dir / n): n for n in SOCKETS} if socket_dir is not None else {}
+        # Made once: every request asks (embedder.server.http.surfaces).
+        self.own: dict[str, Listener] = {}
+        if socket_dir is not None:
+            self.own = {
+                str(socket_dir / n): Listener(n, SOCKET_SURFACES[n], keyed=False) for n in SOCKETS
+            }
         self.tcp = TCP_SURFACES | frozenset(tcp_expose)
+        self._tcp = Listener("tcp", self.tcp, keyed=True)
 
     def of(self, address: object) -> Listener:
         """The listener of an address as `getsockname()` gives it, on the listening socket or
@@ -66,12 +72,12 @@ class ListenerRules:
         if isinstance(address, bytes):
             address = address.decode("utf-8", "replace")
         if isinstance(address, str):
-            name = self.own.get(address)
-            if name is not None:
-                return Listener(name, SOCKET_SURFACES[name], keyed=False)
+            own = self.own.get(address)
+            if own is not None:
+                return own
             named = address[:1] not in ("", "\0")  # not unnamed, not abstract
             return Listener(f"unix:{address}" if named else "unix", self.tcp, keyed=True)
-        return Listener("tcp", self.tcp, keyed=True)
+        return self._tcp
 
 
 class ListenError(Exception):

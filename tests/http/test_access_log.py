@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import falcon.testing
 import orjson
@@ -19,7 +20,9 @@ def test_request_id_is_echoed_or_made(client) -> None:
     r = client.simulate_get("/health", headers={"X-Request-Id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     made = client.simulate_get("/health").headers["x-request-id"]
-    assert len(made) == 32
+    assert len(made) == 32 and uuid.UUID(made).hex == made and uuid.UUID(made).version == 4
+    assert uuid.UUID(made).variant == uuid.RFC_4122
+    assert client.simulate_get("/health").headers["x-request-id"] != made
     odd = client.simulate_get("/health", headers={"X-Request-Id": "bad id\n"}).headers
     assert odd["x-request-id"] != "bad id\n"
 

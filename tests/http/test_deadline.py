@@ -15,6 +15,7 @@ import pytest
 
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.http.deadline import Watchdog, WatchdogClosed
+from embedder.server.http.wire import Wire
 from embedder.service import Service
 from tests.http.conftest import on
 
@@ -103,3 +104,37 @@ def test_each_app_reads_bodies_with_its_own_watchdog(
         mine.close()
         other.close()
     assert set(watchdogs()) <= before
+
+
+def test_a_body_the_worker_read_whole_arms_no_deadline(
+    starter_service: Service, listeners: dict[str, Any]
+) -> None:
+    """The worker's poller (or its linger) has the whole request in memory before a thread
+    parses it and says so on the socket: nothing can keep the read waiting, so no deadline
+    is armed and the watchdog's thread never starts."""
+    wire = Wire.adopt(listeners["rest.sock"].dup())
+    wire.whole = True
+    mine = Watchdog()
+    c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(), watchdog=mine))
+    try:
+        body = orjson.dumps({"input": "hi", "model": "all-minilm-l6-v2"})
+        r = c.simulate_post(
+            "/v1/embeddings",
+            body=body,
+            headers={"Content-Type": "application/json"},
+            extras={"gunicorn.socket": wire},
+        )
+        assert r.status_code == 200
+        assert not mine.running
+        wire.whole = False  # a request its thread reads itself (TLS, HTTP/2) has its deadline
+        r = c.simulate_post(
+            "/v1/embeddings",
+            body=body,
+            headers={"Content-Type": "application/json"},
+            extras={"gunicorn.socket": wire},
+        )
+        assert r.status_code == 200
+        assert mine.running
+    finally:
+        mine.close()
+        wire.close()

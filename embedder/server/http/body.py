@@ -57,14 +57,16 @@ class BodyReader:
     def _read_within(self, req: falcon.Request) -> bytes:
         """Read the body; if it has not all arrived in `limits.timeout` seconds the socket's
         read side is shut (the blocked read returns) and the client gets a 408. The service's
-        worker reads bodies in its poller and hands over only whole ones (the deadline then
-        never fires); a chunked body it found over the limit it leaves unread and says so on
-        the socket (`over_limit`)."""
+        worker reads bodies in its poller and hands over only whole ones, and says so on the
+        socket (`whole`): there is nothing to wait for, so no deadline is armed (arming one
+        cost every request a lock round and the deadline thread a wake-up when it expired).
+        A chunked body it found over the limit it leaves unread and says so too
+        (`over_limit`)."""
         limits = self.limits
         sock = req.env.get("gunicorn.socket")
         if getattr(sock, "over_limit", False):
             raise TooLarge(f"request body is over the {limits.max_bytes}-byte limit")
-        if sock is None:
+        if sock is None or getattr(sock, "whole", False):
             return _read(req, limits)
         token = self.watchdog.arm(sock, limits.timeout)
         try:
@@ -89,26 +91,25 @@ def _timed_out(timeout: float) -> falcon.HTTPError:
     )
 
 
-def _chunked(req: falcon.Request) -> bool:
-    te = (req.get_header("Transfer-Encoding") or "").lower()
-    return req.content_length is None and "chunked" in te
-
-
 def _read(req: falcon.Request, limits: BodyLimits) -> bytes:
     """The whole body, or TooLarge once it is known to pass `max_bytes`, reading no more of
     it: what is left is the server's to drain (the service's worker does it in its poller,
     embedder.server.http.outbox), never an HTTP thread's. gunicorn's wsgi.input undoes the
     chunked framing; falcon's bounded stream reads nothing without a Content-Length, so
-    chunked bodies use the raw stream."""
+    chunked bodies use the raw stream. A body of known length is asked for whole: one read,
+    not a second one to find its end."""
     max_bytes = limits.max_bytes
     length = req.content_length
-    stream = req.stream if _chunked(req) else req.bounded_stream
-    if length is not None and length > max_bytes:
-        raise TooLarge(f"request body is {length} bytes; the limit is {max_bytes}", param=None)
+    if length is not None:
+        if length > max_bytes:
+            raise TooLarge(f"request body is {length} bytes; the limit is {max_bytes}", param=None)
+        return _read_length(req.bounded_stream, length)
+    te = (req.get_header("Transfer-Encoding") or "").lower()
+    stream = req.stream if "chunked" in te else req.bounded_stream
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = _next(stream)
+        chunk = _next(stream, _CHUNK)
         if not chunk:
             break
         total += len(chunk)
@@ -118,11 +119,24 @@ def _read(req: falcon.Request, limits: BodyLimits) -> bytes:
     return b"".join(chunks)
 
 
-def _next(stream: Any) -> bytes:
-    """One read; a body the server cannot decode (bad chunk framing, cut short) is the
-    client's mistake, so a 400 rather than an internal error."""
+def _read_length(stream: Any, length: int) -> bytes:
+    """`length` bytes, or what came before the stream ended."""
+    chunks: list[bytes] = []
+    left = length
+    while left > 0:
+        chunk = _next(stream, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _next(stream: Any, size: int) -> bytes:
+    """One read of up to `size` bytes; a body the server cannot decode (bad chunk framing,
+    cut short) is the client's mistake, so a 400 rather than an internal error."""
     try:
-        return bytes(stream.read(_CHUNK))
+        return bytes(stream.read(size))
     except Exception as exc:
         raise InvalidInput(f"the request body could not be read: {exc}") from None
 

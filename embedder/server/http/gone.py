@@ -15,13 +15,15 @@ import falcon
 
 from embedder import work
 
+_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # once: or-ing the flags runs enum code
+
 
 def closed(sock: socket.socket) -> bool:
     """True once the peer has closed (or reset) the connection. A client that shuts down only
     its sending side reads as gone too, which HTTP clients do not do while they wait. Any
     other answer (nothing to read yet, not a connected socket) means not gone."""
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return sock.recv(1, _PEEK) == b""
     except ConnectionError:  # reset or aborted by the peer
         return True
     except OSError:  # nothing to read yet, or not a connection one can ask: not gone

@@ -50,11 +50,17 @@ ROUTE_SURFACES: dict[str, str] = {
 }
 
 
+# The routes' own paths, sent as they are: canonical, nothing to look into.
+_CANONICAL = frozenset(t for t in ROUTE_SURFACES if "{" not in t)
+
+
 def ambiguity(raw_target: str, path: str) -> str | None:
     """Why a request path can be read more than one way, or None when it is canonical.
 
     `raw_target` is the request target as sent (origin or absolute form), `path` the decoded
     path the router sees. One trailing slash is fine: falcon strips it."""
+    if raw_target == path and path in _CANONICAL:
+        return None
     raw = raw_target
     if "://" in raw.split("?", 1)[0]:
         raw = urlsplit(raw).path or "/"

@@ -6,7 +6,9 @@ them sending one large request each held every TCP thread, and `/health` got no 
 a write sends what the kernel takes at once and keeps the rest; the thread is done as soon as
 the answer is made, and the worker's poller sends the rest as the client reads it, under a
 deadline (embedder.server.http.worker). An answer that fits the socket's buffer, nearly all
-of them, goes out in the thread as before, in the same number of system calls.
+of them, goes out in the thread as before. The worker holds what an answer writes (`hold`) and
+sends it when the answer is made (`release`): gunicorn writes the header block and the body
+separately, two sends (and two wake-ups of the client) where one does.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import socket
 from collections import deque
 from typing import Any
 
+JOIN = 64 * 1024  # held writes up to this size in all go out as one send (see `release`)
+
 
 class Wire(socket.socket):
-    __slots__ = ("over_limit", "rest")
+    __slots__ = ("held", "over_limit", "rest", "whole")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rest: deque[memoryview] = deque()  # what is written but not yet sent, in order
+        self.held: list[bytes] | None = None  # what is written while held (see `hold`)
         # The request's body was left unread because it is over the limit (read by the app
         # through `gunicorn.socket`: embedder.server.http.body).
         self.over_limit = False
+        # The request a thread parses next is all in memory, read by the worker's poller or by
+        # the linger: reading its body never waits on the client (embedder.server.http.body).
+        self.whole = False
 
     @classmethod
     def adopt(cls, sock: socket.socket) -> Wire:
@@ -36,8 +44,28 @@ class Wire(socket.socket):
         """Bytes written that the peer has not taken yet."""
         return bool(self.rest)
 
+    def hold(self) -> None:
+        """Keep what is written from now on until `release`."""
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        """Send what was held (as `sendall`): in one piece up to JOIN bytes, the pieces as
+        they were written beyond (a large body is not copied to save a send); on a socket
+        closed meanwhile it is dropped, as a write there would have failed."""
+        held, self.held = self.held, None
+        if not held or self.fileno() < 0:
+            return
+        if len(held) > 1 and sum(len(piece) for piece in held) <= JOIN:
+            held = [b"".join(held)]
+        for piece in held:
+            self.sendall(piece)
+
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send what the kernel takes now; keep the rest for `flush`."""
+        if self.held is not None:
+            self.held.append(bytes(data))
+            return
         view = memoryview(data).cast("B")
         if not self.rest:
             view = self._push(view)

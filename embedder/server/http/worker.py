@@ -175,15 +175,24 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
                     break
             except Closed:
                 return False
+            conn.sock.whole = True
             result = super().handle(conn)
         return result
 
     def handle_request(self, req: Any, conn: Conn) -> Any:
+        """gthread's, the answer's header block and body sent together, once it is made."""
         if conn.body_left:
             req.must_close = True  # the rest of the connection is that body: drained, closed
         if req.version == (1, 1) and not any(name == "HOST" for name, _ in req.headers):
             raise MissingHost()  # RFC 9112 section 3.2
-        return super().handle_request(req, conn)
+        sock = conn.sock
+        if not isinstance(sock, Wire):  # TLS
+            return super().handle_request(req, conn)
+        sock.hold()
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            sock.release()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
         """A malformed request: answered with the status that names the fault, in the
@@ -271,6 +280,8 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             or self.cfg.is_ssl
             or negotiation.prior_knowledge_allowed(self.cfg, conn.client)
         ):
+            # Read whole by the poller (`_ready`), or else (TLS, HTTP/2) by the thread itself.
+            conn.sock.whole = conn.ready
             conn.ready = False
             super().enqueue_req(conn)
             return

@@ -6,8 +6,17 @@ from __future__ import annotations
 import pytest
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from embedder.server.http.framing import Body, Chunks, Malformed, OverLimit, read_head
+from embedder.server.http.framing import (
+    Body,
+    Chunks,
+    Malformed,
+    OverLimit,
+    read_head,
+    read_lines,
+)
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -48,6 +57,43 @@ def test_100_continue_is_taken_out_of_an_http_1_1_block_only() -> None:
     assert framing.head == b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
     old = head.replace(b"HTTP/1.1", b"HTTP/1.0")  # RFC 9110: ignored in HTTP/1.0
     assert read_head(old).head == old and not read_head(old).expects_continue
+
+
+NAMES = [
+    b"Content-Length",
+    b"content-length",
+    b"CONTENT-LENGTH",
+    b" Content-Length",
+    b"Content-Length ",
+    b"Transfer-Encoding",
+    b"Expect",
+    b"Host",
+    b"X-Content-Length",
+    b"User-Agent",
+]
+VALUES = [b"5", b" 12 ", b"0", b"007", b"-1", b"0x10", b"", b"chunked", b"100-continue"]
+VALUES += [b"expectation", b"content-length: 3", b"1 2", b"\xb2"]
+
+
+@st.composite
+def header_blocks(draw: st.DrawFn) -> bytes:
+    eol = draw(st.sampled_from([b"\r\n", b"\n"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    target = draw(st.sampled_from([b"/v1/embeddings", b"/content-length:9"]))
+    lines = [b"POST " + target + b" " + version]
+    for _ in range(draw(st.integers(0, 5))):
+        name = draw(st.sampled_from(NAMES))
+        sep = draw(st.sampled_from([b":", b": ", b" :"]))
+        lines.append(name + sep + draw(st.sampled_from(VALUES)))
+    return eol.join(lines) + eol + eol
+
+
+@settings(max_examples=1000, deadline=None)
+@given(header_blocks())
+def test_the_quick_reading_of_a_header_block_is_the_line_by_line_one(head: bytes) -> None:
+    """read_head reads nearly every block without splitting it into lines; whatever the
+    block, the framing is the one read line by line."""
+    assert read_head(head) == read_lines(head)
 
 
 CHUNKED = [

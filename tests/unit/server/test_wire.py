@@ -71,3 +71,51 @@ def test_a_peer_that_reset_is_reported_by_flush(pair: tuple[Wire, socket.socket]
 def test_the_over_limit_mark_starts_clear(pair: tuple[Wire, socket.socket]) -> None:
     wire, _ = pair
     assert wire.over_limit is False and isinstance(wire, socket.socket)
+
+
+def test_what_is_held_goes_out_in_one_send_on_release(pair: tuple[Wire, socket.socket]) -> None:
+    """The worker holds an answer's writes (gunicorn's header block, then its body) and
+    sends them as one piece once the answer is made."""
+    wire, peer = pair
+    wire.hold()
+    wire.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    wire.sendall(bytearray(b"{}"))
+    with pytest.raises(BlockingIOError):
+        peer.recv(100, socket.MSG_DONTWAIT)  # nothing sent while held
+    assert not wire.pending
+    wire.release()
+    assert not wire.pending and wire.held is None
+    assert peer.recv(100) == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    wire.sendall(b"next")  # no longer held
+    assert peer.recv(100) == b"next"
+
+
+def test_a_large_held_body_is_sent_as_written_not_copied(
+    pair: tuple[Wire, socket.socket],
+) -> None:
+    wire, peer = pair
+    head, body = b"HTTP/1.1 200 OK\r\n\r\n", bytes(range(256)) * (16 * 1024)  # 4 MiB
+    wire.hold()
+    wire.sendall(head)
+    wire.sendall(body)
+    wire.release()
+    assert wire.held is None
+    kept = list(wire.rest)
+    assert kept and kept[-1].obj is body  # what the kernel did not take is the body itself
+    got = bytearray()
+    peer.settimeout(WAIT)
+    while len(got) < len(head) + len(body):
+        got += peer.recv(1 << 20)
+        wire.flush()
+    assert got == head + body and not wire.pending
+
+
+def test_what_is_held_on_a_socket_closed_meanwhile_is_dropped(
+    pair: tuple[Wire, socket.socket],
+) -> None:
+    wire, _ = pair
+    wire.hold()
+    wire.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    wire.close()
+    wire.release()  # no error: the write would have failed on a closed socket
+    assert wire.held is None
