@@ -116,24 +116,21 @@ def test_a_body_the_worker_read_whole_arms_no_deadline(
     wire.whole = True
     mine = Watchdog()
     c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(), watchdog=mine))
-    try:
-        body = orjson.dumps({"input": "hi", "model": "all-minilm-l6-v2"})
-        r = c.simulate_post(
+    body = orjson.dumps({"input": "hi", "model": "all-minilm-l6-v2"})
+
+    def post() -> int:
+        return c.simulate_post(
             "/v1/embeddings",
             body=body,
             headers={"Content-Type": "application/json"},
             extras={"gunicorn.socket": wire},
-        )
-        assert r.status_code == 200
+        ).status_code
+
+    try:
+        assert post() == 200
         assert not mine.running
         wire.whole = False  # a request its thread reads itself (TLS, HTTP/2) has its deadline
-        r = c.simulate_post(
-            "/v1/embeddings",
-            body=body,
-            headers={"Content-Type": "application/json"},
-            extras={"gunicorn.socket": wire},
-        )
-        assert r.status_code == 200
+        assert post() == 200
         assert mine.running
     finally:
         mine.close()
