@@ -22,7 +22,11 @@ def engine(r: dict[str, Any]) -> list[str]:
                 num(e.get("tokens_per_s"), 0),
                 pct(e.get("spread")),
                 num(e.get("request_texts_per_s")),
-                f"{num(median_of(e['single_ms']), 2)} / {num(median_of(e['single_ms_1t']), 2)}",
+                # the shapes bench samples one thread only: "-" for what it did not time
+                " / ".join(
+                    (num(median_of(e[k]), 2) if e.get(k) else None) or "-"
+                    for k in ("single_ms", "single_ms_1t")
+                ),
                 others(e.get("others_cpu_share")),
             ]
         )

@@ -206,3 +206,13 @@ def test_the_shapes_peer_runs_fp32_and_bf16_between_our_rounds(models_root: Path
     row = next(line for line in lines if line.startswith("| bge-small-q2-shape"))
     assert "**bf16**" in row and "1 round, emulated" in row
     assert "no BF16 units" in "\n".join(lines)
+
+
+def test_the_limit_table_says_what_was_not_timed() -> None:
+    """The shapes bench times lone texts on one thread only: the all-core column says "-",
+    not 0.00 ms."""
+    level = _level("bge-small-q1-shape", 1, "int8", 80.0)
+    level["engine"] |= {"threads": 2, "single_ms_1t": {"0": 14.0, "1": 15.0}}
+    result = {"levels": [level], "machine": {"cores": 2}, "options": {"batch": 32}}
+    (row,) = [ln for ln in markdown_limit.engine(result) if "shapes:1" in ln]
+    assert "| - / 14.50 |" in row, row
