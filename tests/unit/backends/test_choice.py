@@ -62,7 +62,7 @@ def test_an_int8_level_without_a_known_fp32_source_has_no_bf16_candidate():
     ("openvino", "bf16", "exact", "source", "want"),
     [
         (True, False, False, True, [ORT8, OV8]),
-        (True, True, False, True, [ORT8, OV8, OV16_OF_FP32]),
+        (True, True, False, True, [ORT8, OV16_OF_FP32, OV8]),  # BF16 first: forced takes it
         (True, True, True, True, [ORT8, OV8]),  # exact FP32 is of FP32 levels: int8 stays
         (False, True, False, True, [ORT8]),
         (True, True, False, False, [ORT8]),  # the form is made from the FP32 source
