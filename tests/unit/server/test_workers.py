@@ -81,8 +81,11 @@ def test_failed_downloads_are_retried_in_the_background(tmp_path: Path) -> None:
     svc.store.ensure = counting  # type: ignore[method-assign, assignment]
     svc.start()
     try:
-        wait_until("three download attempts", lambda: len(attempts) >= 3)
-        health = svc.health()
-        assert health["status"] == "error" and "remote" in health["errors"]
+        # An attempt under way shows the model starting again: wait for the third to end.
+        wait_until(
+            "three download attempts, the last one failed",
+            lambda: len(attempts) >= 3 and svc.health()["status"] == "error",
+        )
+        assert "remote" in svc.health()["errors"]
     finally:
         svc.stop()
