@@ -81,14 +81,20 @@ def test_limit_arenas_takes_effect_where_there_is_glibc() -> None:
     assert limit_arenas(8)  # 8: glibc's own default scale, harmless for the other tests
 
 
+def _trimming_service(store: ModelStore, model: str) -> Service:
+    """A service of one starter model whose worker trims 50 ms after its last work."""
+    spec = STARTER.get(model)
+    store.ensure(spec)
+    service = Service(STARTER, store, models=[spec.id], idle_trim=0.05)
+    if not service.activity.available:
+        pytest.skip("no glibc malloc_trim here")
+    return service
+
+
 def test_loading_counts_as_work_so_the_worker_trims_after_it(starter_store: ModelStore) -> None:
     """A worker that has loaded its models and not served anything yet still hands back what
     loading freed (graph parse buffers: ~0.2-0.4 GiB on the BGE-sized set)."""
-    spec = STARTER.get("paraphrase-minilm-l3-v2")
-    starter_store.ensure(spec)
-    service = Service(STARTER, starter_store, models=[spec.id], idle_trim=0.05)
-    if not service.activity.available:
-        pytest.skip("no glibc malloc_trim here")
+    service = _trimming_service(starter_store, "paraphrase-minilm-l3-v2")
     service.start()
     assert service.wait(timeout=120) and service.state() == "ok", service.health()
     wait_until("the trim after loading", lambda: service.activity.trims > 0)
@@ -110,10 +116,7 @@ def test_a_lone_text_does_not_fault_its_activations_back_in(starter_store: Model
     up to ~550 pages back to back, ~1,000 after each idle trim; now under 30). Faults, not time:
     the count does not depend on the machine's speed or load."""
     spec = STARTER.get("all-minilm-l6-v2")
-    starter_store.ensure(spec)
-    service = Service(STARTER, starter_store, models=[spec.id], idle_trim=0.05)
-    if not service.activity.available:
-        pytest.skip("no glibc malloc_trim here")
+    service = _trimming_service(starter_store, spec.id)
     service.start()
     try:
         assert service.wait(timeout=120) and service.state() == "ok", service.health()
