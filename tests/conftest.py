@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from embedder.backends import openvino as ov
 from embedder.catalog import STARTER
 from embedder.service import Service
 from embedder.sessions import SessionConfig, disable_ort_telemetry
@@ -39,3 +41,12 @@ def starter_service(starter_store: ModelStore) -> Iterator[Service]:
     service.load_all()
     assert service.state() == "ok", service.health()
     yield service
+
+
+@pytest.fixture
+def no_openvino(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As where the package is not installed: `import openvino` fails."""
+    ov._core.cache_clear()
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    yield
+    ov._core.cache_clear()

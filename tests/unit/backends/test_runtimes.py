@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -97,15 +97,6 @@ def reference(root: Path, spec=PARA) -> np.ndarray:
 def sessions_of(embedding: Embedding) -> set[int]:
     assert isinstance(embedding.runner, Batcher)
     return {id(e.session) for e in embedding.runner._engines}  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def no_openvino(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """As where the package is not installed: `import openvino` fails."""
-    ov._core.cache_clear()
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    yield
-    ov._core.cache_clear()
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -5,15 +5,12 @@ Runtime, and that `auto`'s choice is read as a worker's load makes it."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from embedder.backends import openvino as ov
 from embedder.backends.cache import cpu_key
 from embedder.backends.choice import candidates
 from embedder.backends.cpu import cpu, read_cpu
@@ -103,15 +100,6 @@ def test_each_level_runs_its_candidates_side_by_side(store: ModelStore) -> None:
     assert "| starter:1 | paraphrase-minilm-l3-v2 | **" in text
     assert text.count("**auto** takes") == 2
     assert "its only candidate here" in text or bf16
-
-
-@pytest.fixture
-def no_openvino(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """As where the package is not installed: `import openvino` fails."""
-    ov._core.cache_clear()
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    yield
-    ov._core.cache_clear()
 
 
 def test_without_openvino_the_section_says_why(no_openvino: None) -> None:
