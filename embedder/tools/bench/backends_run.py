@@ -6,9 +6,7 @@ and no peer: minutes instead of ten)."""
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -73,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     disable_ort_telemetry()
     from embedder.errors import EmbedderError
-    from embedder.tools.bench import report_backends
+    from embedder.tools.bench import report, report_backends
     from embedder.tools.bench.machine import Noise, machine_info
     from embedder.tools.bench.plan import parse
     from embedder.tools.bench.run_levels import prepare
@@ -99,11 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure_backends(opts, clock, levels, texts, rag_set, result)
     result |= {"skipped": skipped, "noise": noise.report(), "elapsed_s": clock.elapsed}
     markdown = "\n".join(report_backends.section(result)) + "\n"
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for name in ("backends", f"backends-{stamp}"):
-        (opts.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (opts.out_dir / f"{name}.md").write_text(markdown)
+    report.save(opts.out_dir, ("backends", "backends-{stamp}"), result, markdown)
     print(markdown)
     return 0
 

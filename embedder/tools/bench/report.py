@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from embedder.catalog import BUILTIN, BuiltFile, ModelSpec, SharedFile
@@ -277,3 +281,15 @@ def _best_server(result: dict[str, Any], model: str) -> float:
 
 def markdown(result: dict[str, Any]) -> str:
     return render(result)
+
+
+def save(out_dir: Path, names: Sequence[str], result: dict[str, Any], markdown: str) -> str:
+    """Write `result` (JSON) and `markdown` under each name in `out_dir`, a name's "{stamp}"
+    replaced by this run's time stamp (a dated copy of each run, so A/B runs can be compared
+    later); the stamp."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in (n.format(stamp=stamp) for n in names):
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / f"{name}.md").write_text(markdown)
+    return stamp

@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -98,12 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     result |= report.analyse(result)
     markdown = report.markdown(result)
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    # latest.* for the README; a dated copy of each run, so A/B runs can be compared later.
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for name in ("latest", f"run-{stamp}"):
-        (opts.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (opts.out_dir / f"{name}.md").write_text(markdown)
+    # latest.* for the README, and the run's dated copy
+    stamp = report.save(opts.out_dir, ("latest", "run-{stamp}"), result, markdown)
     print(markdown)
     print(
         f"elapsed: {result['elapsed_s']:.0f} s; written to {opts.out_dir}/latest.{{json,md}} "
