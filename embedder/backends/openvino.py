@@ -8,8 +8,9 @@ into a fallback to ONNX Runtime, never into a failed start.
 Each runner gets an infer request of its own (OpenVINO's unit of concurrency) from a small
 pool; the compiled model has a stream per runner and a thread per core of the worker, and is
 not pinned to cores: several workers share the machine. Compiled models are cached on disk
-(`CACHE_DIR` under the models root), so a restart imports the compiled form instead of
-compiling the graph again.
+(`CACHE_DIR` under the models root, a folder per graph file version and precision, kept from
+growing by `embedder.backends.compiled_cache`), so a restart imports the compiled form instead
+of compiling the graph again.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from embedder.backends import compiled_cache
 from embedder.sessions import SessionConfig, run_tokens
 
 log = logging.getLogger("embedder.backends.openvino")
 
-CACHE_DIR = ".openvino-cache"  # in the models root: compiled models, keyed by OpenVINO itself
+CACHE_DIR = ".openvino-cache"  # in the models root: compiled models (`compiled_cache`)
 BF16_CAPABILITY = "BF16"  # in the CPU plugin's OPTIMIZATION_CAPABILITIES on AMX / AVX512_BF16
 # An int8 form computes with FP32 activations, which the CPU plugin quantizes per token and
 # group of channels (`DYNAMIC_QUANTIZATION_GROUP`) on integer dot-product units: it does so
@@ -208,14 +210,33 @@ def open_openvino(
     }
     if precision == "int8":
         properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP
-    if cache is not None:
-        properties["CACHE_DIR"] = str(cache)
+    folder = compiled_cache.use(cache, path, precision) if cache is not None else None
+    before = compiled_cache.blobs(folder)
     try:
-        # From the path, not a read model: with a cache OpenVINO can then skip the graph.
-        compiled = core.compile_model(str(path), "CPU", properties)
+        compiled = _compile(core, path, properties, folder)
     except Exception as exc:  # OpenVINO raises RuntimeError for most things, with a long text
         raise Unavailable(f"OpenVINO cannot compile {path.name}: {_why(exc)}") from exc
+    if folder is not None and cache is not None:
+        try:
+            compiled_cache.tidy(folder, before)
+            compiled_cache.prune(cache)
+        except Exception:  # never a failed start for the cache's housekeeping
+            log.exception("cannot tidy the compiled-model cache %s", cache)
     return OpenVinoSession(compiled, streams, config.warm_tokens, precision)
+
+
+def _compile(core: Any, path: Path, properties: dict[str, Any], folder: Path | None) -> Any:
+    """From the path, not a read model: with a cache OpenVINO can then skip the graph. A
+    compile that fails with the cache (a blob removed or rewritten by another process while
+    this one opens it) is tried once without it, so no race on the cache fails a start."""
+    if folder is None:
+        return core.compile_model(str(path), "CPU", properties)
+    try:
+        return core.compile_model(str(path), "CPU", {**properties, "CACHE_DIR": str(folder)})
+    except Exception as exc:
+        compiled = core.compile_model(str(path), "CPU", properties)  # raises if not the cache
+        log.warning("compiled %s without its cache %s (with it: %s)", path, folder, _why(exc))
+        return compiled
 
 
 def _why(exc: Exception) -> str:
