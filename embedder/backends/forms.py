@@ -54,6 +54,18 @@ def _current(path: Path, source: Path, digests: integrity.Digests) -> bool:
         return False
 
 
+_TMP = ".tmp"  # a build's temporary file: .<stem>.<8 hex>.tmp<suffix>
+
+
+def _remove_leftovers(final: Path) -> None:
+    """The temporary files of builds killed half-way (a worker stopped mid-build): with the
+    build's lock held, no live build writes one."""
+    for old in final.parent.glob(f".{final.stem}.*{_TMP}{final.suffix}"):
+        with contextlib.suppress(OSError):
+            old.unlink()
+            log.info("removed %s, left by a build that did not finish", old)
+
+
 def int8_weights(
     model_dir: Path, source: Path, locks: Path, digests: integrity.Digests | None = None
 ) -> Path:
@@ -72,8 +84,9 @@ def int8_weights(
     try:
         if _current(final, source, digests):  # a sibling built it while we waited
             return final
-        tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+        tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}{_TMP}{final.suffix}")
         try:
+            _remove_leftovers(final)
             integrity.remove(final)
             count = quantize_weights_int8(source, tmp)
             size, sha = tmp.stat().st_size, integrity.sha256(tmp)

@@ -3,12 +3,14 @@ source, again when the source or the bytes on disk change, never half-written.""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from embedder.backends import forms
+from embedder.backends.cache import file_key
 from embedder.store import integrity
 from tests.unit.prepare.test_weights_int8 import tiny_graph
 
@@ -59,3 +61,22 @@ def test_a_root_it_cannot_write_says_why(tmp_path: Path, source: Path) -> None:
     (tmp_path / "level").write_text("a file where the model's directory should be")
     with pytest.raises(forms.FormUnavailable, match=r"cannot build openvino_int8\.onnx"):
         build(tmp_path, source)
+
+
+def test_an_outdated_form_is_replaced_not_left_beside(tmp_path: Path, source: Path) -> None:
+    """A new FP32 source (or recipe) builds the form again in the same place: the level's
+    directory holds one form and its record, whatever was left by a build killed half-way."""
+    level = tmp_path / "level"
+    level.mkdir()
+    path = build(tmp_path, source)
+    killed = level / f".{Path(forms.INT8_WEIGHTS).stem}.0badc0de.tmp.onnx"
+    killed.write_bytes(b"half a graph: its build was killed")
+    tiny_graph(source, seed=1)
+    os.utime(source, ns=(1, 1))
+    assert build(tmp_path, source) == path
+    assert sorted(p.name for p in level.iterdir()) == [
+        f".{forms.INT8_WEIGHTS}.record.json",
+        forms.INT8_WEIGHTS,
+    ]
+    doc = json.loads(integrity.record_path(path).read_text())
+    assert file_key(source) in doc["made"]  # the record names the new source
