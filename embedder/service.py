@@ -7,6 +7,7 @@ Knows nothing of HTTP. Every failure it raises is a domain error from `embedder.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import replace
@@ -20,6 +21,7 @@ from embedder.encoder import Embeddings, shorten
 from embedder.errors import (
     BrokenModel,
     ClientGone,
+    EmbedderError,
     InvalidInput,
     ModelUnavailable,
     NotReady,
@@ -267,47 +269,63 @@ class Service:
         self, spec: ModelSpec, texts: list[str], query: bool, request: work.Request
     ) -> AbstractContextManager[Reservation | None]:
         """Queue space for `texts` on `spec`'s micro-batcher, held from before they are
-        tokenised: their part of what the request's RPC batch reserved, or else reserved now
-        on their estimated cost (Overloaded at once if the queue cannot take them, so a burst
-        of large requests is shed without tokenising them). None for a model run inline."""
-        batcher = self.batchers.get(spec.id)
-        if batcher is None:
-            return nullcontext()
+        tokenised (`_space`), on their estimated cost (Overloaded at once if the queue cannot
+        take them, so a burst of large requests is shed without tokenising them). None for a
+        model run inline."""
         prefix = len(spec.query_instruction or "") if query else 0
         cost = estimated_cost(texts, spec.max_tokens, prefix)
-        whole = request.reserved.get(spec.id)
-        if whole is not None and whole.texts >= len(texts):
-            return whole.take(len(texts), cost)
-        return batcher.reserve(len(texts), cost)
+        return self._space(spec.id, len(texts), cost, request)
 
     def _rerank_space(
         self, spec: ModelSpec, query: str, docs: Sequence[Doc], request: work.Request
     ) -> AbstractContextManager[Reservation | None]:
-        """Queue space for a rerank, held from before it is tokenised and reserved on the
-        estimate embed requests are admitted on: a cross-encoder's pairs (query and document
-        characters each, up to its window) on its own micro-batcher, a cosine scorer's query
-        and documents on its embedding model's. What the request's RPC batch holds there is
-        its embed calls' space: not taken for this, nor what makes the model busy for it (an
-        idle model takes any request). None for a model run inline."""
+        """Queue space for a rerank, held from before it is tokenised (`_space`), on the
+        estimate embed requests are admitted on (`_rerank_work`)."""
+        runs_on, texts, cost = self._rerank_work(spec, query, docs)
+        return self._space(runs_on, texts, cost, request)
+
+    def _rerank_work(
+        self, spec: ModelSpec, query: str, docs: Sequence[Doc]
+    ) -> tuple[str, int, float]:
+        """The model whose micro-batcher runs a rerank by `spec`, and the texts and estimated
+        cost it queues there: a cross-encoder's pairs (query and document characters each, up
+        to its window) on its own, a cosine scorer's query and documents on its embedding
+        model's."""
         if spec.scorer == "cosine" and spec.embedder:
             runs_on = self.catalog.get(spec.embedder)
             texts, prefix = [query, *(d.text for d in docs)], 0
         else:
             runs_on, texts, prefix = spec, [d.text for d in docs], len(query)
-        batcher = self.batchers.get(runs_on.id)
+        return runs_on.id, len(texts), estimated_cost(texts, runs_on.max_tokens, prefix)
+
+    def _space(
+        self, model: str, texts: int, cost: float, request: work.Request
+    ) -> AbstractContextManager[Reservation | None]:
+        """`texts` of `cost` on `model`'s micro-batcher: their part of what the request's RPC
+        batch reserved there for its calls (`batch`), or else reserved now, where what the
+        batch still holds does not make the model busy for it (an idle model takes any
+        request). None for a model run inline."""
+        batcher = self.batchers.get(model)
         if batcher is None:
             return nullcontext()
-        cost = estimated_cost(texts, runs_on.max_tokens, prefix)
-        whole = request.reserved.get(runs_on.id)
-        return batcher.reserve(len(texts), cost, mine=whole.texts if whole else 0)
+        whole = request.reserved.get(model)
+        if whole is not None and whole.texts >= texts:
+            return whole.take(texts, cost)
+        return batcher.reserve(texts, cost, mine=whole.texts if whole else 0)
 
     @contextmanager
-    def batch(self, texts: Mapping[str, Sequence[object]], docs: int = 0) -> Iterator[None]:
+    def batch(
+        self,
+        texts: Mapping[str, Sequence[object]],
+        docs: int = 0,
+        reranks: Sequence[tuple[str | None, object, Sequence[Doc]]] = (),
+    ) -> Iterator[None]:
         """The calls of one RPC batch, admitted as one request: `texts` per embedding model id
         and `docs` to rerank in all are held to one request's limits, and queue space for the
-        texts is reserved up front on every model (overload on any refuses the batch as a
-        whole, before any work). Each reservation is given back when the batch ends or, if a
-        later model refuses, at once."""
+        embed calls' texts and the rerank calls' (`reranks`: reranker name or None, query,
+        documents) is reserved up front on every model that runs them (overload on any refuses
+        the batch as a whole, before any work); each call takes its part (`_space`). Each
+        reservation is given back when the batch ends or, if a later model refuses, at once."""
         total = sum(len(t) for t in texts.values())
         if total > self.limits.max_inputs:
             raise TooLarge(
@@ -319,19 +337,40 @@ class Service:
                 f"the batch has {docs} documents in all; the limit is {self.limits.max_docs}",
                 param="docs",
             )
+        count: defaultdict[str, int] = defaultdict(int)  # texts per model that runs them
+        cost: defaultdict[str, float] = defaultdict(float)
+        for model, given in texts.items():
+            count[model] += len(given)
+            cost[model] += estimated_cost(given, self.catalog.get(model).max_tokens)
+        for name, query, given in reranks:
+            if (runs := self._rerank_need(name, query, given)) is not None:
+                count[runs[0]] += runs[1]
+                cost[runs[0]] += runs[2]
         request = work.current()
         with ExitStack() as held:
-            for model, given in texts.items():
+            for model, n in count.items():
                 batcher = self.batchers.get(model)
-                if batcher is None or not given:
+                if batcher is None or not n:
                     continue
-                cost = estimated_cost(given, self.catalog.get(model).max_tokens)
                 request.reserved[model] = held.enter_context(
-                    batcher.reserve(len(given), cost, whole=True)
+                    batcher.reserve(n, cost[model], whole=True)
                 )
                 held.callback(request.reserved.pop, model, None)
             with work.serving(request):  # current from here on, also outside any HTTP request
                 yield
+
+    def _rerank_need(
+        self, model: str | None, query: object, docs: Sequence[Doc]
+    ) -> tuple[str, int, float] | None:
+        """What a rerank call of a batch will queue (`_rerank_work`), or None for one that
+        will fail on its own before it queues anything."""
+        try:
+            spec = self.catalog.get(model) if model else self.catalog.default_reranker()
+        except EmbedderError:
+            return None
+        if spec.kind != "rerank" or not isinstance(query, str) or not docs:
+            return None
+        return self._rerank_work(spec, query, docs)
 
 
 def _served_specs(catalog: Catalog, models: Sequence[str] | None) -> list[ModelSpec]:

@@ -153,3 +153,61 @@ def test_a_batch_refused_on_its_second_model_leaves_the_first_no_queue_space(
             t.join(PATIENCE)
     wait_until("the busy model's queue empty", lambda: busy.queued_texts == 0)
     assert first.queued_texts == 0
+
+
+RERANKER = "minilm-cosine-rerank"  # a cosine scorer: it queues on its embedding model's batcher
+RUNS_ON = "all-minilm-l6-v2"
+
+
+def rerank(docs: int, id: int | None = None, top_k: Any = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": "rerank"}
+    params = {"query": "a query", "docs": [f"doc {i}" for i in range(docs)], "model": RERANKER}
+    msg["params"] = params | ({"top_k": top_k} if top_k is not None else {})
+    if id is not None:
+        msg["id"] = id
+    return msg
+
+
+def test_a_batch_of_reranks_on_a_busy_model_is_refused_whole_as_embeds_are(
+    client: falcon.testing.TestClient, starter_service: Service
+) -> None:
+    """Each call fits in what the queue has left, the batch does not: refused as a whole before
+    any work, as a batch of embed calls is. Before, only its document count was bounded: each
+    call reserved on its own as it came, and all of them ran."""
+    batcher = starter_service.batchers[RUNS_ON]
+    left = 10
+    with batcher.reserve(batcher.max_queued_texts - left):  # other clients' queued work
+        before = batcher.stats.texts
+        for calls in (
+            [rerank(7, i) for i in range(3)],  # 8 texts each (the query and 7 documents)
+            [embed(["x"] * 8, 0, model=RUNS_ON), rerank(7, 1)],  # both on the same model
+        ):
+            out = rpc(client, calls).json
+            assert isinstance(out, dict) and out["error"]["code"] == RPC_OVERLOADED, out
+            assert out["id"] is None and out["error"]["data"]["retry_after"] >= 1
+            assert batcher.stats.texts == before, "no call ran"
+        assert batcher.queued_texts == batcher.max_queued_texts - left
+        out = rpc(client, [rerank(3, 1), rerank(3, 2)]).json  # 8 texts in all: admitted whole
+        assert [o["id"] for o in out] == [1, 2] and all("result" in o for o in out), out
+        assert batcher.queued_texts == batcher.max_queued_texts - left, "the batch gave it back"
+    out = rpc(client, [rerank(7, i) for i in range(3)]).json
+    assert [o["id"] for o in out] == [0, 1, 2]
+    assert batcher.queued_texts == 0
+
+
+def test_the_reranks_reservation_is_given_back_on_every_path(
+    client: falcon.testing.TestClient, starter_service: Service
+) -> None:
+    batcher = starter_service.batchers[RUNS_ON]
+    out = rpc(client, [rerank(4, 1, top_k=0), rerank(4, 2), embed(["x"], 3, model=RUNS_ON)]).json
+    assert "error" in out[0] and "result" in out[1] and "result" in out[2], out
+    assert batcher.queued_texts == 0, "a call that failed left its part reserved"
+    here, there = socket.socketpair()
+    there.close()  # the client hung up after sending its batch
+    try:
+        before = batcher.stats.texts
+        r = rpc(client, [rerank(4, 1), rerank(4, 2)], {"gunicorn.socket": here})
+        assert r.content in (b"", b"null") or r.status_code >= 400
+        assert batcher.stats.texts == before and batcher.queued_texts == 0
+    finally:
+        here.close()

@@ -252,11 +252,13 @@ def build_methods(service: Service, master_pid: int | None = None) -> list[Metho
 def admit_batch(
     service: Service,
 ) -> Callable[[list[tuple[str, dict[str, Any]]]], AbstractContextManager[None]]:
-    """A batch's embed texts (per model) and rerank documents count as one request's."""
+    """A batch's embed texts (per model) and rerank documents count as one request's, and
+    the queue space of both is reserved up front (`Service.batch`)."""
 
     def admit(calls: list[tuple[str, dict[str, Any]]]) -> AbstractContextManager[None]:
         texts: defaultdict[str, list[object]] = defaultdict(list)
         docs = 0
+        reranks: list[tuple[str | None, object, list[Doc]]] = []
         for name, kwargs in calls:
             if name == "embed":
                 try:
@@ -268,7 +270,12 @@ def admit_batch(
             elif name == "rerank":
                 given = kwargs.get("docs")
                 docs += len(given) if isinstance(given, list) else 0
-        return service.batch(texts, docs)
+                try:
+                    model = reranker_name(service.catalog, model_name(kwargs.get("model")))
+                    reranks.append((model, kwargs.get("query"), parse_docs(given)))
+                except EmbedderError:
+                    continue  # the call fails on its own
+        return service.batch(texts, docs, reranks)
 
     return admit
 
