@@ -18,16 +18,21 @@ import json
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
 from embedder.backends.cache import file_key
+from embedder.catalog import BuiltFile, ModelSpec, SharedFile
 from embedder.prepare.weights_int8 import RECIPE, quantize_weights_int8
 
-__all__ = ["INT8_WEIGHTS", "RECIPE", "FormUnavailable", "int8_weights"]
+__all__ = ["INT8_WEIGHTS", "RECIPE", "FormState", "FormUnavailable", "check", "int8_weights"]
 from embedder.store import integrity
+
+if TYPE_CHECKING:
+    from embedder.store.files import ModelStore
 
 log = logging.getLogger("embedder.backends.forms")
 
@@ -42,16 +47,63 @@ def _made(source: Path) -> str:
     return f"built by the recipe {RECIPE} from {file_key(source)}"
 
 
-def _current(path: Path, source: Path, digests: integrity.Digests) -> bool:
-    """Whether the file at `path` is the form of `source` by this recipe, intact."""
+@dataclass(frozen=True)
+class FormState:
+    """What a built form on disk is: `ok` (what a load would use), `stale` (its source or the
+    recipe changed) or `damaged` (its bytes or its record are not what its build wrote);
+    the last two are built again on the next load that wants the form."""
+
+    name: str
+    state: str  # ok | stale | damaged
+    why: str
+
+
+def check(path: Path, source: Path | None, digests: integrity.Digests) -> FormState | None:
+    """The form at `path` held to its build record and to `source` (the FP32 file it must be
+    made from; None when that is not on disk); None when no form was built there."""
+    if not path.is_file():
+        return None
     try:
         doc: Any = json.loads(integrity.record_path(path).read_text())
-        if not isinstance(doc, dict) or doc.get("made") != _made(source):
-            return False
-        want = integrity.read_record(path, "the record of its build")
-        return want is not None and digests.problem(path, want) is None
+        made = doc.get("made") if isinstance(doc, dict) else None
     except (OSError, ValueError):
-        return False
+        made = None
+    want = integrity.read_record(path, "the record of its build")
+    if want is None or not isinstance(made, str):
+        return FormState(path.name, "damaged", "its build record is missing or unreadable")
+    if source is None or not source.is_file():
+        return FormState(path.name, "stale", f"{made}, and that FP32 file is gone")
+    if made != _made(source):
+        return FormState(path.name, "stale", f"{made}; it would now be {_made(source)}")
+    try:
+        problem = digests.problem(path, want)
+    except OSError as exc:
+        problem = str(exc)
+    if problem is not None:
+        return FormState(path.name, "damaged", problem)
+    return FormState(path.name, "ok", made)
+
+
+def _current(path: Path, source: Path, digests: integrity.Digests) -> bool:
+    """Whether the file at `path` is the form of `source` by this recipe, intact."""
+    state = check(path, source, digests)
+    return state is not None and state.state == "ok"
+
+
+def fp32_source(store: ModelStore, spec: ModelSpec) -> Path | None:
+    """The FP32 file an INT8 level is built from (its recipe's input, the int8-weights
+    form's source), when it is there."""
+    if spec.onnx is None or spec.precision != "int8":
+        return None
+    origin = spec.file(spec.onnx).origin
+    if not isinstance(origin, BuiltFile) or len(origin.inputs) != 1:
+        return None
+    source: SharedFile = origin.inputs[0]
+    try:
+        path = store.path(store.catalog.get(source.model), source.name)
+    except Exception:  # not in this catalog, or its package went away: no such source
+        return None
+    return path if path.is_file() else None
 
 
 _TMP = ".tmp"  # a build's temporary file: .<stem>.<8 hex>.tmp<suffix>

@@ -44,7 +44,7 @@ from embedder.backends.choice import (
 )
 from embedder.backends.cpu import cpu
 from embedder.backends.measuring import measure, said
-from embedder.catalog import BuiltFile, ModelSpec, SharedFile
+from embedder.catalog import ModelSpec
 from embedder.sessions import SessionConfig, open_session
 from embedder.store.files import ModelStore
 
@@ -149,17 +149,7 @@ class Runtimes:
 
     def fp32_graph(self, spec: ModelSpec) -> Path | None:
         """The FP32 file an INT8 level is built from (its recipe's input), when it is there."""
-        if spec.onnx is None or spec.precision != "int8":
-            return None
-        origin = spec.file(spec.onnx).origin
-        if not isinstance(origin, BuiltFile) or len(origin.inputs) != 1:
-            return None
-        source: SharedFile = origin.inputs[0]
-        try:
-            path = self.store.path(self.store.catalog.get(source.model), source.name)
-        except Exception:  # not in this catalog, or its package went away: no such candidate
-            return None
-        return path if path.is_file() else None
+        return forms.fp32_source(self.store, spec)
 
     def graph_of(self, candidate: Candidate, own: Path, spec: ModelSpec) -> Path:
         """The file `candidate` runs; an int8-weights form is built here on first need

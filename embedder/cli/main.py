@@ -85,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     for name, text in (
         ("pull", "Download or build missing files (progress on stderr)."),
-        ("verify", "Check sizes and hashes, then load each model and run it once."),
+        (
+            "verify",
+            "Check sizes and hashes, then load each model and run it once. Also checks "
+            "OpenVINO's int8-weights form of an INT8 level where one was built "
+            "(openvino_int8.onnx): current, or stale or damaged and rebuilt on next load.",
+        ),
     ):
         ids = "model ids (default: EMBEDDER_MODELS, else every model)"
         add(msub, name, text).add_argument("ids", nargs="*", help=ids)

@@ -16,6 +16,7 @@ from embedder.errors import EmbedderError
 from embedder.settings import Settings
 
 if TYPE_CHECKING:
+    from embedder.backends.forms import FormState
     from embedder.catalog import Catalog, ModelSpec
     from embedder.store.files import ModelStore
 
@@ -80,7 +81,10 @@ def models_pull(store: ModelStore, specs: list[ModelSpec]) -> int:
 
 def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
     """Files first (read only: verify never downloads or builds), then a real load and one run,
-    whose output must be finite and, for embeddings, of unit length."""
+    whose output must be finite and, for embeddings, of unit length. A form a backend built
+    beside a model's files (OpenVINO's int8-weights form) is checked too, and said to be
+    current, or stale or damaged and built again at the next load that wants it (its model
+    serves meanwhile: not a failure)."""
     from embedder.reranker import Doc
     from embedder.service import Service
     from embedder.store.files import ModelStore as Store
@@ -88,11 +92,16 @@ def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
     store = Store(store.root, store.catalog, offline=True, hf_cache=store.hf_cache, read_only=True)
     failed: list[ModelSpec] = []
     sound: list[ModelSpec] = []
+    built: dict[str, str] = {}  # model id -> what the ok line says of its built forms
     for spec in specs:
         problems = store.verify(spec)
         for p in problems:
             print(f"FAIL  {spec.id}: {p}")
         (failed if problems else sound).append(spec)
+        if (form := _built_form(store, spec)) is not None and form.state == "ok":
+            built[spec.id] = f"; {form.name} current"
+        elif form is not None:
+            print(f"note  {spec.id}: {form.name}: {form.state} ({form.why}): {REBUILT}")
     service = Service(store.catalog, store, models=[s.id for s in sound])
     if sound:  # an empty list would mean the whole catalog
         service.load_all()
@@ -119,8 +128,23 @@ def models_verify(store: ModelStore, specs: list[ModelSpec]) -> int:
             print(f"FAIL  {spec.id}: {e.message}")
             continue
         secs = service.status_by_id[spec.id].load_seconds
-        print(f"ok    {spec.id}: {human_size(store.disk_size(spec))}, loads in {secs}s, {what}")
+        size = human_size(store.disk_size(spec))
+        print(f"ok    {spec.id}: {size}, loads in {secs}s, {what}{built.get(spec.id, '')}")
     return FAILURE if failed else OK
+
+
+REBUILT = "will be rebuilt on next load"
+
+
+def _built_form(store: ModelStore, spec: ModelSpec) -> FormState | None:
+    """OpenVINO's int8-weights form of an INT8 level, where one was built (on CPUs where
+    OpenVINO runs it), held to its build record and its FP32 source."""
+    from embedder.backends import forms
+
+    if spec.precision != "int8":
+        return None
+    path = store.root / spec.id / forms.INT8_WEIGHTS
+    return forms.check(path, forms.fp32_source(store, spec), store.digests)
 
 
 def quantize(src: Path, out: Path) -> int:

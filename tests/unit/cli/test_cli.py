@@ -23,6 +23,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from embedder.backends import forms
 from embedder.catalog import STARTER
 from embedder.cli import main as cli
 from embedder.service import Service
@@ -274,6 +275,41 @@ def test_models_verify_fails_on_damaged_weights(
     assert f"FAIL  {l6}: model {l6} computed NaN or Inf" in out, out
     assert f"FAIL  {cosine}: model {l6} computed NaN or Inf" in out, out
     assert "ok " not in out
+
+
+def test_models_verify_reports_openvinos_int8_form(
+    starter_store: ModelStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The int8-weights form OpenVINO runs, built beside an INT8 level's files on CPUs where it
+    is a candidate: said current, or stale (its FP32 source changed) or damaged, either to be
+    built again on the next load; the level itself serves meanwhile (exit 0)."""
+    l6, int8 = "all-minilm-l6-v2", "all-minilm-l6-v2-int8"
+    root = copy_models(starter_store, tmp_path / "models", l6, int8)
+    source = forms.fp32_source(ModelStore(root, STARTER, offline=True), STARTER.get(int8))
+    assert source is not None
+    form = forms.int8_weights(root / int8, source, root / ".locks")
+    args = ("--catalog", "starter", "--models-root", str(root), "models", "verify", int8)
+    assert run(*args) == cli.OK
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"ok    {int8}: ") and line.endswith("; openvino_int8.onnx current")
+    was = source.stat()
+    os.utime(source, ns=(was.st_atime_ns, was.st_mtime_ns + 10**9))  # a newer FP32 file
+    assert run(*args) == cli.OK
+    note, ok = capsys.readouterr().out.splitlines()
+    assert note.startswith(f"note  {int8}: openvino_int8.onnx: stale (built by the recipe ")
+    assert note.endswith("): will be rebuilt on next load") and ok.startswith(f"ok    {int8}: ")
+    os.utime(source, ns=(was.st_atime_ns, was.st_mtime_ns))
+    data = bytearray(form.read_bytes())
+    data[-100] ^= 0xFF  # a weight byte flips in place
+    form.write_bytes(bytes(data))
+    assert run(*args) == cli.OK
+    note, ok = capsys.readouterr().out.splitlines()
+    assert note.startswith(f"note  {int8}: openvino_int8.onnx: damaged (sha256 "), note
+    assert note.endswith("will be rebuilt on next load") and "current" not in ok
+    assert sorted(p.name for p in (root / int8).iterdir() if "openvino" in p.name) == [
+        f".{forms.INT8_WEIGHTS}.record.json",
+        forms.INT8_WEIGHTS,
+    ], "verify never builds"
 
 
 @pytest.mark.slow
