@@ -211,3 +211,33 @@ def test_a_batch_s_own_texts_do_not_refuse_its_rerank(cosine: Service) -> None:
     assert len(ranking.results) == 64 and out.vectors.shape[0] == 64
     batcher = cosine.batchers[L6]
     wait_until("the queue empty", lambda: batcher.backlog()[0] == 0)
+
+
+def test_a_batch_reserves_its_reranks_up_front(reranking: tuple[Service, str]) -> None:
+    """An RPC batch's rerank calls are admitted with the batch, as its embed calls are: their
+    texts (a cross-encoder's pairs; a cosine scorer's query and documents, on its embedding
+    model) reserved up front, so a busy model refuses the batch before any work, and an
+    admitted call takes its part instead of being admitted again."""
+    service, model = reranking
+    runs_on = service.catalog.get(model).embedder or model
+    batcher = service.batchers[runs_on]
+    docs = [Doc(str(i), LONG) for i in range(64)]
+    texts = len(docs) + (runs_on != model)  # the query is a text of a cosine scorer's
+    calls = [(model, "which animal jumps?", docs)]
+    # Other requests' texts, queued: the queue has 10 left, whatever rate the model has shown.
+    with (
+        batcher.reserve(batcher.max_queued_texts - 10),
+        pytest.raises(Overloaded),
+        service.batch({}, docs=len(docs), reranks=calls),
+    ):
+        pytest.fail("the batch was admitted on a busy model")
+    assert batcher.queued_texts == 0
+    with service.batch({}, docs=len(docs), reranks=calls):
+        assert batcher.queued_texts == texts
+        _, ranking = service.rerank("which animal jumps?", docs, model=model)
+        assert len(ranking.results) == len(docs)
+        # The call ran on the batch's space (its job took it and gave it back when done):
+        # had it reserved its own, the batch would still hold its texts here.
+        assert batcher.queued_texts == 0
+    wait_until("the queue empty", lambda: batcher.backlog()[0] == 0)
+    assert batcher.queued_texts == 0
