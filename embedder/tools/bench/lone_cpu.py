@@ -2,16 +2,16 @@
 the engine burns for the same text in this process.
 
 The latency a lone request pays over the engine moves by milliseconds between runs on a shared
-machine; CPU time hardly does (cold caches still cost more under load). So, in rounds that
-alternate the two (drifting load hits both): the engine embeds each text alone on a
+machine; CPU time hardly does (cold caches still cost more under load). So, text by text, the
+two back to back (load that drifts hits both): the engine embeds the text alone on a
 single-thread session (what a runner has), this process's CPU time read around each step; the
-server gets the same texts as lone REST requests on one keep-alive connection from this
-process (a different process than the worker: the client's CPU is not counted), and the
-workers' CPU time is read from /proc before and after, thread by thread (`schedstat`). Summed
+server gets it as a lone REST request on one keep-alive connection from this process (a
+different process than the worker: the client's CPU is not counted). The workers' CPU time
+is read from /proc before and after each round of texts, thread by thread (`schedstat`). Summed
 over every worker, so whichever serves is counted and the gunicorn master is not.
 
 `python -m embedder.tools.bench.lone_cpu` starts a server of each checkout given for one level
-and prints the figure, the checkouts' servers in alternate rounds (`main`).
+and prints the figure, the checkouts' servers text by text in the same rounds (`main`).
 """
 
 from __future__ import annotations
@@ -58,37 +58,44 @@ class Target:
             self.conn.close()
 
 
-def engine_round(encoder: TextEncoder, texts: Sequence[str]) -> tuple[int, int]:
-    """(all steps, the session's run alone) in ns of this process's CPU, for `texts` embedded
-    one at a time by the steps a served text takes (tokenize, run, finish). The process's,
-    not the thread's: the tokenizer encodes on its own pool of native threads (as in the
-    worker, where they are counted); nothing else here runs meanwhile."""
-    total = run = 0
-    for text in texts:
-        t0 = time.process_time_ns()
-        tok = encoder.tokenize([text])
-        (rows,) = encoder.plan(tok.lengths)
-        t1 = time.process_time_ns()
-        pooled = encoder.run_rows(tok, rows)
-        t2 = time.process_time_ns()
-        encoder.finish(tok, pooled)
-        total += time.process_time_ns() - t0
-        run += t2 - t1
-    return total, run
+def engine_text(encoder: TextEncoder, text: str) -> tuple[int, int]:
+    """(all steps, the session's run alone) in ns of this process's CPU, for `text` embedded
+    alone by the steps a served text takes (tokenize, run, finish). The process's, not the
+    thread's: the tokenizer encodes on its own pool of native threads (as in the worker,
+    where they are counted); nothing else here runs meanwhile."""
+    t0 = time.process_time_ns()
+    tok = encoder.tokenize([text])
+    (rows,) = encoder.plan(tok.lengths)
+    t1 = time.process_time_ns()
+    pooled = encoder.run_rows(tok, rows)
+    t2 = time.process_time_ns()
+    encoder.finish(tok, pooled)
+    return time.process_time_ns() - t0, t2 - t1
 
 
-def serve_round(target: Target, model: str, texts: Sequence[str]) -> dict[str, int]:
-    """The workers' CPU (ns by thread role) for `texts` sent one per request, in order."""
+def one_round(
+    encoder: TextEncoder, targets: Sequence[Target], model: str, texts: Sequence[str], r: int
+) -> tuple[dict[str, dict[str, int]], tuple[int, int]]:
+    """Each target's workers' CPU (ns by thread role) and the engine's (all steps, run alone)
+    for `texts`, text by text: the engine and each server on the same text back to back, in
+    an order that rotates (load that drifts within a round hits all of them)."""
     bodies = [
         json.dumps({"model": model, "input": t, "encoding_format": "base64"}).encode()
         for t in texts
     ]
-    before = schedstat.threads(target.workers())
-    for body in bodies:
-        status = target.post(body)
-        if status != 200:
-            raise RuntimeError(f"{target.name}: HTTP {status} for a lone text")
-    return schedstat.used(before, schedstat.threads(target.workers()))
+    before = {t.name: schedstat.threads(t.workers()) for t in targets}
+    total = run = 0
+    steps: list[Target | None] = [None, *targets]  # None: the engine
+    for i, (text, body) in enumerate(zip(texts, bodies, strict=True)):
+        k = (r + i) % len(steps)
+        for step in steps[k:] + steps[:k]:
+            if step is None:
+                took, ran = engine_text(encoder, text)
+                total, run = total + took, run + ran
+            elif (status := step.post(body)) != 200:
+                raise RuntimeError(f"{step.name}: HTTP {status} for a lone text")
+    used = {t.name: schedstat.used(before[t.name], schedstat.threads(t.workers())) for t in targets}
+    return used, (total, run)
 
 
 def per_round(cpu: dict[str, int], engine: tuple[int, int], n: int) -> dict[str, Any]:
@@ -137,22 +144,15 @@ def measure(
     until: float = float("inf"),
     least: int = 2,
 ) -> dict[str, dict[str, Any]]:
-    """Each target's figures (`summary`), from rounds of the engine and every server on the
-    same texts, the order flipped each round; at least `least` rounds, no new one past
-    `until` (time.monotonic). One untimed pass of each first: warm shapes and connections."""
-    engine_round(encoder, texts)
-    for target in targets:
-        serve_round(target, model, texts)
+    """Each target's figures (`summary`), from rounds over the same texts (`one_round`); at
+    least `least` rounds, no new one past `until` (time.monotonic). One untimed round first:
+    warm shapes and connections."""
+    one_round(encoder, targets, model, texts, 0)
     got: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     for r in range(rounds):
         if r >= least and time.monotonic() > until:
             break
-        order = list(targets) if r % 2 == 0 else list(reversed(targets))
-        first = r % 2 == 0
-        engine = engine_round(encoder, texts) if first else (0, 0)
-        cpu = {t.name: serve_round(t, model, texts) for t in order}
-        if not first:
-            engine = engine_round(encoder, texts)
+        cpu, engine = one_round(encoder, targets, model, texts, r)
         for name, used in cpu.items():
             got[name].append(per_round(used, engine, len(texts)))
     return {name: summary(rs, len(texts)) for name, rs in got.items()}
@@ -170,7 +170,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m embedder.tools.bench.lone_cpu",
         description="Service CPU per lone text over the engine's, for one level: starts a "
-        "gunicorn of each checkout given (default: this one) and alternates rounds.",
+        "gunicorn of each checkout given (default: this one), all on the same texts in turn.",
     )
     ap.add_argument("--level", type=int, default=1, help="quality level (default 1)")
     ap.add_argument("--catalog", choices=("starter", "shapes"), default="starter")

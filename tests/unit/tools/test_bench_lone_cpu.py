@@ -111,13 +111,14 @@ def test_rounds_subtract_the_engine_and_the_summary_keeps_the_spread() -> None:
     assert p == {"median_ms": -0.5, "lower": 2, "rounds": 3}
 
 
-def test_the_engine_round_counts_its_steps_and_the_run_within() -> None:
+def test_the_engine_counts_its_steps_and_the_run_within() -> None:
     spec = STARTER.get("paraphrase-minilm-l3-v2")
     session = open_session(paraphrase_onnx(), SessionConfig(threads=1))
     tok = load_tokenizer(tokenizer_json(), spec.max_tokens)
     encoder = TextEncoder(spec, session, tok, RunLimits())
-    total, run = lone_cpu.engine_round(encoder, corpus(4, 1))
-    assert total >= run > 0
+    for text in corpus(4, 1):
+        total, run = lone_cpu.engine_text(encoder, text)
+        assert total >= run > 0
 
 
 def _result(cpu: dict[str, Any]) -> dict[str, Any]:
