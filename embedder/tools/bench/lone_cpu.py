@@ -77,23 +77,21 @@ def one_round(
     encoder: TextEncoder, targets: Sequence[Target], model: str, texts: Sequence[str], r: int
 ) -> tuple[dict[str, dict[str, int]], tuple[int, int]]:
     """Each target's workers' CPU (ns by thread role) and the engine's (all steps, run alone)
-    for `texts`, text by text: the engine and each server on the same text back to back, in
-    an order that rotates (load that drifts within a round hits all of them)."""
+    for `texts`, text by text: the engine and each server on the same text back to back (load
+    that drifts within a round hits all of them), the servers' order flipped every text (each
+    follows the engine as often as the other server)."""
     bodies = [
         json.dumps({"model": model, "input": t, "encoding_format": "base64"}).encode()
         for t in texts
     ]
     before = {t.name: schedstat.threads(t.workers()) for t in targets}
     total = run = 0
-    steps: list[Target | None] = [None, *targets]  # None: the engine
     for i, (text, body) in enumerate(zip(texts, bodies, strict=True)):
-        k = (r + i) % len(steps)
-        for step in steps[k:] + steps[:k]:
-            if step is None:
-                took, ran = engine_text(encoder, text)
-                total, run = total + took, run + ran
-            elif (status := step.post(body)) != 200:
-                raise RuntimeError(f"{step.name}: HTTP {status} for a lone text")
+        took, ran = engine_text(encoder, text)
+        total, run = total + took, run + ran
+        for target in targets if (r + i) % 2 == 0 else reversed(targets):
+            if (status := target.post(body)) != 200:
+                raise RuntimeError(f"{target.name}: HTTP {status} for a lone text")
     used = {t.name: schedstat.used(before[t.name], schedstat.threads(t.workers())) for t in targets}
     return used, (total, run)
 
