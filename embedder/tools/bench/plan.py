@@ -90,8 +90,8 @@ class Options:
     # with our levels of that model; the shapes catalog's torch peer runs FP32 and bf16.
     peers: tuple[str, ...] = ("st-fp32", "st-bf16", "fastembed")
     # Service CPU per lone text (lone_cpu), per level on the default layout's server: rounds
-    # (at most `rounds`, at least two) of the idle texts sent one by one, alternating with
-    # the engine on the same texts.
+    # (at most `rounds`, at least two, within the slot) of the idle texts sent one by one,
+    # each right after the engine embedded it here.
     lone_cpu_timing: Timing = Timing(0.0, 0.0, 10.0, 8, 0, 0, weight=1.5, floor=3.0)
 
     def shapes(self) -> list[Shape]:
