@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from embedder import threadnames
 from embedder.backends.calibration import Probe, embedding_probe, pair_probe
 from embedder.backends.choice import Runtime
 from embedder.backends.runtimes import Runtimes
@@ -222,6 +223,7 @@ class Loader:
             log.exception("loading models failed")
             self._abandon(exc, "loading stopped")
         finally:
+            threadnames.name_all()  # the runners just started, named for per-thread CPU
             self._loaded.set()
         try:
             self._retry_downloads()

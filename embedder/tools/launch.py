@@ -120,11 +120,13 @@ def start(
     drop: Iterable[str] = (),
     socket_root: Path | None = None,
     new_session: bool = False,
+    checkout: Path | None = None,
 ) -> Gunicorn:
     """A gunicorn on `socket_root` (default `workdir/sockets`) and, with `tcp`, a free loopback
     port; returned at once (see `Gunicorn.wait_ready`). Inherited variables named in `drop` are
-    removed first; `models` empty serves the whole catalog."""
-    root = source_root()
+    removed first; `models` empty serves the whole catalog. `checkout`: another checkout of
+    this project whose code the server runs (first on its PYTHONPATH), to compare two."""
+    root = checkout or source_root()
     port = free_port() if tcp else None
     sockets_root = socket_root or (workdir / "sockets")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,8 @@ def start(
             **(extra_env or {}),
         }
     )
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],

@@ -43,6 +43,7 @@ from gunicorn.http import errors as parse
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from embedder import threadnames
 from embedder.server.http.access import Throttled
 from embedder.server.http.linger import Closed, next_request
 from embedder.server.http.outbox import Outbox, refusal, targets_rpc
@@ -102,7 +103,9 @@ class _Pools:
     def submit(self, fn: Any, conn: Conn) -> futures.Future[Any]:
         pool = self.pools.get(conn.listener)
         if pool is None:
-            pool = futures.ThreadPoolExecutor(self.threads, f"http-{len(self.pools)}")
+            pool = futures.ThreadPoolExecutor(
+                self.threads, f"http-{len(self.pools)}", initializer=threadnames.name_current
+            )
             self.pools[conn.listener] = pool
         return pool.submit(fn, conn)
 

@@ -54,6 +54,9 @@ def _summary(r: dict[str, Any]) -> list[str]:
         else:
             verdict = "met" if t["met"] else f"gap: {t['gap']}"
         value = num(t["value"], 2) if t["key"] == "idle" else pct(t["value"])
+        if t["key"] == "idle_cpu":
+            latency = num(t.get("latency_ms"), 2)
+            value = f"{num(t['value'], 2)} ms CPU (latency {latency or '-'} ms)"
         if t["key"] in X_TARGETS:
             value = None if t["value"] is None else f"{t['value']:.2f}x"
         rows.append([t["target"], t["where"], value, verdict])
@@ -80,6 +83,10 @@ NOTES = """## How to read this
   **others' CPU**: what processes other than the benchmark took meanwhile; (!) above 25%.
 - **Idle latency**: 1 text at concurrency 1 (p50) vs the engine's own time for the same texts
   one at a time, on the threads a worker has; *paired* is the median of per-text differences.
+- **Service CPU per lone text**: the workers' CPU time per lone request (every thread's, from
+  /proc) minus this process's CPU time for the engine on the same texts (a single-thread
+  session), in rounds alternating the two: CPU, not wall time, so other processes' load
+  hardly moves it. The lone-text target reads it (the latency figure is shown beside).
 """
 
 

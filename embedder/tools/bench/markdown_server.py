@@ -61,10 +61,12 @@ def server(s: dict[str, Any]) -> list[str]:
                 num(r["compute_p50_ms"], 2),
                 num(r["idle_overhead_ms"], 2),
                 num(r.get("idle_overhead_paired_ms"), 2),
+                cpu_cell(_cpu_row(s, r)),
             ]
             for r in idle
         ]
         head = ["level", "via", "p50 ms", "compute p50 ms", "overhead ms", "paired overhead ms"]
+        head += ["service CPU per lone text (ms, over the engine's)"]
         out += table(head, rows)
     return out
 
@@ -131,6 +133,9 @@ def lone(r: dict[str, Any]) -> list[str]:
             num_pair(x["compute_p50_ms"], x.get("compute_max_ms")),
             num(x["overhead_ms"], 2),
             num_pair(x["overhead_paired_ms"], x.get("overhead_paired_max_ms")),
+            cpu_cell(x),
+            num_pair(x.get("cpu_server_ms"), x.get("cpu_engine_ms")),
+            threads_cell(x.get("cpu_threads_ms")),
             num(x["texts_per_s"]),
             pct(x["vs_limit"]),
             pct(x["no_overhead_vs_limit"]),
@@ -138,7 +143,9 @@ def lone(r: dict[str, Any]) -> list[str]:
         for x in rows
     ]
     head = ["level", "path", "p50 ms", "p99 ms", "engine p50 / max ms (1 t)", "overhead ms"]
-    head += ["paired overhead p50 / max ms", "c1 texts/s", "c1 vs limit"]
+    head += ["paired overhead p50 / max ms", "service CPU per lone text (ms, over the engine's)"]
+    head += ["worker / engine CPU per text ms", "worker's, of which (ms)"]
+    head += ["c1 texts/s", "c1 vs limit"]
     head += ["c1 vs limit, no overhead"]
     return section(
         out,
@@ -148,9 +155,38 @@ def lone(r: dict[str, Any]) -> list[str]:
         "a single-thread session (what a runner has); paired: the median of per-text "
         "differences (and the largest). The corpus mixes 5- and 256-token texts, so p99 is "
         "the longest texts' own compute (engine max): the paired columns say what the server "
-        "adds. No overhead: 1000 / engine p50 as a share of the limit, the most c1 "
-        "could reach at batch 1 (the limit batches the whole corpus on every core)._",
+        "adds. Service CPU: the workers' CPU time per lone request minus the engine's for the "
+        "same texts, median over rounds that alternate the two (min..max), rounds x texts; "
+        "of which: the worker's CPU by thread (http: request threads, runners, main: "
+        "gunicorn's loop, native: library threads). No overhead: 1000 / engine p50 as a "
+        "share of the limit, the most c1 could reach at batch 1 (the limit batches the "
+        "whole corpus on every core)._",
     )
+
+
+def _cpu_row(s: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
+    """The server's service CPU figure for a lone-text row, as `report.lone` names it."""
+    for got in s.get("lone_cpu", []):
+        if got["level"] == r["level"] and got["transport"] == r["transport"]:
+            out = {f"cpu_{k}": v for k, v in got.items() if k != "rounds"}
+            return out | {"cpu_rounds": len(got.get("rounds", []))}
+    return {}
+
+
+def cpu_cell(x: dict[str, Any]) -> str | None:
+    """Median (min..max) over rounds, rounds x texts: the service CPU per lone text."""
+    if not isinstance(x.get("cpu_over_ms"), int | float):
+        return None
+    spread = f"{x['cpu_over_min_ms']:.2f}..{x['cpu_over_max_ms']:.2f}"
+    return f"{x['cpu_over_ms']:.2f} ({spread}; {x['cpu_rounds']} x {x['cpu_texts']})"
+
+
+def threads_cell(threads: object) -> str | None:
+    """The worker's CPU per request by thread role, the busy ones."""
+    if not isinstance(threads, dict) or not threads:
+        return None
+    busy = {k: v for k, v in threads.items() if v >= 0.005}
+    return ", ".join(f"{k} {v:.2f}" for k, v in busy.items()) or None
 
 
 def layouts(r: dict[str, Any]) -> list[str]:

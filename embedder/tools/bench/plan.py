@@ -89,6 +89,10 @@ class Options:
     # The starter catalog's peers on all-MiniLM-L6-v2 (see peers.PEERS), in alternate rounds
     # with our levels of that model; the shapes catalog's torch peer runs FP32 and bf16.
     peers: tuple[str, ...] = ("st-fp32", "st-bf16", "fastembed")
+    # Service CPU per lone text (lone_cpu), per level on the default layout's server: rounds
+    # (at most `rounds`, at least two, within the slot) of the idle texts sent one by one,
+    # each right after the engine embedded it here.
+    lone_cpu_timing: Timing = Timing(0.0, 0.0, 10.0, 8, 0, 0, weight=1.5, floor=3.0)
 
     def shapes(self) -> list[Shape]:
         return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
@@ -155,6 +159,7 @@ QUICK = replace(
     single_timing=Timing(0.05, 0.2, 1.0, 2, 2, 400, floor=0.5),
     idle_timing=Timing(0.05, 0.2, 1.0, 2, 4, 400, floor=0.5),
     engine_seconds=5.0,
+    lone_cpu_timing=Timing(0.0, 0.0, 1.0, 2, 0, 0, weight=0.5, floor=0.5),
     peer=False,
     peer_rounds=1,
     peer_seconds=10.0,
@@ -182,6 +187,7 @@ SHAPES = replace(
     single_timing=Timing(0.5, 1.5, 12.0, 3, 8, 2_000, weight=1.5, floor=3.0),
     idle_timing=Timing(0.3, 1.5, 10.0, 3, 4, 2_000, weight=1.2, floor=3.0),
     engine_seconds=25.0,
+    lone_cpu_timing=Timing(0.0, 0.0, 20.0, 6, 0, 0, weight=2.0, floor=5.0),
     peer_rounds=2,
     peer_seconds=20.0,
     peer_timeout=1800.0,

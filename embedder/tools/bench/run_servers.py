@@ -3,12 +3,17 @@ loaded with every shape, level by level, within the time budget."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from embedder.catalog import BGE, SHAPES, STARTER, Catalog
-from embedder.tools.bench import server
+from embedder.settings import Settings
+from embedder.tools.bench import lone_cpu, server
+from embedder.tools.bench.engine import open_embedder
+from embedder.tools.bench.machine import cores
 from embedder.tools.bench.plan import Options, Shape
 from embedder.tools.bench.run_levels import Level
 from embedder.tools.bench.scenarios import Clock, Scheduler, brief, run_load
@@ -50,17 +55,22 @@ def load_weight(
     opts: Options, levels: list[Level], rerankers: list[Level], started: Started
 ) -> float:
     """How much of the time budget each server's load shapes ask for, all told."""
-    return sum(
-        opts.timing(shape).weight
-        for lv in levels
-        for cat, _, info in started
-        if cat is lv.catalog and "error" not in info
-        for shape, _ in opts.runs(lv.spec.level or 0)
-    ) + sum(
-        opts.rerank_timing.weight * len(rerank_shapes(opts))
-        for lv in rerankers
-        for cat, _, info in started
-        if cat is lv.catalog and "error" not in info
+    lone = opts.lone_cpu_timing.weight * len(levels) if cpu_server(started) else 0.0
+    return (
+        lone
+        + sum(
+            opts.timing(shape).weight
+            for lv in levels
+            for cat, _, info in started
+            if cat is lv.catalog and "error" not in info
+            for shape, _ in opts.runs(lv.spec.level or 0)
+        )
+        + sum(
+            opts.rerank_timing.weight * len(rerank_shapes(opts))
+            for lv in rerankers
+            for cat, _, info in started
+            if cat is lv.catalog and "error" not in info
+        )
     )
 
 
@@ -74,10 +84,15 @@ def load_servers(
     started: Started,
 ) -> None:
     """Every load shape on each ready server, level by level, then the reranker; then memory."""
+    measured = cpu_server(started)
     for lv in levels:
         for cat, srv, info in started:
             if cat is lv.catalog and "error" not in info:
                 info["scenarios"] += load_level(opts, sched, srv, info, lv, files)
+                if any(srv is m for m in measured):
+                    info.setdefault("lone_cpu", []).append(
+                        load_lone_cpu(opts, sched, srv, info, lv, files)
+                    )
     for lv in rerankers:
         for cat, srv, info in started:
             if cat is lv.catalog and "error" not in info:
@@ -149,3 +164,57 @@ def load_level(
         rows.append(row)
         sched.clock.say(f"{info['layout']} {lv.spec.id} {transport} {shape.name}: {brief(row)}")
     return rows
+
+
+def cpu_server(started: Started) -> list[server.Server]:
+    """The servers the service CPU per lone text is measured on: of each catalog, the one with
+    the layout the service would pick here (else the first)."""
+    workers, threads = Settings().sizing(cores())
+    ready = [(cat, srv, info) for cat, srv, info in started if "error" not in info]
+    out: list[server.Server] = []
+    for catalog in (STARTER, BGE, SHAPES):
+        mine = [x for x in ready if x[0] is catalog]
+        chosen = [x for x in mine if x[2]["layout"] == f"{workers}x{threads}"] or mine
+        out += [chosen[0][1]] if chosen else []
+    return out
+
+
+def load_lone_cpu(
+    opts: Options,
+    sched: Scheduler,
+    srv: server.Server,
+    info: dict[str, Any],
+    lv: Level,
+    files: dict[str, Path],
+) -> dict[str, Any]:
+    """The worker's CPU per lone text over the engine's (lone_cpu), REST on the first
+    transport, in rounds alternating with the engine in this process."""
+    transport = opts.transports[0]
+    row: dict[str, Any] = {"level": lv.key, "model": lv.spec.id, "transport": transport}
+    t = opts.lone_cpu_timing
+    seconds = sched.slot(t)
+    if seconds is None:
+        row["error"] = "skipped: out of time budget"
+    else:
+        texts = json.loads(files["idle"].read_text(encoding="utf-8"))
+        address = srv.tcp if transport == "tcp" else srv.unix
+        target = lone_cpu.Target(info["layout"], address, srv.worker_pids)
+        until = time.monotonic() + seconds
+        try:
+            encoder = open_embedder(lv.store, lv.spec, 1)
+            got = lone_cpu.measure(
+                encoder, [target], lv.spec.id, texts, rounds=t.rounds, until=until
+            )
+            row |= got[target.name]
+        except (OSError, ValueError, RuntimeError, http.client.HTTPException) as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            target.close()
+    said = row.get("error") or (
+        f"{row['over_ms']:.2f} ms over the engine's "
+        f"({row['over_min_ms']:.2f}..{row['over_max_ms']:.2f}), worker {row['server_ms']:.2f} "
+        f"ms, {len(row['rounds'])} rounds x {row['texts']} texts"
+    )
+    where = f"{info['layout']} {lv.spec.id} {transport}"
+    sched.clock.say(f"{where} service CPU per lone text: {said}")
+    return row

@@ -79,6 +79,7 @@ def start(
     workers: int,
     threads: int,
     extra_env: dict[str, str] | None = None,
+    checkout: Path | None = None,
 ) -> Server:
     """A gunicorn on a temporary socket root and a free loopback port (not yet ready)."""
     g = launch.start(
@@ -92,5 +93,6 @@ def start(
         | (extra_env or {}),
         drop=_DROP,
         new_session=True,
+        checkout=checkout,
     )
     return Server(g.proc, g.sockets, g.port, g.log, g.workers, g.env)

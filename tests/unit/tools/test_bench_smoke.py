@@ -69,6 +69,13 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert len(workers) == 2 and all(m["rss_mib"] > 0 for m in workers)
     assert data["peer"] == {"skipped": "--no-peer"}
     assert any(t["key"] == "idle" and t["value"] is not None for t in data["targets"])
+    (cpu,) = srv["lone_cpu"]  # the service CPU per lone text, over TCP
+    assert "error" not in cpu, cpu
+    assert cpu["transport"] == "tcp" and len(cpu["rounds"]) >= 2 and cpu["texts"] > 0
+    assert cpu["server_ms"] > 0 and cpu["engine_ms"] >= cpu["engine_run_ms"] > 0
+    assert cpu["threads_ms"]["http"] > 0 and cpu["threads_ms"]["runners"] > 0
+    (target,) = [t for t in data["targets"] if t["key"] == "idle_cpu"]
+    assert target["value"] == cpu["over_ms"] and target["latency_ms"] is not None
     lone = data["lone"]
     assert {x["path"] for x in lone} == {
         "REST over TCP",
@@ -76,6 +83,8 @@ def test_quick_run_writes_sane_json_and_markdown(
         "JSON-RPC over rpc.sock",
     }
     assert all(x["compute_p50_ms"] > 0 and x["vs_limit"] > 0 for x in lone)
+    (tcp,) = [x for x in lone if x["path"] == "REST over TCP"]
+    assert tcp["cpu_over_ms"] == cpu["over_ms"] and tcp["cpu_server_ms"] == cpu["server_ms"]
 
     md = (out / "latest.md").read_text()
     assert data["machine"]["cpu"] in md
@@ -84,6 +93,7 @@ def test_quick_run_writes_sane_json_and_markdown(
         "## The machine's peaks",
         "## Live server: gunicorn 2x1",
         "## Lone requests",
+        "service CPU per lone text (ms, over the engine's)",
         "## Targets",
         "## Memory",
     ):
