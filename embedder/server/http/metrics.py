@@ -181,22 +181,36 @@ class Metrics:
 
     def _flush(self) -> None:
         t = self.tally
-        counts: dict[tuple[Any, tuple[str, ...]], float] = {}
-        observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}
+        requests: dict[tuple[str, str, Any], int] = {}
+        durations: dict[str, list[float]] = {}
         for route, model, status, seconds in drain(t.answered):
-            key = (route, model, str(status).split(" ", 1)[0])
-            counts[self.requests, key] = counts.get((self.requests, key), 0) + 1
-            observed.setdefault((self.duration, (route,)), []).append(seconds)
+            key = (route, model, status)
+            requests[key] = requests.get(key, 0) + 1
+            if route in durations:
+                durations[route].append(seconds)
+            else:
+                durations[route] = [seconds]
+        for (route, model, status), n in requests.items():
+            self.child(self.requests, route, model, str(status).split(" ", 1)[0]).inc(n)
+        for route, values in durations.items():
+            observe_all(self.child(self.duration, route), values)
+        work: dict[str, tuple[int, int]] = {}
         for model, texts, tokens in drain(t.work):
-            counts[self.texts, (model,)] = counts.get((self.texts, (model,)), 0) + texts
-            counts[self.tokens, (model,)] = counts.get((self.tokens, (model,)), 0) + tokens
+            was = work.get(model, (0, 0))
+            work[model] = (was[0] + texts, was[1] + tokens)
+        for model, (texts, tokens) in work.items():
+            self.child(self.texts, model).inc(texts)
+            self.child(self.tokens, model).inc(tokens)
+        runs: dict[str, tuple[list[float], list[float]]] = {}
         for model, texts, queued in drain(t.batches):
-            observed.setdefault((self.batch, (model,)), []).append(texts)
-            observed.setdefault((self.queue, (model,)), []).extend(queued)
-        for (metric, labels), amount in counts.items():
-            self.child(metric, *labels).inc(amount)
-        for (metric, labels), values in observed.items():
-            observe_all(self.child(metric, *labels), values)
+            if model not in runs:
+                runs[model] = ([], [])
+            sizes, waits = runs[model]
+            sizes.append(texts)
+            waits.extend(queued)
+        for model, (sizes, waits) in runs.items():
+            observe_all(self.child(self.batch, model), sizes)
+            observe_all(self.child(self.queue, model), waits)
         for route, flying in t.flying().items():
             if self._flying_written.get(route) != flying:
                 self.child(self.in_flight, route).set(flying)
