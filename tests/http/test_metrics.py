@@ -12,6 +12,7 @@ import falcon.testing
 import orjson
 import pytest
 
+from embedder.server.http import metrics
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.http.metrics import Metrics
 from embedder.service import Service
@@ -292,3 +293,17 @@ def test_close_flushes_what_was_counted_since_the_last_round(starter_service: Se
     m.close()
     assert sample(m, "embedder_texts_total", model="last") == 3
     assert sample(m, "embedder_tokens_total", model="last") == 12
+
+
+def test_counts_left_unflushed_stay_bounded(starter_service: Service) -> None:
+    """Without a refresh thread or a scrape, the thread that counts flushes once the records
+    reach a bound: an app's memory never grows with the requests it served."""
+    m = Metrics()
+    try:
+        for _ in range(metrics.PENDING + 10):
+            m.observe_work("bounded", 1, 2)
+        assert len(m.tally.work) < metrics.PENDING
+        assert (sample(m, "embedder_texts_total", model="bounded") or 0) >= metrics.PENDING
+    finally:
+        m.close()
+    assert sample(m, "embedder_texts_total", model="bounded") == metrics.PENDING + 10

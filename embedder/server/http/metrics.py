@@ -41,7 +41,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as mp
 
-from embedder.server.http.tally import Tally, drain, observe_all
+from embedder.server.http.tally import Tally, write
 from embedder.service import Service
 
 log = logging.getLogger("embedder.metrics")
@@ -51,6 +51,9 @@ _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # How often a worker's refresh thread writes its gauges and pending counts for the scrapes its
 # siblings answer: the lag of those counts, well under a scrape interval.
 REFRESH_EVERY = 1.0
+# Records a deque holds before the thread that appends flushes them itself: a bound on memory
+# for an app whose metrics have no refresh thread (and far above a second's requests).
+PENDING = 4096
 
 
 class Metrics:
@@ -168,53 +171,22 @@ class Metrics:
         return found
 
     def observe_work(self, model: str, texts: int, tokens: int) -> None:
-        self.tally.work.append((model, texts, tokens))
+        work = self.tally.work
+        work.append((model, texts, tokens))
+        if len(work) >= PENDING:
+            self.flush()
 
     def observe_batch(self, model: str, texts: int, queued: list[float]) -> None:
-        self.tally.batches.append((model, texts, queued))
+        batches = self.tally.batches
+        batches.append((model, texts, queued))
+        if len(batches) >= PENDING:
+            self.flush()
 
     def flush(self) -> None:
         """Write the counts requests and runs left since the last flush, summed: one write per
         sample touched, however many requests there were."""
         with self._flushing:
-            self._flush()
-
-    def _flush(self) -> None:
-        t = self.tally
-        requests: dict[tuple[str, str, Any], int] = {}
-        durations: dict[str, list[float]] = {}
-        for route, model, status, seconds in drain(t.answered):
-            key = (route, model, status)
-            requests[key] = requests.get(key, 0) + 1
-            if route in durations:
-                durations[route].append(seconds)
-            else:
-                durations[route] = [seconds]
-        for (route, model, status), n in requests.items():
-            self.child(self.requests, route, model, str(status).split(" ", 1)[0]).inc(n)
-        for route, values in durations.items():
-            observe_all(self.child(self.duration, route), values)
-        work: dict[str, tuple[int, int]] = {}
-        for model, texts, tokens in drain(t.work):
-            was = work.get(model, (0, 0))
-            work[model] = (was[0] + texts, was[1] + tokens)
-        for model, (texts, tokens) in work.items():
-            self.child(self.texts, model).inc(texts)
-            self.child(self.tokens, model).inc(tokens)
-        runs: dict[str, tuple[list[float], list[float]]] = {}
-        for model, texts, queued in drain(t.batches):
-            if model not in runs:
-                runs[model] = ([], [])
-            sizes, waits = runs[model]
-            sizes.append(texts)
-            waits.extend(queued)
-        for model, (sizes, waits) in runs.items():
-            observe_all(self.child(self.batch, model), sizes)
-            observe_all(self.child(self.queue, model), waits)
-        for route, flying in t.flying().items():
-            if self._flying_written.get(route) != flying:
-                self.child(self.in_flight, route).set(flying)
-                self._flying_written[route] = flying
+            write(self.tally, self, self._flying_written)
 
     def refresh(self, service: Service) -> None:
         self.flush()
@@ -303,6 +275,7 @@ class MetricsMiddleware:
     """Counts every request (resources put the `model` they served on req.context)."""
 
     def __init__(self, m: Metrics) -> None:
+        self.m = m
         self.tally = m.tally
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -327,7 +300,10 @@ class MetricsMiddleware:
         if route in ("/metrics", "unmatched") or started is None:
             return
         model = str(getattr(req.context, "model", "") or "")
-        self.tally.answered.append((route, model, resp.status, time.perf_counter() - started))
+        answered = self.tally.answered
+        answered.append((route, model, resp.status, time.perf_counter() - started))
+        if len(answered) >= PENDING:
+            self.m.flush()
 
 
 class MetricsResource:

@@ -16,7 +16,10 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from embedder.server.http.metrics import Metrics
 
 
 class Tally:
@@ -46,6 +49,46 @@ class Tally:
         """Requests being served now, by route (every route ever entered)."""
         with self._lock:
             return dict(self._flying)
+
+
+def write(t: Tally, m: Metrics, written: dict[str, int]) -> None:
+    """Drain `t` into `m`'s prometheus_client values, summed: one write per sample touched,
+    however many requests there were. `written` holds the in-flight values last written, by
+    route (a gauge is written only when it changed). One at a time (`Metrics.flush`)."""
+    requests: dict[tuple[str, str, Any], int] = {}
+    durations: dict[str, list[float]] = {}
+    for route, model, status, seconds in drain(t.answered):
+        key = (route, model, status)
+        requests[key] = requests.get(key, 0) + 1
+        if route in durations:
+            durations[route].append(seconds)
+        else:
+            durations[route] = [seconds]
+    for (route, model, status), n in requests.items():
+        m.child(m.requests, route, model, str(status).split(" ", 1)[0]).inc(n)
+    for route, values in durations.items():
+        observe_all(m.child(m.duration, route), values)
+    work: dict[str, tuple[int, int]] = {}
+    for model, texts, tokens in drain(t.work):
+        was = work.get(model, (0, 0))
+        work[model] = (was[0] + texts, was[1] + tokens)
+    for model, (texts, tokens) in work.items():
+        m.child(m.texts, model).inc(texts)
+        m.child(m.tokens, model).inc(tokens)
+    runs: dict[str, tuple[list[float], list[float]]] = {}
+    for model, texts, queued in drain(t.batches):
+        if model not in runs:
+            runs[model] = ([], [])
+        sizes, waits = runs[model]
+        sizes.append(texts)
+        waits.extend(queued)
+    for model, (sizes, waits) in runs.items():
+        observe_all(m.child(m.batch, model), sizes)
+        observe_all(m.child(m.queue, model), waits)
+    for route, flying in t.flying().items():
+        if written.get(route) != flying:
+            m.child(m.in_flight, route).set(flying)
+            written[route] = flying
 
 
 def drain(queue: deque[Any]) -> list[Any]:
