@@ -23,6 +23,7 @@ from embedder.tokens import (
     Tokenized,
     assemble,
     blank_second,
+    encode_all,
     encode_pairs,
     graph_inputs,
     head,
@@ -123,7 +124,7 @@ class PairScorer:
             encodings = encode_pairs(tok, query, texts, self.spec.max_tokens)
         else:  # what longest_first keeps depends on both lengths: no heads
             tok = self._longest
-            encodings = tok.encode_batch([(query, d.text) for d in docs])
+            encodings = encode_all(tok, [(query, d.text) for d in docs], offsets=False)
         empty = blank_second(tok, query, encodings)
         if empty is not None:
             raise NothingToRead(f"documents[{empty}]", param="documents", index=empty)

@@ -48,12 +48,26 @@ def head(tok: Tokenizer, text: str, max_tokens: int) -> str:
     return text[: pieces[-1][1][0]]
 
 
+def encode_all(tok: Tokenizer, inputs: Sequence[Any], *, offsets: bool = True) -> list[Encoding]:
+    """`tok.encode_batch(inputs)`: the same ids, type ids, sequence ids, special tokens and
+    overflow. One input is encoded by `encode`, in the caller's thread (a batch goes through
+    the tokenizer's thread pool machinery and costs more, even for one). Without `offsets`,
+    several go through `encode_batch_fast`, whose offsets are all zero: only `_same` reads
+    them, for texts cut to their heads."""
+    if len(inputs) == 1:
+        one = inputs[0]
+        return [tok.encode(*one) if isinstance(one, tuple) else tok.encode(one)]
+    if offsets:
+        return list(tok.encode_batch(inputs))
+    return list(tok.encode_batch_fast(inputs))
+
+
 def encode_texts(tok: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[Encoding]:
     """`tok.encode_batch(texts)`, the same encodings' ids, but long texts tokenized by their
     heads (see `_same`); a head that does not prove itself is done again on the whole text."""
     heads = [head(tok, t, max_tokens) for t in texts]
-    encodings: list[Encoding] = tok.encode_batch(heads)
     cut = [i for i, t in enumerate(texts) if heads[i] is not t]
+    encodings = encode_all(tok, heads, offsets=bool(cut))
     _redo(tok, encodings, cut, heads, texts, sequence=0)
     return encodings
 
@@ -64,8 +78,8 @@ def encode_pairs(
     """`tok.encode_batch` of (query, doc) pairs, documents cut to their heads as in
     `encode_texts`: for a tokenizer that truncates the second text only."""
     heads = [head(tok, d, max_tokens) for d in docs]
-    encodings: list[Encoding] = tok.encode_batch([(query, h) for h in heads])
     cut = [i for i, d in enumerate(docs) if heads[i] is not d]
+    encodings = encode_all(tok, [(query, h) for h in heads], offsets=bool(cut))
     _redo(tok, encodings, cut, heads, [(query, d) for d in docs], sequence=1)
     return encodings
 
@@ -83,7 +97,7 @@ def _redo(
     margin = max((len(t.content) for t in tok.get_added_tokens_decoder().values()), default=0)
     again = [i for i in cut if not _same(encodings[i], sequence, len(heads[i]), margin)]
     if again:
-        for i, enc in zip(again, tok.encode_batch([inputs[i] for i in again]), strict=True):
+        for i, enc in zip(again, encode_all(tok, [inputs[i] for i in again]), strict=True):
             encodings[i] = enc
 
 

@@ -38,12 +38,20 @@ class Heart(Protocol):
 
 
 _worker: Heart | None = None
+_metrics: Metrics | None = None  # the worker's, flushed as it exits
 
 
 def runs_in(worker: Heart) -> None:
     """Called by gunicorn's post_fork hook: the worker this process is, for `join`."""
     global _worker
     _worker = worker
+
+
+def exits() -> None:
+    """Called by gunicorn's worker_exit hook, in the worker: the counts its metrics hold
+    since their last flush go to the files the surviving workers' scrapes read."""
+    if _metrics is not None:
+        _metrics.close()
 
 
 def join(service: Service, worker: Heart | None, *, bound: float, beat: float) -> bool:
@@ -111,8 +119,9 @@ def build_app(
             )
             service.view.joining = False  # this worker's state counts from now on
             service.view.publish()
-    # The worker owns these for its life; its exit ends their threads.
-    metrics = Metrics(multiprocess=settings.metrics_dir is not None)
+    # The worker owns these for its life; its exit ends their threads (and flushes the metrics).
+    global _metrics
+    metrics = _metrics = Metrics(multiprocess=settings.metrics_dir is not None)
     metrics.start_refresh(service)
     return create_app(
         service,

@@ -126,6 +126,13 @@ def child_exit(server: Any, worker: Any) -> None:
         WorkerBoard(Path(os.environ["EMBEDDER_WORKER_BOARD"])).remove(worker.pid)
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker, as it exits: its metrics write the counts of their last round."""
+    from embedder.server import bootstrap
+
+    bootstrap.exits()
+
+
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, before the app loads: cap malloc arenas (flat RSS, see embedder.memory), tell
     the app its worker, and say "starting" at once, so /health is never ok early."""

@@ -12,6 +12,7 @@ import falcon.testing
 import orjson
 import pytest
 
+from embedder.server.http import metrics
 from embedder.server.http.app import HttpOptions, create_app
 from embedder.server.http.metrics import Metrics
 from embedder.service import Service
@@ -162,3 +163,147 @@ def test_a_failing_refresh_is_logged_and_kept_and_the_thread_goes_on(
             m.close()
     logged = [r for r in caplog.records if "refreshing the metrics failed" in r.getMessage()]
     assert len(logged) == 1  # once per distinct error, not every round
+
+
+def sample(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_a_request_writes_nothing_to_the_metrics_until_a_flush(
+    starter_service: Service,
+) -> None:
+    """The request path leaves its counts in the process; the refresh thread or a scrape
+    writes them (in multiprocess mode, prometheus_client's writes go to shared files)."""
+    m = Metrics()
+    c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(), metrics=m))
+    try:
+        body = orjson.dumps({"input": ["one", "two"], "model": "all-minilm-l6-v2"})
+        assert c.simulate_post("/v1/embeddings", body=body, headers=JSON).status_code == 200
+        request = {"route": "/v1/embeddings", "model": "all-minilm-l6-v2", "status": "200"}
+        model = {"model": "all-minilm-l6-v2"}
+        route = {"route": "/v1/embeddings"}
+        written = [
+            sample(m, "embedder_requests_total", **request),
+            sample(m, "embedder_texts_total", **model),
+            sample(m, "embedder_tokens_total", **model),
+            sample(m, "embedder_batch_size_count", **model),
+            sample(m, "embedder_queue_seconds_count", **model),
+            sample(m, "embedder_request_duration_seconds_count", **route),
+            sample(m, "embedder_requests_in_flight", **route),
+        ]
+        assert written == [None] * len(written)
+        m.flush()
+        assert sample(m, "embedder_requests_total", **request) == 1
+        assert sample(m, "embedder_texts_total", **model) == 2
+        assert (sample(m, "embedder_tokens_total", **model) or 0) > 2
+        assert (sample(m, "embedder_batch_size_count", **model) or 0) >= 1
+        assert (sample(m, "embedder_queue_seconds_count", **model) or 0) >= 1
+        assert sample(m, "embedder_request_duration_seconds_count", **route) == 1
+        assert sample(m, "embedder_requests_in_flight", **route) == 0
+    finally:
+        m.close()
+
+
+def test_counts_are_exact_under_concurrent_requests_and_flushes(
+    starter_service: Service,
+) -> None:
+    """Requests from several threads while two others flush again and again: each count is
+    written exactly once."""
+    m = Metrics()
+    c = falcon.testing.TestClient(create_app(starter_service, HttpOptions(), metrics=m))
+    threads, each = 4, 40
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            m.flush()
+
+    def client() -> None:
+        for i in range(each):
+            assert c.simulate_get("/health").status_code == 200
+            m.observe_work("counted", 1, i)
+
+    flushers = [threading.Thread(target=flusher) for _ in range(2)]
+    clients = [threading.Thread(target=client) for _ in range(threads)]
+    try:
+        for t in flushers + clients:
+            t.start()
+        for t in clients:
+            t.join(120)
+        assert not any(t.is_alive() for t in clients)
+    finally:
+        stop.set()
+        for t in flushers:
+            t.join(60)
+        m.close()  # the last flush
+    health = {"route": "/health", "model": "", "status": "200"}
+    assert sample(m, "embedder_requests_total", **health) == threads * each
+    route = {"route": "/health"}
+    assert sample(m, "embedder_request_duration_seconds_count", **route) == threads * each
+    assert sample(m, "embedder_requests_in_flight", **route) == 0
+    assert sample(m, "embedder_texts_total", model="counted") == threads * each
+    assert sample(m, "embedder_tokens_total", model="counted") == threads * sum(range(each))
+
+
+def test_a_bulk_flush_writes_what_observe_would(starter_service: Service) -> None:
+    """The flush writes a histogram's buckets and sum itself (one write per bucket touched),
+    reading prometheus_client's own fields: the result must be observe()'s, bucket edges,
+    the overflow bucket and NaN included."""
+    values = [0.0, 0.001, 0.0011, 0.0025, 0.3, 1.0, 29.9, 30.0, 31.0, 1e9, float("inf")]
+    bulk, one_by_one = Metrics(), Metrics()
+    try:
+        bulk.observe_batch("m", 3, values)
+        bulk.flush()
+        reference = one_by_one.child(one_by_one.queue, "m")
+        for v in values:
+            reference.observe(v)
+        one_by_one.child(one_by_one.batch, "m").observe(3)
+
+        def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+            return [
+                (s.name, s.labels, s.value)
+                for family in (m.queue, m.batch)
+                for metric in family.collect()
+                for s in metric.samples
+                if not s.name.endswith("_created")
+            ]
+
+        assert samples(bulk) == samples(one_by_one)
+        bulk.observe_batch("nan", 1, [float("nan"), 0.5])
+        bulk.flush()
+        reference = one_by_one.child(one_by_one.queue, "nan")
+        reference.observe(float("nan"))
+        reference.observe(0.5)
+        one_by_one.child(one_by_one.batch, "nan").observe(1)
+        nan = [s for s in samples(bulk) if s[1].get("model") == "nan"]
+        ref = [s for s in samples(one_by_one) if s[1].get("model") == "nan"]
+        assert [s for s in nan if not s[0].endswith("_sum")] == [
+            s for s in ref if not s[0].endswith("_sum")
+        ]
+    finally:
+        bulk.close()
+        one_by_one.close()
+
+
+def test_close_flushes_what_was_counted_since_the_last_round(starter_service: Service) -> None:
+    """A worker exits through close(): its last counts reach the files its siblings read."""
+    m = Metrics()
+    m.start_refresh(starter_service, every=60.0)
+    m.observe_work("last", 3, 12)
+    m.close()
+    assert sample(m, "embedder_texts_total", model="last") == 3
+    assert sample(m, "embedder_tokens_total", model="last") == 12
+
+
+def test_counts_left_unflushed_stay_bounded(starter_service: Service) -> None:
+    """Without a refresh thread or a scrape, the thread that counts flushes once the records
+    reach a bound: an app's memory never grows with the requests it served."""
+    m = Metrics()
+    try:
+        for _ in range(metrics.PENDING + 10):
+            m.observe_work("bounded", 1, 2)
+        assert len(m.tally.work) < metrics.PENDING
+        assert (sample(m, "embedder_texts_total", model="bounded") or 0) >= metrics.PENDING
+    finally:
+        m.close()
+    assert sample(m, "embedder_texts_total", model="bounded") == metrics.PENDING + 10

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 from embedder.service import Service
@@ -174,10 +176,42 @@ def test_metrics_sum_over_workers(live: srv.Server) -> None:
     for _ in range(30):
         assert live.request("rest.sock", "GET", "/v1/models")[0] == 200
         pids.add(live.rpc("mem_info")["result"]["answered_by"])
-    after = _requests_total(live.request("rest.sock", "GET", "/metrics")[2].decode(), "/v1/models")
-    assert after - before == 30
     assert len(pids) == 2
+
+    def counted() -> float:
+        scrape = live.request("rest.sock", "GET", "/metrics")[2].decode()
+        return _requests_total(scrape, "/v1/models") - before
+
+    # The worker that answers the scrape writes its own counts first; its sibling's arrive
+    # with that worker's next metrics refresh round.
+    wait_until("both workers' counts in the sum", lambda: counted() >= 30)
+    assert counted() == 30
     assert live.request("tcp", "GET", "/metrics")[0] == 404
+
+
+def test_a_worker_that_exits_leaves_its_last_counts(
+    tmp_path_factory: pytest.TempPathFactory, built_root: Path
+) -> None:
+    """A worker keeps its counts in memory between metrics refresh rounds: one that exits
+    (here the master takes a worker away, SIGTTOU) writes them as it goes, so the survivor's
+    scrapes still count every request."""
+    server = srv.start(tmp_path_factory.mktemp("exits"), built_root, workers=2)
+    try:
+        server.wait_ready()
+        master = psutil.Process(server.proc.pid)
+        assert len(master.children()) == 2
+        pids: set[int] = set()
+        sent = 0
+        while len(pids) < 2 or sent < 40:
+            assert server.request("rest.sock", "GET", "/v1/models")[0] == 200
+            sent += 1
+            pids.add(server.rpc("mem_info")["result"]["answered_by"])
+        server.proc.send_signal(signal.SIGTTOU)
+        wait_until("one worker left", lambda: len(master.children()) == 1)
+        scrape = server.request("rest.sock", "GET", "/metrics")[2].decode()
+        assert _requests_total(scrape, "/v1/models") == sent
+    finally:
+        server.stop()
 
 
 def test_the_first_scrape_has_every_worker_s_gauges(

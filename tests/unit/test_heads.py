@@ -5,6 +5,8 @@ Unigram behind Metaspace (what XLM-R's own tokenizer.json has), trained here on 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 from tokenizers import Encoding, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from embedder import tokens
-from embedder.tokens import encode_pairs, encode_texts, head, load_tokenizer
-from embedder.tools.corpus import corpus
+from embedder.tokens import encode_all, encode_pairs, encode_texts, head, load_tokenizer
+from embedder.tools.corpus import SPECIAL_TEXTS, corpus
 from tests import roberta
 from tests.models import tokenizer_json
 
@@ -152,3 +154,67 @@ def test_catalog_tokenizers_are_local_pre_tokenizers(tmp_path: Path) -> None:
     should be added to the property tests above."""
     kind = type(load_tokenizer(tokenizer_json(), 512).pre_tokenizer).__name__
     assert kind == "BertPreTokenizer"
+
+
+def _fields(e: Encoding) -> tuple[object, ...]:
+    """Everything the service reads of an encoding (offsets aside: `_same` only), and more
+    (the overflow's own ids differ where a head was tokenized: whether there is one does not)."""
+    return (
+        e.ids,
+        e.type_ids,
+        e.attention_mask,
+        e.special_tokens_mask,
+        e.sequence_ids,
+        len(e),
+        bool(e.overflowing),
+    )
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "xlmr-specials", "unigram-metaspace"])
+def test_every_path_gives_encode_batch_s_encodings(kinds: dict[str, Tokenizer], kind: str) -> None:
+    """A lone text (`encode`), a batch without cut texts (`encode_batch_fast`) and one with
+    (`encode_batch`) give what `encode_batch` gives, on the corpus and its special texts
+    (scripts, emoji, code, one letter, a text past the window), alone, in batches and as a
+    reranker's pairs."""
+    tok = kinds[kind]
+    tok.enable_truncation(128)
+    texts = [*SPECIAL_TEXTS, *corpus(150, 5)]
+    reference = tok.encode_batch(texts)
+    for text, ref in zip(texts, reference, strict=True):
+        (alone,) = encode_texts(tok, [text], 128)
+        assert _fields(alone) == _fields(ref), text
+        assert alone.offsets == ref.offsets  # a lone text keeps them
+    for size in (2, 7, 32):
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            got = encode_texts(tok, batch, 128)
+            assert [_fields(e) for e in got] == [_fields(e) for e in reference[start:][:size]]
+    tok.enable_truncation(128, strategy="only_second")
+    query = "how do rivers shape the stone of a valley"
+    pairs = tok.encode_batch([(query, d) for d in texts])
+    for doc, ref in zip(texts, pairs, strict=True):
+        assert [_fields(e) for e in encode_pairs(tok, query, [doc], 128)] == [_fields(ref)]
+    assert [_fields(e) for e in encode_all(tok, [(query, d) for d in texts], offsets=False)] == [
+        _fields(e) for e in pairs
+    ]
+
+
+def test_a_lone_text_is_tokenized_in_the_caller_s_thread() -> None:
+    """`encode_batch` of even one text starts the tokenizer's thread pool (and runs through
+    its machinery); a lone text's tokenizing does without: a fresh process that tokenizes
+    lone texts has no more threads than before."""
+    script = f"""
+import os
+from pathlib import Path
+from embedder.tokens import encode_texts, load_tokenizer
+tok = load_tokenizer(Path({str(tokenizer_json())!r}), 128)
+before = len(os.listdir("/proc/self/task"))
+for text in ("one lone text", "another", "a third, longer text of a few more words"):
+    encode_texts(tok, [text], 128)
+print(before, len(os.listdir("/proc/self/task")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    before, after = map(int, done.stdout.split())
+    assert after == before, done.stdout

@@ -8,6 +8,13 @@ One `Metrics` per app, made by whoever builds the app and passed in: each has it
 so several apps in one process (the tests) never clash over metric names. A worker's gauges
 (ready, RSS) must stay current for the scrapes its siblings answer, so the owner may start a
 refresh thread (`start_refresh`) and ends it with `close()`.
+
+A request does not write to prometheus_client itself: it leaves its counts in the process
+(`embedder.server.http.tally`), and `flush()` writes them in bulk, every refresh round (each
+second) and right before this worker answers a scrape. So a scrape is exact for the worker
+that answers it, and a sibling's counts (requests, latency, texts, tokens, runs, requests in
+flight) are at most one refresh round old. `close()` flushes what is left; a worker killed
+outright (SIGKILL, its timeout) loses the counts of its last round.
 """
 
 from __future__ import annotations
@@ -34,12 +41,19 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as mp
 
+from embedder.server.http.tally import Tally, write
 from embedder.service import Service
 
 log = logging.getLogger("embedder.metrics")
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# How often a worker's refresh thread writes its gauges and pending counts for the scrapes its
+# siblings answer: the lag of those counts, well under a scrape interval.
+REFRESH_EVERY = 1.0
+# Records a deque holds before the thread that appends flushes them itself: a bound on memory
+# for an app whose metrics have no refresh thread (and far above a second's requests).
+PENDING = 4096
 
 
 class Metrics:
@@ -143,11 +157,13 @@ class Metrics:
         self._observed: Service | None = None
         self.refresh_error: Exception | None = None  # the refresh thread's, until it succeeds
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.tally = Tally()
+        self._flushing = threading.Lock()  # one flush at a time: the last one's gauge stands
+        self._flying_written: dict[str, int] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, kept: labels() validates and takes a lock on every call,
-        eight times per request. Label values are bounded (routes, catalog models,
-        statuses), so is this."""
+        """`metric.labels(*labels)`, kept: labels() validates and takes a lock on every call.
+        Label values are bounded (routes, catalog models, statuses), so is this."""
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
@@ -155,16 +171,25 @@ class Metrics:
         return found
 
     def observe_work(self, model: str, texts: int, tokens: int) -> None:
-        self.child(self.texts, model).inc(texts)
-        self.child(self.tokens, model).inc(tokens)
+        work = self.tally.work
+        work.append((model, texts, tokens))
+        if len(work) >= PENDING:
+            self.flush()
 
     def observe_batch(self, model: str, texts: int, queued: list[float]) -> None:
-        self.child(self.batch, model).observe(texts)
-        queue = self.child(self.queue, model)
-        for q in queued:
-            queue.observe(q)
+        batches = self.tally.batches
+        batches.append((model, texts, queued))
+        if len(batches) >= PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the counts requests and runs left since the last flush, summed: one write per
+        sample touched, however many requests there were."""
+        with self._flushing:
+            write(self.tally, self, self._flying_written)
 
     def refresh(self, service: Service) -> None:
+        self.flush()
         for model, st in service.status_by_id.items():
             self.ready.labels(model).set(1 if st.state == "ready" else 0)
             if st.load_seconds is not None:
@@ -197,10 +222,10 @@ class Metrics:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def start_refresh(self, service: Service, every: float = 2.0) -> None:
-        """Refresh `service`'s gauges every `every` seconds in a thread until `close()`, so the
-        scrapes a sibling worker answers see this worker's state. Only the owner of this
-        object starts it: it is the one that can stop it."""
+    def start_refresh(self, service: Service, every: float = REFRESH_EVERY) -> None:
+        """Refresh `service`'s gauges and flush the pending counts every `every` seconds in a
+        thread until `close()`, so the scrapes a sibling worker answers see this worker's
+        state. Only the owner of this object starts it: it is the one that can stop it."""
         if self._thread is not None:
             raise RuntimeError("this Metrics already has a refresh thread")
         self._thread = threading.Thread(
@@ -209,8 +234,9 @@ class Metrics:
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the refresh thread (waiting at most `timeout` seconds for it) and stop counting
-        the service's work, unless another app's metrics count it now."""
+        """Stop the refresh thread (waiting at most `timeout` seconds for it), stop counting
+        the service's work (unless another app's metrics count it now) and flush what was
+        counted."""
         self._stop.set()
         service, self._observed = self._observed, None
         if service is not None and service.on_batch == self.observe_batch:
@@ -222,6 +248,10 @@ class Metrics:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("metrics refresh thread still running %.0f s after close", timeout)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("flushing the metrics on close failed")
 
     def _refresh_loop(self, service: Service, every: float) -> None:
         """Never ends on an error: it is logged (once until it changes) and kept in
@@ -246,6 +276,7 @@ class MetricsMiddleware:
 
     def __init__(self, m: Metrics) -> None:
         self.m = m
+        self.tally = m.tally
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -255,7 +286,7 @@ class MetricsMiddleware:
     ) -> None:
         route = req.uri_template
         if route and route != "/metrics":  # a scrape does not count itself
-            self.m.child(self.m.in_flight, route).inc()
+            self.tally.enter(route)
             req.context.in_flight = route
 
     def process_response(
@@ -263,15 +294,16 @@ class MetricsMiddleware:
     ) -> None:
         flying = getattr(req.context, "in_flight", None)
         if flying is not None:
-            self.m.child(self.m.in_flight, flying).dec()
+            self.tally.leave(flying)
         started = getattr(req.context, "started", None)
         route = req.uri_template or "unmatched"
         if route in ("/metrics", "unmatched") or started is None:
             return
         model = str(getattr(req.context, "model", "") or "")
-        status = str(resp.status).split(" ", 1)[0]
-        self.m.child(self.m.requests, route, model, status).inc()
-        self.m.child(self.m.duration, route).observe(time.perf_counter() - started)
+        answered = self.tally.answered
+        answered.append((route, model, resp.status, time.perf_counter() - started))
+        if len(answered) >= PENDING:
+            self.m.flush()
 
 
 class MetricsResource:
