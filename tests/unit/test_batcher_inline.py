@@ -197,3 +197,25 @@ def test_close_during_an_inline_run_lets_it_finish_and_refuses_what_comes_after(
     assert isinstance(results[0], Embeddings), "the run in progress still answers its caller"
     assert b.close(timeout=PATIENCE) is True
     assert b.queued_texts == 0
+
+
+def test_a_group_a_runner_fails_to_plan_fails_its_callers_and_the_runner_serves_on() -> None:
+    """The runners' side of planning: a request queued behind a caller's run is planned by a
+    runner; its failure reaches the request's caller, not the runner."""
+    eng = Counting(Runs())
+    b = Batcher([eng], name="t")
+    results: dict[int, object] = {}
+    held = _call(b, ["held"], results, 0)
+    wait_until("the caller running its rows", lambda: eng.running("held"))
+    eng.plan_error = RuntimeError("planner broke")
+    queued = _call(b, ["q"], results, 1)
+    wait_until("the request queued", lambda: b.queued_texts == 2)
+    eng.release("held")
+    held.join(PATIENCE)
+    queued.join(PATIENCE)
+    assert isinstance(results[0], Embeddings)
+    assert isinstance(results[1], RuntimeError), results[1]
+    assert b.queued_texts == 0
+    eng.plan_error = None
+    eng.release("again")
+    assert embed(b, ["again"]).tokens == [5]
