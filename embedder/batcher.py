@@ -305,8 +305,9 @@ class Batcher:
                     self._jobs.append(job)
                     if self._idle:
                         self._cv.notify()  # else a slot's return wakes a runner
+                spread = len(self._idle) + 1
         if engine is not None:
-            self._inline(job, engine)
+            self._inline(job, engine, spread)
         self._wait(job, cancelled, bound)
         if job.error is not None:
             raise job.error
@@ -464,13 +465,15 @@ class Batcher:
         if not self._queued_texts:  # nothing queued, running or reserved
             self._queued_cost = 0.0  # no float drift while idle
 
-    def _inline(self, job: _Job, engine: Engine) -> None:
-        """Plan a job that found the model idle as a runner would, queue its other sub-batches
-        for the runners and run the first one here, on `engine` (a slot taken for it). Its
-        errors go to the job as on the runners' path; one that is no Exception (an interrupt)
-        is raised here once the slot and the counts are back in order."""
+    def _inline(self, job: _Job, engine: Engine, spread: int) -> None:
+        """Plan a job that found the model idle, balanced over the `spread` slots that were
+        free (its own included: a run in progress on another would hold its share back),
+        queue its other sub-batches for the runners and run the first one here, on `engine`
+        (a slot taken for it). Its errors go to the job as on the runners' path; one that is
+        no Exception (an interrupt) is raised here once the slot and the counts are back in
+        order."""
         try:
-            group, plan = self._plan([job], len(self._engines))
+            group, plan = self._plan([job], spread)
         except BaseException as exc:
             with self._cv:
                 self._give(engine)
