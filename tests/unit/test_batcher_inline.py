@@ -6,7 +6,7 @@ close) holds for these runs too."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,3 +219,33 @@ def test_a_group_a_runner_fails_to_plan_fails_its_callers_and_the_runner_serves_
     eng.plan_error = None
     eng.release("again")
     assert embed(b, ["again"]).tokens == [5]
+
+
+class Spreads(Counting):
+    """Records over how many runners each plan was asked to balance."""
+
+    def __init__(self, runs: Runs) -> None:
+        super().__init__(runs)
+        self.spreads: list[int] = []
+
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        self.spreads.append(parallel)
+        return super().plan(lengths, parallel)
+
+
+def test_a_caller_balances_its_rows_over_the_slots_that_were_free() -> None:
+    """At idle a request's rows are balanced over every slot; with one slot busy, over the one
+    it runs on (a share left for the busy slot would wait for it)."""
+    runs = Runs()
+    eng = Spreads(runs)
+    b = Batcher([eng, eng], name="t")
+    for text in ("x", "y", "free"):
+        eng.release(text)
+    assert embed(b, ["x", "y"]).tokens == [1, 1]
+    results: dict[int, object] = {}
+    held = _call(b, ["held"], results, 0)
+    wait_until("one slot busy", lambda: eng.running("held"))
+    assert embed(b, ["free", "x"]).tokens == [4, 1]
+    eng.release("held")
+    held.join(PATIENCE)
+    assert eng.spreads == [2, 2, 1]
