@@ -3,17 +3,31 @@ runs of one request spread over the worker's cores.
 
 A pre-fork worker serving one request at a time runs batch size 1, which leaves most of a
 core's throughput unused on short texts. Here each model has one runner thread per core of
-the worker (ORT releases the GIL while it runs). Requests are tokenised in their own HTTP
-thread and queued. A free runner takes everything queued so far (up to `max_texts`) as one
-group, plans its sub-batches by length (one long text never pads short ones), and the runners
-share the sub-batches. There is no waiting window: a lone request at idle starts at once, so
-idle latency is the compute time; under load, requests arriving during a run form the next
-group. The same pool serves embedding models and cross-encoders: the batcher only moves rows.
+the worker (ORT releases the GIL while it runs), and as many run slots: the worker's core
+budget, which no moment exceeds (runner threads and callers together). Requests are
+tokenised in their own HTTP thread. A request that finds the model idle (nothing queued, no
+sub-batch waiting) and a slot free runs in its own thread: it plans its rows as a runner
+would, runs the first sub-batch itself and leaves any others to the runners. A lone request
+then costs no hand-over to a runner and back: two thread wake-ups fewer, and no runner's
+code run cold. A request that finds work queued or every slot busy is queued: a free runner
+takes everything queued so far (up to `max_texts`) as one group, plans its sub-batches by
+length (one long text never pads short ones), and the runners share the sub-batches. There
+is no waiting window: a lone request at idle starts at once, so idle latency is the compute
+time; under load, requests arriving during the runs queue and form the next group, so
+batching under load is the runners' as before. The same pool serves embedding models and
+cross-encoders: the batcher only moves rows.
 
-The lock guards the queue only: a runner takes its group's jobs under it, then joins their
-tokens, plans the sub-batches and tells the metrics outside it (for a 2048-text request that
-is real work, and every caller queueing and every runner finishing a run needs the lock).
-`close` stops the runners when the model stops serving.
+Why the caller runs its first sub-batch rather than only a request of one sub-batch: the plan
+is the one a runner would make, the caller would otherwise only wait, and the hop is saved on
+every request that finds the model idle; the other sub-batches go to the runners, which take
+them on the other slots at once. The price: a run that never ends holds its own caller, which
+then cannot time out (a runner's stuck run let its caller go after `max_request_wait`); at
+most one HTTP thread per slot, and the model serves nothing until such a run ends either way.
+
+The lock guards the queue and the slots only: a runner takes its group's jobs under it, then
+joins their tokens, plans the sub-batches and tells the metrics outside it (for a 2048-text
+request that is real work, and every caller queueing and every run finishing needs the
+lock). `close` stops the runners when the model stops serving.
 
 Runners of single-thread sessions, not one session with a thread per core: small
 sub-batches do not split well over threads (two single-thread runners ran more than twice the
@@ -30,13 +44,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Protocol
 
 import numpy as np
 
 from embedder.errors import ClientGone, ModelUnavailable, Overloaded, TimedOut
 from embedder.planning import text_cost
+from embedder.reservation import Reservation as Reservation
 from embedder.tokens import Tokenized
 
 log = logging.getLogger("embedder.batcher")
@@ -46,7 +60,8 @@ CANCEL_POLL = 0.25  # seconds between checks that a waiting caller's client is s
 
 class Engine(Protocol):
     """What a runner runs: the planner and one run over chosen rows (a `TextEncoder`, or a
-    cross-encoder's `PairScorer`). Called from several runner threads at once."""
+    cross-encoder's `PairScorer`). Called from several threads at once (runners, and callers
+    running their own sub-batch); each engine object runs one sub-batch at a time."""
 
     dims: int
 
@@ -146,55 +161,6 @@ class _Group:
     error: BaseException | None = None
 
 
-class Reservation:
-    """Queue space held on one model for rows still to come: `texts`, and their `cost`
-    (`text_cost` units, estimated before they are tokenised), counted against admission from
-    the moment they are reserved. Its holder hands it to the job that runs the rows (`run`:
-    the job then holds the space until it is done) or gives it back; as a context manager it
-    gives back whatever is left when the block ends, however it ends. `recheck`: the rows are
-    admitted again on what they really cost once tokenised, when that is more than was held
-    (a request of its own; an RPC batch is admitted once, as a whole); `mine` texts of the
-    same request held beside it (its RPC batch's) do not make the model busy for them. Used
-    by the thread of the request that made it."""
-
-    def __init__(
-        self, batcher: Batcher, texts: int, cost: float, *, recheck: bool, mine: int = 0
-    ) -> None:
-        self.batcher = batcher
-        self.texts = texts
-        self.cost = cost
-        self.recheck = recheck
-        self.mine = mine
-
-    def take(self, texts: int, cost: float) -> Reservation:
-        """Part of this space for one of the calls it was reserved for: `texts` of it and up to
-        `cost` (all that is left with the last texts), admitted already."""
-        if not 0 < texts <= self.texts:
-            raise ValueError(f"cannot take {texts} of {self.texts} reserved texts")
-        part = self.cost if texts == self.texts else min(cost, self.cost)
-        self.texts -= texts
-        self.cost -= part
-        return Reservation(self.batcher, texts, part, recheck=False)
-
-    def release(self) -> None:
-        """Give back what is left (nothing once handed to a job, or given back already)."""
-        texts, cost = self.texts, self.cost
-        self.texts, self.cost = 0, 0.0
-        if texts or cost:
-            self.batcher._give_back(texts, cost)
-
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-
 @dataclass
 class BatcherStats:  # written under the batcher's lock; `Batcher.stats` hands out copies
     runs: int = 0
@@ -239,6 +205,9 @@ class Batcher:
         self._ew_cost = 0.0  # decayed sums of cost run and runner-seconds spent
         self._ew_seconds = 0.0
         self._cv = threading.Condition()
+        # Free run slots, each the engine its run uses (one run per engine object at a time):
+        # the engine used last comes first, its caches the warmest.
+        self._idle: list[Engine] = self._engines[::-1]
         self._stats = BatcherStats()
         self._threads = [
             threading.Thread(target=self._loop, args=(k,), name=f"batcher-{name}-{k}", daemon=True)
@@ -267,7 +236,8 @@ class Batcher:
     def close(self, timeout: float = 10.0) -> bool:
         """Stop serving: what is queued fails at once with ModelUnavailable (so is anything
         submitted later), a run in progress finishes, and the runner threads end. Waits at most
-        `timeout` seconds for them (a run cannot be cut short); True once all have ended."""
+        `timeout` seconds for them and for the runs in callers' threads (a run cannot be cut
+        short); True once all have ended."""
         with self._cv:
             if not self._closed:
                 self._closed = True
@@ -286,7 +256,13 @@ class Batcher:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads if t is not threading.current_thread())
+        with self._cv:
+            idle = self._cv.wait_for(
+                lambda: len(self._idle) == len(self._engines),
+                max(0.0, deadline - time.monotonic()),
+            )
+        me = threading.current_thread()
+        return idle and not any(t.is_alive() for t in self._threads if t is not me)
 
     def _stopped(self) -> ModelUnavailable:
         return ModelUnavailable(f"model {self.name} has stopped serving", param="model")
@@ -306,10 +282,11 @@ class Batcher:
         cancelled: Callable[[], bool] | None = None,
         reserved: Reservation | None = None,
     ) -> tuple[Tokenized, np.ndarray]:
-        """Tokenise `count` rows in the caller's thread, queue them, and wait (bounded) for
-        their output. Queue space is held before tokenising: `reserved` (see `reserve`), or
-        else reserved here on the rows' count; the job takes it over once queued, and it is
-        given back on any way out before that.
+        """Tokenise `count` rows in the caller's thread, run them here if the model is idle
+        (`_inline`) or else queue them, and wait (bounded) for their output. Queue space is
+        held before tokenising: `reserved` (see `reserve`), or else reserved here on the rows'
+        count; the job takes it over once queued or running, and it is given back on any way
+        out before that.
 
         `cancelled` is polled while the job waits in the queue: once true (its client has
         gone), the job is dropped and ClientGone raised; a job already running finishes."""
@@ -321,8 +298,16 @@ class Batcher:
                     raise self._stopped()  # `held` is given back on the way out
                 self._take_over(held, job)
                 bound = self.request_bound(self._queued_cost)
-                self._jobs.append(job)
-                self._cv.notify()
+                engine = (
+                    self._idle.pop() if self._idle and not self._jobs and not self._tasks else None
+                )
+                if engine is None:
+                    self._jobs.append(job)
+                    if self._idle:
+                        self._cv.notify()  # else a slot's return wakes a runner
+                spread = len(self._idle) + 1
+        if engine is not None:
+            self._inline(job, engine, spread)
         self._wait(job, cancelled, bound)
         if job.error is not None:
             raise job.error
@@ -480,23 +465,49 @@ class Batcher:
         if not self._queued_texts:  # nothing queued, running or reserved
             self._queued_cost = 0.0  # no float drift while idle
 
-    def _next(self) -> tuple[_Group, np.ndarray] | None:
-        """The next sub-batch to run; None once the batcher is closed.
+    def _inline(self, job: _Job, engine: Engine, spread: int) -> None:
+        """Plan a job that found the model idle, balanced over the `spread` slots that were
+        free (its own included: a run in progress on another would hold its share back),
+        queue its other sub-batches for the runners and run the first one here, on `engine`
+        (a slot taken for it). Its errors go to the job as on the runners' path; one that is
+        no Exception (an interrupt) is raised here once the slot and the counts are back in
+        order."""
+        try:
+            group, plan = self._plan([job], spread)
+        except BaseException as exc:
+            with self._cv:
+                self._give(engine)
+                self._finish([job], exc)
+            return
+        with self._cv:
+            if self._closed:  # closed while planning: the run has not started
+                self._give(engine)
+                self._finish([job], self._stopped())
+                return
+            self._queue_group([job], (group, plan[1:]), own=0)
+        failed = self._run(engine, group, plan[0])
+        if failed is not None and not isinstance(failed, Exception):
+            raise failed
+
+    def _next(self) -> tuple[Engine, _Group, np.ndarray] | None:
+        """The next sub-batch to run and the slot's engine to run it on (the slot is taken);
+        None once the batcher is closed.
 
         With no sub-batch waiting, the runner takes queued jobs and plans them outside the
-        lock (`_plan`), then queues their sub-batches and takes the first one to run."""
+        lock (`_plan`), then queues their sub-batches and takes the first one to run once a
+        slot is free. Planning takes no slot: it is not a run."""
         planned: tuple[list[_Job], tuple[_Group, list[np.ndarray]] | BaseException] | None = None
         while True:
             with self._cv:
                 if planned is not None:
                     self._queue_group(*planned)
                     planned = None
-                while not self._tasks and not self._jobs and not self._closed:
+                while not (self._idle and (self._tasks or self._jobs)) and not self._closed:
                     self._cv.wait()
                 if self._closed:
                     return None
                 if self._tasks:
-                    return self._tasks.popleft()
+                    return self._idle.pop(), *self._tasks.popleft()
                 jobs, spread = self._take()
             try:
                 planned = jobs, self._plan(jobs, spread)
@@ -505,10 +516,16 @@ class Batcher:
                 planned = jobs, exc
 
     def _queue_group(
-        self, jobs: list[_Job], planned: tuple[_Group, list[np.ndarray]] | BaseException
+        self,
+        jobs: list[_Job],
+        planned: tuple[_Group, list[np.ndarray]] | BaseException,
+        *,
+        own: int = 1,
     ) -> None:
-        """The planned group's sub-batches become the next tasks; a failed plan (or one that
-        ended after `close`) fails its jobs instead. Called with the lock held."""
+        """The planned group's sub-batches become the next tasks (a caller running its first
+        one itself queues the others); a failed plan (or one that ended after `close`) fails
+        its jobs instead. `own`: how many of them the calling thread runs itself (a runner
+        takes its first from the tasks). Called with the lock held."""
         if isinstance(planned, BaseException) or self._closed:
             self._finish(jobs, planned if isinstance(planned, BaseException) else self._stopped())
             return
@@ -517,37 +534,52 @@ class Batcher:
         self._stats.jobs += len(jobs)
         self._stats.texts += len(group.out)
         self._stats.queue_seconds += group.waited
-        if len(plan) > 1:
+        if len(plan) > own and self._idle:
             self._cv.notify_all()  # idle runners can take the other sub-batches
 
+    def _give(self, engine: Engine) -> None:
+        """A run's slot is free again. Called with the lock held."""
+        self._idle.append(engine)
+        if self._closed:
+            self._cv.notify_all()  # `close` waits for every slot
+        elif self._jobs or self._tasks:
+            self._cv.notify()  # a runner may be waiting for a slot
+
     def _loop(self, k: int) -> None:
-        engine = self._engines[k]
         while True:
             try:
-                if not self._step(engine):
+                if not self._step():
                     return  # closed
             except BaseException:  # a runner never dies; the jobs' errors went to their callers
                 log.exception("batcher %s runner %d: unexpected error", self.name, k)
 
-    def _step(self, engine: Engine) -> bool:
+    def _step(self) -> bool:
         """Run one sub-batch; False once the batcher is closed."""
         taken = self._next()
         if taken is None:
             return False
-        group, rows = taken
+        self._run(*taken)
+        return True
+
+    def _run(self, engine: Engine, group: _Group, rows: np.ndarray) -> BaseException | None:
+        """Run one sub-batch of `group` on `engine`, whose slot is then given back; the last
+        sub-batch of a group hands its jobs their rows (or its error). Returns what this run
+        raised, if anything."""
         started = self._clock()
+        failed: BaseException | None = None
         if group.error is None:
             try:
                 group.out[rows] = engine.run_rows(group.tok, rows)
             except BaseException as exc:  # delivered to every caller of the group
-                group.error = exc
+                group.error = failed = exc
         elapsed = self._clock() - started
         cost = sum(text_cost(group.tok.lengths[r]) for r in rows)
         with self._cv:
+            self._give(engine)
             self._stats.runs += 1
             self._ew_cost = 0.9 * self._ew_cost + cost
             self._ew_seconds = 0.9 * self._ew_seconds + elapsed
             group.pending -= 1
             if not group.pending:
                 self._finish(group.jobs, group.error, group.out)
-        return True
+        return failed

@@ -206,16 +206,46 @@ def test_a_caller_waits_within_its_bound_and_leaves_the_queue() -> None:
     eng = FakeEngine(gate=gate)
     b = Batcher([eng], name="t", max_request_wait=0.2)
     results: dict[int, object] = {}
-    first = _call(b, ["held"], results, 0)
+    first = _call(b, ["held"], results, 0)  # found the model idle: runs in its own thread
     wait_until("the first run", eng.started.is_set)
     with pytest.raises(TimedOut, match="within"):
         embed(b, ["queued", "behind"])
     assert b.queued_texts == 1, "the abandoned job must not count against admission"
-    first.join(PATIENCE)  # the running one gives up too; its run finishes unseen
-    assert isinstance(results[0], TimedOut)
     gate.set()
-    wait_until("the held run to end", lambda: b.queued_texts == 0)
+    first.join(PATIENCE)
+    assert isinstance(results[0], Embeddings), "a caller running its own rows gets them"
+    assert b.queued_texts == 0
     assert eng.runs == [["held"]], "the abandoned queued job must not run"
+
+
+class RunnersHeld(FakeEngine):
+    """Holds every run in a runner thread until `go` is set; runs in callers' threads pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.held = threading.Event()
+
+    def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        if threading.current_thread().name.startswith("batcher-"):
+            self.held.set()
+            assert self.go.wait(PATIENCE), "the test never let the runner go on"
+        return super().run_rows(tok, rows)
+
+
+def test_a_caller_whose_rows_run_on_a_runner_gives_up_within_its_bound() -> None:
+    """The caller runs its first sub-batch and a runner the other, which is stuck: the caller
+    stops waiting at its bound, and the run finishes unseen."""
+    eng = RunnersHeld()
+    b = Batcher([eng, eng], name="t", max_request_wait=0.2)
+    try:
+        with pytest.raises(TimedOut, match="within"):
+            embed(b, [f"text {i}" for i in range(5)])  # 2 sub-batches of at most 4
+        wait_until("the runner's run", eng.held.is_set)
+    finally:
+        eng.go.set()
+    wait_until("the held run to end", lambda: b.queued_texts == 0)
+    assert len(eng.runs) == 2 and sum(map(len, eng.runs)) == 5
 
 
 def test_a_large_request_may_wait_as_long_as_its_work_takes() -> None:
