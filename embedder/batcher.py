@@ -208,6 +208,7 @@ class Batcher:
         # Free run slots, each the engine its run uses (one run per engine object at a time):
         # the engine used last comes first, its caches the warmest.
         self._idle: list[Engine] = self._engines[::-1]
+        self._planning = 0  # groups a runner took from the queue and is planning (no slot yet)
         self._stats = BatcherStats()
         self._threads = [
             threading.Thread(target=self._loop, args=(k,), name=f"batcher-{name}-{k}", daemon=True)
@@ -298,9 +299,7 @@ class Batcher:
                     raise self._stopped()  # `held` is given back on the way out
                 self._take_over(held, job)
                 bound = self.request_bound(self._queued_cost)
-                engine = (
-                    self._idle.pop() if self._idle and not self._jobs and not self._tasks else None
-                )
+                engine = self._idle.pop() if self._idle and not self._busy_ahead() else None
                 if engine is None:
                     self._jobs.append(job)
                     if self._idle:
@@ -500,6 +499,7 @@ class Batcher:
         while True:
             with self._cv:
                 if planned is not None:
+                    self._planning -= 1
                     self._queue_group(*planned)
                     planned = None
                 while not (self._idle and (self._tasks or self._jobs)) and not self._closed:
@@ -509,6 +509,7 @@ class Batcher:
                 if self._tasks:
                     return self._idle.pop(), *self._tasks.popleft()
                 jobs, spread = self._take()
+                self._planning += 1
             try:
                 planned = jobs, self._plan(jobs, spread)
             except BaseException as exc:  # fails the taken jobs (their callers get it), not us
@@ -536,6 +537,12 @@ class Batcher:
         self._stats.queue_seconds += group.waited
         if len(plan) > own and self._idle:
             self._cv.notify_all()  # idle runners can take the other sub-batches
+
+    def _busy_ahead(self) -> bool:
+        """Whether older work waits for a slot: queued jobs, queued sub-batches, or a group a
+        runner is planning (out of the queue, not yet in the tasks). A caller runs its own rows
+        only when none does, so it never overtakes them. Called with the lock held."""
+        return bool(self._jobs or self._tasks or self._planning)
 
     def _give(self, engine: Engine) -> None:
         """A run's slot is free again. Called with the lock held."""

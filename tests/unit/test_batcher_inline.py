@@ -249,3 +249,56 @@ def test_a_caller_balances_its_rows_over_the_slots_that_were_free() -> None:
     eng.release("held")
     held.join(PATIENCE)
     assert eng.spreads == [2, 2, 1]
+
+
+class PlanHeld(Counting):
+    """Holds the planning of a group that holds `text` until the test sets `plan_gate`, and
+    records which thread ran each text."""
+
+    def __init__(self, runs: Runs, text: str) -> None:
+        super().__init__(runs)
+        self.text = text
+        self.planning = threading.Event()
+        self.plan_gate = threading.Event()
+        self.ran_in: dict[str, str] = {}
+
+    def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
+        if len(self.text) in lengths:
+            self.planning.set()
+            assert self.plan_gate.wait(PATIENCE), "the test never let the plan go on"
+        return super().plan(lengths, parallel)
+
+    def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
+        for r in rows:
+            self.ran_in[tok.encodings[r].text] = threading.current_thread().name
+        return super().run_rows(tok, rows)
+
+
+def test_a_caller_does_not_run_its_rows_while_a_runner_plans_an_older_group() -> None:
+    """A group a runner has taken from the queue and is planning is in neither the queue nor
+    the tasks: a request arriving then, with a slot free, is queued behind it (a runner takes
+    it), not run in its own thread ahead of it."""
+    runs = Runs()
+    eng = PlanHeld(runs, "ccccccc")
+    b = Batcher([eng, eng], name="t", max_wait=1e9)
+    results: dict[int, object] = {}
+    threads = [_call(b, ["aa"], results, 0)]
+    wait_until("aa running", lambda: eng.running("aa"))
+    threads.append(_call(b, ["bbb"], results, 1))
+    wait_until("bbb running", lambda: eng.running("bbb"))
+    threads.append(_call(b, ["ccccccc"], results, 2))
+    wait_until("ccccccc queued", lambda: len(b._jobs) == 1)
+    eng.release("aa")  # its slot's return wakes a runner, which takes ccccccc and plans it
+    wait_until("a runner planning ccccccc", eng.planning.is_set)
+    done: list[Embeddings] = []
+    late = _named("late-caller", lambda: done.append(embed(b, ["ddddd"])))
+    wait_until("ddddd running", lambda: eng.running("ddddd"))
+    eng.plan_gate.set()
+    for text in ("bbb", "ccccccc", "ddddd"):
+        eng.release(text)
+    for t in [*threads, late]:
+        t.join(PATIENCE)
+    assert all(isinstance(results[i], Embeddings) for i in range(3)), results
+    assert done and done[0].tokens == [5]
+    assert eng.ran_in["ddddd"].startswith("batcher-t-"), eng.ran_in
+    assert runs.peak == 2 and b.queued_texts == 0
