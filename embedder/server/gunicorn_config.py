@@ -127,10 +127,14 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Worker, as it exits: its metrics write the counts of their last round."""
-    from embedder.server import bootstrap
+    """Worker, as it exits: its metrics write the counts of their last round. gunicorn also
+    calls it in the master for a worker found dead before it was reaped: there the app was
+    never imported, and must not be (the master forks later workers from its state)."""
+    import sys
 
-    bootstrap.exits()
+    bootstrap = sys.modules.get("embedder.server.bootstrap")
+    if bootstrap is not None:
+        bootstrap.exits()
 
 
 def post_fork(server: Any, worker: Any) -> None:
