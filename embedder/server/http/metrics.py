@@ -54,6 +54,7 @@ REFRESH_EVERY = 1.0
 # Records a deque holds before the thread that appends flushes them itself: a bound on memory
 # for an app whose metrics have no refresh thread (and far above a second's requests).
 PENDING = 4096
+FLUSH_WAIT = 10.0  # s a scrape, a refresh or close waits for a flush under way
 
 
 class Metrics:
@@ -174,22 +175,32 @@ class Metrics:
         work = self.tally.work
         work.append((model, texts, tokens))
         if len(work) >= PENDING:
-            self.flush()
+            self.flush(wait=0)
 
     def observe_batch(self, model: str, texts: int, queued: list[float]) -> None:
         batches = self.tally.batches
         batches.append((model, texts, queued))
         if len(batches) >= PENDING:
-            self.flush()
+            self.flush(wait=0)
 
-    def flush(self) -> None:
+    def flush(self, wait: float = FLUSH_WAIT) -> bool:
         """Write the counts requests and runs left since the last flush, summed: one write per
-        sample touched, however many requests there were."""
-        with self._flushing:
+        sample touched, however many requests there were. One flush at a time: waits up to
+        `wait` seconds for another to end (a request's thread waits for none: the flush under
+        way takes its records too); False, with nothing written, when it did not end."""
+        if not self._flushing.acquire(timeout=wait):
+            if wait > 0:
+                log.warning("metrics not written: another flush ran over %.0f s", wait)
+            return False
+        try:
             write(self.tally, self, self._flying_written)
+            return True
+        finally:
+            self._flushing.release()
 
     def refresh(self, service: Service) -> None:
-        self.flush()
+        """The gauges now, then the pending counts: a flush that fails (logged by the caller)
+        leaves the gauges current."""
         for model, st in service.status_by_id.items():
             self.ready.labels(model).set(1 if st.state == "ready" else 0)
             if st.load_seconds is not None:
@@ -201,6 +212,7 @@ class Metrics:
             self.child(self.queued, model).set(texts)
             self.child(self.queued_work, model).set(seconds or 0.0)
         self.rss.set(psutil.Process(os.getpid()).memory_info().rss)
+        self.flush()
 
     def exposition(self) -> bytes:
         """The scrape's body: every worker's samples, or this registry's."""
@@ -303,7 +315,7 @@ class MetricsMiddleware:
         answered = self.tally.answered
         answered.append((route, model, resp.status, time.perf_counter() - started))
         if len(answered) >= PENDING:
-            self.m.flush()
+            self.m.flush(wait=0)
 
 
 class MetricsResource:
