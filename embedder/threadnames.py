@@ -7,14 +7,19 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import zlib
 from pathlib import Path
 
 
 def short(name: str) -> bytes:
     """`name` in the kernel's 15 bytes: a long one keeps its head and its tail, so the runners
-    of one model (`batcher-<model>-<k>`) stay told apart."""
+    of one model (`batcher-<model>-<k>`) stay told apart, and a digest of the whole, so those of
+    models whose names share head and tail do too (a name held by an older thread reads as a
+    library's thread in the bench)."""
     raw = name.encode()
-    return raw if len(raw) <= 15 else raw[:10] + b"~" + raw[-4:]
+    if len(raw) <= 15:
+        return raw
+    return raw[:8] + f"{zlib.crc32(raw) & 0xFF:02x}".encode() + b"~" + raw[-4:]
 
 
 def name_native(thread: threading.Thread) -> None:

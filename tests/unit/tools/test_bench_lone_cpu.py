@@ -70,8 +70,11 @@ def test_a_threads_spin_shows_at_least_its_cpu_under_its_role() -> None:
 
 
 def test_runners_keep_apart_and_a_thread_started_by_a_named_one_is_native() -> None:
-    names = ["batcher-paraphrase-minilm-l3-v2-0", "batcher-paraphrase-minilm-l3-v2-1"]
+    # not a served model's name: its runners may be alive in this process (other tests')
+    names = ["batcher-lone-cpu-test-model-0", "batcher-lone-cpu-test-model-1"]
     assert len({short(n) for n in names}) == 2 and all(len(short(n)) <= 15 for n in names)
+    alike = ["batcher-bge-base-q3-shape-0", "batcher-bge-base-q4-shape-0"]
+    assert short(alike[0]) != short(alike[1]), "same head and tail, different models"
     release = threading.Event()
     child = threading.Thread(target=release.wait, args=(30,), daemon=True)
     try:

@@ -73,7 +73,8 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert "error" not in cpu, cpu
     assert cpu["transport"] == "tcp" and len(cpu["rounds"]) >= 2 and cpu["texts"] > 0
     assert cpu["server_ms"] > 0 and cpu["engine_ms"] >= cpu["engine_run_ms"] > 0
-    assert cpu["threads_ms"]["http"] > 0 and cpu["threads_ms"]["runners"] > 0
+    # a lone request at idle runs in its HTTP thread: the runners may have had nothing to do
+    assert cpu["threads_ms"]["http"] > 0 and "runners" in cpu["threads_ms"]
     (target,) = [t for t in data["targets"] if t["key"] == "idle_cpu"]
     assert target["value"] == cpu["over_ms"] and target["latency_ms"] is not None
     lone = data["lone"]
