@@ -233,7 +233,8 @@ RETIRED = {
     "EMBEDDER_ACCESS_LOG": "EMBEDDER_ACCESS_LOG_JSON=1 is the access log; gunicorn's own is "
     "its --access-logfile (in GUNICORN_CMD_ARGS)",
     "EMBEDDER_CONTROL_SOCKET": "gunicorn's control socket stays off; signals manage the master",
-    "EMBEDDER_KEEPALIVE_LINGER_MS": "an HTTP thread waits 2 ms for a kept-alive next request",
+    "EMBEDDER_KEEPALIVE_LINGER_MS": "an HTTP thread waits on a kept-alive connection while "
+    "its pool needs no thread",
     "EMBEDDER_WORKER_CLASS": "the worker is always embedder.server.http.worker.GuardedWorker",
 }
 

@@ -2,12 +2,12 @@
 
 gthread hands a kept-alive connection back to its poller after every response: the thread
 wakes the poller through a pipe, the poller registers the socket again, sees the next request
-arrive, reads it and wakes a thread. On a client that sends its next request at once (a
-loop of lone queries, an indexing script) that round trip is on the critical path of every
-request. Here the answering thread waits a bounded moment for the next request instead (no
-CPU: poll(2)), and serves it itself once it is wholly in. Anything else (nothing came, half a
-request, a body that is chunked, behind `Expect: 100-continue` or over the limit) goes back to
-the poller with the bytes read so far, which then reads it as any other.
+arrive, reads it and wakes a thread. Here the answering thread waits for the next request
+instead (no CPU: poll(2)), for as long as its pool does not want it back
+(embedder.server.http.pool) and the connection's keep-alive lasts, and serves it itself once it
+is wholly in. Anything else (the pool wants the thread, the request's bytes do not all follow
+its first at once, a body that is chunked, behind `Expect: 100-continue` or over the limit)
+goes back to the poller with the bytes read so far, which then reads it as any other.
 """
 
 from __future__ import annotations
@@ -33,19 +33,34 @@ class Closed(Exception):
     """The client closed the connection while the thread waited for its next request."""
 
 
-def next_request(sock: socket.socket, unreader: Any, seconds: float, max_body: int) -> bool:
-    """Wait up to `seconds` for a whole request of at most `max_body` bytes of body on `sock`;
-    True once it is in `unreader` (ahead of what it held). False hands the connection back
-    (what came so far is in `unreader` too); Closed when the client hung up first."""
+ARRIVAL = 0.002  # s: once a request's first bytes are in, the rest must be in within this
+
+
+def next_request(
+    sock: socket.socket,
+    unreader: Any,
+    seconds: float,
+    max_body: int,
+    wanted: int | None = None,
+    arrival: float = ARRIVAL,
+) -> bool:
+    """Wait up to `seconds`, and only while the file descriptor `wanted` stays unreadable, for
+    the next request on `sock`, and take it if it is wholly in within `arrival` of its first
+    bytes with at most `max_body` bytes of body: True once it is in `unreader` (ahead of what
+    it held). False hands the connection back (what came so far is in `unreader` too); Closed
+    when the client hung up first."""
     if seconds <= 0 or unreader.buf.getvalue():
         return False  # read ahead already: gthread's own path takes it
     poller = select.poll()
     poller.register(sock, select.POLLIN)
+    if wanted is not None:
+        poller.register(wanted, select.POLLIN)
     deadline = time.monotonic() + seconds
     buf = bytearray()
     try:
         while (left := deadline - time.monotonic()) > 0:
-            if not poller.poll(left * 1000):
+            events = poller.poll(left * 1000)
+            if not events or (not buf and any(fd == wanted for fd, _ in events)):
                 break
             try:
                 data = sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
@@ -55,6 +70,10 @@ def next_request(sock: socket.socket, unreader: Any, seconds: float, max_body: i
                 data = b""
             if not data:
                 raise Closed
+            if not buf:  # the request is arriving: the rest follows at once or goes back
+                deadline = min(deadline, time.monotonic() + arrival)
+                if wanted is not None:
+                    poller.unregister(wanted)
             buf += data
             end = header_end(buf)
             if end < 0:

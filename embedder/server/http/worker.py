@@ -1,4 +1,4 @@
-"""The gunicorn worker: gthread, except that no HTTP thread ever waits on a client. A
+"""The gunicorn worker: gthread, except that no client keeps an HTTP thread from work. A
 connection gets a thread only once its whole request has arrived, the thread's answer goes out
 as far as the client takes it at once, and each listener has its own threads and its own
 connection cap.
@@ -22,9 +22,10 @@ and nothing else was served for as long as they wished. Here:
   closes its listeners only once nothing is open or queued: closing them resets what they
   hold.
 
-After an answer on a kept-alive connection the thread waits `LINGER` for
-the next request and serves it when it arrives whole (embedder.server.http.linger); anything
-else goes back to the poller. Keep-alive, max_requests, graceful shutdown and reloads are
+After an answer on a kept-alive connection the thread waits for the next request, for as long
+as its pool needs no thread and the keep-alive lasts, and serves it when it arrives whole
+(embedder.server.http.pool, embedder.server.http.linger); anything else goes back to the
+poller. Keep-alive, max_requests, graceful shutdown and reloads are
 gthread's own. Malformed requests are answered with the status that names the fault, in the
 service's error shape, and logged at most once per interval.
 """
@@ -43,16 +44,15 @@ from gunicorn.http import errors as parse
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
-from embedder import threadnames
 from embedder.server.http.access import Throttled
 from embedder.server.http.linger import Closed, next_request
 from embedder.server.http.outbox import Outbox, refusal, targets_rpc
+from embedder.server.http.pool import Pools
 from embedder.server.http.reading import Handover, Reader
 from embedder.server.http.wire import Wire
 from embedder.server.listeners import RPC, ListenerRules
 from embedder.settings import Settings
 
-LINGER = 0.002  # s the answering thread waits (in poll) for a kept-alive next request
 CLOSE_LINGER = 2.0  # s a closing connection is drained for (gunicorn's own bound)
 STOP_ACCEPT = 2.0  # s a stopping worker still takes connections queued for it
 
@@ -81,7 +81,13 @@ class Conn(gthread.TConn):  # type: ignore[misc]
         self.listener = listener
         self.ready = False  # its request is in the buffer: the next step is a thread
         self.body_left = False  # its request's body was not read: close after the answer
+        self.idle_from: float | None = None  # its last answer's end, while a thread waits on it
         self.on_close: Any = None
+
+    def set_timeout(self) -> None:
+        """Keep-alive counts from the last answer, also when a thread waited on it first."""
+        since = time.monotonic() if self.idle_from is None else self.idle_from
+        self.timeout = since + self.cfg.keepalive
 
     def close(self, graceful: bool = False) -> None:
         """Closed at once: a lingering close is the worker's, in its poller."""
@@ -91,27 +97,6 @@ class Conn(gthread.TConn):  # type: ignore[misc]
             if self.on_close is not None:
                 callback, self.on_close = self.on_close, None
                 callback(self)
-
-
-class _Pools:
-    """A thread pool per listener, made when the listener first needs a thread."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.pools: dict[int, futures.ThreadPoolExecutor] = {}
-
-    def submit(self, fn: Any, conn: Conn) -> futures.Future[Any]:
-        pool = self.pools.get(conn.listener)
-        if pool is None:
-            pool = futures.ThreadPoolExecutor(
-                self.threads, f"http-{len(self.pools)}", initializer=threadnames.name_current
-            )
-            self.pools[conn.listener] = pool
-        return pool.submit(fn, conn)
-
-    def shutdown(self, wait: bool = True) -> None:
-        for pool in self.pools.values():
-            pool.shutdown(wait=wait)
 
 
 def _finished(result: Any) -> futures.Future[Any]:
@@ -135,7 +120,6 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self.worker_connections = self.per_listener * max(1, len(self.listeners))
         self.max_keepalived = self.worker_connections - self.cfg.threads
         self._beat = float("-inf")  # when the last heartbeat went to the master
-        self.linger = LINGER
         self.stop_accepting: float | None = None  # set once the worker stops
         self.outbox: Outbox
         self.reader: Reader
@@ -150,7 +134,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         super().run()
 
     def get_thread_pool(self) -> Any:
-        return _Pools(self.cfg.threads)
+        return Pools(self.cfg.threads)
 
     def notify(self) -> None:
         """The heartbeat the master checks against `timeout` (a utime of the worker's temp
@@ -164,8 +148,10 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     # --- in the HTTP thread ---------------------------------------------------------------
 
     def handle(self, conn: Conn) -> Any:
-        """gthread's, then the connection's next request in this same thread while it comes
-        within the linger (`embedder.server.http.linger`) and the last answer is all out."""
+        """gthread's, then the connection's next requests in this same thread, each as it
+        comes whole while the pool needs no thread (`embedder.server.http.pool`) and the last
+        answer is all out."""
+        conn.idle_from = None
         result = super().handle(conn)
         while (
             result is True
@@ -173,11 +159,19 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             and not getattr(conn.sock, "pending", True)
             and not conn.is_http2
         ):
-            try:
-                if not next_request(conn.sock, conn.parser.unreader, self.linger, self.max_body):
+            conn.idle_from = time.monotonic()
+            with self.tpool.of(conn.listener).waiting() as wanted:
+                if wanted is None:
                     break
-            except Closed:
-                return False
+                try:
+                    unreader = conn.parser.unreader
+                    if not next_request(
+                        conn.sock, unreader, self.cfg.keepalive, self.max_body, wanted
+                    ):
+                        break
+                except Closed:
+                    return False
+            conn.idle_from = None
             conn.sock.whole = True
             result = super().handle(conn)
         return result
@@ -215,6 +209,12 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         with contextlib.suppress(OSError):
             client.sendall(refusal(status, code, str(exc)))
 
+    def is_parent_alive(self) -> bool:
+        if super().is_parent_alive():
+            return True
+        self.tpool.release()
+        return False
+
     # --- accepting, per listener ----------------------------------------------------------
 
     def set_accept_enabled(self, enabled: bool) -> None:
@@ -222,6 +222,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             # The worker is stopping. A connection the kernel has queued for it would be
             # reset when its listeners close: take those first (murder_pending goes on).
             self.stop_accepting = time.monotonic() + STOP_ACCEPT
+            self.tpool.release()  # kept-alive connections back to the poller, which caps them
             self._take_queued()
             return
         self._accepting = enabled

@@ -1,8 +1,10 @@
 """The answering thread takes a kept-alive connection's next request only when it arrives whole
-within the linger; anything else goes back to the poller with every byte read so far."""
+at once, and while its pool does not want it back; anything else goes back to the poller with
+every byte read so far."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -46,7 +48,7 @@ def test_a_request_in_pieces_is_taken_once_whole(
     unreader = SocketUnreader(server)
     got: list[bool] = []
     waiting = threading.Thread(
-        target=lambda: got.append(next_request(server, unreader, WAIT, 1024))
+        target=lambda: got.append(next_request(server, unreader, WAIT, 1024, arrival=WAIT))
     )
     waiting.start()
     for piece in (REQUEST[:20], REQUEST[20:70], REQUEST[70:]):
@@ -87,6 +89,43 @@ def test_anything_else_goes_back_with_every_byte_read(
     except BlockingIOError:
         pass
     assert _held(unreader) + rest == sent, "no byte may be lost on the way back"
+
+
+def test_a_request_whose_rest_does_not_follow_at_once_goes_back(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """However long the thread may wait for a request, once its first bytes are in the rest
+    must follow within `arrival`: a trickling client is the poller's to guard."""
+    server, client = pair
+    unreader = SocketUnreader(server)
+    client.sendall(REQUEST[:20])
+    assert not next_request(server, unreader, WAIT, 1024, arrival=NONE)
+    assert _held(unreader) == REQUEST[:20]
+
+
+def test_the_pool_wanting_its_thread_back_hands_the_connection_back(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A thread waits on an idle connection only while `wanted` stays unreadable: once it is
+    readable the connection goes back (whatever waits in its socket stays there)."""
+    server, client = pair
+    wanted, want = os.pipe()
+    try:
+        unreader = SocketUnreader(server)
+        got: list[bool] = []
+        waiting = threading.Thread(
+            target=lambda: got.append(next_request(server, unreader, WAIT, 1024, wanted))
+        )
+        waiting.start()
+        os.write(want, b"!")
+        waiting.join(WAIT)
+        assert got == [False] and _held(unreader) == b""
+        client.sendall(REQUEST)  # a request already in when the pool wants the thread
+        assert not next_request(server, unreader, WAIT, 1024, wanted)
+        assert _held(unreader) == b"" and server.recv(1024, socket.MSG_PEEK) == REQUEST[:1024]
+    finally:
+        os.close(wanted)
+        os.close(want)
 
 
 def test_a_client_that_hangs_up_is_told(pair: tuple[socket.socket, socket.socket]) -> None:
