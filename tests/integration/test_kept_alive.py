@@ -1,14 +1,16 @@
 """A thread waits on an idle kept-alive connection for its next request only while no one else
 needs it (embedder.server.http.pool): with one HTTP thread, an idle client never keeps another
-from being served, a stopping worker lets go of idle connections at once, and keep-alive
-still ends."""
+from being served, a stopping or orphaned worker lets go of idle connections at once, and
+keep-alive still ends."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.integration import server as srv
@@ -102,4 +104,26 @@ def test_keep_alive_still_ends(tmp_path: Path, built_root: Path) -> None:
             assert _health(idle).startswith(b"HTTP/1.1 200 ")
             assert idle.recv(65536) == b"", "the server closes an idle connection"
     finally:
+        server.stop()
+
+
+def test_a_worker_whose_master_died_lets_go_of_an_idle_connection(
+    tmp_path: Path, built_root: Path
+) -> None:
+    """The keep-alive and the graceful timeout are both beyond the test's patience: the
+    orphaned worker exits within it only if the connection its thread waited on comes back
+    with a stopping worker's short linger, not its whole keep-alive."""
+    server = _serve(tmp_path, built_root, keepalive=600)
+    (worker,) = psutil.Process(server.proc.pid).children()
+    try:
+        assert server.port is not None
+        with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as idle:
+            assert _health(idle).startswith(b"HTTP/1.1 200 ")
+            server.proc.kill()
+            server.proc.wait(PATIENCE)
+            worker.wait(PATIENCE)
+            assert idle.recv(65536) == b"", "the idle connection is closed"
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
         server.stop()

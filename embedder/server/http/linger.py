@@ -33,6 +33,10 @@ class Closed(Exception):
     """The client closed the connection while the thread waited for its next request."""
 
 
+class Idle(Exception):
+    """Nothing came for the whole wait: the connection's keep-alive is over."""
+
+
 ARRIVAL = 0.002  # s: once a request's first bytes are in, the rest must be in within this
 
 
@@ -48,7 +52,7 @@ def next_request(
     the next request on `sock`, and take it if it is wholly in within `arrival` of its first
     bytes with at most `max_body` bytes of body: True once it is in `unreader` (ahead of what
     it held). False hands the connection back (what came so far is in `unreader` too); Closed
-    when the client hung up first."""
+    when the client hung up first, Idle when nothing came for `seconds`."""
     if seconds <= 0 or unreader.buf.getvalue():
         return False  # read ahead already: gthread's own path takes it
     poller = select.poll()
@@ -60,7 +64,11 @@ def next_request(
     try:
         while (left := deadline - time.monotonic()) > 0:
             events = poller.poll(left * 1000)
-            if not events or (not buf and any(fd == wanted for fd, _ in events)):
+            if not events:
+                if not buf:
+                    raise Idle
+                break
+            if not buf and any(fd == wanted for fd, _ in events):
                 break
             try:
                 data = sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)

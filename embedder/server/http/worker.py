@@ -45,7 +45,7 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
 from embedder.server.http.access import Throttled
-from embedder.server.http.linger import Closed, next_request
+from embedder.server.http.linger import Closed, Idle, next_request
 from embedder.server.http.outbox import Outbox, refusal, targets_rpc
 from embedder.server.http.pool import Pools
 from embedder.server.http.reading import Handover, Reader
@@ -81,13 +81,7 @@ class Conn(gthread.TConn):  # type: ignore[misc]
         self.listener = listener
         self.ready = False  # its request is in the buffer: the next step is a thread
         self.body_left = False  # its request's body was not read: close after the answer
-        self.idle_from: float | None = None  # its last answer's end, while a thread waits on it
         self.on_close: Any = None
-
-    def set_timeout(self) -> None:
-        """Keep-alive counts from the last answer, also when a thread waited on it first."""
-        since = time.monotonic() if self.idle_from is None else self.idle_from
-        self.timeout = since + self.cfg.keepalive
 
     def close(self, graceful: bool = False) -> None:
         """Closed at once: a lingering close is the worker's, in its poller."""
@@ -150,16 +144,17 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     def handle(self, conn: Conn) -> Any:
         """gthread's, then the connection's next requests in this same thread, each as it
         comes whole while the pool needs no thread (`embedder.server.http.pool`) and the last
-        answer is all out."""
-        conn.idle_from = None
+        answer is all out. A connection idle for its whole keep-alive is closed, as gthread's
+        poller would; one handed back earlier starts its keep-alive there (so the poller's
+        queue of kept-alive connections stays in the order of their deadlines)."""
         result = super().handle(conn)
         while (
             result is True
             and self.alive
-            and not getattr(conn.sock, "pending", True)
+            and isinstance(conn.sock, Wire)  # not TLS
+            and not conn.sock.pending
             and not conn.is_http2
         ):
-            conn.idle_from = time.monotonic()
             with self.tpool.of(conn.listener).waiting() as wanted:
                 if wanted is None:
                     break
@@ -169,9 +164,8 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
                         conn.sock, unreader, self.cfg.keepalive, self.max_body, wanted
                     ):
                         break
-                except Closed:
+                except (Closed, Idle):
                     return False
-            conn.idle_from = None
             conn.sock.whole = True
             result = super().handle(conn)
         return result
@@ -210,9 +204,12 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             client.sendall(refusal(status, code, str(exc)))
 
     def is_parent_alive(self) -> bool:
+        """A worker whose master is gone stops as on SIGTERM: the connections its threads
+        waited on come back to the poller, and those kept alive close within gthread's short
+        stopping linger, not their whole keep-alive."""
         if super().is_parent_alive():
             return True
-        self.tpool.release()
+        self.alive = False
         return False
 
     # --- accepting, per listener ----------------------------------------------------------

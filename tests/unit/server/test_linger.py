@@ -13,7 +13,7 @@ import pytest
 from gunicorn.http.unreader import SocketUnreader
 
 from embedder.server.http.framing import header_end
-from embedder.server.http.linger import Closed, announced_length, next_request
+from embedder.server.http.linger import Closed, Idle, announced_length, next_request
 
 WAIT = 60.0  # a bound for what must happen; the tests never wait it out when all is well
 NONE = 0.05  # a linger that must pass with nothing arriving
@@ -57,10 +57,13 @@ def test_a_request_in_pieces_is_taken_once_whole(
     assert got == [True] and _held(unreader) == REQUEST
 
 
-def test_nothing_within_the_linger_hands_back(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_nothing_for_the_whole_wait_ends_the_keep_alive(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     server, _ = pair
     unreader = SocketUnreader(server)
-    assert not next_request(server, unreader, NONE, 1024)
+    with pytest.raises(Idle):
+        next_request(server, unreader, NONE, 1024)
     assert _held(unreader) == b""
 
 
