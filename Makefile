@@ -130,7 +130,7 @@ browser-deps:
 # (under 10 minutes); prints and writes artifacts/bench/latest.{md,json}. torch first, pinned
 # to the CPU build on this machine's disk (a plain torch requirement pulls a CUDA build).
 # `EMBEDDER_CATALOG=shapes make bench`: the BGE-shaped stand-ins (random weights, ~1.9 GB built
-# once in the models root) with their reranker, against torch on the same weights.
+# once in the models root) with their reranker, against torch on the same weights (~15 minutes).
 # BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--levels 2,4"`.
 BENCH_ARGS ?=
 .PHONY: bench
