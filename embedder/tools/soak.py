@@ -52,15 +52,14 @@ from embedder.settings import default_models_root
 from embedder.tools import launch
 from embedder.tools.corpus import corpus
 from embedder.tools.soak_load import (
-    IDLE_SETTLE,
     Service,
     Shapes,
     Tally,
     client,
+    idle_sample,
     kinds,
     long_texts,
     rpc,
-    sample,
     sampler,
     settler,
 )
@@ -141,8 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in clients:
             t.join()
         duration = time.monotonic() - t0
-        time.sleep(IDLE_SETTLE)
-        sample(service, t0, True, samples)  # drained: the last idle reading
+        idle_sample(service, t0, samples)  # drained: the last idle reading
     finally:
         stop.set()
         for t in threads:

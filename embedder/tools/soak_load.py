@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from embedder.client.unixhttp import UnixHTTPConnection
 from embedder.tools import launch
 
 IDLE_SETTLE = 1.5  # s after draining before the idle RSS is read (the service trims at 1 s)
+SETTLE_STEP = 0.25  # s between idle readings while a worker's RSS still falls
+SETTLE_DROP = 1 << 20  # bytes: a smaller fall between two readings is noise
+SETTLE_BOUND = 10.0  # s at most spent waiting for the idle RSS to stop falling
 SHED_TRIES = 4  # a request the service sheds as overloaded is sent again up to 3 times
 
 Service = launch.Gunicorn
@@ -249,17 +253,56 @@ def client(
         tally.done(kind.label, time.monotonic() - t0, n, outcome.error)
 
 
-def sample(service: Service, t0: float, idle: bool, out: list[dict[str, Any]]) -> None:
-    """Every worker's (and the master's) RSS now, appended to `out`."""
+def _read(service: Service) -> dict[Any, int] | None:
+    """Every worker's (and the master's) RSS in bytes now, by pid; None if it cannot be read."""
     try:
         info = rpc(service.sock("rpc.sock"), "mem_info")
     except (OSError, ValueError, RuntimeError, http.client.HTTPException):
-        return  # a missed sample is no failed request
-    t = round(time.monotonic() - t0, 3)
-    for w in info["workers"]:
-        out.append({"t": t, "pid": w["pid"], "rss": w["rss"], "idle": idle})
+        return None  # a missed sample is no failed request
+    rss: dict[Any, int] = {w["pid"]: w["rss"] for w in info["workers"]}
     if info.get("master"):
-        out.append({"t": t, "pid": "master", "rss": info["master"]["rss"], "idle": idle})
+        rss["master"] = info["master"]["rss"]
+    return rss
+
+
+def _append(rss: dict[Any, int], t0: float, idle: bool, out: list[dict[str, Any]]) -> None:
+    t = round(time.monotonic() - t0, 3)
+    out.extend({"t": t, "pid": pid, "rss": v, "idle": idle} for pid, v in rss.items())
+
+
+def sample(service: Service, t0: float, idle: bool, out: list[dict[str, Any]]) -> None:
+    """Every worker's (and the master's) RSS now, appended to `out`."""
+    rss = _read(service)
+    if rss is not None:
+        _append(rss, t0, idle, out)
+
+
+def idle_sample(
+    service: Service,
+    t0: float,
+    out: list[dict[str, Any]],
+    wait: Callable[[float], object] = time.sleep,
+) -> None:
+    """Every worker's idle RSS, read once it has stopped falling: a worker hands freed memory
+    back 1 s after its last request (embedder.memory), and on a loaded machine that trim may
+    still run, or not have begun, when IDLE_SETTLE is over. A reading taken then counts what
+    the worker is about to give back (a soak read one such as 11 % growth). So after
+    IDLE_SETTLE it reads again every SETTLE_STEP while any worker's RSS fell by more than
+    SETTLE_DROP since the last reading, for at most SETTLE_BOUND."""
+    wait(IDLE_SETTLE)
+    last = _read(service)
+    deadline = time.monotonic() + SETTLE_BOUND
+    while last is not None and time.monotonic() < deadline:
+        wait(SETTLE_STEP)
+        now = _read(service)
+        if now is None:
+            break
+        falling = any(now.get(pid, rss) < rss - SETTLE_DROP for pid, rss in last.items())
+        last = now
+        if not falling:
+            break
+    if last is not None:
+        _append(last, t0, True, out)
 
 
 def sampler(
@@ -293,9 +336,7 @@ def settler(
         marks = [m for m in marks if m > time.monotonic()]
         tally.drain()
         try:
-            # A worker hands freed memory back 1 s after its last request (embedder.memory).
-            stop.wait(IDLE_SETTLE)
-            sample(service, t0, True, out)
+            idle_sample(service, t0, out, stop.wait)
         finally:
             tally.resume()
         due = time.monotonic() + every
