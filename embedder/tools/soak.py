@@ -11,11 +11,11 @@ and counted; a request fails if it gets any other answer, or is still shed on it
 
 RSS is read with `mem_info` in two ways. Under load (twice a second) it mostly measures the
 activations of whatever batches run at that instant, swinging by hundreds of MiB. So at regular
-checkpoints the load is drained and, once the workers have handed freed memory back (1.5 s),
-each worker's idle RSS is read: what a worker keeps between requests, which is what grows when
-memory leaks or fragments. The verdict compares each
-worker's median idle RSS in the first and last quarter of the run after warm-up (allocators and
-caches settle during warm-up), and counts failed requests.
+checkpoints the load is drained and, once the workers have handed freed memory back (their
+RSS has stopped falling: `soak_load.idle_sample`), each worker's idle RSS is read: what a
+worker keeps between requests, which is what grows when memory leaks or fragments. The
+verdict compares each worker's median idle RSS in the first and last quarter of the run after
+warm-up (allocators and caches settle during warm-up), and counts failed requests.
 
     python -m embedder.tools.soak --requests 50000 --seconds 7200 --out artifacts/soak
 
