@@ -67,7 +67,7 @@ class Pool:
         """While the caller waits on a connection: a file descriptor that becomes readable
         when the pool wants the thread back; None when it already does (or is stopping)."""
         with self._cond:
-            if self._released or self._stopped or len(self._work) > self._idle:
+            if self._released or len(self._work) > self._idle:  # shutdown releases too
                 fd = None
             else:
                 self._waiting += 1
