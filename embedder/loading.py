@@ -153,8 +153,12 @@ class Loader:
         on_change: Callable[[], None] = lambda: None,
         observer: Callable[[str], Observe | None] = lambda model: None,
         work: AbstractContextManager[Any] | None = None,
+        settle: Callable[[], None] | None = None,
     ) -> None:
         self.specs = list(specs)
+        # What runs once a round of loads has ended with a model loaded (the weights' huge
+        # pages): after `settled`, so it never delays the first answers.
+        self.settle = settle
         # Loading runs inside `work` (the worker's idle trim): the graph's parse buffers, freed
         # but kept by malloc, go back once it is idle.
         self.work = work if work is not None else nullcontext()
@@ -225,6 +229,7 @@ class Loader:
         finally:
             threadnames.name_all()  # the runners just started, named for per-thread CPU
             self._loaded.set()
+        self._settle()
         try:
             self._retry_downloads()
         except Exception as exc:
@@ -246,6 +251,7 @@ class Loader:
             self.failure_log.new_round()
             for spec in pending:
                 self._attempt(spec)
+            self._settle()
             delay = min(delay * 2, 900.0)
 
     def _attempt(self, spec: ModelSpec) -> None:
@@ -260,6 +266,15 @@ class Loader:
             if self.status_by_id[spec.id].state not in ("ready", "error"):
                 self._set(spec.id, state="error", error=_bug(exc), cause=None)
         self._changed()
+
+    def _settle(self) -> None:
+        """Run `settle` if some model is loaded; what it raises is logged, loading goes on."""
+        if self.settle is None or not (self.embeddings or self.rerankers):
+            return
+        try:
+            self.settle()
+        except Exception:
+            log.exception("settling the loaded models failed")
 
     def _abandon(self, exc: Exception, what: str) -> None:
         """The loader thread is ending on a bug: no model may still look as if it were loading

@@ -46,7 +46,7 @@ def _libc(symbol: str) -> Any | None:
         return None
 
 
-def _libc_trim() -> Callable[[], None] | None:
+def libc_trim() -> Callable[[], None] | None:
     trim = _libc("malloc_trim")
     if trim is None:
         return None
@@ -73,7 +73,7 @@ class IdleTrim:
         release: Callable[[], None] | None = None,
     ) -> None:
         self.idle = idle
-        self._trim = trim if trim is not None else _libc_trim()
+        self._trim = trim if trim is not None else libc_trim()
         self._release = release
         self._clock = clock
         self._cv = threading.Condition()
@@ -86,6 +86,11 @@ class IdleTrim:
     @property
     def available(self) -> bool:
         return self._trim is not None
+
+    def trim_now(self) -> None:
+        """Give malloc's free pages back now, whatever the work in progress."""
+        if self._trim is not None:
+            self._trim()
 
     def start(self) -> None:
         if self._trim is not None and self.idle > 0 and self._thread is None:

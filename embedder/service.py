@@ -29,6 +29,7 @@ from embedder.errors import (
     UnknownModel,
 )
 from embedder.health import Board, Health
+from embedder.hugepages import weights_on_huge_pages
 from embedder.limits import RequestLimits, estimated_cost
 from embedder.loading import Loader, Observe, Opener
 from embedder.memory import IdleTrim
@@ -53,6 +54,7 @@ class Service:
         max_queue_wait: float = 10.0,
         idle_trim: float = 1.0,
         board: Board | None = None,
+        huge_pages: bool = False,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -77,6 +79,7 @@ class Service:
             on_change=self._changed,
             observer=self._batch_observer,
             work=self.activity,
+            settle=self._huge_pages if huge_pages else None,
         )
         self.view = Health(catalog, store, self.loader, board)
         # Observers (metrics): runs of the micro-batcher, and work done per request.
@@ -103,6 +106,10 @@ class Service:
 
     def _changed(self) -> None:
         self.view.publish()
+
+    def _huge_pages(self) -> None:
+        """The loaded weights onto huge pages; malloc's free pages are given back first."""
+        weights_on_huge_pages(trim=self.activity.trim_now)
 
     def _batch_observer(self, model: str) -> Observe:
         def observe(texts: int, queued: list[float]) -> None:

@@ -93,6 +93,7 @@ class Settings:
     threads: int = 0  # cores per worker, a micro-batch runner on each; 0: derived
     cores: int = 0  # cores the service may use; 0: all
     shared_weights: bool = False  # one copy of each model's weights for all sessions (slower)
+    huge_pages: bool = True  # loaded weights collapsed onto transparent huge pages
     backend: str = "auto"  # auto | onnxruntime | openvino: the runtime of each model
     exact_fp32: bool = False  # FP32 levels and rerankers compute in FP32, never BF16
     max_queue_wait: int = 10  # seconds of queued work beyond which requests get 503
@@ -134,6 +135,7 @@ class Settings:
             threads=_int(env, "EMBEDDER_THREADS", 0),
             cores=_int(env, "EMBEDDER_CORES", 0),
             shared_weights=_bool(env, "EMBEDDER_SHARED_WEIGHTS", False),
+            huge_pages=_bool(env, "EMBEDDER_HUGE_PAGES", True),
             backend=_choice(env, "EMBEDDER_BACKEND", "auto", BACKENDS),
             exact_fp32=_bool(env, "EMBEDDER_EXACT_FP32", False),
             max_queue_wait=_int(env, "EMBEDDER_MAX_QUEUE_WAIT", 10, 1),

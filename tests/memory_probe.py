@@ -34,8 +34,8 @@ base = rss()
 # kept varied by up to 25 % between processes (3 levels, whatever the runners) and decided
 # comparisons within 10 %.
 _REPORT = """
-from embedder.memory import _libc_trim
-_libc_trim()()
+from embedder.memory import libc_trim
+libc_trim()()
 print(json.dumps({"model_bytes": rss() - base, **facts}))
 """
 

@@ -87,6 +87,7 @@ def build_service(settings: Settings, board: WorkerBoard | None = None) -> Servi
         backends=BackendPolicy(settings.backend, settings.exact_fp32),
         max_queue_wait=settings.max_queue_wait,
         board=board,
+        huge_pages=settings.huge_pages,
     )
 
 

@@ -4,7 +4,9 @@ token encodings (~1 GiB for 2048 texts of 8,000 characters) until the next one.
 
 The bound: before the fix this request left RSS at 309 MiB over a 190 MiB baseline (+63 %).
 With it, what stays is allocator residue, 1-22 MiB over a 170-188 MiB baseline in five
-quiet runs (+1 % to +12 %: a glibc arena pinned by a live chunk keeps what lies under it)."""
+quiet runs (+1 % to +12 %: a glibc arena pinned by a live chunk keeps what lies under it).
+The same worker has put its weights on huge pages by then (`embedder.hugepages`), and the
+bound holds with them."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from embedder.client.unixhttp import UnixHTTPConnection
+from embedder.hugepages import thp_mode
 from tests.integration import server as srv
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +34,13 @@ def _rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no RSS for {pid}")
+
+
+def _anon_huge_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _long_texts(n: int, chars: int) -> list[str]:
@@ -89,6 +100,8 @@ def test_rss_returns_to_the_baseline_after_a_large_request(
             )
             assert status == 200
         baseline = _steady(pid)
+        if thp_mode() in ("always", "madvise"):  # the weights went onto huge pages at load
+            wait_until("the weights on huge pages", lambda: _anon_huge_kib(pid) > 0, 60)
         big = json.dumps({"input": _long_texts(256, 8000), "model": MODEL})
         conn = UnixHTTPConnection(server.sock("rest.sock"), timeout=900)  # slow when shared
         try:

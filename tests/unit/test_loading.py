@@ -106,3 +106,54 @@ def test_stopping_the_service_ends_its_runner_threads(starter_store: ModelStore)
     assert not any(t.is_alive() for t in runners)
     with pytest.raises(ModelUnavailable, match="stopped"):
         svc.embed(["after"], spec)
+
+
+def test_the_loaded_weights_settle_once_the_first_load_has_ended(
+    starter_store: ModelStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`settle` (the weights onto huge pages) runs after the models are in, never before the
+    service is settled, and what it raises is logged without ending the loader's thread."""
+    svc = Service(STARTER, starter_store, models=[MODEL])
+    seen: list[tuple[bool, str]] = []
+
+    def settle() -> None:
+        seen.append((svc.loader.settled, svc.status_by_id[MODEL].state))
+        raise RuntimeError("settling broke")
+
+    svc.loader.settle = settle
+    with caplog.at_level(logging.ERROR, logger="embedder.loading"):
+        svc.start()
+        try:
+            wait_until("the weights settled", lambda: seen)
+            wait_until("the loader went on", lambda: not svc.loader._thread.is_alive())  # type: ignore[union-attr]
+        finally:
+            svc.stop()
+    assert seen == [(True, "ready")]
+    assert "settling broke" in caplog.text
+
+
+def test_nothing_settles_when_no_model_loaded(tmp_path: Path) -> None:
+    svc = Service(ONE, ModelStore(tmp_path, ONE, offline=True))
+    calls: list[int] = []
+    svc.loader.settle = lambda: calls.append(1)
+    svc.loader.retry_first = 3600
+    svc.start()
+    try:
+        assert not svc.wait(60)
+        thread = svc.loader._thread
+        assert thread is not None
+        # the loader has gone past its settling: it waits for a retry, or it has ended
+        wait_until(
+            "the loader past its settling",
+            lambda: not thread.is_alive() or svc.status_by_id["a"].retry_at is not None,
+        )
+    finally:
+        svc.stop()
+    assert calls == []
+
+
+def test_the_server_puts_the_weights_on_huge_pages_and_a_setting_stops_it(
+    starter_store: ModelStore,
+) -> None:
+    assert Service(STARTER, starter_store, models=[MODEL], huge_pages=True).loader.settle
+    assert Service(STARTER, starter_store, models=[MODEL]).loader.settle is None

@@ -23,6 +23,8 @@ import numpy as np
 from embedder.batcher import Engine
 from embedder.catalog import ModelSpec
 from embedder.encoder import TextEncoder
+from embedder.hugepages import weights_on_huge_pages
+from embedder.memory import libc_trim
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
 from embedder.store.files import ModelStore
@@ -51,9 +53,11 @@ class EngineResult:
 
 
 def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> TextEncoder:
-    """An TextEncoder as a worker builds it (same session options), on `threads` ORT threads."""
+    """A TextEncoder as a worker builds it (same session options, the weights on huge pages),
+    on `threads` ORT threads."""
     assert spec.onnx and spec.tokenizer
     session = open_session(store.path(spec, spec.onnx), SessionConfig(threads=threads))
+    weights_on_huge_pages(trim=libc_trim())
     tokenizer = load_tokenizer(store.path(spec, spec.tokenizer), spec.max_tokens)
     return TextEncoder(spec, session, tokenizer, RunLimits())
 

@@ -13,7 +13,7 @@ import pytest
 from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.catalog import STARTER
 from embedder.loading import Opener
-from embedder.memory import IdleTrim, _libc_trim
+from embedder.memory import IdleTrim, libc_trim
 from embedder.planning import RunLimits
 from embedder.service import Service
 from embedder.sessions import SessionConfig
@@ -48,7 +48,7 @@ def test_a_lone_text_after_the_idle_release_does_not_fault_its_memory_back_in(
     intermediate memory in again (all-minilm-l6-v2, one ~200-token text: ~780 pages;
     bge-base-sized: 100-1,100 pages by length). A large batch still gives its memory back
     (test_runtimes.test_openvino_batch_memory_goes_back_when_the_worker_is_idle)."""
-    trim = _libc_trim()
+    trim = libc_trim()
     if trim is None:
         pytest.skip("no glibc malloc_trim here")
     rt = Runtimes(BackendPolicy("openvino"), ModelStore(root, STARTER, offline=True))

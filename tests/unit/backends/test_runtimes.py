@@ -30,7 +30,7 @@ from embedder.batcher import Batcher
 from embedder.catalog import STARTER
 from embedder.encoder import Embedding
 from embedder.loading import Opener
-from embedder.memory import IdleTrim, _libc_trim
+from embedder.memory import IdleTrim, libc_trim
 from embedder.planning import RunLimits
 from embedder.service import Service
 from embedder.sessions import SessionConfig, open_session
@@ -330,12 +330,12 @@ def test_openvino_batch_memory_goes_back_when_the_worker_is_idle(root: Path) -> 
     assert session.release() is False
     session._busy = 0
     calls: list[str] = []
-    libc_trim = _libc_trim()  # as the service trims: what was freed goes back to the system
+    heap_trim = libc_trim()  # as the service trims: what was freed goes back to the system
 
     def trimmed() -> None:
         calls.append("trim")
-        if libc_trim is not None:
-            libc_trim()
+        if heap_trim is not None:
+            heap_trim()
 
     now = [0.0]
     trim = IdleTrim(1.0, trimmed, lambda: now[0], release=rt.release)
