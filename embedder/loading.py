@@ -268,8 +268,9 @@ class Loader:
         self._changed()
 
     def _settle(self) -> None:
-        """Run `settle` if some model is loaded; what it raises is logged, loading goes on."""
-        if self.settle is None or not (self.embeddings or self.rerankers):
+        """Run `settle` if some model is loaded (and the service is not stopping); what it
+        raises is logged, loading goes on."""
+        if self.settle is None or self._stop.is_set() or not (self.embeddings or self.rerankers):
             return
         try:
             self.settle()
