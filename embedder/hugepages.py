@@ -19,7 +19,7 @@ why; a range the kernel cannot collapse now (no free huge page) stays as it was.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
 import logging
 import os
 import time
@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from embedder.memory import libc_function
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,14 @@ THP = Path("/sys/kernel/mm/transparent_hugepage")
 
 @dataclass(frozen=True)
 class Collapsed:
-    """What one pass did: ranges now on huge pages (newly or already), ranges the kernel
-    could not collapse now, and why nothing was tried (None when it was)."""
+    """What one pass did: ranges now on huge pages (newly or already) and their bytes, ranges
+    the kernel could not collapse now, and why nothing was tried (None when it was)."""
 
     ranges: int = 0
     failed: int = 0
     seconds: float = 0.0
     skipped: str | None = None
-
-    def huge_bytes(self, size: int) -> int:
-        return self.ranges * size
+    huge_bytes: int = 0
 
 
 def thp_mode(root: Path = THP) -> str | None:
@@ -90,15 +90,16 @@ def aligned_ranges(start: int, end: int, size: int) -> Iterator[int]:
 
 
 class _Libc:
+    """madvise and mincore, typed; OSError where the C library lacks either."""
+
     def __init__(self) -> None:
-        name = ctypes.util.find_library("c")
-        if not name:
-            raise OSError("no C library")
-        libc = ctypes.CDLL(name, use_errno=True)
-        self.madvise = libc.madvise
+        madvise, mincore = libc_function("madvise"), libc_function("mincore")
+        if madvise is None or mincore is None:
+            raise OSError("the C library has no madvise or mincore")
+        self.madvise: Any = madvise
+        self.mincore: Any = mincore
         self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         self.madvise.restype = ctypes.c_int
-        self.mincore = libc.mincore
         self.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
         self.mincore.restype = ctypes.c_int
 
@@ -143,10 +144,10 @@ def collapse(
                 done += 1
                 continue
             err = ctypes.get_errno()
-            if err == 22 and done == 0 and failed == 0:  # EINVAL: no such call, or disabled
+            if err == errno.EINVAL and done == 0 and failed == 0:  # no such call, or disabled
                 return Collapsed(skipped=f"the kernel cannot collapse: {os.strerror(err)}")
             failed += 1
-    return Collapsed(done, failed, time.perf_counter() - began)
+    return Collapsed(done, failed, time.perf_counter() - began, huge_bytes=done * size)
 
 
 def weights_on_huge_pages(trim: Callable[[], None] | None = None) -> Collapsed:
@@ -157,7 +158,7 @@ def weights_on_huge_pages(trim: Callable[[], None] | None = None) -> Collapsed:
     else:
         log.info(
             "%d MiB on huge pages in %.1fs (%d ranges not collapsed now)",
-            result.huge_bytes(huge_page_size()) >> 20,
+            result.huge_bytes >> 20,
             result.seconds,
             result.failed,
         )

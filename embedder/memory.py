@@ -30,24 +30,25 @@ def limit_arenas(count: int = 2) -> bool:
     With 16 HTTP threads each tokenising into its own arena, freed memory fragments across
     them and trimming gives less back; two arenas kept idle RSS lower at the same throughput
     (docs/memory.md). Call before the threads start. False where there is no glibc."""
-    mallopt = _libc("mallopt")
+    mallopt = libc_function("mallopt")
     return mallopt is not None and mallopt(M_ARENA_MAX, count) == 1
 
 
-def _libc(symbol: str) -> Any | None:
-    """A function of the C library, or None where there is none by that name (not glibc:
-    musl has no malloc_trim)."""
+def libc_function(symbol: str) -> Any | None:
+    """A function of the C library (its own object: set its argtypes freely; `ctypes.get_errno`
+    reads its errno), or None where there is none by that name (not glibc: musl has no
+    malloc_trim)."""
     name = ctypes.util.find_library("c")
     if not name:
         return None
     try:
-        return getattr(ctypes.CDLL(name), symbol)
+        return getattr(ctypes.CDLL(name, use_errno=True), symbol)
     except (OSError, AttributeError):
         return None
 
 
 def libc_trim() -> Callable[[], None] | None:
-    trim = _libc("malloc_trim")
+    trim = libc_function("malloc_trim")
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
