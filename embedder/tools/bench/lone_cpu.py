@@ -75,29 +75,41 @@ def engine_text(encoder: TextEncoder, text: str) -> tuple[int, int]:
 
 def one_round(
     encoder: TextEncoder, targets: Sequence[Target], model: str, texts: Sequence[str], r: int
-) -> tuple[dict[str, dict[str, int]], tuple[int, int]]:
-    """Each target's workers' CPU (ns by thread role) and the engine's (all steps, run alone)
-    for `texts`, text by text: the engine and each server on the same text back to back (load
-    that drifts within a round hits all of them), the servers' order flipped every text (each
-    follows the engine as often as the other server)."""
+) -> tuple[dict[str, dict[str, int]], tuple[int, int], dict[str, list[float]]]:
+    """Each target's workers' CPU (ns by thread role), the engine's (all steps, run alone) for
+    `texts`, and each text's wall time over the engine's on each target (ms; the engine's own
+    under "engine"), text by text: the engine and each server on the same text back to back
+    (load that drifts within a round hits all of them), the servers' order flipped every text
+    (each follows the engine as often as the other server)."""
     bodies = [
         json.dumps({"model": model, "input": t, "encoding_format": "base64"}).encode()
         for t in texts
     ]
     before = {t.name: schedstat.threads(t.workers()) for t in targets}
     total = run = 0
+    walls: dict[str, list[float]] = {t.name: [] for t in targets}
+    walls["engine"] = []
     for i, (text, body) in enumerate(zip(texts, bodies, strict=True)):
+        w0 = time.perf_counter_ns()
         took, ran = engine_text(encoder, text)
+        engine_wall = (time.perf_counter_ns() - w0) / 1e6
+        walls["engine"].append(engine_wall)
         total, run = total + took, run + ran
         for target in targets if (r + i) % 2 == 0 else reversed(targets):
+            w0 = time.perf_counter_ns()
             if (status := target.post(body)) != 200:
                 raise RuntimeError(f"{target.name}: HTTP {status} for a lone text")
+            walls[target.name].append((time.perf_counter_ns() - w0) / 1e6 - engine_wall)
     used = {t.name: schedstat.used(before[t.name], schedstat.threads(t.workers())) for t in targets}
-    return used, (total, run)
+    return used, (total, run), walls
 
 
-def per_round(cpu: dict[str, int], engine: tuple[int, int], n: int) -> dict[str, Any]:
-    """One round's figures in ms per text: the worker's, the engine's and the difference."""
+def per_round(
+    cpu: dict[str, int], engine: tuple[int, int], n: int, over: list[float], wall: list[float]
+) -> dict[str, Any]:
+    """One round's figures in ms per text: the worker's CPU, the engine's and the difference;
+    the median text's latency over the engine's (`over`: text by text) and the engine's own
+    wall time (`wall`)."""
     server = sum(cpu.values()) / n / 1e6
     eng, run = engine[0] / n / 1e6, engine[1] / n / 1e6
     threads = {k: v / n / 1e6 for k, v in cpu.items()}
@@ -107,6 +119,8 @@ def per_round(cpu: dict[str, int], engine: tuple[int, int], n: int) -> dict[str,
         "engine_run_ms": run,
         "over_ms": server - eng,
         "threads_ms": threads,
+        "latency_over_ms": median(over),
+        "engine_wall_ms": median(wall),
     }
 
 
@@ -123,6 +137,8 @@ def summary(rounds: list[dict[str, Any]], texts: int) -> dict[str, Any]:
         "server_ms": median([r["server_ms"] for r in rounds]),
         "engine_ms": median([r["engine_ms"] for r in rounds]),
         "engine_run_ms": median([r["engine_run_ms"] for r in rounds]),
+        "latency_over_ms": median([r["latency_over_ms"] for r in rounds]),
+        "engine_wall_ms": median([r["engine_wall_ms"] for r in rounds]),
         "threads_ms": {
             k: median([r["threads_ms"].get(k, 0.0) for r in rounds])
             for k in schedstat.ROLES
@@ -150,9 +166,9 @@ def measure(
     for r in range(rounds):
         if r >= least and time.monotonic() > until:
             break
-        cpu, engine = one_round(encoder, targets, model, texts, r)
+        cpu, engine, walls = one_round(encoder, targets, model, texts, r)
         for name, used in cpu.items():
-            got[name].append(per_round(used, engine, len(texts)))
+            got[name].append(per_round(used, engine, len(texts), walls[name], walls["engine"]))
     return {name: summary(rs, len(texts)) for name, rs in got.items()}
 
 
@@ -180,6 +196,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         help="a checkout whose server to measure (repeatable: compared with the first)",
     )
+    ap.add_argument(
+        "--models",
+        choices=("one", "all", "both"),
+        default="one",
+        help="what each server loads: the level's model, the whole catalog (as the bench's "
+        "servers), or a server of each (what the other models cost a lone run)",
+    )
     ap.add_argument("--layout", default="1x2", help="WORKERSxTHREADS (default 1x2)")
     ap.add_argument("--via", choices=("unix", "tcp"), default="unix")
     ap.add_argument("--texts", type=int, default=32, help="texts per round (the bench's)")
@@ -204,17 +227,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     store.ensure(spec)
     texts = corpus(FULL.corpus_size, FULL.seed)[: a.texts]
     workers, _, threads = a.layout.partition("x")
-    checkouts = a.checkout or [None]
+    sets = {"one": [spec.id], "all": [m.id for m in catalog.models]}
+    chosen = list(sets) if a.models == "both" else [a.models]
+    for m in catalog.models:
+        if "all" in chosen:
+            store.ensure(m)
+    runs = [(c, s) for c in a.checkout or [None] for s in chosen]
     tmp = Path(tempfile.mkdtemp(prefix="embedder-lone-cpu-"))
     servers: list[server.Server] = []
     try:
-        for i, checkout in enumerate(checkouts):
+        for i, (checkout, models) in enumerate(runs):
             servers.append(
                 server.start(
                     tmp / str(i),
                     catalog=a.catalog,
                     models_root=root,
-                    models=[spec.id],
+                    models=sets[models],
                     workers=int(workers),
                     threads=int(threads),
                     checkout=checkout.resolve() if checkout else None,
@@ -223,8 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for srv in servers:
             srv.wait_ready()
         targets = [
-            Target(str(c or "this checkout"), getattr(srv, a.via), srv.worker_pids)
-            for c, srv in zip(checkouts, servers, strict=True)
+            Target(
+                f"{c or 'this checkout'}" + (f" [{m} model(s)]" if len(chosen) > 1 else ""),
+                getattr(srv, a.via),
+                srv.worker_pids,
+            )
+            for (c, m), srv in zip(runs, servers, strict=True)
         ]
         encoder = engine.open_embedder(store, spec, 1)
         got = measure(
@@ -242,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{t.name}: {spec.id} via {a.via}, {len(s['rounds'])} rounds x {s['texts']} texts: "
             f"service CPU per lone text {s['over_ms']:.3f} ms over the engine's "
             f"({s['over_min_ms']:.3f}..{s['over_max_ms']:.3f}); worker {s['server_ms']:.3f} ms "
-            f"({roles}); engine {s['engine_ms']:.3f} ms (its run {s['engine_run_ms']:.3f})"
+            f"({roles}); engine {s['engine_ms']:.3f} ms (its run {s['engine_run_ms']:.3f}); "
+            f"latency {s['latency_over_ms']:.3f} ms over the engine's "
+            f"{s['engine_wall_ms']:.3f} (the median text, paired)"
         )
         if s is not first:
             p = paired(first, s)

@@ -56,7 +56,8 @@ def _summary(r: dict[str, Any]) -> list[str]:
         value = num(t["value"], 2) if t["key"] == "idle" else pct(t["value"])
         if t["key"] == "idle_cpu":
             latency = num(t.get("latency_ms"), 2)
-            value = f"{num(t['value'], 2)} ms CPU (latency {latency or '-'} ms)"
+            how = ", back to back" if t.get("back_to_back") else ""
+            value = f"{num(t['value'], 2)} ms CPU (latency {latency or '-'} ms{how})"
         if t["key"] in X_TARGETS:
             value = None if t["value"] is None else f"{t['value']:.2f}x"
         rows.append([t["target"], t["where"], value, verdict])
@@ -86,7 +87,8 @@ NOTES = """## How to read this
 - **Service CPU per lone text**: the workers' CPU time per lone request (every thread's, from
   /proc) minus this process's CPU time for the engine on the same texts (a single-thread
   session), in rounds alternating the two: CPU, not wall time, so other processes' load
-  hardly moves it. The lone-text target reads it (the latency figure is shown beside).
+  hardly moves it. The lone-text target reads it, with the latency over the engine beside:
+  each text's round trip minus the engine's wall time for the same text just before it.
 """
 
 

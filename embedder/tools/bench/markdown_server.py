@@ -134,6 +134,7 @@ def lone(r: dict[str, Any]) -> list[str]:
             num(x["overhead_ms"], 2),
             num_pair(x["overhead_paired_ms"], x.get("overhead_paired_max_ms")),
             cpu_cell(x),
+            num_pair(x.get("cpu_latency_over_ms"), x.get("cpu_engine_wall_ms")),
             num_pair(x.get("cpu_server_ms"), x.get("cpu_engine_ms")),
             threads_cell(x.get("cpu_threads_ms")),
             num(x["texts_per_s"]),
@@ -144,6 +145,7 @@ def lone(r: dict[str, Any]) -> list[str]:
     ]
     head = ["level", "path", "p50 ms", "p99 ms", "engine p50 / max ms (1 t)", "overhead ms"]
     head += ["paired overhead p50 / max ms", "service CPU per lone text (ms, over the engine's)"]
+    head += ["latency over the engine, back to back / engine ms"]
     head += ["worker / engine CPU per text ms", "worker's, of which (ms)"]
     head += ["c1 texts/s", "c1 vs limit"]
     head += ["c1 vs limit, no overhead"]
@@ -158,9 +160,12 @@ def lone(r: dict[str, Any]) -> list[str]:
         "adds. Service CPU: the workers' CPU time per lone request minus the engine's for the "
         "same texts, median over rounds that alternate the two (min..max), rounds x texts; "
         "of which: the worker's CPU by thread (http: request threads, runners, main: "
-        "gunicorn's loop, native: library threads). No overhead: 1000 / engine p50 as a "
-        "share of the limit, the most c1 could reach at batch 1 (the limit batches the "
-        "whole corpus on every core)._",
+        "gunicorn's loop, native: library threads). Back to back: in the same rounds, each "
+        "text's latency minus the engine's wall time for it just before (median text, median "
+        "over rounds; the engine's median beside); the paired column's engine times ran "
+        "minutes before the server's, so machine drift moves it by milliseconds. No "
+        "overhead: 1000 / engine p50 as a share of the limit, the most c1 could reach at "
+        "batch 1 (the limit batches the whole corpus on every core)._",
     )
 
 

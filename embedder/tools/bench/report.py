@@ -131,7 +131,11 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
             if cpu is not None:
                 # CPU time, nearly blind to other processes' load; the latency stays shown.
                 got = _target(IDLE_CPU, where, cpu["over_ms"], lower_is_better=True)
-                targets.append(got | {"latency_ms": idle[0] if idle else None})
+                # The latency of the same rounds (each text right after the engine's) when
+                # measured; else the scenario's, whose engine times ran minutes earlier.
+                back = cpu.get("latency_over_ms")
+                latency = back if back is not None else idle[0] if idle else None
+                targets.append(got | {"latency_ms": latency, "back_to_back": back is not None})
             elif idle:
                 targets.append(_target(IDLE, where, idle[0], lower_is_better=True))
     peer = result.get("peer", {})

@@ -101,8 +101,9 @@ def test_a_thread_that_ended_is_lost_and_a_new_one_counts_whole() -> None:
 
 def test_rounds_subtract_the_engine_and_the_summary_keeps_the_spread() -> None:
     cpu = {"http": 4_000_000, "runners": 12_000_000, "main": 0, "native": 0, "other": 0}
-    one = lone_cpu.per_round(cpu, (10_000_000, 8_000_000), 4)
+    one = lone_cpu.per_round(cpu, (10_000_000, 8_000_000), 4, [0.9, 0.2, 0.5, 3.0], [2, 3, 9, 4])
     assert one["server_ms"] == pytest.approx(4.0) and one["engine_ms"] == pytest.approx(2.5)
+    assert one["latency_over_ms"] == pytest.approx(0.7) and one["engine_wall_ms"] == 3.5
     assert one["over_ms"] == pytest.approx(1.5) and one["engine_run_ms"] == pytest.approx(2.0)
     assert one["threads_ms"]["http"] == pytest.approx(1.0)
     two = one | {"server_ms": 3.5, "over_ms": 1.0}
@@ -110,6 +111,7 @@ def test_rounds_subtract_the_engine_and_the_summary_keeps_the_spread() -> None:
     s = lone_cpu.summary([one, two, three], 4)
     assert s["over_ms"] == 1.5 and s["over_min_ms"] == 1.0 and s["over_max_ms"] == 2.5
     assert s["requests"] == 12 and s["threads_ms"]["runners"] == pytest.approx(3.0)
+    assert s["latency_over_ms"] == pytest.approx(0.7)
     p = lone_cpu.paired(s, s | {"rounds": [two, three, two]})
     assert p == {"median_ms": -0.5, "lower": 2, "rounds": 3}
 
@@ -152,6 +154,20 @@ def test_the_lone_target_reads_the_cpu_figure_and_shows_the_latency() -> None:
     assert "0.70 (0.60..0.80; 2 x 4)" in md and "http 1.20" in md and "main 0.00" not in md
     assert "| 3.70 / 3.00 |" in md
     assert "0.70 ms CPU (latency 2.00 ms)" in md and "service CPU per lone text" in md
+
+
+def test_the_lone_target_shows_the_back_to_back_latency_where_measured() -> None:
+    cpu = {"level": "starter:2", "model": "m", "transport": "tcp", "texts": 4, "rounds": [{}]}
+    cpu |= {"over_ms": 0.7, "over_min_ms": 0.6, "over_max_ms": 0.8, "server_ms": 3.7}
+    cpu |= {"engine_ms": 3.0, "engine_run_ms": 2.7, "threads_ms": {"http": 1.2}}
+    cpu |= {"latency_over_ms": 0.45, "engine_wall_ms": 2.9}
+    result = _result(cpu)
+    out = report.analyse(result)
+    (target,) = [t for t in out["targets"] if t["key"].startswith("idle")]
+    # the rounds' own latency, not the scenario's (engine timed apart: 2 ms)
+    assert target["latency_ms"] == 0.45 and target["back_to_back"]
+    md = report.markdown(result | out | _context())
+    assert "0.70 ms CPU (latency 0.45 ms, back to back)" in md and "| 0.45 / 2.90 |" in md
 
 
 def test_without_a_cpu_figure_the_lone_target_stays_the_latency() -> None:
