@@ -250,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         for srv in servers:
             srv.wait_ready()
+        for srv in servers:  # the weights' move to huge pages runs after ready
+            if not schedstat.quiet(srv.worker_pids):
+                print(f"{srv.sockets}: the workers are still busy after load; measuring anyway")
         targets = [
             Target(
                 f"{c or 'this checkout'}" + (f" [{m} model(s)]" if len(chosen) > 1 else ""),

@@ -11,7 +11,7 @@ from typing import Any
 
 from embedder.catalog import BGE, SHAPES, STARTER, Catalog
 from embedder.settings import Settings
-from embedder.tools.bench import lone_cpu, server
+from embedder.tools.bench import lone_cpu, schedstat, server
 from embedder.tools.bench.engine import open_embedder
 from embedder.tools.bench.machine import cores
 from embedder.tools.bench.plan import Options, Shape
@@ -46,6 +46,8 @@ def start_servers(
         try:
             srv.wait_ready(timeout=max(30.0, 240.0 - (time.monotonic() - began)))
             info["ready_s"] = time.monotonic() - began
+            # What a worker does once it answers (the weights onto huge pages) ends first.
+            info["quiet_after_load"] = schedstat.quiet(srv.worker_pids, bound=60.0)
             info["scenarios"] = []
         except (RuntimeError, TimeoutError, OSError) as exc:
             info["error"] = str(exc)

@@ -10,7 +10,8 @@ count, not the tick-sampled utime/stime).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -77,3 +78,25 @@ def used(before: Mapping[tuple[int, int], tuple[str, int]], after: Threads) -> d
     for key, (name, ns) in after.items():
         out[name] = out.get(name, 0) + ns - before.get(key, (name, 0))[1]
     return out
+
+
+def quiet(
+    pids: Callable[[], Iterable[int]],
+    *,
+    share: float = 0.05,
+    window: float = 0.5,
+    bound: float = 120.0,
+) -> bool:
+    """Wait until the processes `pids()` names used under `share` of one CPU over a `window`
+    of seconds: what a worker does once it answers (the weights' move onto huge pages, the
+    idle trim after the load) is over before anything is measured. False if they were still
+    busy after `bound` seconds (then measure anyway, and say so)."""
+    end = time.monotonic() + bound
+    while True:
+        before = threads(pids())
+        time.sleep(window)
+        busy = sum(used(before, threads(pids())).values()) / 1e9
+        if busy < share * window:
+            return True
+        if time.monotonic() > end:
+            return False

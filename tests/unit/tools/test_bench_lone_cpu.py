@@ -5,9 +5,12 @@ for as long as its own clock says, and /proc must show at least that."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,6 +100,19 @@ def test_a_thread_that_ended_is_lost_and_a_new_one_counts_whole() -> None:
     after = {(1, 10): ("http", 800), (1, 12): ("runners", 250)}
     used = schedstat.used(before, after)
     assert used["http"] == 300 and used["runners"] == 250 and used["other"] == 0
+
+
+def test_quiet_waits_for_a_busy_process_and_gives_up_at_its_bound(tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    spin = "import os, sys\nwhile not os.path.exists(sys.argv[1]): pass\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", spin, str(stop)], stdin=subprocess.PIPE)
+    try:
+        assert not schedstat.quiet(lambda: [child.pid], window=0.2, bound=0.5)
+        stop.touch()  # now it blocks on its stdin
+        assert schedstat.quiet(lambda: [child.pid], window=0.2, bound=60.0)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_rounds_subtract_the_engine_and_the_summary_keeps_the_spread() -> None:
