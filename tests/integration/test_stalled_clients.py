@@ -16,6 +16,7 @@ import contextlib
 import http.client
 import json
 import select
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,12 @@ def stalled() -> Iterator[list[socket.socket]]:
     """The stalling clients' sockets, closed whatever happens."""
     socks: list[socket.socket] = []
     yield socks
+    for s in socks:
+        s.close()
+
+
+def _leave(socks: list[socket.socket]) -> None:
+    """The stalling clients go (the fixture closes them again, harmlessly)."""
     for s in socks:
         s.close()
 
@@ -178,6 +185,7 @@ def test_clients_that_never_read_their_answer_hold_no_thread(
         assert all(queues[s.getsockname()[1]][1] > 0 for s in stalled), "answers all sent?"
         _prompt(server)
     finally:
+        _leave(stalled)  # answers in flight: a stop would wait for them (graceful timeout)
         server.stop()
 
 
@@ -233,9 +241,15 @@ def test_bodies_over_the_limit_are_refused_unread(
     tmp_path: Path, built_root: Path, stalled: list[socket.socket]
 ) -> None:
     """A body announced over EMBEDDER_MAX_BODY_BYTES and never sent: the thread used to read
-    (drain) it before the 413, waiting for as long as the body timeout."""
+    (drain) it before the 413, waiting for as long as the body timeout. Once the worker
+    stops, the connections it answered are closed within a short linger: they held its exit
+    for the body timeout (or the graceful timeout, whichever came first)."""
     server = _serve(
-        tmp_path, built_root, EMBEDDER_BODY_TIMEOUT="600", EMBEDDER_MAX_BODY_BYTES="4096"
+        tmp_path,
+        built_root,
+        EMBEDDER_BODY_TIMEOUT="600",
+        EMBEDDER_MAX_BODY_BYTES="4096",
+        EMBEDDER_GRACEFUL_TIMEOUT="600",
     )
     try:
         assert server.port is not None
@@ -246,6 +260,8 @@ def test_bodies_over_the_limit_are_refused_unread(
         for s in stalled:
             assert _read_answer(s).startswith(b"HTTP/1.1 413 "), "no 413 before the body"
         _prompt(server)
+        server.proc.send_signal(signal.SIGTERM)  # the clients still hold their connections
+        assert server.proc.wait(PATIENCE) == 0
     finally:
         server.stop()
 
@@ -284,4 +300,5 @@ def test_large_bodies_beyond_the_budget_wait_in_the_poller(
         ready[0].sendall(body)
         assert _read_answer(ready[0]).startswith(b"HTTP/1.1 200 ")
     finally:
+        _leave(stalled)  # requests in flight: a stop would wait for them (graceful timeout)
         server.stop()

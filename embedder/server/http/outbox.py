@@ -152,6 +152,13 @@ class Outbox:
     def _close_now(self, conn: Any) -> None:
         self.closed(conn)
 
+    def cap_closes(self, deadline: float) -> None:
+        """Closes still draining end by `deadline` (time.monotonic) at the latest: a stopping
+        worker's answers are out, and a client that sits on a connection it has its answer on
+        must not hold the worker's exit for the body timeout."""
+        for key, (conn, was) in list(self.closing.items()):
+            self.closing[key] = (conn, min(was, deadline))
+
     # --- deadlines ------------------------------------------------------------------------
 
     def expire(self) -> None:

@@ -220,6 +220,7 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
             # reset when its listeners close: take those first (murder_pending goes on).
             self.stop_accepting = time.monotonic() + STOP_ACCEPT
             self.tpool.release()  # kept-alive connections back to the poller, which caps them
+            self.outbox.cap_closes(time.monotonic() + CLOSE_LINGER)  # as gthread caps those
             self._take_queued()
             return
         self._accepting = enabled
@@ -344,7 +345,8 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
         if keep:
             super().finish_request(conn, _finished(True))
         else:
-            self.outbox.close(conn, self.body_timeout if conn.body_left else CLOSE_LINGER)
+            drain = conn.body_left and self.alive  # a stopping worker lingers briefly
+            self.outbox.close(conn, self.body_timeout if drain else CLOSE_LINGER)
 
     # --- deadlines, on every poller wake --------------------------------------------------
 
