@@ -229,9 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers, _, threads = a.layout.partition("x")
     sets = {"one": [spec.id], "all": [m.id for m in catalog.models]}
     chosen = list(sets) if a.models == "both" else [a.models]
-    for m in catalog.models:
-        if "all" in chosen:
-            store.ensure(m)
+    for m in catalog.models if "all" in chosen else ():
+        store.ensure(m)
     runs = [(c, s) for c in a.checkout or [None] for s in chosen]
     tmp = Path(tempfile.mkdtemp(prefix="embedder-lone-cpu-"))
     servers: list[server.Server] = []
