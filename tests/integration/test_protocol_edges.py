@@ -9,6 +9,8 @@
 | a flood of malformed requests                     | a log line per interval, not per request|
 | a body just over 64 MiB sent by http.client       | the client reads the 413 (was a broken  |
 |                                                   | pipe: the drain stopped at 64 MiB)      |
+| a chunked body over the limit                     | 413 with `Connection: close` (was       |
+|                                                   | keep-alive, then the connection closed) |
 | connections made just after SIGTERM               | answered or refused, never reset        |
 """
 
@@ -112,6 +114,30 @@ def test_a_refused_body_is_drained_by_time_not_by_size(live: srv.Server, via: st
         response.read()
         conn.request("GET", "/health")  # the next request (on a new connection: that one closed)
         assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("via", ["tcp", "rest.sock"])
+def test_a_chunked_body_over_the_limit_is_refused_with_connection_close(
+    live: srv.Server, via: str
+) -> None:
+    """Its 413 said `Connection: keep-alive` and the connection then closed, the rest of the
+    body unread: a client that took the answer at its word lost its next request there."""
+    piece = b" " * (1 << 20)
+    conn = _connection(live, via)
+    try:
+        conn.request(
+            "POST",
+            "/v1/embeddings",
+            body=iter([piece] * 17),  # over the default 16 MiB, sent whole before reading
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        assert response.status == 413, response.read()[:300]
+        assert response.getheader("Connection") == "close"
+        response.read()
     finally:
         conn.close()
 

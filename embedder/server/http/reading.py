@@ -181,7 +181,7 @@ class Reader:
                         self._wait(g)
                     return False
             except OverLimit:
-                return self._hand_over(g, Handover(g.end, over_limit=True))
+                return self._hand_over(g, Handover(g.end, body_left=True, over_limit=True))
             except Malformed:  # gunicorn's parser says what is wrong with it
                 return self._hand_over(g, Handover(len(g.buf), body_left=True))
         elif len(g.buf) < g.need:
