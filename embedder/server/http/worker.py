@@ -215,7 +215,9 @@ class GuardedWorker(gthread.ThreadWorker):  # type: ignore[misc]
     # --- accepting, per listener ----------------------------------------------------------
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        if not enabled and not self.alive and self.stop_accepting is None:
+        if self.stop_accepting is not None:
+            return  # stopping: murder_pending closes the listeners when the moment is over
+        if not enabled and not self.alive:
             # The worker is stopping. A connection the kernel has queued for it would be
             # reset when its listeners close: take those first (murder_pending goes on).
             self.stop_accepting = time.monotonic() + STOP_ACCEPT
