@@ -73,35 +73,50 @@ def engine_text(encoder: TextEncoder, text: str) -> tuple[int, int]:
     return time.process_time_ns() - t0, t2 - t1
 
 
+@dataclass
+class Round:
+    """One round over the texts: each target's workers' CPU (ns by thread role), the engine's
+    (all steps, run alone), the engine's wall time per text (ms) and each target's round trip
+    per text over the engine's wall time for that text (ms)."""
+
+    cpu: dict[str, dict[str, int]]
+    engine: tuple[int, int]
+    engine_walls: list[float]
+    over: dict[str, list[float]]
+
+
 def one_round(
-    encoder: TextEncoder, targets: Sequence[Target], model: str, texts: Sequence[str], r: int
-) -> tuple[dict[str, dict[str, int]], tuple[int, int], dict[str, list[float]]]:
-    """Each target's workers' CPU (ns by thread role), the engine's (all steps, run alone) for
-    `texts`, and each text's wall time over the engine's on each target (ms; the engine's own
-    under "engine"), text by text: the engine and each server on the same text back to back
-    (load that drifts within a round hits all of them), the servers' order flipped every text
-    (each follows the engine as often as the other server)."""
+    encoder: TextEncoder,
+    targets: Sequence[Target],
+    model: str,
+    texts: Sequence[str],
+    r: int,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> Round:
+    """`texts` text by text: the engine and each server on the same text back to back (load
+    that drifts within a round hits all of them), the servers' order flipped every text (each
+    follows the engine as often as the other server); wall times read from `clock` (ns)."""
     bodies = [
         json.dumps({"model": model, "input": t, "encoding_format": "base64"}).encode()
         for t in texts
     ]
     before = {t.name: schedstat.threads(t.workers()) for t in targets}
     total = run = 0
-    walls: dict[str, list[float]] = {t.name: [] for t in targets}
-    walls["engine"] = []
+    engine_walls: list[float] = []
+    over: dict[str, list[float]] = {t.name: [] for t in targets}
     for i, (text, body) in enumerate(zip(texts, bodies, strict=True)):
-        w0 = time.perf_counter_ns()
+        w0 = clock()
         took, ran = engine_text(encoder, text)
-        engine_wall = (time.perf_counter_ns() - w0) / 1e6
-        walls["engine"].append(engine_wall)
+        engine_wall = (clock() - w0) / 1e6
+        engine_walls.append(engine_wall)
         total, run = total + took, run + ran
         for target in targets if (r + i) % 2 == 0 else reversed(targets):
-            w0 = time.perf_counter_ns()
+            w0 = clock()
             if (status := target.post(body)) != 200:
                 raise RuntimeError(f"{target.name}: HTTP {status} for a lone text")
-            walls[target.name].append((time.perf_counter_ns() - w0) / 1e6 - engine_wall)
+            over[target.name].append((clock() - w0) / 1e6 - engine_wall)
     used = {t.name: schedstat.used(before[t.name], schedstat.threads(t.workers())) for t in targets}
-    return used, (total, run), walls
+    return Round(used, (total, run), engine_walls, over)
 
 
 def per_round(
@@ -166,9 +181,12 @@ def measure(
     for r in range(rounds):
         if r >= least and time.monotonic() > until:
             break
-        cpu, engine, walls = one_round(encoder, targets, model, texts, r)
-        for name, used in cpu.items():
-            got[name].append(per_round(used, engine, len(texts), walls[name], walls["engine"]))
+        got_round = one_round(encoder, targets, model, texts, r)
+        for name, used in got_round.cpu.items():
+            figures = per_round(
+                used, got_round.engine, len(texts), got_round.over[name], got_round.engine_walls
+            )
+            got[name].append(figures)
     return {name: summary(rs, len(texts)) for name, rs in got.items()}
 
 

@@ -46,11 +46,12 @@ def start_servers(
         try:
             srv.wait_ready(timeout=max(30.0, 240.0 - (time.monotonic() - began)))
             info["ready_s"] = time.monotonic() - began
-            # What a worker does once it answers (the weights onto huge pages) ends first.
-            info["quiet_after_load"] = schedstat.quiet(srv.worker_pids, bound=60.0)
             info["scenarios"] = []
         except (RuntimeError, TimeoutError, OSError) as exc:
             info["error"] = str(exc)
+    for _, srv, info in started:  # what a worker does once it answers (the weights onto
+        if "error" not in info:  # huge pages) ends before anything is measured
+            info["quiet_after_load"] = schedstat.quiet(srv.worker_pids, bound=60.0)
 
 
 def load_weight(

@@ -84,13 +84,13 @@ def quiet(
     pids: Callable[[], Iterable[int]],
     *,
     share: float = 0.05,
-    window: float = 0.5,
+    window: float = 1.5,
     bound: float = 120.0,
 ) -> bool:
     """Wait until the processes `pids()` names used under `share` of one CPU over a `window`
     of seconds: what a worker does once it answers (the weights' move onto huge pages, the
-    idle trim after the load) is over before anything is measured. False if they were still
-    busy after `bound` seconds (then measure anyway, and say so)."""
+    idle trim a second after the last request) is over before anything is measured. False
+    if they were still busy after `bound` seconds (then measure anyway, and say so)."""
     end = time.monotonic() + bound
     while True:
         before = threads(pids())

@@ -104,15 +104,65 @@ def test_a_thread_that_ended_is_lost_and_a_new_one_counts_whole() -> None:
 
 def test_quiet_waits_for_a_busy_process_and_gives_up_at_its_bound(tmp_path: Path) -> None:
     stop = tmp_path / "stop"
-    spin = "import os, sys\nwhile not os.path.exists(sys.argv[1]): pass\nsys.stdin.read()"
-    child = subprocess.Popen([sys.executable, "-c", spin, str(stop)], stdin=subprocess.PIPE)
+    spin = (
+        "import os, sys\nprint('spinning', flush=True)\n"
+        "while not os.path.exists(sys.argv[1]): pass\nsys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", spin, str(stop)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"spinning\n"
         assert not schedstat.quiet(lambda: [child.pid], window=0.2, bound=0.5)
         stop.touch()  # now it blocks on its stdin
         assert schedstat.quiet(lambda: [child.pid], window=0.2, bound=60.0)
     finally:
         child.kill()
         child.wait()
+
+
+class _Steps:
+    """An encoder's steps, doing nothing (`engine_text` calls them in order)."""
+
+    def tokenize(self, texts: list[str]) -> Any:
+        return type("Tok", (), {"lengths": [len(texts)]})()
+
+    def plan(self, lengths: list[int]) -> list[Any]:
+        return [lengths]
+
+    def run_rows(self, tok: Any, rows: Any) -> Any:
+        return rows
+
+    def finish(self, tok: Any, pooled: Any) -> None:
+        return None
+
+
+def test_a_round_sets_each_round_trip_against_the_engines_run_just_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[str] = []
+
+    def target(name: str) -> lone_cpu.Target:
+        t = lone_cpu.Target(name, "tcp:127.0.0.1:1", list)
+
+        def post(body: bytes) -> int:
+            sent.append(name)
+            return 200
+
+        monkeypatch.setattr(t, "post", post)
+        return t
+
+    # the clock (ms): text 0: engine 0-5, "a" 5-12, "b" 12-15; text 1 (order flipped):
+    # engine 15-19, "b" 19-20, "a" 20-29
+    ticks = iter(t * 1_000_000 for t in (0, 5, 5, 12, 12, 15, 15, 19, 19, 20, 20, 29))
+    steps: Any = _Steps()
+    got = lone_cpu.one_round(
+        steps, [target("a"), target("b")], "m", ["x", "y"], 0, clock=lambda: next(ticks)
+    )
+    assert sent == ["a", "b", "b", "a"]
+    assert got.engine_walls == [5.0, 4.0]
+    assert got.over == {"a": [2.0, 5.0], "b": [-2.0, -3.0]}
+    assert set(got.cpu) == {"a", "b"}
 
 
 def test_rounds_subtract_the_engine_and_the_summary_keeps_the_spread() -> None:
