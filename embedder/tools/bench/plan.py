@@ -94,6 +94,11 @@ class Options:
     # each right after the engine embedded it here.
     lone_cpu_timing: Timing = Timing(0.0, 0.0, 10.0, 8, 0, 0, weight=1.5, floor=3.0)
 
+    def lone_cpu_transports(self) -> tuple[str, ...]:
+        """The REST transports the lone figures are taken on, one after the other (two on
+        one server in the same rounds would each count the other's CPU)."""
+        return tuple(t for t in self.transports if t in ("tcp", "unix"))
+
     def shapes(self) -> list[Shape]:
         return [Shape(self.batch, c) for c in self.batched] + [Shape(1, c) for c in self.single]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder.catalog import BGE, SHAPES, STARTER, Catalog
+from embedder.encoder import TextEncoder
 from embedder.settings import Settings
 from embedder.tools.bench import lone_cpu, schedstat, server
 from embedder.tools.bench.engine import open_embedder
@@ -58,7 +59,8 @@ def load_weight(
     opts: Options, levels: list[Level], rerankers: list[Level], started: Started
 ) -> float:
     """How much of the time budget each server's load shapes ask for, all told."""
-    lone = opts.lone_cpu_timing.weight * len(levels) if cpu_server(started) else 0.0
+    lone = opts.lone_cpu_timing.weight * len(levels) * len(opts.lone_cpu_transports())
+    lone = lone if cpu_server(started) else 0.0
     return (
         lone
         + sum(
@@ -93,7 +95,7 @@ def load_servers(
             if cat is lv.catalog and "error" not in info:
                 info["scenarios"] += load_level(opts, sched, srv, info, lv, files)
                 if any(srv is m for m in measured):
-                    info.setdefault("lone_cpu", []).append(
+                    info.setdefault("lone_cpu", []).extend(
                         load_lone_cpu(opts, sched, srv, info, lv, files)
                     )
     for lv in rerankers:
@@ -189,35 +191,40 @@ def load_lone_cpu(
     info: dict[str, Any],
     lv: Level,
     files: dict[str, Path],
-) -> dict[str, Any]:
-    """The worker's CPU per lone text over the engine's (lone_cpu), REST on the first
-    transport, in rounds alternating with the engine in this process."""
-    transport = opts.transports[0]
-    row: dict[str, Any] = {"level": lv.key, "model": lv.spec.id, "transport": transport}
-    t = opts.lone_cpu_timing
-    seconds = sched.slot(t)
-    if seconds is None:
-        row["error"] = "skipped: out of time budget"
-    else:
-        texts = json.loads(files["idle"].read_text(encoding="utf-8"))
-        address = srv.tcp if transport == "tcp" else srv.unix
-        target = lone_cpu.Target(info["layout"], address, srv.worker_pids)
-        until = time.monotonic() + seconds
-        try:
-            encoder = open_embedder(lv.store, lv.spec, 1)
-            got = lone_cpu.measure(
-                encoder, [target], lv.spec.id, texts, rounds=t.rounds, until=until
-            )
-            row |= got[target.name]
-        except (OSError, ValueError, RuntimeError, http.client.HTTPException) as exc:
-            row["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            target.close()
-    said = row.get("error") or (
-        f"{row['over_ms']:.2f} ms over the engine's "
-        f"({row['over_min_ms']:.2f}..{row['over_max_ms']:.2f}), worker {row['server_ms']:.2f} "
-        f"ms, {len(row['rounds'])} rounds x {row['texts']} texts"
-    )
-    where = f"{info['layout']} {lv.spec.id} {transport}"
-    sched.clock.say(f"{where} service CPU per lone text: {said}")
-    return row
+) -> list[dict[str, Any]]:
+    """The worker's CPU per lone text over the engine's (lone_cpu), REST on each of the
+    plan's lone-figure transports in turn, in rounds alternating with the engine in this
+    process (one engine session for them all)."""
+    rows: list[dict[str, Any]] = []
+    encoder: TextEncoder | None = None
+    for transport in opts.lone_cpu_transports():
+        row: dict[str, Any] = {"level": lv.key, "model": lv.spec.id, "transport": transport}
+        t = opts.lone_cpu_timing
+        seconds = sched.slot(t)
+        if seconds is None:
+            row["error"] = "skipped: out of time budget"
+        else:
+            texts = json.loads(files["idle"].read_text(encoding="utf-8"))
+            address = srv.tcp if transport == "tcp" else srv.unix
+            target = lone_cpu.Target(info["layout"], address, srv.worker_pids)
+            until = time.monotonic() + seconds
+            try:
+                encoder = encoder or open_embedder(lv.store, lv.spec, 1)
+                got = lone_cpu.measure(
+                    encoder, [target], lv.spec.id, texts, rounds=t.rounds, until=until
+                )
+                row |= got[target.name]
+            except (OSError, ValueError, RuntimeError, http.client.HTTPException) as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                target.close()
+        said = row.get("error") or (
+            f"{row['over_ms']:.2f} ms over the engine's "
+            f"({row['over_min_ms']:.2f}..{row['over_max_ms']:.2f}), worker "
+            f"{row['server_ms']:.2f} ms, latency {row['latency_over_ms']:.2f} ms over, "
+            f"{len(row['rounds'])} rounds x {row['texts']} texts"
+        )
+        where = f"{info['layout']} {lv.spec.id} {transport}"
+        sched.clock.say(f"{where} service CPU per lone text: {said}")
+        rows.append(row)
+    return rows

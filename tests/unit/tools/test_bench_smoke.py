@@ -69,14 +69,16 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert len(workers) == 2 and all(m["rss_mib"] > 0 for m in workers)
     assert data["peer"] == {"skipped": "--no-peer"}
     assert any(t["key"] == "idle" and t["value"] is not None for t in data["targets"])
-    (cpu,) = srv["lone_cpu"]  # the service CPU per lone text, over TCP
-    assert "error" not in cpu, cpu
+    cpu, unix = srv["lone_cpu"]  # the service CPU per lone text, over TCP, then rest.sock
+    assert "error" not in cpu and "error" not in unix, (cpu, unix)
     assert cpu["transport"] == "tcp" and len(cpu["rounds"]) >= 2 and cpu["texts"] > 0
+    assert unix["transport"] == "unix" and len(unix["rounds"]) >= 2
     assert cpu["server_ms"] > 0 and cpu["engine_ms"] >= cpu["engine_run_ms"] > 0
     # a lone request at idle runs in its HTTP thread: the runners may have had nothing to do
     assert cpu["threads_ms"]["http"] > 0 and "runners" in cpu["threads_ms"]
-    (target,) = [t for t in data["targets"] if t["key"] == "idle_cpu"]
+    target, on_unix = [t for t in data["targets"] if t["key"] == "idle_cpu"]
     assert target["value"] == cpu["over_ms"] and target["latency_ms"] is not None
+    assert on_unix["value"] == unix["over_ms"] and on_unix["back_to_back"]
     lone = data["lone"]
     assert {x["path"] for x in lone} == {
         "REST over TCP",
@@ -86,6 +88,8 @@ def test_quick_run_writes_sane_json_and_markdown(
     assert all(x["compute_p50_ms"] > 0 and x["vs_limit"] > 0 for x in lone)
     (tcp,) = [x for x in lone if x["path"] == "REST over TCP"]
     assert tcp["cpu_over_ms"] == cpu["over_ms"] and tcp["cpu_server_ms"] == cpu["server_ms"]
+    (sock,) = [x for x in lone if x["path"] == "REST over rest.sock"]
+    assert sock["cpu_latency_over_ms"] == unix["latency_over_ms"]
 
     md = (out / "latest.md").read_text()
     assert data["machine"]["cpu"] in md
