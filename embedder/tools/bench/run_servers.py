@@ -53,6 +53,8 @@ def start_servers(
     for _, srv, info in started:  # what a worker does once it answers (the weights onto
         if "error" not in info:  # huge pages) ends before anything is measured
             info["quiet_after_load"] = schedstat.quiet(srv.worker_pids, bound=60.0)
+            if not info["quiet_after_load"]:
+                clock.say(f"gunicorn {info['layout']}: workers still busy after load")
 
 
 def load_weight(
@@ -197,14 +199,14 @@ def load_lone_cpu(
     process (one engine session for them all)."""
     rows: list[dict[str, Any]] = []
     encoder: TextEncoder | None = None
+    t = opts.lone_cpu_timing
+    texts = json.loads(files["idle"].read_text(encoding="utf-8"))
     for transport in opts.lone_cpu_transports():
         row: dict[str, Any] = {"level": lv.key, "model": lv.spec.id, "transport": transport}
-        t = opts.lone_cpu_timing
         seconds = sched.slot(t)
         if seconds is None:
             row["error"] = "skipped: out of time budget"
         else:
-            texts = json.loads(files["idle"].read_text(encoding="utf-8"))
             address = srv.tcp if transport == "tcp" else srv.unix
             target = lone_cpu.Target(info["layout"], address, srv.worker_pids)
             until = time.monotonic() + seconds
