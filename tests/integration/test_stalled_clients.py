@@ -59,8 +59,7 @@ def stalled() -> Iterator[list[socket.socket]]:
     """The stalling clients' sockets, closed whatever happens."""
     socks: list[socket.socket] = []
     yield socks
-    for s in socks:
-        s.close()
+    _leave(socks)
 
 
 def _leave(socks: list[socket.socket]) -> None:
