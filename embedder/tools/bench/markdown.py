@@ -13,6 +13,7 @@ from embedder.tools.bench.report_backends import section as backends
 X_TARGETS = (
     *("peer_fp32", "peer_int8", "int8_fp32", "q3_peer", "q4_peer", "rerank_peer"),
     *("peer_best", "peer_fastembed"),
+    *("default_ort", "bf16_fp32", "bf16_rerank", "int8_sibling", "rerank_peer_bf16"),
 )
 
 
@@ -60,6 +61,8 @@ def _summary(r: dict[str, Any]) -> list[str]:
             value = f"{num(t['value'], 2)} ms CPU (latency {latency or '-'} ms{how})"
         if t["key"] in X_TARGETS:
             value = None if t["value"] is None else f"{t['value']:.2f}x"
+        if t["key"] == "served_cosine":
+            value = num(t["value"], 6)
         rows.append([t["target"], t["where"], value, verdict])
     out += table(["target", "where", "value", "result"], rows)
     met = [t for t in r.get("targets", []) if t.get("met")]

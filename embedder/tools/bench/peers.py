@@ -13,7 +13,11 @@ gets one round only, on every n-th text of the corpus (about 64: the same mix of
 no ratio against ours, whose rounds ran other texts. A peer that cannot start or stops
 answering is reported as not measured; the others go on.
 
-A second backend of ours adds its contenders in `_ours` (same protocol, another opener).
+Where the service computes a level on another runtime than ONNX Runtime (`EMBEDDER_BACKEND`,
+as the bench's servers read it: OpenVINO in BF16 on CPUs with BF16 units), that level joins
+twice: on ONNX Runtime, and as the service runs it by default (`default` in its row), so the
+vectors the service serves are compared with sentence-transformers FP32's too, and the two
+runtimes are paired round by round.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from embedder.backends.calibration import embedding_probe
+from embedder.backends.runtimes import BackendPolicy, Runtimes
+from embedder.encoder import TextEncoder
+from embedder.planning import RunLimits
+from embedder.sessions import SessionConfig
+from embedder.tokens import load_tokenizer
 from embedder.tools.bench import fastembed_env, peer
 from embedder.tools.bench.engine import open_embedder, pull
 from embedder.tools.bench.machine import bf16_units, cores, cpu_flags, cpu_model
@@ -94,7 +104,11 @@ class Side:
     failed: str | None = None
 
 
-def _ours(levels: Sequence[Level], texts: Sequence[str], threads: int) -> list[Side]:
+def _ours(
+    levels: Sequence[Level], texts: Sequence[str], threads: int, policy: BackendPolicy | None
+) -> list[Side]:
+    """Our levels of the peers' model on ONNX Runtime and, where `policy` (the service's)
+    computes one elsewhere, that level as the service runs it."""
     out = []
     for lv in levels:
         if lv.catalog.name != "starter" or lv.spec.id not in SAME_MODEL:
@@ -106,7 +120,40 @@ def _ours(levels: Sequence[Level], texts: Sequence[str], threads: int) -> list[S
         info["what"] = f"ours, {lv.spec.precision.upper()} level {lv.key}, onnxruntime"
         info["layout"] = f"{threads}x1 (one single-thread session, a runner thread per core)"
         out.append(Side(lv.key, info, Local(_Pooled([one] * threads), texts)))
+        served = _served(lv, texts, threads, policy) if policy is not None else None
+        if served is None:
+            info["default"] = True  # what the service runs for this level here
+        else:
+            out.append(served)
     return out
+
+
+def _served(lv: Level, texts: Sequence[str], threads: int, policy: BackendPolicy) -> Side | None:
+    """`lv` opened as a worker opens it under `policy` (its runtime chosen, or the kept
+    choice read, as at a worker's start), when that is not ONNX Runtime; else None."""
+    spec = lv.spec
+    assert spec.onnx and spec.tokenizer
+    runtimes = Runtimes(policy, lv.store)
+    tokenizer = load_tokenizer(lv.store.path(spec, spec.tokenizer), spec.max_tokens)
+    probe = embedding_probe(spec, tokenizer, RunLimits())
+    config = SessionConfig(threads=1, streams=threads)  # a worker's runners on one model
+    session = runtimes.open(spec, lv.store.path(spec, spec.onnx), config, probe)
+    runtime = runtimes.runtime(spec.id)
+    if runtime is None or runtime.backend == "onnxruntime":
+        return None
+    encoder = TextEncoder(spec, session, tokenizer, RunLimits())
+    encoder.embed(texts[:4])  # warm-up
+    computes = runtime.compute_precision
+    key = f"{lv.key} {runtime.backend} {computes}"
+    info: dict[str, Any] = {"kind": "ours", "level": lv.key, "model": spec.id, "default": True}
+    info |= {"precision": spec.precision, "backend": runtime.backend, "computes": computes}
+    info["threads"] = threads
+    info["what"] = (
+        f"ours, {spec.precision.upper()} level {lv.key}, {runtime.backend} computing in "
+        f"{computes.upper()} (what the service runs here: {runtimes.why(spec.id)})"
+    )
+    info["layout"] = f"{threads}x1 (one compiled model, a stream per runner thread)"
+    return Side(key, info, Local(_Pooled([encoder] * threads), texts))
 
 
 def _start(
@@ -194,8 +241,10 @@ def measure(
     files: dict[str, Path],
     texts: Sequence[str],
     tmp: Path,
+    policy: BackendPolicy | None = None,
 ) -> dict[str, Any]:
-    """Ours and the peers `opts.peers` in alternate rounds; `result["peers"]`."""
+    """Ours and the peers `opts.peers` in alternate rounds; `result["peers"]`. `policy`: the
+    service's runtime policy, for our levels as it serves them (`_ours`)."""
     threads = cores()
     units = bf16_units()
     out: dict[str, Any] = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "bf16_units": units}
@@ -206,7 +255,7 @@ def measure(
     sides: list[Side] = []
     skipped: dict[str, dict[str, Any]] = {}
     try:
-        sides += _ours(levels, texts, threads)
+        sides += _ours(levels, texts, threads, policy)
         for name in opts.peers:
             clock.say(f"starting the peer {name} ({WHAT[name]})")
             info: dict[str, Any] = {"kind": "peer", "what": WHAT[name]}
@@ -255,4 +304,10 @@ def measure(
         for s in sides
         if s.info["kind"] == "ours"
     }
+    # A level served on another runtime, against the same level on ONNX Runtime, per round.
+    for s in sides:
+        if s.info["kind"] == "ours" and s.info.get("default") and s.key != s.info["level"]:
+            ort = next((o for o in sides if o.key == s.info["level"]), None)
+            if ort is not None and (v := _paired(s, ort)):
+                out["paired"][s.key][ort.key] = v
     return out

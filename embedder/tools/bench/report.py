@@ -12,6 +12,7 @@ from embedder.catalog import BUILTIN, BuiltFile, ModelSpec, SharedFile
 from embedder.settings import Settings
 from embedder.tools.bench import report_peers
 from embedder.tools.bench.markdown import render
+from embedder.tools.bench.report_backends import bf16_targets, bf16_units
 from embedder.tools.bench.report_backends import targets as backend_targets
 from embedder.tools.bench.stats import median
 
@@ -31,6 +32,12 @@ SERVER_90 = ("server_90", "server under load >= 90% of its in-process limit", 0.
 Q3_PEER = ("q3_peer", "Q3 (bge-base INT8) >= 3x the peer on bge-base FP32", 3.0)
 Q4_PEER = ("q4_peer", "Q4 (bge-base FP32) >= 1.3x the peer", 1.3)
 RERANK_PEER = ("rerank_peer", "reranker >= 1.5x the peer's pairs/s", 1.5)
+# Issue 25's, on CPUs with BF16 units: the reranker as served (auto's runtime) against torch.
+RERANK_PEER_BF16 = (
+    "rerank_peer_bf16",
+    "reranker served >= 3x the torch FP32 peer's pairs/s (BF16 units)",
+    3.0,
+)
 
 
 def _spec(level: dict[str, Any]) -> ModelSpec:
@@ -45,6 +52,12 @@ def _quantized_from(spec: ModelSpec) -> str | None:
             if refs:
                 return refs[0].model
     return None
+
+
+def _sibling(catalog: str, model: str) -> str | None:
+    """The FP32 model `model` of `catalog` is quantized from, if it is an INT8 level."""
+    found = [m for m in BUILTIN[catalog].models if m.id == model] if catalog in BUILTIN else []
+    return _quantized_from(found[0]) if found else None
 
 
 def _target(
@@ -168,6 +181,7 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
             ratios[f"{lv['model']} / {fp32_id}"] = value
             targets.append(_target(INT8_FP32, f"{lv['key']} / {fp32_lv['key']} engine", value))
     targets += backend_targets(result, _target)
+    targets += bf16_targets(result, _target, _sibling)
     return {"ratios": ratios, "targets": targets, "lone": lone(result)}
 
 
@@ -285,6 +299,8 @@ def _shapes_targets(
             targets.append(_target(SERVER_90, where, top["vs_limit"]))
             if peer_pairs:
                 ratios["reranker server under load / peer (pairs/s)"] = top["vs_peer"]
+                if bf16_units(result):
+                    targets.append(_target(RERANK_PEER_BF16, where, top["vs_peer"]))
 
 
 def default_layout(result: dict[str, Any]) -> str:

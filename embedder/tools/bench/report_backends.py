@@ -12,7 +12,64 @@ from embedder.tools.bench.markdown_cells import num, others, table
 # level is at least this share of ONNX Runtime's rate, on the batch set and on lone texts.
 AUTO_ORT = ("auto_ort", "auto >= 95% of ONNX Runtime per level (batched and lone)", 0.95)
 
+# The issue's goals on CPUs with BF16 units (AMX, AVX512_BF16), read from the same rounds:
+# each level as `auto` runs it against ONNX Runtime FP32, and an INT8 level against its FP32
+# sibling, each on what `auto` chose for it. Elsewhere `AUTO_ORT` is the goal.
+BF16_FP32 = (
+    "bf16_fp32",
+    "BGE-shaped FP32 level by default >= 4x ONNX Runtime FP32 (BF16 units)",
+    4.0,
+)
+BF16_RERANK = ("bf16_rerank", "reranker by default >= 5x ONNX Runtime FP32 (BF16 units)", 5.0)
+INT8_SIBLING = (
+    "int8_sibling",
+    "INT8 level >= 1.2x its FP32 sibling, each on auto's choice (BF16 units)",
+    1.2,
+)
+
 Target = Callable[[tuple[str, str, float], str, float | None], dict[str, Any]]
+
+
+def bf16_units(result: dict[str, Any]) -> list[str]:
+    """The CPU's BF16 units as the run saw them (the runtimes section's flags, else the
+    peers')."""
+    flags = result.get("backends", {}).get("bf16_flags")
+    if flags is None:
+        flags = result.get("peers", {}).get("bf16_units")
+    return list(flags or [])
+
+
+def _chosen(lv: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in lv.get("contenders", []) if c.get("chosen")), None)
+
+
+def bf16_targets(
+    result: dict[str, Any], make: Target, sibling: Callable[[str, str], str | None]
+) -> list[dict[str, Any]]:
+    """The BF16-units goals (`BF16_FP32`, `BF16_RERANK`, `INT8_SIBLING`); none elsewhere.
+    `sibling(catalog, model)`: the FP32 model an INT8 level is quantized from."""
+    if not bf16_units(result):
+        return []
+    levels = result.get("backends", {}).get("levels", [])
+    by_model = {lv["model"]: lv for lv in levels}
+    out = []
+    for lv in levels:
+        chosen = _chosen(lv)
+        if chosen is None:
+            continue
+        where = f"{lv['key']} {chosen['label']}"
+        if lv.get("kind") == "rerank":
+            out.append(make(BF16_RERANK, where, chosen.get("vs_ort")))
+        elif lv.get("precision") == "fp32" and lv["key"].startswith("shapes:"):
+            out.append(make(BF16_FP32, where, chosen.get("vs_ort")))
+        elif lv.get("precision") == "int8":
+            fp32 = by_model.get(sibling(lv["key"].split(":")[0], lv["model"]) or "")
+            theirs = _chosen(fp32) if fp32 else None
+            mine, base = chosen.get("texts_per_s"), theirs and theirs.get("texts_per_s")
+            value = mine / base if mine and base else None
+            label = f" / {fp32['key']} {theirs['label']}" if fp32 and theirs else ""
+            out.append(make(INT8_SIBLING, where + label, value))
+    return out
 
 
 def targets(result: dict[str, Any], make: Target) -> list[dict[str, Any]]:

@@ -16,6 +16,19 @@ PEER_BEST = (
 )
 PEER_FASTEMBED = ("peer_fastembed", "level served >= 3x fastembed (same model, texts)", 3.0)
 SHORT = {"st-fp32": "st FP32", "st-bf16": "st bf16", "fastembed": "fastembed"}
+# The FP32 level as the service serves it (`default` in its row: ONNX Runtime, or where `auto`
+# chose another runtime that runtime): its vectors against sentence-transformers FP32's, and
+# on CPUs with BF16 units its rate against the same level on ONNX Runtime, round by round.
+SERVED_COSINE = (
+    "served_cosine",
+    "FP32 level as served: min cosine >= 0.9998 vs sentence-transformers FP32",
+    0.9998,
+)
+DEFAULT_ORT = (
+    "default_ort",
+    "FP32 level as served >= 3x ONNX Runtime FP32 (BF16 units; alternate rounds)",
+    3.0,
+)
 
 
 def _rate(row: dict[str, Any] | None) -> float | None:
@@ -42,14 +55,23 @@ def analyse(
         return
     contenders = p.get("contenders", {})
     for key, against in p.get("paired", {}).items():
-        model = contenders[key]["model"]
+        row = contenders[key]
+        model = row["model"]
+        if key != row.get("level", key):  # the level on another runtime than ONNX Runtime
+            model += f" ({row.get('backend')} {row.get('computes')})"
         for other, value in against.items():
-            ratios[f"{model} / {SHORT.get(other, other)} (alternate rounds)"] = value
+            name = SHORT.get(other, other)
+            if contenders.get(other, {}).get("kind") == "ours":  # the level on ONNX Runtime
+                name = "onnxruntime"
+            ratios[f"{model} / {name} (alternate rounds)"] = value
     best = best_mode(contenders)
     fe = _rate(contenders.get("fastembed"))
-    for key, row in contenders.items():
-        if row.get("kind") != "ours":
-            continue
+    ours = {k: row for k, row in contenders.items() if row.get("kind") == "ours"}
+    for key, row in ours.items():
+        if not row.get("default") and any(
+            o.get("default") and o.get("level") == row.get("level") for o in ours.values()
+        ):
+            continue  # the server runs this level on another runtime: that row speaks for it
         mine = served(row["model"]) or None
         precision = row["precision"].upper()
         for other, rate in (("st-bf16", _rate(contenders.get("st-bf16"))), ("fastembed", fe)):
@@ -60,3 +82,25 @@ def analyse(
         targets.append(target(PEER_BEST, where, value))
         value = mine / fe if mine and fe else None
         targets.append(target(PEER_FASTEMBED, f"{key} server / fastembed", value))
+    _served_targets(p, ours, targets, target)
+
+
+def _served_targets(
+    p: dict[str, Any],
+    ours: dict[str, dict[str, Any]],
+    targets: list[dict[str, Any]],
+    target: Target,
+) -> None:
+    """`SERVED_COSINE` and, on CPUs with BF16 units, `DEFAULT_ORT` for the FP32 level."""
+    for key, row in ours.items():
+        if not row.get("default") or row.get("precision") != "fp32":
+            continue
+        if p.get("reference") == "st-fp32" and "min_cosine" in row:
+            got = target(SERVED_COSINE, f"{key} / st FP32", row["min_cosine"])
+            if got.get("gap"):
+                got["gap"] = f"min cosine {row['min_cosine']:.6f}"
+            targets.append(got)
+        if p.get("bf16_units"):
+            level = row.get("level", key)
+            value = 1.0 if key == level else p.get("paired", {}).get(key, {}).get(level)
+            targets.append(target(DEFAULT_ORT, f"{key} / {level} onnxruntime", value))

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from embedder.backends.runtimes import BackendPolicy
 from embedder.catalog import BuiltFile
+from embedder.settings import Settings
 from embedder.tools.bench import engine, forms, peaks, peer_torch, peers
 from embedder.tools.bench import rerank as rag
 from embedder.tools.bench.machine import Others, cores
@@ -75,7 +77,9 @@ def measure_peers(
     elif opts.peer and any(lv.key == PEER_LEVEL for lv in levels):
         clock.say(f"the peers {', '.join(opts.peers)} and our levels of the same model")
         others = Others()
-        got = peers.measure(opts, clock, levels, files, texts, files["corpus"].parent)
+        settings = Settings.from_env()  # as the bench's servers read it
+        policy = BackendPolicy(settings.backend, settings.exact_fp32)
+        got = peers.measure(opts, clock, levels, files, texts, files["corpus"].parent, policy)
         result["peers"] = got | {"others_cpu_share": others.share()}
         st = got["contenders"].get(peers.REFERENCE)
         result["peer"] = st or {"skipped": f"{peers.REFERENCE} is not among --peers"}

@@ -123,3 +123,41 @@ def test_the_bench_reads_the_cpu_as_the_backend_choice_does(tmp_path: Path) -> N
     assert cpu.key == "Intel Xeon avx2 avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16"
     assert cpu.ident == "family 6 model 143 stepping 8"
     assert cpu.bf16 == ("amx_bf16", "avx512_bf16") and cpu.int8 == ("amx_int8", "avx512_vnni")
+
+
+def _level(key: str, model: str, kind: str, precision: str, **chosen: Any) -> dict[str, Any]:
+    ort = {"label": f"onnxruntime {precision}", "chosen": False, "vs_ort": 1.0}
+    ov = {"label": "openvino bf16", "chosen": True} | chosen
+    return {
+        "key": key,
+        "model": model,
+        "kind": kind,
+        "precision": precision,
+        "contenders": [ort, ov],
+    }
+
+
+def test_the_bf16_goals_are_read_where_the_cpu_has_bf16_units() -> None:
+    """Issue 25's goals on BF16 CPUs, from the runtimes section's rounds: FP32 levels and the
+    reranker against ONNX Runtime FP32, each INT8 level against its FP32 sibling; none on a
+    CPU without BF16 units (there `auto` >= 95 % of ONNX Runtime is the goal)."""
+    levels = [
+        _level("shapes:1", "bge-small-q1-shape", "embedding", "int8", texts_per_s=500.0),
+        _level("shapes:2", "bge-small-q2-shape", "embedding", "fp32", texts_per_s=400.0)
+        | {"vs_ort": 4.5},
+        _level("shapes:4", "bge-base-q4-shape", "embedding", "fp32", vs_ort=3.2),
+        _level("shapes:5", "bge-reranker-base-shape", "rerank", "fp32", vs_ort=6.2),
+    ]
+    levels[1]["contenders"][1]["vs_ort"] = 4.5
+    result: dict[str, Any] = {"backends": {"bf16_flags": ["amx_bf16"], "levels": levels}}
+    got = {t["key"] + " " + t["where"]: t for t in report.analyse(result)["targets"]}
+    small = got["bf16_fp32 shapes:2 openvino bf16"]
+    assert small["value"] == 4.5 and small["met"]
+    base = got["bf16_fp32 shapes:4 openvino bf16"]
+    assert not base["met"] and base["gap"] == "1.25x short"
+    assert got["bf16_rerank shapes:5 openvino bf16"]["met"]
+    sibling = got["int8_sibling shapes:1 openvino bf16 / shapes:2 openvino bf16"]
+    assert sibling["value"] == 500.0 / 400.0 and sibling["met"]
+    result["backends"]["bf16_flags"] = []
+    keys = {t["key"] for t in report.analyse(result)["targets"]}
+    assert not keys & {"bf16_fp32", "bf16_rerank", "int8_sibling"}

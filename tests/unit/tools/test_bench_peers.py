@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from embedder.backends.cpu import cpu, read_cpu
+from embedder.backends.runtimes import BackendPolicy
 from embedder.service import Service
 from embedder.tools.bench import fastembed_env, markdown_peers, peers, plan, report
 from embedder.tools.bench.machine import bf16_units
@@ -149,13 +150,18 @@ def _opts(models_root: Path, names: tuple[str, ...]) -> plan.Options:
     return replace(quick, peers=names, peer_rounds=2, peer_seconds=1.0, idle_texts=2)
 
 
-def _measure(models_root: Path, names: tuple[str, ...], tmp_path: Path) -> dict[str, Any]:
+def _measure(
+    models_root: Path,
+    names: tuple[str, ...],
+    tmp_path: Path,
+    policy: BackendPolicy | None = None,
+) -> dict[str, Any]:
     opts = _opts(models_root, names)
     clock = Clock(600)
     levels, _ = prepare(opts, clock)
     corpus = tmp_path / "corpus.json"
     corpus.write_text(json.dumps(TEXTS))
-    return peers.measure(opts, clock, levels, {"corpus": corpus}, TEXTS, tmp_path)
+    return peers.measure(opts, clock, levels, {"corpus": corpus}, TEXTS, tmp_path, policy)
 
 
 def _check_ours(got: dict[str, Any]) -> None:
@@ -207,3 +213,68 @@ def test_fastembed_runs_our_fp32_graph_from_a_local_folder(
     # the same graph, tokenizer, truncation and pooling as our FP32 level
     assert fe["min_cosine"] > 0.9999
     assert set(got["paired"]["starter:2"]) == {"fastembed"}
+
+
+@pytest.mark.slow
+def test_a_level_the_service_runs_elsewhere_joins_as_it_is_served(
+    models_root: Path, starter_service: Service, tmp_path: Path
+) -> None:
+    """Under the service's policy (here OpenVINO, forced) the FP32 level joins twice: on ONNX
+    Runtime and as served, its vectors compared and its rounds paired with ONNX Runtime's."""
+    pytest.importorskip("openvino")
+    got = _measure(models_root, (), tmp_path, BackendPolicy("openvino"))
+    rows = got["contenders"]
+    served = [k for k, row in rows.items() if row.get("default") and row["level"] == "starter:4"]
+    assert len(served) == 1 and served[0].startswith("starter:4 openvino ")
+    row = rows[served[0]]
+    assert row["backend"] == "openvino" and row["computes"] in ("fp32", "bf16")
+    assert row["texts_per_s"] > 0 and len(row["rounds"]) == 2
+    assert "default" not in rows["starter:4"] and rows["starter:4"]["backend"] == "onnxruntime"
+    assert got["reference"] == "starter:4"  # no sentence-transformers: our FP32 level on ORT
+    assert row["min_cosine"] > 0.999
+    assert got["paired"][served[0]]["starter:4"] > 0
+    # Each level is served by one runtime: exactly one of its rows says so.
+    for level in ("starter:2", "starter:4"):
+        assert sum(1 for r in rows.values() if r["level"] == level and r.get("default")) == 1
+    # Under ONNX Runtime alone the level joins once, as served.
+    got = _measure(models_root, (), tmp_path, BackendPolicy("onnxruntime"))
+    assert set(got["contenders"]) == {"starter:2", "starter:4"}
+    assert all(row["default"] for row in got["contenders"].values())
+
+
+def test_the_level_as_served_is_checked_against_the_reference_and_onnxruntime() -> None:
+    """Where the service serves the FP32 level on OpenVINO in BF16: its vectors against
+    sentence-transformers FP32 (>= 0.9998) and, with BF16 units, its rate against the same
+    level on ONNX Runtime in the same rounds (>= 3x); the peers' goals read once per level."""
+    served = "starter:4 openvino bf16"
+    contenders = {
+        "starter:4": _ours("starter:4", "all-minilm-l6-v2", "fp32", {"0": 100.0, "1": 100.0}),
+        served: _ours("starter:4", "all-minilm-l6-v2", "fp32", {"0": 420.0, "1": 400.0})
+        | {"default": True, "backend": "openvino", "computes": "bf16"}
+        | {"min_cosine": 0.99991, "mean_cosine": 0.99999},
+        "st-fp32": {"kind": "peer", "what": "st", "texts_per_s": 150.0, "rounds": {"0": 150.0}},
+    }
+    paired = {"starter:4": {"st-fp32": 0.67}, served: {"st-fp32": 2.7, "starter:4": 4.1}}
+    result: dict[str, Any] = {
+        "options": {"corpus_size": 100, "seed": 1, "batch": 32},
+        "machine": {"cpu": "Intel Xeon", "cpu_flags": ["avx512f"], "cores": 2},
+        "levels": [],
+        "peers": {"cpu": "Intel Xeon", "bf16_units": ["amx_bf16"], "threads": 2, "texts": 100}
+        | {"batch": 32, "reference": "st-fp32", "contenders": contenders, "paired": paired},
+        "servers": [],
+    }
+    out = report.analyse(result)
+    assert out["ratios"]["all-minilm-l6-v2 (openvino bf16) / onnxruntime (alternate rounds)"] == 4.1
+    assert out["ratios"]["all-minilm-l6-v2 (openvino bf16) / st FP32 (alternate rounds)"] == 2.7
+    assert out["ratios"]["all-minilm-l6-v2 / st FP32 (alternate rounds)"] == 0.67
+    targets = {(t["key"], t["where"]): t for t in out["targets"]}
+    assert targets[("served_cosine", f"{served} / st FP32")]["met"]
+    assert targets[("default_ort", f"{served} / starter:4 onnxruntime")]["value"] == 4.1
+    assert [w for k, w in targets if k == "peer_best"] == [f"{served} server / st FP32"]
+    md = "\n".join(markdown_peers.peers(result))
+    assert f"| {served} (FP32) / it |" in md
+    contenders[served]["min_cosine"] = 0.9997
+    result["peers"]["bf16_units"] = []
+    targets = {(t["key"], t["where"]): t for t in report.analyse(result)["targets"]}
+    assert targets[("served_cosine", f"{served} / st FP32")]["gap"] == "min cosine 0.999700"
+    assert not any(k == "default_ort" for k, _ in targets)
