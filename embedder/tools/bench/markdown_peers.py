@@ -45,7 +45,8 @@ def peers(r: dict[str, Any]) -> list[str]:
     out += [cpu_line(p), ""]
     head = ["contender", "what", "texts/s", "rounds", "spread", "1 text p50 ms"]
     head += [f"min / mean cos vs {p.get('reference')}"]
-    head += [f"{k} ({rows[k]['precision'].upper()}) / it" for k in ours]
+    # A level served on another runtime: what it computes in (BF16), not its level's name.
+    head += [f"{k} ({rows[k].get('computes', rows[k]['precision']).upper()}) / it" for k in ours]
     table = []
     for key, row in rows.items():
         if "skipped" in row:

@@ -37,6 +37,7 @@ from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.encoder import TextEncoder
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig
+from embedder.settings import Settings
 from embedder.tokens import load_tokenizer
 from embedder.tools.bench import fastembed_env, peer
 from embedder.tools.bench.engine import open_embedder, pull
@@ -105,10 +106,15 @@ class Side:
 
 
 def _ours(
-    levels: Sequence[Level], texts: Sequence[str], threads: int, policy: BackendPolicy | None
+    levels: Sequence[Level],
+    texts: Sequence[str],
+    threads: int,
+    settings: Settings | None,
+    skipped: dict[str, dict[str, Any]],
 ) -> list[Side]:
-    """Our levels of the peers' model on ONNX Runtime and, where `policy` (the service's)
-    computes one elsewhere, that level as the service runs it."""
+    """Our levels of the peers' model on ONNX Runtime and, where the service (`settings`)
+    computes one elsewhere, that level as the service runs it; a level the service's way
+    cannot open goes to `skipped`, the phase goes on."""
     out = []
     for lv in levels:
         if lv.catalog.name != "starter" or lv.spec.id not in SAME_MODEL:
@@ -120,7 +126,13 @@ def _ours(
         info["what"] = f"ours, {lv.spec.precision.upper()} level {lv.key}, onnxruntime"
         info["layout"] = f"{threads}x1 (one single-thread session, a runner thread per core)"
         out.append(Side(lv.key, info, Local(_Pooled([one] * threads), texts)))
-        served = _served(lv, texts, threads, policy) if policy is not None else None
+        try:
+            served = _served(lv, texts, threads, settings) if settings is not None else None
+        except Exception as exc:  # OpenVINO refusing the graph: said in the report
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            skipped[f"{lv.key} as served"] = {k: info[k] for k in ("kind", "level", "model")}
+            skipped[f"{lv.key} as served"] |= {"precision": lv.spec.precision, "skipped": why}
+            continue
         if served is None:
             info["default"] = True  # what the service runs for this level here
         else:
@@ -128,20 +140,24 @@ def _ours(
     return out
 
 
-def _served(lv: Level, texts: Sequence[str], threads: int, policy: BackendPolicy) -> Side | None:
-    """`lv` opened as a worker opens it under `policy` (its runtime chosen, or the kept
-    choice read, as at a worker's start), when that is not ONNX Runtime; else None."""
+def _served(lv: Level, texts: Sequence[str], threads: int, settings: Settings) -> Side | None:
+    """`lv` opened as a worker opens it under `settings` (its runtime chosen, or the kept
+    choice read, as at a worker's start), when that is not ONNX Runtime; else None. Its
+    runners are the phase's (a thread per core), so the compiled model gets a stream each."""
+    if settings.backend == "onnxruntime":
+        return None
     spec = lv.spec
     assert spec.onnx and spec.tokenizer
-    runtimes = Runtimes(policy, lv.store)
+    runtimes = Runtimes(BackendPolicy(settings.backend, settings.exact_fp32), lv.store)
+    limits = RunLimits(max_batch_tokens=settings.max_batch_tokens)
     tokenizer = load_tokenizer(lv.store.path(spec, spec.tokenizer), spec.max_tokens)
-    probe = embedding_probe(spec, tokenizer, RunLimits())
-    config = SessionConfig(threads=1, streams=threads)  # a worker's runners on one model
+    probe = embedding_probe(spec, tokenizer, limits)
+    config = SessionConfig(threads=1, streams=threads, shared_weights=settings.shared_weights)
     session = runtimes.open(spec, lv.store.path(spec, spec.onnx), config, probe)
     runtime = runtimes.runtime(spec.id)
     if runtime is None or runtime.backend == "onnxruntime":
         return None
-    encoder = TextEncoder(spec, session, tokenizer, RunLimits())
+    encoder = TextEncoder(spec, session, tokenizer, limits)
     encoder.embed(texts[:4])  # warm-up
     computes = runtime.compute_precision
     key = f"{lv.key} {runtime.backend} {computes}"
@@ -241,10 +257,10 @@ def measure(
     files: dict[str, Path],
     texts: Sequence[str],
     tmp: Path,
-    policy: BackendPolicy | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Ours and the peers `opts.peers` in alternate rounds; `result["peers"]`. `policy`: the
-    service's runtime policy, for our levels as it serves them (`_ours`)."""
+    """Ours and the peers `opts.peers` in alternate rounds; `result["peers"]`. `settings`:
+    the bench's servers', for our levels as the service serves them (`_ours`)."""
     threads = cores()
     units = bf16_units()
     out: dict[str, Any] = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "bf16_units": units}
@@ -255,7 +271,7 @@ def measure(
     sides: list[Side] = []
     skipped: dict[str, dict[str, Any]] = {}
     try:
-        sides += _ours(levels, texts, threads, policy)
+        sides += _ours(levels, texts, threads, settings, skipped)
         for name in opts.peers:
             clock.say(f"starting the peer {name} ({WHAT[name]})")
             info: dict[str, Any] = {"kind": "peer", "what": WHAT[name]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from embedder.backends.cpu import BF16_FLAGS
 from embedder.tools.bench.markdown_cells import num, others, table
 
 # The issue's goal on every CPU, read where the bench measured it: what `auto` chose for a
@@ -32,10 +33,13 @@ Target = Callable[[tuple[str, str, float], str, float | None], dict[str, Any]]
 
 def bf16_units(result: dict[str, Any]) -> list[str]:
     """The CPU's BF16 units as the run saw them (the runtimes section's flags, else the
-    peers')."""
+    peers', else the machine's flags)."""
     flags = result.get("backends", {}).get("bf16_flags")
     if flags is None:
         flags = result.get("peers", {}).get("bf16_units")
+    if flags is None:
+        seen = result.get("machine", {}).get("cpu_flags") or []
+        flags = [f for f in BF16_FLAGS if f in seen]
     return list(flags or [])
 
 
@@ -51,7 +55,10 @@ def bf16_targets(
     if not bf16_units(result):
         return []
     levels = result.get("backends", {}).get("levels", [])
-    by_model = {lv["model"]: lv for lv in levels}
+    by_model = {lv["model"]: lv for lv in levels if "model" in lv}  # not a skipped level
+    if not by_model:  # the section did not run (no openvino, no time): said, not left out
+        why = result.get("backends", {}).get("skipped") or "the runtimes section did not run"
+        return [make(t, why, None) for t in (BF16_FP32, BF16_RERANK, INT8_SIBLING)]
     out = []
     for lv in levels:
         chosen = _chosen(lv)

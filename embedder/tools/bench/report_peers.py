@@ -66,7 +66,11 @@ def analyse(
             ratios[f"{model} / {name} (alternate rounds)"] = value
     best = best_mode(contenders)
     fe = _rate(contenders.get("fastembed"))
-    ours = {k: row for k, row in contenders.items() if row.get("kind") == "ours"}
+    ours = {
+        k: row
+        for k, row in contenders.items()
+        if row.get("kind") == "ours" and "skipped" not in row
+    }
     for key, row in ours.items():
         if not row.get("default") and any(
             o.get("default") and o.get("level") == row.get("level") for o in ours.values()
@@ -83,6 +87,9 @@ def analyse(
         value = mine / fe if mine and fe else None
         targets.append(target(PEER_FASTEMBED, f"{key} server / fastembed", value))
     _served_targets(p, ours, targets, target)
+    for key, row in contenders.items():  # a level the service's way could not open
+        if row.get("kind") == "ours" and "skipped" in row and row.get("precision") == "fp32":
+            targets.append(target(SERVED_COSINE, f"{key}: {row['skipped'][:120]}", None))
 
 
 def _served_targets(
@@ -102,5 +109,8 @@ def _served_targets(
             targets.append(got)
         if p.get("bf16_units"):
             level = row.get("level", key)
-            value = 1.0 if key == level else p.get("paired", {}).get(key, {}).get(level)
+            if key == level:  # served on ONNX Runtime itself
+                targets.append(target(DEFAULT_ORT, f"{level}: served on onnxruntime", 1.0))
+                continue
+            value = p.get("paired", {}).get(key, {}).get(level)
             targets.append(target(DEFAULT_ORT, f"{key} / {level} onnxruntime", value))

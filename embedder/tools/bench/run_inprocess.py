@@ -4,6 +4,7 @@ between them come from the same minutes; and the reranker's limit."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from embedder.backends.runtimes import BackendPolicy
 from embedder.catalog import BuiltFile
 from embedder.settings import Settings
 from embedder.tools.bench import engine, forms, peaks, peer_torch, peers
@@ -51,6 +51,11 @@ def measure_engines(
         clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {lone:.2f} ms")
 
 
+def served_settings(opts: Options) -> Settings:
+    """The settings the bench's servers read: this environment and `--server-env`."""
+    return Settings.from_env({**os.environ, **dict(opts.server_env)})
+
+
 def measure_peers(
     opts: Options,
     clock: Clock,
@@ -77,9 +82,8 @@ def measure_peers(
     elif opts.peer and any(lv.key == PEER_LEVEL for lv in levels):
         clock.say(f"the peers {', '.join(opts.peers)} and our levels of the same model")
         others = Others()
-        settings = Settings.from_env()  # as the bench's servers read it
-        policy = BackendPolicy(settings.backend, settings.exact_fp32)
-        got = peers.measure(opts, clock, levels, files, texts, files["corpus"].parent, policy)
+        settings = served_settings(opts)
+        got = peers.measure(opts, clock, levels, files, texts, files["corpus"].parent, settings)
         result["peers"] = got | {"others_cpu_share": others.share()}
         st = got["contenders"].get(peers.REFERENCE)
         result["peer"] = st or {"skipped": f"{peers.REFERENCE} is not among --peers"}

@@ -144,10 +144,12 @@ def test_the_bf16_goals_are_read_where_the_cpu_has_bf16_units() -> None:
     levels = [
         _level("shapes:1", "bge-small-q1-shape", "embedding", "int8", texts_per_s=500.0),
         _level("shapes:2", "bge-small-q2-shape", "embedding", "fp32", texts_per_s=400.0)
-        | {"vs_ort": 4.5},
+        | {"skipped": None},
+        {"key": "shapes:3", "catalog": "shapes", "skipped": "the budget ran out"},
         _level("shapes:4", "bge-base-q4-shape", "embedding", "fp32", vs_ort=3.2),
         _level("shapes:5", "bge-reranker-base-shape", "rerank", "fp32", vs_ort=6.2),
     ]
+    levels[1].pop("skipped")
     levels[1]["contenders"][1]["vs_ort"] = 4.5
     result: dict[str, Any] = {"backends": {"bf16_flags": ["amx_bf16"], "levels": levels}}
     got = {t["key"] + " " + t["where"]: t for t in report.analyse(result)["targets"]}
@@ -158,6 +160,30 @@ def test_the_bf16_goals_are_read_where_the_cpu_has_bf16_units() -> None:
     assert got["bf16_rerank shapes:5 openvino bf16"]["met"]
     sibling = got["int8_sibling shapes:1 openvino bf16 / shapes:2 openvino bf16"]
     assert sibling["value"] == 500.0 / 400.0 and sibling["met"]
-    result["backends"]["bf16_flags"] = []
+    # The section skipped (no openvino): the goals are said not measured, not left out.
+    result["backends"] = {"bf16_flags": ["amx_bf16"], "levels": [], "skipped": "no openvino"}
+    got = {t["key"]: t for t in report.analyse(result)["targets"]}
+    for key in ("bf16_fp32", "bf16_rerank", "int8_sibling"):
+        assert got[key]["value"] is None and got[key]["where"] == "no openvino"
+    result["backends"] = {"bf16_flags": [], "levels": levels}
     keys = {t["key"] for t in report.analyse(result)["targets"]}
     assert not keys & {"bf16_fp32", "bf16_rerank", "int8_sibling"}
+
+
+def test_the_reranker_served_is_read_against_the_torch_peer_on_bf16_units() -> None:
+    """Shapes: the reranker's best server rate against the torch FP32 peer's pairs/s is a
+    goal (3x) on CPUs with BF16 units only (the machine's flags when nothing else said)."""
+    default = report.default_layout({"machine": {"cores": 2}})
+    rerank = [{"texts_per_s": 35.0, "concurrency": 4, "docs": 20}]
+    result: dict[str, Any] = {
+        "options": {"catalog": "shapes", "corpus_size": 8, "seed": 1, "batch": 8},
+        "machine": {"cores": 2, "cpu_flags": ["avx512f", "amx_bf16"]},
+        "levels": [],
+        "peer": {"models": {"bge-reranker-base-shape": {"pairs_per_s": 10.0}}},
+        "rerank": {"engine": {"pairs_per_s": 20.0}},
+        "servers": [{"layout": default, "scenarios": [], "rerank": rerank}],
+    }
+    got = [t for t in report.analyse(result)["targets"] if t["key"] == "rerank_peer_bf16"]
+    assert len(got) == 1 and got[0]["value"] == 3.5 and got[0]["met"]
+    result["machine"]["cpu_flags"] = ["avx2"]
+    assert not [t for t in report.analyse(result)["targets"] if t["key"] == "rerank_peer_bf16"]

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 
 from embedder.backends.cpu import cpu, read_cpu
-from embedder.backends.runtimes import BackendPolicy
 from embedder.service import Service
+from embedder.settings import Settings
 from embedder.tools.bench import fastembed_env, markdown_peers, peers, plan, report
 from embedder.tools.bench.machine import bf16_units
 from embedder.tools.bench.peer_child import Child, PeerFailed
+from embedder.tools.bench.run_inprocess import served_settings
 from embedder.tools.bench.run_levels import prepare
 from embedder.tools.bench.scenarios import Clock
 
@@ -154,14 +155,14 @@ def _measure(
     models_root: Path,
     names: tuple[str, ...],
     tmp_path: Path,
-    policy: BackendPolicy | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     opts = _opts(models_root, names)
     clock = Clock(600)
     levels, _ = prepare(opts, clock)
     corpus = tmp_path / "corpus.json"
     corpus.write_text(json.dumps(TEXTS))
-    return peers.measure(opts, clock, levels, {"corpus": corpus}, TEXTS, tmp_path, policy)
+    return peers.measure(opts, clock, levels, {"corpus": corpus}, TEXTS, tmp_path, settings)
 
 
 def _check_ours(got: dict[str, Any]) -> None:
@@ -222,7 +223,7 @@ def test_a_level_the_service_runs_elsewhere_joins_as_it_is_served(
     """Under the service's policy (here OpenVINO, forced) the FP32 level joins twice: on ONNX
     Runtime and as served, its vectors compared and its rounds paired with ONNX Runtime's."""
     pytest.importorskip("openvino")
-    got = _measure(models_root, (), tmp_path, BackendPolicy("openvino"))
+    got = _measure(models_root, (), tmp_path, Settings.from_env({"EMBEDDER_BACKEND": "openvino"}))
     rows = got["contenders"]
     served = [k for k, row in rows.items() if row.get("default") and row["level"] == "starter:4"]
     assert len(served) == 1 and served[0].startswith("starter:4 openvino ")
@@ -232,12 +233,16 @@ def test_a_level_the_service_runs_elsewhere_joins_as_it_is_served(
     assert "default" not in rows["starter:4"] and rows["starter:4"]["backend"] == "onnxruntime"
     assert got["reference"] == "starter:4"  # no sentence-transformers: our FP32 level on ORT
     assert row["min_cosine"] > 0.999
-    assert got["paired"][served[0]]["starter:4"] > 0
+    ort = rows["starter:4"]["rounds"]
+    ratios = sorted(row["rounds"][r] / ort[r] for r in ort)
+    assert got["paired"][served[0]]["starter:4"] == pytest.approx(np.median(ratios))
     # Each level is served by one runtime: exactly one of its rows says so.
     for level in ("starter:2", "starter:4"):
         assert sum(1 for r in rows.values() if r["level"] == level and r.get("default")) == 1
     # Under ONNX Runtime alone the level joins once, as served.
-    got = _measure(models_root, (), tmp_path, BackendPolicy("onnxruntime"))
+    got = _measure(
+        models_root, (), tmp_path, Settings.from_env({"EMBEDDER_BACKEND": "onnxruntime"})
+    )
     assert set(got["contenders"]) == {"starter:2", "starter:4"}
     assert all(row["default"] for row in got["contenders"].values())
 
@@ -272,9 +277,43 @@ def test_the_level_as_served_is_checked_against_the_reference_and_onnxruntime() 
     assert targets[("default_ort", f"{served} / starter:4 onnxruntime")]["value"] == 4.1
     assert [w for k, w in targets if k == "peer_best"] == [f"{served} server / st FP32"]
     md = "\n".join(markdown_peers.peers(result))
-    assert f"| {served} (FP32) / it |" in md
+    assert f"| {served} (BF16) / it |" in md  # what it computes in
     contenders[served]["min_cosine"] = 0.9997
     result["peers"]["bf16_units"] = []
     targets = {(t["key"], t["where"]): t for t in report.analyse(result)["targets"]}
     assert targets[("served_cosine", f"{served} / st FP32")]["gap"] == "min cosine 0.999700"
     assert not any(k == "default_ort" for k, _ in targets)
+
+
+def test_the_served_row_reads_the_servers_settings() -> None:
+    """`--server-env` is what the servers run with: the served row reads it too."""
+    opts = plan.parse(["--quick", "--server-env", "EMBEDDER_BACKEND=onnxruntime"])
+    assert served_settings(opts).backend == "onnxruntime"
+    opts = plan.parse(["--quick", "--server-env", "EMBEDDER_EXACT_FP32=1"])
+    assert served_settings(opts).exact_fp32
+
+
+def test_a_level_the_service_could_not_open_is_said_and_read_once() -> None:
+    """The served row failed to open: the level's goals are read once, on its ONNX Runtime
+    row, and the served cosine is said not measured."""
+    contenders = {
+        "starter:4": _ours("starter:4", "all-minilm-l6-v2", "fp32", {"0": 100.0}),
+        "starter:4 as served": {"kind": "ours", "level": "starter:4", "precision": "fp32"}
+        | {"model": "all-minilm-l6-v2", "skipped": "openvino: cannot compile"},
+        "st-fp32": {"kind": "peer", "what": "st", "texts_per_s": 50.0, "rounds": {"0": 50.0}},
+    }
+    result: dict[str, Any] = {
+        "options": {"corpus_size": 100, "seed": 1, "batch": 32},
+        "machine": {"cpu": "x", "cpu_flags": [], "cores": 2},
+        "levels": [],
+        "peers": {"cpu": "x", "bf16_units": [], "threads": 2, "texts": 100, "batch": 32}
+        | {"reference": "st-fp32", "contenders": contenders, "paired": {"starter:4": {}}},
+        "servers": [],
+    }
+    targets = report.analyse(result)["targets"]
+    assert [t["where"] for t in targets if t["key"] == "peer_best"] == [
+        "starter:4 server / st FP32"
+    ]
+    said = [t for t in targets if t["key"] == "served_cosine"]
+    assert len(said) == 1 and said[0]["value"] is None and "cannot compile" in said[0]["where"]
+    assert "| starter:4 as served |" in "\n".join(markdown_peers.peers(result))
