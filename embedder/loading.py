@@ -75,10 +75,13 @@ class Opener:
         chosen = self.runtimes.runtime(model) if self.runtimes else None
         return chosen or Runtime("onnxruntime", self.store.catalog.get(model).precision)
 
-    def _encoder(self, spec: ModelSpec, config: SessionConfig) -> TextEncoder:
+    def encoder(self, spec: ModelSpec) -> TextEncoder:
+        """The model's encoder as its runners share it: one single-thread session (OpenVINO
+        plans a stream for each runner), on the runtime chosen for the model."""
         assert spec.onnx and spec.tokenizer
+        one = replace(self.session_config, threads=1, streams=self.runners)
         tok = load_tokenizer(self.store.path(spec, spec.tokenizer), spec.max_tokens)
-        session = self._session(spec, config, embedding_probe(spec, tok, self.run_limits))
+        session = self._session(spec, one, embedding_probe(spec, tok, self.run_limits))
         return TextEncoder(spec, session, tok, self.run_limits)
 
     def embedding(
@@ -88,8 +91,7 @@ class Opener:
         share ONE single-thread session (ORT's `run` is thread-safe; OpenVINO plans a stream
         for each), so a worker holds one copy of the model whatever its core count
         (docs/memory.md)."""
-        one = replace(self.session_config, threads=1, streams=self.runners)
-        encoder = self._encoder(spec, one)
+        encoder = self.encoder(spec)
         return Embedding(encoder, self._batcher(spec, [encoder] * self.runners, observe))
 
     def _batcher(

@@ -32,13 +32,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedder.backends.calibration import embedding_probe
 from embedder.backends.runtimes import BackendPolicy, Runtimes
-from embedder.encoder import TextEncoder
+from embedder.loading import Opener
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig
 from embedder.settings import Settings
-from embedder.tokens import load_tokenizer
 from embedder.tools.bench import fastembed_env, peer
 from embedder.tools.bench.engine import open_embedder, pull
 from embedder.tools.bench.machine import bf16_units, cores, cpu_flags, cpu_model
@@ -141,23 +139,21 @@ def _ours(
 
 
 def _served(lv: Level, texts: Sequence[str], threads: int, settings: Settings) -> Side | None:
-    """`lv` opened as a worker opens it under `settings` (its runtime chosen, or the kept
-    choice read, as at a worker's start), when that is not ONNX Runtime; else None. Its
-    runners are the phase's (a thread per core), so the compiled model gets a stream each."""
+    """`lv` opened as a worker opens it under `settings` (`Opener.encoder`: its runtime
+    chosen, or the kept choice read, as at a worker's start), when that is not ONNX Runtime;
+    else None. Its runners are the phase's (a thread per core), so the compiled model gets a
+    stream each."""
     if settings.backend == "onnxruntime":
         return None
     spec = lv.spec
-    assert spec.onnx and spec.tokenizer
     runtimes = Runtimes(BackendPolicy(settings.backend, settings.exact_fp32), lv.store)
+    config = SessionConfig(threads=threads, shared_weights=settings.shared_weights)
     limits = RunLimits(max_batch_tokens=settings.max_batch_tokens)
-    tokenizer = load_tokenizer(lv.store.path(spec, spec.tokenizer), spec.max_tokens)
-    probe = embedding_probe(spec, tokenizer, limits)
-    config = SessionConfig(threads=1, streams=threads, shared_weights=settings.shared_weights)
-    session = runtimes.open(spec, lv.store.path(spec, spec.onnx), config, probe)
-    runtime = runtimes.runtime(spec.id)
-    if runtime is None or runtime.backend == "onnxruntime":
+    opener = Opener(lv.store, config, limits, runtimes=runtimes)
+    encoder = opener.encoder(spec)
+    runtime = opener.runtime(spec)
+    if runtime.backend == "onnxruntime":
         return None
-    encoder = TextEncoder(spec, session, tokenizer, limits)
     encoder.embed(texts[:4])  # warm-up
     computes = runtime.compute_precision
     key = f"{lv.key} {runtime.backend} {computes}"

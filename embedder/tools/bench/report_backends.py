@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from embedder.backends.cpu import BF16_FLAGS
+from embedder.backends.cpu import Cpu
 from embedder.tools.bench.markdown_cells import num, others, table
 
 # The goal on every CPU, read where the bench measured it: what `auto` chose for a
@@ -37,9 +37,8 @@ def bf16_units(result: dict[str, Any]) -> list[str]:
     flags = result.get("backends", {}).get("bf16_flags")
     if flags is None:
         flags = result.get("peers", {}).get("bf16_units")
-    if flags is None:
-        seen = result.get("machine", {}).get("cpu_flags") or []
-        flags = [f for f in BF16_FLAGS if f in seen]
+    if flags is None:  # the units among the flags, as the backend choice reads them
+        flags = Cpu("", tuple(result.get("machine", {}).get("cpu_flags") or ())).bf16
     return list(flags or [])
 
 
