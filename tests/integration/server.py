@@ -17,6 +17,12 @@ free_port = launch.free_port
 # The test suite's own variables (docs/development.md), not the service's: the service would
 # warn of them at start.
 TEST_SUITE_ONLY = ("EMBEDDER_TEST_MODELS_ROOT", "EMBEDDER_BIG_TESTS")
+# The runtime the suite's servers compute on unless a test says: the engine of record, whose
+# vectors the in-process engine (`starter_service`) reproduces bit for bit on every CPU. The
+# service's default, `auto`, times the runtimes at first start: on a CPU with BF16 units it
+# serves FP32 levels in BF16 on OpenVINO (close to them, not equal), elsewhere it may take
+# either by a timing. `test_backend_auto` serves the default.
+BACKEND = "onnxruntime"
 
 
 @dataclass
@@ -87,9 +93,12 @@ def start(
     tcp: bool = True,
     extra_env: dict[str, str] | None = None,
     socket_root: Path | None = None,
+    backend: str | None = BACKEND,
 ) -> Server:
     """`catalog` (a built-in's name or a catalog file), `workers` x 1 core each unless
-    `extra_env` says otherwise."""
+    `extra_env` says otherwise, computing on `backend` (None: the service's default)."""
+    if backend is not None:
+        extra_env = {"EMBEDDER_BACKEND": backend, **(extra_env or {})}
     g = launch.start(
         tmp,
         models_root,

@@ -79,8 +79,10 @@ def root(tmp_path: Path, starter_service: Service) -> Path:
 
 
 def runtimes(root: Path, backend: str = "auto", **kw: Any) -> Runtimes:
-    """Integer dot-product units are off unless a test says (a CI CPU may have them)."""
+    """BF16 and integer dot-product units are off unless a test says (a CI CPU may have
+    them: each adds candidates and changes what a level computes in)."""
     kw.setdefault("int8", False)
+    kw.setdefault("bf16", False)
     return Runtimes(BackendPolicy(backend), ModelStore(root, STARTER, offline=True), **kw)
 
 
