@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from embedder.backends import compiled_cache
+from embedder.planning import OPENVINO_GRID
 from embedder.sessions import SessionConfig, run_tokens
 
 log = logging.getLogger("embedder.backends.openvino")
@@ -107,6 +108,7 @@ class OpenVinoSession:
     arena's same story: docs/performance.md)."""
 
     backend = "openvino"
+    shape_grid = OPENVINO_GRID  # the CPU plugin keeps what it built for every shape it ran
 
     def __init__(
         self, compiled: Any, requests: int, warm_tokens: int = 0, precision: str = "fp32"
@@ -167,8 +169,9 @@ def _compute_precision(compiled: Any, asked: str) -> str:
     units that quantize its activations too)."""
     if asked == "int8":
         return "int8" if _int8_products(compiled) else "fp32"
-    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-    return "bf16" if "bf16" in hint else "fp32"
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an element type: bf16, f32
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    return "bf16" if name.lower() in ("bf16", "bfloat16") else "fp32"
 
 
 def _int8_products(compiled: Any) -> bool:
