@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from embedder.batcher import Inline, Reservation, Runner
 from embedder.catalog import ModelSpec
 from embedder.errors import BrokenModel, NothingToRead
-from embedder.planning import RunLimits, plan
+from embedder.planning import RunLimits, plan, session_limits
 from embedder.tokens import (
     Tokenized,
     assemble,
@@ -90,7 +90,7 @@ class TextEncoder:
         self.spec = spec
         self.session = session
         self.tokenizer = tokenizer
-        self.limits = limits or RunLimits()
+        self.limits = session_limits(limits or RunLimits(), session, spec.max_tokens)
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=3)
         self.pooling = spec.pooling or "mean"
@@ -114,9 +114,9 @@ class TextEncoder:
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
         """Pooled, not yet normalised vectors of `rows`, in one run on this encoder's session."""
-        sub = assemble(tok.encodings, rows, self.inputs)
+        sub = assemble(tok.encodings, rows, self.inputs, self.limits.shape)
         (hidden,) = self.session.run([self.output], sub.feeds)
-        return pool(hidden, sub.mask, self.pooling)
+        return pool(hidden[: len(rows)], sub.mask, self.pooling)
 
     def finish(self, tok: Tokenized, pooled: np.ndarray) -> Embeddings:
         """The embeddings of pooled rows; BrokenModel if any value is NaN or Inf."""

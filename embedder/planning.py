@@ -6,17 +6,80 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 
 @dataclass(frozen=True)
+class ShapeGrid:
+    """The shapes a runtime is given: a sub-batch's rows and padded length rounded up to the
+    next of these. OpenVINO's CPU plugin keeps kernels and memory for every input shape it
+    has run, for good (neither its runtime cache's capacity nor `release_memory` bounds
+    them): a worker fed the planner's free shapes grew with every new one for as long as it
+    served (docs/openvino.md). On a grid the set of shapes is finite, so the worker's memory
+    levels off; the planner prices the padding (`plan_batches`), so it cuts sub-batches
+    where the grid wastes least. Lengths step by 8 tokens up to 64 (short texts are most of
+    the traffic), then by at most a quarter; rows by at most a half, which the plan pads
+    only where a run saved is worth more (short texts)."""
+
+    lengths: tuple[int, ...]
+    rows: tuple[int, ...]
+
+    def length(self, n: int, cap: int) -> int:
+        """The padded length of a sub-batch whose longest text has `n` tokens, never past
+        `cap` (the model's window: its position table may end there) unless `n` does."""
+        return max(n, min(_next(self.lengths, n), cap))
+
+    def row_count(self, n: int, cap: int) -> int:
+        """The rows a sub-batch of `n` texts runs with (the extra rows repeat its first)."""
+        return max(n, min(_next(self.rows, n), cap))
+
+
+def session_limits(limits: RunLimits, session: Any, window: int) -> RunLimits:
+    """`limits` for runs on `session`, in a model of `window` tokens: with its runtime's shape
+    grid, if it has one (`shape_grid`: OpenVINO's sessions)."""
+    return replace(limits, grid=getattr(session, "shape_grid", None), window=window)
+
+
+def _next(steps: tuple[int, ...], n: int) -> int:
+    for step in steps:
+        if step >= n:
+            return step
+    return n
+
+
+def _steps(*spans: tuple[int, int, int]) -> tuple[int, ...]:
+    return tuple(sorted({v for start, stop, step in spans for v in range(start, stop + 1, step)}))
+
+
+OPENVINO_GRID = ShapeGrid(
+    lengths=_steps((8, 64, 8), (80, 128, 16), (160, 256, 32), (320, 512, 64), (640, 8192, 128)),
+    rows=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256),
+)
+
+
+@dataclass(frozen=True)
 class RunLimits:
-    """Bounds of one ONNX Runtime run: rows, and padded tokens (bounds activation memory)."""
+    """Bounds of one run: rows, and padded tokens (bounds activation memory); and the shapes
+    the session runs, where its runtime wants a grid of them (`ShapeGrid`), with the
+    model's window, past which no text is padded."""
 
     max_batch: int = 32
     max_batch_tokens: int = 2048
+    grid: ShapeGrid | None = None
+    window: int = 512
+
+    def shape(self, rows: int, length: int) -> tuple[int, int]:
+        """The rows and length a sub-batch of `rows` texts, the longest `length` tokens,
+        runs as: on the grid if there is one."""
+        if self.grid is None:
+            return rows, length
+        return (
+            self.grid.row_count(rows, max(rows, self.max_batch)),
+            self.grid.length(length, self.window),
+        )
 
 
 # Cost of one run in token units, fitted on all-MiniLM-L6-v2 FP32 and INT8 at 1 thread
@@ -37,19 +100,19 @@ def text_cost(length: int) -> float:
     return 1.0 + length * (1.0 + length / ATTENTION_LENGTH)
 
 
-def plan_batches(
-    lengths: Sequence[int], *, max_batch: int, max_batch_tokens: int
-) -> Iterator[np.ndarray]:
+def plan_batches(lengths: Sequence[int], limits: RunLimits) -> Iterator[np.ndarray]:
     """Sort by length, then cut into the sub-batches that cost least to run.
 
     Every row of a sub-batch is padded to its longest, so one 256-token text among 31 short
     ones made a 32-row batch mostly padding (docs/performance.md). The cut points come from a
     dynamic programme over the sorted lengths minimising the modelled run cost (per-run
     overhead + padded tokens, attention growing with length). A sub-batch also ends at
-    `max_batch` rows or `max_batch_tokens` padded tokens (peak activation memory, and cache:
-    per-token cost rises past a few thousand padded tokens), though a single row may exceed
-    that.
+    `limits.max_batch` rows or `limits.max_batch_tokens` padded tokens (peak activation
+    memory, and cache: per-token cost rises past a few thousand padded tokens), though a
+    single row may exceed that. With a grid (`limits.grid`) each sub-batch is priced at the
+    shape it runs as.
     """
+    shape = limits.shape
     if len(lengths) == 1:  # a lone text: one run, without the general path's numpy
         yield np.zeros(1, dtype=np.intp)
         return
@@ -61,9 +124,9 @@ def plan_batches(
     for start in range(n):
         base = best[start]
         length = longest[start]  # the first row of a sub-batch is its longest
-        cap = max(1, min(max_batch, max_batch_tokens // length))
+        cap = max(1, min(limits.max_batch, limits.max_batch_tokens // length))
         for rows in range(1, min(cap, n - start) + 1):
-            cost = base + _run_cost(rows, length)
+            cost = base + _run_cost(*shape(rows, length))
             if cost < best[start + rows]:
                 best[start + rows] = cost
                 cut[start + rows] = start
@@ -78,16 +141,22 @@ def plan_batches(
         start = end
 
 
-def balance(plan: list[np.ndarray], lengths: Sequence[int], parallel: int) -> list[np.ndarray]:
+def balance(
+    plan: list[np.ndarray],
+    lengths: Sequence[int],
+    parallel: int,
+    limits: RunLimits | None = None,
+) -> list[np.ndarray]:
     """Split the costliest sub-batches in two until none costs more than 1/`parallel` of the
     whole, so `parallel` runners sharing the plan finish together (one 32-text request on two
     runners otherwise waits for whichever got the sub-batch of long texts). Costs a few
     tokens of run overhead per split, so only worth it when the runners have nothing else."""
     if parallel < 2 or len(lengths) < 2:
         return plan
+    shape = (limits or RunLimits()).shape
 
     def cost(rows: np.ndarray) -> float:
-        return _run_cost(len(rows), max(int(lengths[r]) for r in rows))
+        return _run_cost(*shape(len(rows), max(int(lengths[r]) for r in rows)))
 
     out = list(plan)
     for _ in range(4 * parallel):
@@ -104,7 +173,5 @@ def balance(plan: list[np.ndarray], lengths: Sequence[int], parallel: int) -> li
 def plan(lengths: Sequence[int], limits: RunLimits, parallel: int = 1) -> list[np.ndarray]:
     """Row groups, one per run (`plan_batches`), balanced for `parallel` idle runners
     (`balance`): what the encoder and the cross-encoder hand their runners."""
-    cuts = plan_batches(
-        lengths, max_batch=limits.max_batch, max_batch_tokens=limits.max_batch_tokens
-    )
-    return balance(list(cuts), lengths, parallel)
+    cuts = plan_batches(lengths, limits)
+    return balance(list(cuts), lengths, parallel, limits)

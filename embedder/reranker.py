@@ -18,7 +18,7 @@ from embedder.batcher import Inline, Reservation, Runner
 from embedder.catalog import ModelSpec
 from embedder.encoder import Embedding, check_finite
 from embedder.errors import ModelUnavailable, NothingToRead
-from embedder.planning import RunLimits, plan
+from embedder.planning import RunLimits, plan, session_limits
 from embedder.tokens import (
     Tokenized,
     assemble,
@@ -101,7 +101,7 @@ class PairScorer:
     ) -> None:
         self.spec = spec
         self.session = session
-        self.limits = limits or RunLimits()
+        self.limits = session_limits(limits or RunLimits(), session, spec.max_tokens)
         self.inputs = graph_inputs(session)
         self.output = pick_output(session, spec.output, rank=2)
         # Copies: the truncation is set here, and the caller's tokenizers (possibly one object
@@ -138,9 +138,9 @@ class PairScorer:
         return plan(lengths, self.limits, parallel)
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
-        sub = assemble(tok.encodings, rows, self.inputs)
+        sub = assemble(tok.encodings, rows, self.inputs, self.limits.shape)
         (out,) = self.session.run([self.output], sub.feeds)
-        out = np.asarray(out)
+        out = np.asarray(out)[: len(rows)]
         if out.ndim != 2 or out.shape[1] != 1:
             raise ModelUnavailable(f"{self.spec.id}: expected one logit per pair")
         return out

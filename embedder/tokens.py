@@ -3,7 +3,7 @@ reranker; which rows go together is `planning`'s job."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,31 +151,46 @@ class Tokenized:
 
 @dataclass(frozen=True)
 class Batch:
-    """One padded sub-batch: `rows` are positions in the caller's order."""
+    """One padded sub-batch: `rows` are positions in the caller's order. The feeds may have
+    more rows than `rows` (a runtime's shape grid): the results' first `len(rows)` are
+    theirs; `mask` covers those rows, at the feeds' length."""
 
     rows: np.ndarray
     feeds: dict[str, np.ndarray]
     mask: np.ndarray
 
 
-def assemble(encodings: Sequence[Encoding], rows: np.ndarray, input_names: set[str]) -> Batch:
-    """Pad the chosen encodings to their longest and build the feeds the graph declares."""
+def assemble(
+    encodings: Sequence[Encoding],
+    rows: np.ndarray,
+    input_names: set[str],
+    shape: Callable[[int, int], tuple[int, int]] | None = None,
+) -> Batch:
+    """Pad the chosen encodings to their longest, or to the shape `shape` gives for their
+    count and longest (`RunLimits.shape`), and build the feeds the graph declares. Extra
+    rows repeat the first (a row of real tokens: one all padding might compute NaN, whose
+    check would then see only the rows kept); extra columns are masked padding."""
     chosen = [encodings[i] for i in rows]
     lengths = [len(e) for e in chosen]  # `ids` makes a new list at each use
-    seq = max(lengths)
-    ids = np.zeros((len(chosen), seq), dtype=np.int64)
-    mask = np.zeros((len(chosen), seq), dtype=np.int64)
+    count, seq = len(chosen), max(lengths)
+    if shape is not None:
+        count, seq = shape(count, seq)
+    ids = np.zeros((count, seq), dtype=np.int64)
+    mask = np.zeros((count, seq), dtype=np.int64)
     for r, (enc, n) in enumerate(zip(chosen, lengths, strict=True)):
         ids[r, :n] = enc.ids
         mask[r, :n] = 1
     available = {"input_ids": ids, "attention_mask": mask}
     if "token_type_ids" in input_names:  # only for the graphs that take them
-        types = np.zeros((len(chosen), seq), dtype=np.int64)
+        types = np.zeros((count, seq), dtype=np.int64)
         for r, (enc, n) in enumerate(zip(chosen, lengths, strict=True)):
             types[r, :n] = enc.type_ids
         available["token_type_ids"] = types
+    if count > len(chosen):
+        for array in available.values():
+            array[len(chosen) :] = array[0]
     feeds = {name: available[name] for name in input_names if name in available}
-    return Batch(rows=rows, feeds=feeds, mask=mask)
+    return Batch(rows=rows, feeds=feeds, mask=mask[: len(chosen)])
 
 
 def graph_inputs(session: Any) -> set[str]:

@@ -29,11 +29,11 @@ REQUESTS, SECONDS, MAX_GROWTH = 1500, 60, 10.0
 # largest shapes (the allocators' high-water marks) only well into a run this short; a first
 # such step after a 25 % warm-up read as "growth" (+5.6 %, +5.8 % in 2 of 6 runs here).
 WARMUP = 0.4
-# The runtime is named, not chosen: `auto` picks a model's runtime by timing it at first start,
-# so on a noisy machine it now and then took OpenVINO for a level and the soak measured another
-# server. OpenVINO's worker still grows with each new batch shape (docs/openvino.md, "Growth
-# under varied shapes": open in issue 25); this soak holds ONNX Runtime, the engine of record,
-# to flat.
+# The runtime is named, not chosen: `auto` picks a model's runtime by timing it at first start
+# (OpenVINO BF16 on a CPU with BF16 units, either by a timing elsewhere), and the soak holds
+# the engine of record to flat. OpenVINO's memory levels off only once each model has run its
+# grid of shapes, which random batches take minutes to do (docs/openvino.md, "Growth under
+# varied shapes"): `test_openvino_grid` holds that in-process.
 BACKEND = "onnxruntime"
 
 

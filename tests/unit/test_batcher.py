@@ -13,7 +13,7 @@ from embedder.batcher import Batcher, Reservation
 from embedder.catalog import STARTER
 from embedder.encoder import Embedding, Embeddings, TextEncoder
 from embedder.errors import Overloaded, TimedOut
-from embedder.planning import _run_cost, plan_batches, text_cost
+from embedder.planning import RunLimits, _run_cost, plan_batches, text_cost
 from embedder.sessions import SessionConfig, open_session
 from embedder.tokens import Tokenized, load_tokenizer
 from tests.models import paraphrase_onnx, tokenizer_json
@@ -72,7 +72,7 @@ class FakeEngine:
     def plan(self, lengths: Sequence[int], parallel: int = 1) -> list[np.ndarray]:
         if self.plan_error is not None:
             raise self.plan_error
-        return list(plan_batches(lengths, max_batch=4, max_batch_tokens=4096))
+        return list(plan_batches(lengths, RunLimits(4, 4096)))
 
     def run_rows(self, tok: Tokenized, rows: np.ndarray) -> np.ndarray:
         texts = [tok.encodings[r].text for r in rows]
