@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.batcher import Engine
 from embedder.catalog import ModelSpec
 from embedder.encoder import TextEncoder
 from embedder.hugepages import weights_on_huge_pages
+from embedder.loading import Opener
 from embedder.memory import libc_trim
 from embedder.planning import RunLimits
 from embedder.sessions import SessionConfig, open_session
+from embedder.settings import Settings
 from embedder.store.files import ModelStore
 from embedder.tokens import Tokenized, load_tokenizer
 from embedder.tools.bench.stats import median
@@ -46,6 +49,7 @@ class EngineResult:
     single_ms_1t: dict[str, float] = field(default_factory=dict)  # the same on one thread
     layout: str = ""  # the layout the limit came from, e.g. "2x1": 2 sessions of 1 thread
     layouts: dict[str, float] = field(default_factory=dict)  # layout -> median texts/s
+    runtime: str = "onnxruntime"  # what computes the engine's runs: "openvino bf16", ...
 
     @property
     def single_p50(self) -> float:
@@ -60,6 +64,33 @@ def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> TextEncod
     weights_on_huge_pages(trim=libc_trim())
     tokenizer = load_tokenizer(store.path(spec, spec.tokenizer), spec.max_tokens)
     return TextEncoder(spec, session, tokenizer, RunLimits())
+
+
+def open_served(
+    store: ModelStore, spec: ModelSpec, runners: int, settings: Settings
+) -> tuple[TextEncoder, str] | None:
+    """`spec`'s encoder as a worker of `runners` cores opens it under `settings` (the runtime
+    `EMBEDDER_BACKEND` chooses, or the kept choice: one compiled model, a stream per runner),
+    with what computes it ("openvino bf16"); None where that is ONNX Runtime, which
+    `open_embedder` opens in every layout. The engine the servers are compared with must
+    compute as they do: on a CPU with BF16 units `auto` serves FP32 levels on OpenVINO."""
+    if settings.backend == "onnxruntime":
+        return None
+    runtimes = Runtimes(BackendPolicy(settings.backend, settings.exact_fp32), store)
+    config = SessionConfig(threads=runners, shared_weights=settings.shared_weights)
+    limits = RunLimits(max_batch_tokens=settings.max_batch_tokens)
+    opener = Opener(store, config, limits, runtimes=runtimes)
+    encoder = opener.encoder(spec)
+    runtime = opener.runtime(spec)
+    if runtime.backend == "onnxruntime":
+        return None
+    return encoder, f"{runtime.backend} {runtime.compute_precision}"
+
+
+def lone_engine(store: ModelStore, spec: ModelSpec, settings: Settings | None) -> TextEncoder:
+    """The engine a lone request is compared with: what one runner of a worker runs."""
+    served = open_served(store, spec, 1, settings) if settings is not None else None
+    return served[0] if served else open_embedder(store, spec, 1)
 
 
 def _timed(embedder: TextEncoder, texts: Sequence[str]) -> tuple[float, int]:
@@ -226,20 +257,28 @@ def measure(
     budget: float = float("inf"),
     only: Sequence[str] = (),
     sampled: bool = False,
+    settings: Settings | None = None,
 ) -> EngineResult:
     """Everything the report needs from the engine for one model, in about `budget` seconds
     (a busy machine slows everything: then fewer rounds, never fewer than two). `only` limits
     the layouts measured for the limit (e.g. "2x1", what a worker's runners do). `sampled`
     (big models): a short warm-up, lone texts timed on one thread only (what a runner has),
-    3 tries each, at least 3 texts."""
+    3 tries each, at least 3 texts. With the servers' `settings`, a level they compute on
+    another runtime than ONNX Runtime is measured on it, in a worker's layout only (its
+    runners sharing one compiled model: `open_served`)."""
     began = time.monotonic()
     wide, narrow = f"1x{threads}", f"{threads}x1"
+    served = open_served(store, spec, threads, settings) if settings is not None else None
     names = [wide, narrow] if threads > 1 else [wide]
-    if only and any(name in names for name in only):
+    if served is not None:
+        names = [narrow]  # one compiled model with a stream per runner, as a worker has it
+    elif only and any(name in names for name in only):
         names = [name for name in names if name in only]
     layouts = {
         name: [open_embedder(store, spec, threads)]
         if name == wide
+        else [served[0]] * threads
+        if served is not None
         else [open_embedder(store, spec, 1) for _ in range(threads)]
         for name in names
     }
@@ -260,13 +299,18 @@ def measure(
         corpus_tokens=tokens,
         layout=best,
         layouts={name: median(m[0]) for name, m in measured.items()},
+        runtime=served[1] if served is not None else "onnxruntime",
     )
     if request_slices:
         result.request_texts_per_s = max(
             request_shaped(group, texts, batch, request_slices) for group in layouts.values()
         )
     idle = texts[:idle_texts]
-    if idle and sampled:
+    if idle and served is not None:
+        one = lone_engine(store, spec, settings)  # one stream, as one runner's lone run
+        result.single_ms_1t = single_times(one, idle, 3 if sampled else 5, began + budget * 0.85)
+        result.single_ms = single_times(served[0], idle, until=began + budget)
+    elif idle and sampled:
         group = layouts.get(f"{threads}x1")
         one = group[0] if group else open_embedder(store, spec, 1)
         result.single_ms_1t = single_times(one, idle, 3, began + budget, least=3)

@@ -231,7 +231,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from embedder.catalog import BUILTIN
-    from embedder.settings import default_models_root
+    from embedder.settings import Settings, default_models_root
     from embedder.store.files import ModelStore
     from embedder.tools.bench import engine, server
     from embedder.tools.bench.plan import FULL
@@ -278,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for (c, m), srv in zip(runs, servers, strict=True)
         ]
-        encoder = engine.open_embedder(store, spec, 1)
+        # as the servers compute it (they read this environment's EMBEDDER_BACKEND)
+        encoder = engine.lone_engine(store, spec, Settings.from_env(dict(os.environ)))
         got = measure(
             encoder, targets, spec.id, texts, rounds=a.rounds, until=time.monotonic() + a.seconds
         )

@@ -17,6 +17,7 @@ def engine(r: dict[str, Any]) -> list[str]:
                 lv["key"],
                 lv["model"],
                 lv["precision"].upper(),
+                e.get("runtime", "onnxruntime"),
                 e.get("layout") or f"1x{e.get('threads', '?')}",
                 num(e["texts_per_s"]),
                 num(e.get("tokens_per_s"), 0),
@@ -31,7 +32,8 @@ def engine(r: dict[str, Any]) -> list[str]:
             ]
         )
     threads = r["machine"]["cores"]
-    head = ["level", "model", "precision", "layout", "texts/s", "tokens/s", "spread"]
+    head = ["level", "model", "precision", "computes on", "layout", "texts/s", "tokens/s"]
+    head += ["spread"]
     head += [f"{r['options']['batch']}-text requests, texts/s", f"1 text p50 ms ({threads}t / 1t)"]
     head += ["others' CPU"]
     out = [f"## The limit: in-process engine on {threads} cores, whole corpus planned at once", ""]
@@ -43,7 +45,9 @@ def engine(r: dict[str, Any]) -> list[str]:
         "session per core, each in its own thread pulling the next sub-batch of one plan "
         "(Nx1), as a worker's runners do. Request-shaped: the same engine on the "
         "texts of each batched request, in order (the padding the server must live with). "
-        "Spread: (max - min) / median of the rounds._",
+        "Spread: (max - min) / median of the rounds. Computes on: the runtime the servers "
+        "compute the level on (`EMBEDDER_BACKEND` as they read it; on OpenVINO one compiled "
+        "model shared by a runner per core, as a worker has it)._",
     )
 
 

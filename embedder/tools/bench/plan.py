@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from embedder.settings import default_models_root
+from embedder.settings import Settings, default_models_root
 
 
 @dataclass(frozen=True)
@@ -313,3 +313,8 @@ def parse(argv: Sequence[str]) -> Options:
         budget_s=a.budget or opts.budget_s,
         server_env=tuple((dict(opts.server_env) | {k: v for k, v in env}).items()),
     )
+
+
+def served_settings(opts: Options) -> Settings:
+    """The settings the bench's servers read: this environment and `--server-env`."""
+    return Settings.from_env({**os.environ, **dict(opts.server_env)})

@@ -4,7 +4,6 @@ between them come from the same minutes; and the reranker's limit."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,11 +12,10 @@ from typing import Any
 import numpy as np
 
 from embedder.catalog import BuiltFile
-from embedder.settings import Settings
 from embedder.tools.bench import engine, forms, peaks, peer_torch, peers
 from embedder.tools.bench import rerank as rag
 from embedder.tools.bench.machine import Others, cores
-from embedder.tools.bench.plan import Options
+from embedder.tools.bench.plan import Options, served_settings
 from embedder.tools.bench.run_levels import Level
 from embedder.tools.bench.scenarios import Clock
 from embedder.tools.bench.stats import median
@@ -28,7 +26,9 @@ PEER_LEVEL = "starter:4"  # all-minilm-l6-v2 FP32: the weights sentence-transfor
 def measure_engines(
     opts: Options, clock: Clock, levels: list[Level], texts: list[str], result: dict[str, Any]
 ) -> None:
-    """Each level's limit on every core, into `result["levels"]`."""
+    """Each level's limit on every core, into `result["levels"]`: on the runtime the servers
+    compute it on."""
+    settings = served_settings(opts)
     for lv in levels:
         clock.say(f"engine (the limit) for {lv.key} {lv.spec.id} on {cores()} threads")
         others = Others()
@@ -44,16 +44,12 @@ def measure_engines(
             budget=opts.engine_seconds,
             only=opts.limit_layouts,
             sampled=opts.catalog == "shapes",
+            settings=settings,
         )
         row = asdict(eng) | {"others_cpu_share": others.share()}
         result["levels"].append(lv.describe() | {"engine": row})
         lone = median(list((eng.single_ms or eng.single_ms_1t).values()))
-        clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {lone:.2f} ms")
-
-
-def served_settings(opts: Options) -> Settings:
-    """The settings the bench's servers read: this environment and `--server-env`."""
-    return Settings.from_env({**os.environ, **dict(opts.server_env)})
+        clock.say(f"  {eng.texts_per_s:.1f} texts/s, single text {lone:.2f} ms ({eng.runtime})")
 
 
 def measure_peers(

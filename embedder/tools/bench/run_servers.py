@@ -13,9 +13,9 @@ from embedder.catalog import BGE, SHAPES, STARTER, Catalog
 from embedder.encoder import TextEncoder
 from embedder.settings import Settings
 from embedder.tools.bench import lone_cpu, schedstat, server
-from embedder.tools.bench.engine import open_embedder
+from embedder.tools.bench.engine import lone_engine
 from embedder.tools.bench.machine import cores
-from embedder.tools.bench.plan import Options, Shape
+from embedder.tools.bench.plan import Options, Shape, served_settings
 from embedder.tools.bench.run_levels import Level
 from embedder.tools.bench.scenarios import Clock, Scheduler, brief, run_load
 
@@ -211,7 +211,7 @@ def load_lone_cpu(
             target = lone_cpu.Target(info["layout"], address, srv.worker_pids)
             until = time.monotonic() + seconds
             try:
-                encoder = encoder or open_embedder(lv.store, lv.spec, 1)
+                encoder = encoder or lone_engine(lv.store, lv.spec, served_settings(opts))
                 got = lone_cpu.measure(
                     encoder, [target], lv.spec.id, texts, rounds=t.rounds, until=until
                 )

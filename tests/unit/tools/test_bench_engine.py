@@ -11,9 +11,19 @@ import pytest
 from embedder.catalog import STARTER
 from embedder.encoder import TextEncoder
 from embedder.planning import RunLimits
+from embedder.service import Service
 from embedder.sessions import SessionConfig, open_session
+from embedder.settings import Settings
 from embedder.tokens import Tokenized, load_tokenizer
-from embedder.tools.bench.engine import _parallel, _pooled, limit, round_rate, single_times
+from embedder.tools.bench.engine import (
+    _parallel,
+    _pooled,
+    limit,
+    lone_engine,
+    measure,
+    round_rate,
+    single_times,
+)
 from embedder.tools.corpus import corpus
 from tests.models import paraphrase_onnx, tokenizer_json
 
@@ -80,3 +90,33 @@ def test_lone_texts_are_timed_in_rounds_as_the_load_generator_sends_them() -> No
     late = _Order()  # past the budget: one round of the first `least` texts
     got = single_times(late, ["a", "b", "c"], repeats=3, until=0.0, least=2)  # type: ignore[arg-type]
     assert late.seen[2:] == ["a", "b"] and sorted(got) == ["0", "1"]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_the_limit_computes_as_the_servers_do(backend: str, starter_service: Service) -> None:
+    """The servers read EMBEDDER_BACKEND; the engine they are compared with (the limit, the
+    lone texts) runs the level on the same runtime: on OpenVINO in a worker's layout only
+    (one compiled model, a runner per core), on ONNX Runtime in both layouts."""
+    pytest.importorskip("openvino")
+    spec = STARTER.get("paraphrase-minilm-l3-v2")
+    settings = Settings.from_env({"EMBEDDER_BACKEND": backend})
+    got = measure(
+        starter_service.store,
+        spec,
+        corpus(24, seed=4),
+        threads=2,
+        rounds=2,
+        batch=8,
+        request_slices=0,
+        idle_texts=2,
+        budget=5.0,
+        settings=settings,
+    )
+    lone = lone_engine(starter_service.store, spec, settings)
+    if backend == "openvino":
+        assert got.runtime.startswith("openvino ") and list(got.layouts) == ["2x1"]
+        assert lone.session.backend == "openvino" and lone.limits.grid is not None
+    else:
+        assert got.runtime == "onnxruntime" and set(got.layouts) == {"1x2", "2x1"}
+        assert not hasattr(lone.session, "backend") or lone.session.backend == "onnxruntime"
+    assert got.texts_per_s > 0 and got.single_ms and got.single_ms_1t

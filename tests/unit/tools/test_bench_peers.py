@@ -24,7 +24,7 @@ from embedder.settings import Settings
 from embedder.tools.bench import fastembed_env, markdown_peers, peers, plan, report
 from embedder.tools.bench.machine import bf16_units
 from embedder.tools.bench.peer_child import Child, PeerFailed
-from embedder.tools.bench.run_inprocess import served_settings
+from embedder.tools.bench.plan import served_settings
 from embedder.tools.bench.run_levels import prepare
 from embedder.tools.bench.scenarios import Clock
 
