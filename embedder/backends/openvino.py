@@ -197,6 +197,17 @@ def cache_dir(models_root: Path) -> Path | None:
     return path
 
 
+def compute_properties(precision: str) -> dict[str, Any]:
+    """What a compiled model computes, by precision (the backend choice's cache key holds
+    them: a change measures again). The plugin quantizes the activations of any matrix
+    product with int8 weights (a graph that stores them, behind DequantizeLinear) on CPUs
+    with VNNI or AMX, whatever the precision hint: FP32 and BF16 forms ask it not to."""
+    return {
+        "INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision],
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": DYNAMIC_QUANTIZATION_GROUP if precision == "int8" else 0,
+    }
+
+
 def open_openvino(
     path: Path, config: SessionConfig, precision: str, cache: Path | None = None
 ) -> OpenVinoSession:
@@ -206,13 +217,11 @@ def open_openvino(
     core = _core()
     streams = max(1, config.streams)
     properties: dict[str, Any] = {
-        "INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision],
+        **compute_properties(precision),
         "NUM_STREAMS": streams,
         "INFERENCE_NUM_THREADS": streams * max(1, config.threads),
         "ENABLE_CPU_PINNING": False,
     }
-    if precision == "int8":
-        properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP
     folder = compiled_cache.use(cache, path, precision) if cache is not None else None
     before = compiled_cache.blobs(folder)
     try:

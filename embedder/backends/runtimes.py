@@ -260,6 +260,9 @@ class Runtimes:
             "layout": {"threads": config.threads, "streams": config.streams},
             "onnxruntime": _version("onnxruntime"),
             "openvino": _version("openvino"),
+            "openvino_compute": {
+                c.label: ov.compute_properties(c.precision) for c in found if c.backend == OPENVINO
+            },
         }
 
     def _file_key(self, candidate: Candidate, graph: Path, spec: ModelSpec) -> str:
