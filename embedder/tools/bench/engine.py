@@ -87,9 +87,14 @@ def open_served(
     return encoder, f"{runtime.backend} {runtime.compute_precision}"
 
 
-def lone_engine(store: ModelStore, spec: ModelSpec, settings: Settings | None) -> TextEncoder:
-    """The engine a lone request is compared with: what one runner of a worker runs."""
-    served = open_served(store, spec, 1, settings) if settings is not None else None
+def lone_engine(
+    store: ModelStore, spec: ModelSpec, settings: Settings | None, runners: int
+) -> TextEncoder:
+    """The engine a lone request is compared with: what one runner of a worker of `runners`
+    cores runs it on. On OpenVINO that is the worker's own compiled model (a stream per
+    runner: a lone text runs on one), opened with the worker's layout, which the backend
+    choice is kept for (another layout may choose another runtime)."""
+    served = open_served(store, spec, runners, settings) if settings is not None else None
     return served[0] if served else open_embedder(store, spec, 1)
 
 
@@ -307,9 +312,9 @@ def measure(
         )
     idle = texts[:idle_texts]
     if idle and served is not None:
-        one = lone_engine(store, spec, settings)  # one stream, as one runner's lone run
-        result.single_ms_1t = single_times(one, idle, 3 if sampled else 5, began + budget * 0.85)
-        result.single_ms = single_times(served[0], idle, until=began + budget)
+        # a lone text runs on one stream of the worker's compiled model, as on one runner's
+        times = single_times(served[0], idle, 3 if sampled else 5, began + budget, least=3)
+        result.single_ms_1t = result.single_ms = times
     elif idle and sampled:
         group = layouts.get(f"{threads}x1")
         one = group[0] if group else open_embedder(store, spec, 1)

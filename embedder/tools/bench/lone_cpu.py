@@ -279,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for (c, m), srv in zip(runs, servers, strict=True)
         ]
         # as the servers compute it (they read this environment's EMBEDDER_BACKEND)
-        encoder = engine.lone_engine(store, spec, Settings.from_env(dict(os.environ)))
+        settings = Settings.from_env(dict(os.environ))
+        encoder = engine.lone_engine(store, spec, settings, int(threads))
         got = measure(
             encoder, targets, spec.id, texts, rounds=a.rounds, until=time.monotonic() + a.seconds
         )

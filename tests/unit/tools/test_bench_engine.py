@@ -112,7 +112,7 @@ def test_the_limit_computes_as_the_servers_do(backend: str, starter_service: Ser
         budget=5.0,
         settings=settings,
     )
-    lone = lone_engine(starter_service.store, spec, settings)
+    lone = lone_engine(starter_service.store, spec, settings, 2)
     if backend == "openvino":
         assert got.runtime.startswith("openvino ") and list(got.layouts) == ["2x1"]
         assert lone.session.backend == "openvino" and lone.limits.grid is not None
