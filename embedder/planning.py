@@ -126,7 +126,10 @@ def plan_batches(lengths: Sequence[int], limits: RunLimits) -> Iterator[np.ndarr
         length = longest[start]  # the first row of a sub-batch is its longest
         cap = max(1, min(limits.max_batch, limits.max_batch_tokens // length))
         for rows in range(1, min(cap, n - start) + 1):
-            cost = base + _run_cost(*shape(rows, length))
+            padded_rows, padded = shape(rows, length)
+            if rows > 1 and padded_rows * padded > limits.max_batch_tokens:
+                break  # on a grid the padding may take a sub-batch past the bound
+            cost = base + _run_cost(padded_rows, padded)
             if cost < best[start + rows]:
                 best[start + rows] = cost
                 cut[start + rows] = start

@@ -114,3 +114,12 @@ def test_on_a_grid_the_shapes_are_few_whatever_the_texts() -> None:
     steps = {(r, n) for r in OPENVINO_GRID.rows for n in OPENVINO_GRID.lengths}
     assert shapes <= steps | {(r, 256) for r in OPENVINO_GRID.rows}
     assert len(shapes) <= 150 < len(free)
+
+
+def test_on_a_grid_no_sub_batch_pads_past_the_token_bound() -> None:
+    """641 tokens run as 768: three of them are 2,304 padded tokens, over 2,048."""
+    limits = RunLimits(32, 2048, grid=OPENVINO_GRID, window=8192)
+    for lengths in ([641] * 3, [65] * 31, [300, 290, 280, 270, 260, 250, 240, 230]):
+        for rows in plan_batches(lengths, limits):
+            r, n = limits.shape(len(rows), max(lengths[i] for i in rows))
+            assert len(rows) == 1 or r * n <= 2048, (lengths, len(rows), r, n)

@@ -280,10 +280,10 @@ def measure(
     elif only and any(name in names for name in only):
         names = [name for name in names if name in only]
     layouts = {
-        name: [open_embedder(store, spec, threads)]
-        if name == wide
-        else [served[0]] * threads
+        name: [served[0]] * threads
         if served is not None
+        else [open_embedder(store, spec, threads)]
+        if name == wide
         else [open_embedder(store, spec, 1) for _ in range(threads)]
         for name in names
     }
