@@ -74,12 +74,13 @@ class RunLimits:
     def shape(self, rows: int, length: int) -> tuple[int, int]:
         """The rows and length a sub-batch of `rows` texts, the longest `length` tokens,
         runs as: on the grid if there is one."""
-        if self.grid is None:
-            return rows, length
-        return (
-            self.grid.row_count(rows, max(rows, self.max_batch)),
-            self.grid.length(length, self.window),
-        )
+        return self.run_rows(rows), self.run_length(length)
+
+    def run_rows(self, rows: int) -> int:
+        return rows if self.grid is None else self.grid.row_count(rows, max(rows, self.max_batch))
+
+    def run_length(self, length: int) -> int:
+        return length if self.grid is None else self.grid.length(length, self.window)
 
 
 # Cost of one run in token units, fitted on all-MiniLM-L6-v2 FP32 and INT8 at 1 thread
@@ -112,7 +113,6 @@ def plan_batches(lengths: Sequence[int], limits: RunLimits) -> Iterator[np.ndarr
     single row may exceed that. With a grid (`limits.grid`) each sub-batch is priced at the
     shape it runs as.
     """
-    shape = limits.shape
     if len(lengths) == 1:  # a lone text: one run, without the general path's numpy
         yield np.zeros(1, dtype=np.intp)
         return
@@ -121,15 +121,16 @@ def plan_batches(lengths: Sequence[int], limits: RunLimits) -> Iterator[np.ndarr
     n = len(order)
     best = [0.0] + [math.inf] * n  # best[j]: cheapest plan for the j longest rows
     cut = [0] * (n + 1)
+    run_rows = [limits.run_rows(rows) for rows in range(min(limits.max_batch, n) + 1)]
     for start in range(n):
         base = best[start]
         length = longest[start]  # the first row of a sub-batch is its longest
+        padded = limits.run_length(length)  # the DP's inner loop is the plan's hot path
         cap = max(1, min(limits.max_batch, limits.max_batch_tokens // length))
         for rows in range(1, min(cap, n - start) + 1):
-            padded_rows, padded = shape(rows, length)
-            if rows > 1 and padded_rows * padded > limits.max_batch_tokens:
+            if rows > 1 and run_rows[rows] * padded > limits.max_batch_tokens:
                 break  # on a grid the padding may take a sub-batch past the bound
-            cost = base + _run_cost(padded_rows, padded)
+            cost = base + _run_cost(run_rows[rows], padded)
             if cost < best[start + rows]:
                 best[start + rows] = cost
                 cut[start + rows] = start
