@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedder.backends.choice import Runtime
 from embedder.backends.runtimes import BackendPolicy, Runtimes
 from embedder.batcher import Engine
 from embedder.catalog import ModelSpec
@@ -66,14 +67,27 @@ def open_embedder(store: ModelStore, spec: ModelSpec, threads: int) -> TextEncod
     return TextEncoder(spec, session, tokenizer, RunLimits())
 
 
+@dataclass(frozen=True)
+class Served:
+    """A level opened as the servers open it, on another runtime than ONNX Runtime."""
+
+    encoder: TextEncoder
+    runtime: Runtime
+    why: str  # auto's reason, as the worker logs it
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime.backend} {self.runtime.compute_precision}"
+
+
 def open_served(
     store: ModelStore, spec: ModelSpec, runners: int, settings: Settings
-) -> tuple[TextEncoder, str] | None:
+) -> Served | None:
     """`spec`'s encoder as a worker of `runners` cores opens it under `settings` (the runtime
-    `EMBEDDER_BACKEND` chooses, or the kept choice: one compiled model, a stream per runner),
-    with what computes it ("openvino bf16"); None where that is ONNX Runtime, which
-    `open_embedder` opens in every layout. The engine the servers are compared with must
-    compute as they do: on a CPU with BF16 units `auto` serves FP32 levels on OpenVINO."""
+    `EMBEDDER_BACKEND` chooses, or the kept choice: one compiled model, a stream per runner);
+    None where that is ONNX Runtime, which `open_embedder` opens in every layout. The engine
+    the servers are compared with must compute as they do: on a CPU with BF16 units `auto`
+    serves FP32 levels on OpenVINO."""
     if settings.backend == "onnxruntime":
         return None
     runtimes = Runtimes(BackendPolicy(settings.backend, settings.exact_fp32), store)
@@ -84,7 +98,7 @@ def open_served(
     runtime = opener.runtime(spec)
     if runtime.backend == "onnxruntime":
         return None
-    return encoder, f"{runtime.backend} {runtime.compute_precision}"
+    return Served(encoder, runtime, runtimes.why(spec.id) or "")
 
 
 def lone_engine(
@@ -95,7 +109,7 @@ def lone_engine(
     runner: a lone text runs on one), opened with the worker's layout, which the backend
     choice is kept for (another layout may choose another runtime)."""
     served = open_served(store, spec, runners, settings) if settings is not None else None
-    return served[0] if served else open_embedder(store, spec, 1)
+    return served.encoder if served else open_embedder(store, spec, 1)
 
 
 def _timed(embedder: TextEncoder, texts: Sequence[str]) -> tuple[float, int]:
@@ -280,7 +294,7 @@ def measure(
     elif only and any(name in names for name in only):
         names = [name for name in names if name in only]
     layouts = {
-        name: [served[0]] * threads
+        name: [served.encoder] * threads
         if served is not None
         else [open_embedder(store, spec, threads)]
         if name == wide
@@ -304,7 +318,7 @@ def measure(
         corpus_tokens=tokens,
         layout=best,
         layouts={name: median(m[0]) for name, m in measured.items()},
-        runtime=served[1] if served is not None else "onnxruntime",
+        runtime=served.label if served is not None else "onnxruntime",
     )
     if request_slices:
         result.request_texts_per_s = max(
@@ -313,7 +327,7 @@ def measure(
     idle = texts[:idle_texts]
     if idle and served is not None:
         # a lone text runs on one stream of the worker's compiled model, as on one runner's
-        times = single_times(served[0], idle, 3 if sampled else 5, began + budget, least=3)
+        times = single_times(served.encoder, idle, 3 if sampled else 5, began + budget, least=3)
         result.single_ms_1t = result.single_ms = times
     elif idle and sampled:
         group = layouts.get(f"{threads}x1")

@@ -32,13 +32,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedder.backends.runtimes import BackendPolicy, Runtimes
-from embedder.loading import Opener
-from embedder.planning import RunLimits
-from embedder.sessions import SessionConfig
 from embedder.settings import Settings
 from embedder.tools.bench import fastembed_env, peer
-from embedder.tools.bench.engine import open_embedder, pull
+from embedder.tools.bench.engine import open_embedder, open_served, pull
 from embedder.tools.bench.machine import bf16_units, cores, cpu_flags, cpu_model
 from embedder.tools.bench.peer_child import Child, PeerFailed
 from embedder.tools.bench.peer_serve import answer
@@ -143,17 +139,10 @@ def _served(lv: Level, texts: Sequence[str], threads: int, settings: Settings) -
     chosen, or the kept choice read, as at a worker's start), when that is not ONNX Runtime;
     else None. Its runners are the phase's (a thread per core), so the compiled model gets a
     stream each."""
-    if settings.backend == "onnxruntime":
+    served = open_served(lv.store, lv.spec, threads, settings)
+    if served is None:
         return None
-    spec = lv.spec
-    runtimes = Runtimes(BackendPolicy(settings.backend, settings.exact_fp32), lv.store)
-    config = SessionConfig(threads=threads, shared_weights=settings.shared_weights)
-    limits = RunLimits(max_batch_tokens=settings.max_batch_tokens)
-    opener = Opener(lv.store, config, limits, runtimes=runtimes)
-    encoder = opener.encoder(spec)
-    runtime = opener.runtime(spec)
-    if runtime.backend == "onnxruntime":
-        return None
+    spec, encoder, runtime = lv.spec, served.encoder, served.runtime
     encoder.embed(texts[:4])  # warm-up
     computes = runtime.compute_precision
     key = f"{lv.key} {runtime.backend} {computes}"
@@ -162,7 +151,7 @@ def _served(lv: Level, texts: Sequence[str], threads: int, settings: Settings) -
     info["threads"] = threads
     info["what"] = (
         f"ours, {spec.precision.upper()} level {lv.key}, {runtime.backend} computing in "
-        f"{computes.upper()} (what the service runs here: {runtimes.why(spec.id)})"
+        f"{computes.upper()} (what the service runs here: {served.why})"
     )
     info["layout"] = f"{threads}x1 (one compiled model, a stream per runner thread)"
     return Side(key, info, Local(_Pooled([encoder] * threads), texts))

@@ -211,9 +211,9 @@ def load_lone_cpu(
             target = lone_cpu.Target(info["layout"], address, srv.worker_pids)
             until = time.monotonic() + seconds
             try:
-                runners = int(info["layout"].partition("x")[2])
-                settings = served_settings(opts)
-                encoder = encoder or lone_engine(lv.store, lv.spec, settings, runners)
+                if encoder is None:  # the worker's runners: its layout's cores
+                    runners = int(info["layout"].partition("x")[2])
+                    encoder = lone_engine(lv.store, lv.spec, served_settings(opts), runners)
                 got = lone_cpu.measure(
                     encoder, [target], lv.spec.id, texts, rounds=t.rounds, until=until
                 )
