@@ -34,7 +34,7 @@ WARMUP = 0.4
 # the engine of record to flat. OpenVINO's memory levels off only once each model has run its
 # grid of shapes, which random batches take minutes to do (docs/openvino.md, "Growth under
 # varied shapes"): `test_openvino_grid` holds that in-process.
-BACKEND = "onnxruntime"
+BACKEND = srv.BACKEND  # the suite's servers' runtime: the engine of record
 
 
 def test_short_soak(tmp_path: Path, built_root: Path) -> None:
